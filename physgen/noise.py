@@ -9,7 +9,7 @@ same whatever batch, order or rank a sample is drawn in (tested).
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -48,18 +48,28 @@ class SeededNoise:
     def __len__(self) -> int:
         return self.index.numel()
 
-    def _draw(self, step: int, shape: Sequence[int], device, dtype, uniform: bool) -> Tensor:
-        per_sample = tuple(shape[1:])
-        if shape[0] != len(self):
-            raise ValueError(f"noise asked for a batch of {shape[0]} but indexes {len(self)} samples")
+    def draw(self, step: int, sampler: Callable[[int, torch.Generator], Tensor], device=None) -> Tensor:
+        """Rows of ``sampler(BLOCK, generator)`` for this batch's indices.
+
+        ``sampler`` draws a whole block with the given generator (any law: a Gaussian,
+        a PFGM++ or NIG kernel, uniforms); sample ``i`` gets row ``i % BLOCK`` of the block
+        seeded by ``(seed, step, i // BLOCK)``.
+        """
+        device = torch.device(device or "cpu")
         chunks = []
         for block in self._blocks:
             g = torch.Generator(device=device)
             g.manual_seed(_mix(self.seed, step, block))
-            draw = torch.rand if uniform else torch.randn
-            chunks.append(draw((BLOCK, *per_sample), generator=g, device=device, dtype=dtype))
+            chunks.append(sampler(BLOCK, g))
         table = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
-        return table.index_select(0, self._rows.to(device))
+        return table.index_select(0, self._rows.to(table.device))
+
+    def _draw(self, step: int, shape: Sequence[int], device, dtype, uniform: bool) -> Tensor:
+        if shape[0] != len(self):
+            raise ValueError(f"noise asked for a batch of {shape[0]} but indexes {len(self)} samples")
+        draw = torch.rand if uniform else torch.randn
+        per_sample = tuple(shape[1:])
+        return self.draw(step, lambda n, g: draw((n, *per_sample), generator=g, device=device, dtype=dtype), device)
 
     def __call__(self, step: int, like: Tensor) -> Tensor:
         return self._draw(step, like.shape, like.device, like.dtype, uniform=False)

@@ -1,0 +1,92 @@
+"""Neural fields: a raw network ``F(x_in, c_noise, label)`` wrapped in a process's preconditioning.
+
+The preconditioning decides what the network's output means (its ``kind``) and keeps its
+inputs and targets at unit scale across noise levels:
+
+* :class:`DenoiserPreconditioning` (EDM, arXiv 2206.00364, Table 1):
+  ``D(x, s) = c_skip x + c_out F(c_in x, c_noise)`` with, for ``σ = σ_eff(s)``,
+  ``c_skip = σ_d²/(σ²+σ_d²)``, ``c_out = σ σ_d/√(σ²+σ_d²)``, ``c_in = 1/√(σ²+σ_d²)``,
+  ``c_noise = ln(σ)/4``.  PFGM++ uses it at ``σ = r/√D`` and Yukawa at ``σ = √(z/m)``.
+* :class:`ScorePreconditioning` (NCSNv2, arXiv 2006.09011, technique 3):
+  ``s(x, σ) = F(c_in x, ln(σ)/4) / σ``, so that DSM with ``λ(σ) = σ²`` regresses ``F`` on
+  ``-ε`` at every level.
+* :class:`EpsPreconditioning` (DDPM, arXiv 2006.11239): ``ε(x, t) = F(c_in x, 999 t)``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+from .kinds import expand_as_batch
+
+__all__ = ["DenoiserPreconditioning", "ScorePreconditioning", "EpsPreconditioning", "NeuralField"]
+
+
+class DenoiserPreconditioning:
+    kind = "denoiser"
+
+    def __init__(self, sigma_data: float = 0.5, sigma_of_scale: Optional[Callable[[Tensor], Tensor]] = None):
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        self.sigma_data = float(sigma_data)
+        self.sigma_of_scale = sigma_of_scale
+
+    def __call__(self, net: nn.Module, x: Tensor, s: Tensor, label: Optional[Tensor]) -> Tensor:
+        sigma = s if self.sigma_of_scale is None else self.sigma_of_scale(s)
+        sd2 = self.sigma_data**2
+        sig = expand_as_batch(sigma, x)
+        c_skip = sd2 / (sig**2 + sd2)
+        c_out = sig * self.sigma_data / (sig**2 + sd2).sqrt()
+        c_in = 1.0 / (sig**2 + sd2).sqrt()
+        c_noise = sigma.log() / 4
+        return c_skip * x + c_out * net(c_in * x, c_noise.to(x.dtype), label)
+
+
+class ScorePreconditioning:
+    kind = "score"
+
+    def __init__(self, sigma_data: float = 0.5):
+        self.sigma_data = float(sigma_data)
+
+    def __call__(self, net: nn.Module, x: Tensor, s: Tensor, label: Optional[Tensor]) -> Tensor:
+        sig = expand_as_batch(s, x)
+        c_in = 1.0 / (sig**2 + self.sigma_data**2).sqrt()
+        return net(c_in * x, (s.log() / 4).to(x.dtype), label) / sig
+
+
+class EpsPreconditioning:
+    kind = "eps"
+
+    def __init__(self, coefficients: Callable[[Tensor], tuple[Tensor, Tensor]], sigma_data: float = 0.5):
+        self.coefficients = coefficients
+        self.sigma_data = float(sigma_data)
+
+    def __call__(self, net: nn.Module, x: Tensor, s: Tensor, label: Optional[Tensor]) -> Tensor:
+        a, b = self.coefficients(s)
+        c_in = expand_as_batch(1.0 / (a**2 * self.sigma_data**2 + b**2).sqrt(), x)
+        return net(c_in * x, (999.0 * s).to(x.dtype), label)
+
+
+class NeuralField(nn.Module):
+    """A field estimator made of a raw network and a preconditioning (``kind`` from the latter)."""
+
+    def __init__(self, net: nn.Module, preconditioning):
+        super().__init__()
+        self.net = net
+        self.preconditioning = preconditioning
+
+    @property
+    def kind(self) -> str:
+        return self.preconditioning.kind
+
+    @property
+    def num_classes(self) -> int:
+        return int(getattr(self.net, "num_classes", 0))
+
+    def forward(self, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
+        if s.ndim != 1 or s.shape[0] != x.shape[0]:
+            raise ValueError(f"scale must be shaped [B] = [{x.shape[0]}], got {tuple(s.shape)}")
+        return self.preconditioning(self.net, x, s.to(x.dtype), label)

@@ -1,0 +1,23 @@
+"""Neural networks: the DDPM++ U-Net (:mod:`physgen.nets.unet`) and Inception-v3 for
+FID / IS (:mod:`physgen.nets.inception`).  Submodules import lazily from here."""
+from __future__ import annotations
+
+from typing import Any
+
+_EXPORTS = {
+    "UNet": "unet",
+    "UNET_PRESETS": "unet",
+    "build_unet": "unet",
+    "InceptionV3": "inception",
+    "load_inception": "inception",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
