@@ -108,6 +108,14 @@ class Process(ABC):
     def analytic_field(self, mixture) -> FieldEstimator:
         raise UserError(f"process {self.name!r} has no analytic Gaussian-mixture field; use --field exact or mlp")
 
+    def generate(self, field, x0: Tensor, schedule: Tensor, method: str, *, noise=None, label=None, **options):
+        """Process-specific sampling (e.g. Yukawa's births), or ``None`` to use the generic path.
+
+        ``physgen.sampling.sample`` calls this first; a process that needs more than a flow
+        (extra state, resampling) overrides it and returns a ``solvers.Solution``.
+        """
+        return None
+
     def finalize(self, x: Tensor) -> Tensor:
         """Map the solver's end state to data space (identity except for augmented processes)."""
         return x

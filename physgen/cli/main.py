@@ -1,0 +1,51 @@
+"""``physgen <command> ...``.  Each subcommand lives in its own module of this package and
+defines ``register(subparsers)``, which adds its parser with ``set_defaults(func=...)``.
+
+A user's mistake (``ValueError``, including :class:`physgen.errors.UserError`) is printed as
+one line on stderr with exit status 2; set ``PHYSGEN_DEBUG=1`` for the traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Optional, Sequence
+
+# subcommand modules, in help order; a module that is not written yet is skipped
+COMMANDS = ("toy", "demo", "experiment", "compare_solvers", "nll", "genphys", "train", "sample", "eval", "train_classifier")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="physgen", description="Physics-inspired generative models: diffusion, NCSN, PFGM, PFGM++, GenPhys.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        try:
+            module = importlib.import_module(f"physgen.cli.{name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"physgen.cli.{name}":
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result = args.func(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        if os.environ.get("PHYSGEN_DEBUG"):
+            raise
+        print(f"physgen {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"physgen {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
