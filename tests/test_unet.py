@@ -1,0 +1,124 @@
+"""DDPM++ U-Net (physgen.nets.unet): shapes, zero-init output, gradients, presets."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from physgen.errors import UserError
+from physgen.nets.unet import UNET_PRESETS, UNet, build_unet
+
+
+def _randomize_output(net: UNet) -> UNet:
+    """The output conv is zero at init; give it weights so the output depends on x."""
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        net.out_conv.weight.copy_(torch.randn(net.out_conv.weight.shape, generator=gen) * 0.1)
+    return net
+
+
+@pytest.mark.parametrize("res", [8, 16, 32])
+@pytest.mark.parametrize("num_classes", [0, 10])
+def test_tiny_output_shape(res, num_classes):
+    torch.manual_seed(0)
+    net = build_unet("tiny", res, 3, num_classes=num_classes)
+    x = torch.randn(2, 3, res, res)
+    c = torch.rand(2)
+    out = net(x, c)
+    assert out.shape == x.shape
+    if num_classes:
+        assert net(x, c, torch.tensor([0, 9])).shape == x.shape
+
+
+def test_zero_init_output():
+    torch.manual_seed(0)
+    net = build_unet("tiny", 16, 1, num_classes=4)
+    out = net(torch.randn(3, 1, 16, 16), torch.rand(3), torch.tensor([0, 1, 3]))
+    assert torch.count_nonzero(out) == 0
+
+
+def test_gradients_flow_to_every_parameter():
+    torch.manual_seed(0)
+    net = _randomize_output(build_unet("tiny", 16, 3, num_classes=3, dropout=0.1))
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    label = torch.tensor([0, 1, 2, -1])  # -1: the null class, so every embedding row is used
+    net(x, torch.rand(4), label).square().mean().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    for name, p in net.named_parameters():
+        assert p.grad is not None, name
+        assert torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_labels_and_null_class():
+    torch.manual_seed(0)
+    net = _randomize_output(build_unet("tiny", 8, 3, num_classes=5)).eval()
+    x, c = torch.randn(2, 3, 8, 8), torch.rand(2)
+    none = net(x, c)
+    assert torch.allclose(none, net(x, c, torch.tensor([5, 5])))  # num_classes = null
+    assert torch.allclose(none, net(x, c, torch.tensor([-1, -1])))  # -1 = null
+    assert not torch.allclose(none, net(x, c, torch.tensor([0, 1])))
+    with pytest.raises(UserError):
+        net(x, c, torch.tensor([0, 6]))
+    with pytest.raises(UserError):
+        build_unet("tiny", 8, 3)(x, c, torch.tensor([0, 1]))  # unconditional net
+
+
+def test_noise_conditioning_matters_for_both_embeddings():
+    for embedding in ("positional", "fourier"):
+        torch.manual_seed(0)
+        net = _randomize_output(build_unet("tiny", 8, 1, embedding=embedding)).eval()
+        x = torch.randn(1, 1, 8, 8)
+        a = net(x, torch.tensor([0.1]))
+        b = net(x, torch.tensor([2.0]))
+        assert not torch.allclose(a, b)
+
+
+def test_ddpmpp_cifar10_param_count_on_meta():
+    with torch.device("meta"):
+        net = build_unet("ddpmpp-cifar10", 32, 3)
+    n = sum(p.numel() for p in net.parameters())
+    assert abs(n - 56e6) / 56e6 < 0.10, n
+    assert next(net.parameters()).is_meta
+
+
+def test_channels_last_matches():
+    torch.manual_seed(0)
+    net = _randomize_output(build_unet("tiny", 16, 3, num_classes=2)).eval()
+    x, c, y = torch.randn(2, 3, 16, 16), torch.rand(2), torch.tensor([0, 1])
+    ref = net(x, c, y)
+    net = net.to(memory_format=torch.channels_last)
+    out = net(x.to(memory_format=torch.channels_last), c, y)
+    assert torch.allclose(ref, out, atol=1e-5)
+
+
+def test_bf16_autocast_runs():
+    torch.manual_seed(0)
+    net = _randomize_output(build_unet("tiny", 8, 3)).eval()
+    x, c = torch.randn(2, 3, 8, 8), torch.rand(2)
+    ref = net(x, c)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = net(x, c)
+    assert out.shape == x.shape and torch.isfinite(out.float()).all()
+    assert (out.float() - ref).abs().mean() < 0.1 * ref.abs().mean() + 1e-3
+
+
+def test_build_unet_errors():
+    with pytest.raises(UserError, match="ddpmpp-cifar10"):
+        build_unet("resnet", 32, 3)
+    with pytest.raises(UserError, match="unknown UNet option"):
+        build_unet("tiny", 16, 3, widht=3)
+    with pytest.raises(UserError, match="divisible"):
+        build_unet("ddpmpp-cifar10", 30, 3)
+    with pytest.raises(UserError):
+        build_unet("tiny", 16, 3, embedding="learned")
+    net = build_unet("tiny", 16, 3)
+    with pytest.raises(UserError):
+        net(torch.randn(2, 3, 8, 8), torch.rand(2))
+    with pytest.raises(UserError):
+        net(torch.randn(2, 3, 16, 16), torch.rand(3))
+
+
+def test_presets_are_unet_keywords():
+    for name, cfg in UNET_PRESETS.items():
+        with torch.device("meta"):
+            UNet(img_resolution=64, in_channels=3, out_channels=3, **cfg)
