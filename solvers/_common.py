@@ -1,0 +1,75 @@
+"""Helpers shared by the solvers (private)."""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .base import CountedFlow, SolverStats
+
+
+def host_values(values: Sequence[float], dtype: torch.dtype, device: torch.device) -> Tensor:
+    """Host floats as a 1-D tensor on ``device`` (rounded once from float64 to ``dtype``).
+
+    On CUDA the copy goes through pinned memory with ``non_blocking`` so it does not stall
+    the host (no sync)."""
+    col = torch.tensor(list(values), dtype=torch.float64).to(dtype=dtype)
+    if torch.device(device).type == "cuda":
+        return col.pin_memory().to(device, non_blocking=True)
+    return col.to(device)
+
+
+def scale_table(values: Sequence[float], x: Tensor) -> Tensor:
+    """All scales a fixed-step solve will hand to the flow, as a ``[n, B]`` table.
+
+    Built with one host-to-device copy before the step loop; row ``i`` (``table[i]``, a
+    contiguous ``[B]`` view) is then the scale tensor of evaluation ``i``, so the loop
+    neither allocates scale tensors nor syncs.
+    """
+    col = host_values(values, x.dtype, x.device)
+    return col[:, None].expand(len(values), x.shape[0]).contiguous()
+
+
+def combine(x: Tensor, ks: Sequence[Tensor], coeffs: Sequence[float], h: float) -> Tensor:
+    """``x + h * sum_j coeffs[j] * ks[j]`` with one kernel per nonzero coefficient.
+
+    Never writes into ``x`` or any ``ks[j]``: the first term allocates the result, the rest
+    accumulate into it in place.
+    """
+    out: Optional[Tensor] = None
+    for k, a in zip(ks, coeffs):
+        if a == 0.0:
+            continue
+        if out is None:
+            out = torch.add(x, k, alpha=a * h)
+        else:
+            out.add_(k, alpha=a * h)
+    return x if out is None else out
+
+
+def check_batch(x: Tensor, name: str) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name}: x must be a torch.Tensor, got {type(x).__name__}")
+    if x.dim() < 1 or x.shape[0] == 0:
+        raise ValueError(f"{name}: x must be shaped [B, ...] with B >= 1, got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: x must be floating point, got {x.dtype}")
+
+
+def require_denoiser(f: CountedFlow, name: str) -> None:
+    if not f.has_denoiser:
+        raise TypeError(
+            f"{name} needs a flow of the denoiser form dx/ds = (x - D(x, s))/s exposing "
+            f"denoise(x, s); {type(f.flow).__name__} has no denoise method"
+        )
+
+
+def fixed_stats(nfe: int, steps: int, batch: int, trajectory: Optional[list]) -> SolverStats:
+    return SolverStats(
+        nfe=nfe,
+        steps=steps,
+        accepted=steps * batch,
+        rejected=0,
+        trajectory=torch.stack(trajectory) if trajectory is not None else None,
+    )

@@ -1,0 +1,242 @@
+"""Adaptive Dormand-Prince 5(4) with per-sample step-size control.
+
+Dormand & Prince (1980), "A family of embedded Runge-Kutta formulae", J. Comp. Appl.
+Math. 6; controller and starting step from Hairer, Norsett & Wanner, Solving ODEs I,
+Sec. II.4.  (Integrating a whole batch with one step size, as torchdiffeq does, lets
+the hardest sample set everyone's steps; here each sample has its own ``s`` and ``h``.)
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence, Union
+
+import torch
+from torch import Tensor
+
+from ._common import check_batch, combine, host_values, scale_table
+from .base import CountedFlow, Solution, SolverStats, as_schedule
+
+__all__ = ["dopri5", "DOPRI5_C", "DOPRI5_A", "DOPRI5_B", "DOPRI5_E"]
+
+DOPRI5_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
+DOPRI5_A = (
+    (),
+    (1 / 5,),
+    (3 / 40, 9 / 40),
+    (44 / 45, -56 / 15, 32 / 9),
+    (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+    (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+    (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84),
+)
+DOPRI5_B = DOPRI5_A[6] + (0.0,)  # 5th-order weights = last row (FSAL)
+_B4 = (5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40)
+DOPRI5_E = tuple(b - bs for b, bs in zip(DOPRI5_B, _B4))  # b - b*: the error estimate weights
+
+_SAFETY, _FAC_MIN, _FAC_MAX = 0.9, 0.2, 10.0
+
+
+def _rms(v: Tensor) -> Tensor:
+    return v.flatten(1).pow(2).mean(1).sqrt()
+
+
+def dopri5(
+    flow: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    schedule: Union[Tensor, Sequence[float]],
+    *,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    max_steps: int = 10_000,
+    first_step: Optional[float] = None,
+    check_every: int = 4,
+    return_trajectory: bool = False,
+) -> Solution:
+    """Adaptive Dormand-Prince 5(4) with a separate step size for every sample.
+
+    Step (stages ``k_1..k_7`` of the Dormand-Prince tableau, ``k_7 = v(x_{n+1}, s+h)`` reused
+    as the next ``k_1``, so an accepted step costs 6 NFE)::
+
+        x_{n+1} = x_n + h sum_j b_j k_j                     (5th order)
+        err     = h sum_j (b_j - b*_j) k_j                  (vs the embedded 4th order)
+        q       = RMS_elements( err / (atol + rtol max(|x_n|, |x_{n+1}|)) )   per sample
+        accept if q <= 1;  h <- h clamp(0.9 q^{-1/5}, 0.2, 10)
+        (the factor is at most 1 on a rejection and on the step right after one)
+
+    Every sample keeps its own scale ``s`` and step ``h`` (tensors ``[B]``); the flow is
+    called on the whole batch with the per-sample scale tensor, accept/reject is a
+    ``torch.where``, and samples that have finished are frozen (``h = 0``).  On CUDA "all
+    done" is read from an asynchronous copy of the flag, with a blocking check (one device
+    sync) only every ``check_every`` steps; on the CPU it is checked every step.  The first step is chosen per
+    sample by Hairer's heuristic (one extra NFE) unless ``first_step`` is given.
+
+    With ``return_trajectory`` the intermediate schedule points are output points (every
+    sample steps exactly onto each); otherwise only the endpoints matter.  A schedule ending
+    at ``s = 0`` is integrated adaptively to its last positive point and finished with one
+    Euler step.  ``stats.steps`` counts loop iterations (the slowest sample's attempts),
+    ``accepted``/``rejected`` sum decisions over samples, and ``stats.extra`` holds
+    ``accepted_per_sample`` and ``rejected_per_sample`` (``[B]`` tensors).
+
+    Raises ``RuntimeError`` if some sample is unfinished after ``max_steps`` steps.
+    """
+    check_batch(x, "dopri5")
+    if not (rtol >= 0 and atol >= 0 and rtol + atol > 0):
+        raise ValueError(f"dopri5: need rtol >= 0, atol >= 0, not both 0; got rtol={rtol}, atol={atol}")
+    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps <= 0:
+        raise ValueError(f"dopri5: max_steps must be a positive integer, got {max_steps!r}")
+    if check_every < 1:
+        raise ValueError(f"dopri5: check_every must be >= 1, got {check_every}")
+    s = as_schedule(schedule)
+    f = CountedFlow(flow)
+    B = x.shape[0]
+    dev, dt = x.device, x.dtype
+    tdt = torch.float64 if dev.type != "mps" else torch.float32
+    last_euler = s[-1] == 0.0
+    pts = s[:-1] if last_euler else s
+    bshape = (B,) + (1,) * (x.dim() - 1)
+
+    x0 = x
+    traj: Optional[Tensor] = None
+    acc_n = torch.zeros(B, dtype=torch.long, device=dev)
+    rej_n = torch.zeros(B, dtype=torch.long, device=dev)
+    steps = 0
+    if len(pts) >= 2:
+        targets = pts if return_trajectory else [pts[0], pts[-1]]
+        M = len(targets)
+        T = host_values(targets, tdt, dev)
+        direction = 1.0 if pts[-1] > pts[0] else -1.0
+        if return_trajectory:
+            traj = torch.zeros((M,) + tuple(x.shape), dtype=dt, device=dev)
+            traj[0] = x
+            traj_flat = traj.view((M * B,) + tuple(x.shape[1:]))
+            rows = torch.arange(B, device=dev)
+        t = T[0].expand(B).clone()
+        seg = torch.ones(B, dtype=torch.long, device=dev)
+        target = T[seg]
+        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        zero = torch.zeros((), dtype=tdt, device=dev)
+        just_rejected = torch.zeros(B, dtype=torch.bool, device=dev)
+
+        k1 = f(x, t.to(dt))
+        span = abs(pts[-1] - pts[0]) if not return_trajectory else abs(pts[1] - pts[0])
+        if first_step is not None:
+            if not first_step > 0:
+                raise ValueError(f"dopri5: first_step must be > 0, got {first_step}")
+            habs = torch.full((B,), float(first_step), dtype=tdt, device=dev)
+        else:
+            habs = _initial_step(f, x, t, k1, direction, rtol, atol, span)
+        h = direction * torch.minimum(habs, (target - t).abs())
+
+        flag = _DoneFlag(dev, check_every)
+        while True:
+            if steps > 0 and (flag.finished(done, steps) or steps >= max_steps):
+                if bool(done.all()):
+                    break
+                if steps >= max_steps:
+                    raise RuntimeError(
+                        f"dopri5: {int((~done).sum())} of {B} samples unfinished after max_steps={max_steps} "
+                        f"steps ({steps} taken; rtol={rtol}, atol={atol}); raise max_steps or loosen the tolerances"
+                    )
+            remaining = target - t
+            hits = h.abs() >= remaining.abs()
+            h_eff = torch.where(done, zero, torch.where(hits, remaining, h))
+            hx = h_eff.to(dt).view(bshape)
+            ks = [k1]
+            y = x
+            for j in range(1, 7):
+                y = torch.addcmul(x, hx, combine(ks[0].mul(DOPRI5_A[j][0]), ks[1:], DOPRI5_A[j][1:], 1.0))
+                tj = torch.where(hits, target, t + h_eff) if j >= 5 else t + DOPRI5_C[j] * h_eff
+                ks.append(f(y, tj.to(dt)))
+            x5, k7 = y, ks[6]
+            err = hx * combine(ks[0].mul(DOPRI5_E[0]), ks[1:], DOPRI5_E[1:], 1.0)
+            sc = torch.maximum(x.abs(), x5.abs()).mul_(rtol).add_(atol)
+            q = _rms(err / sc).to(tdt)
+            q = torch.where(torch.isfinite(q), q, torch.full_like(q, math.inf))
+            active = ~done
+            accept = (q <= 1.0) & active
+            acc_n += accept
+            rej_n += active & ~accept
+
+            am = accept.view(bshape)
+            x = torch.where(am, x5, x)
+            k1 = torch.where(am, k7, k1)
+            t = torch.where(accept, torch.where(hits, target, t + h_eff), t)
+            fac = (_SAFETY * q.pow(-0.2)).clamp(_FAC_MIN, _FAC_MAX)
+            # no growth on a rejection, nor on the step right after one (Hairer's facmax = 1)
+            fac = torch.where(accept & ~just_rejected, fac, fac.clamp(max=1.0))
+            just_rejected = torch.where(active, ~accept, just_rejected)
+            h = torch.where(active, h_eff * fac, h)
+
+            reached = accept & hits
+            if traj is not None:
+                idx = seg.clamp(max=M - 1) * B + rows
+                traj_flat.index_copy_(0, idx, torch.where(reached.view(bshape), x, traj_flat.index_select(0, idx)))
+            seg = seg + reached
+            done = seg >= M
+            target = T[seg.clamp(max=M - 1)]
+            flag.post(done)
+            steps += 1
+
+    if last_euler:
+        xe = x + (-pts[-1]) * f(x, scale_table([pts[-1]], x)[0])
+        if return_trajectory:
+            traj = torch.cat([traj, xe[None]]) if traj is not None else torch.stack([x0, xe])
+        x = xe
+    stats = SolverStats(
+        nfe=f.nfe,
+        steps=int((acc_n + rej_n).max()) + (1 if last_euler else 0),
+        accepted=int(acc_n.sum()) + (B if last_euler else 0),
+        rejected=int(rej_n.sum()),
+        trajectory=traj,
+        extra={"accepted_per_sample": acc_n.cpu(), "rejected_per_sample": rej_n.cpu()},
+    )
+    return Solution(x, stats)
+
+
+class _DoneFlag:
+    """Decides when to test "every sample done" without stalling the device.
+
+    On the CPU the test is free, so it runs every step.  On CUDA the flag is copied
+    asynchronously into pinned host memory after each step and read once its copy has
+    landed (no sync); a blocking test is forced only every ``check_every`` steps.
+    """
+
+    def __init__(self, device: torch.device, check_every: int):
+        self.every = check_every
+        self.async_ = device.type == "cuda"
+        if self.async_:
+            self.host = torch.zeros((), dtype=torch.bool).pin_memory()
+            self.event = torch.cuda.Event()
+            self.pending = False
+
+    def post(self, done: Tensor) -> None:
+        if self.async_:
+            self.host.copy_(done.all(), non_blocking=True)
+            self.event.record()
+            self.pending = True
+
+    def finished(self, done: Tensor, steps: int) -> bool:
+        if not self.async_ or steps % self.every == 0:
+            return True  # caller runs the blocking test
+        if self.pending and self.event.query():
+            self.pending = False
+            return bool(self.host)
+        return False
+
+
+def _initial_step(f, x: Tensor, t: Tensor, k1: Tensor, direction: float, rtol: float, atol: float,
+                  span: float) -> Tensor:
+    """Hairer's starting step (Solving ODEs I, II.4), per sample, for a method of order 5."""
+    tdt = t.dtype
+    bshape = (x.shape[0],) + (1,) * (x.dim() - 1)
+    sc = x.abs().mul(rtol).add_(atol)
+    d0 = _rms(x / sc).to(tdt)
+    d1 = _rms(k1 / sc).to(tdt)
+    small = (d0 < 1e-5) | (d1 < 1e-5) | ~torch.isfinite(d0 / d1)
+    h0 = torch.where(small, torch.full_like(d0, 1e-6), 0.01 * d0 / d1).clamp(max=span)
+    x1 = torch.addcmul(x, (direction * h0).to(x.dtype).view(bshape), k1)
+    k2 = f(x1, (t + direction * h0).to(x.dtype))
+    d2 = _rms((k2 - k1) / sc).to(tdt) / h0
+    dm = torch.maximum(d1, d2)
+    h1 = torch.where(dm <= 1e-15, torch.clamp(h0 * 1e-3, min=1e-6), (0.01 / dm).pow(0.2))
+    h1 = torch.where(torch.isfinite(h1), h1, h0)
+    return torch.minimum(100 * h0, h1).clamp(max=span)

@@ -1,0 +1,174 @@
+"""Explicit Runge-Kutta methods on a fixed schedule, all driven by one stepper.
+
+For a step from ``s_i`` to ``s_{i+1}`` (``h = s_{i+1} - s_i``, negative when the schedule
+decreases) and a Butcher tableau ``(c, A, b)``::
+
+    k_j     = v(x_i + h * sum_{l<j} A[j][l] k_l,  s_i + c_j h)
+    x_{i+1} = x_i + h * sum_j b_j k_j
+
+A step whose end is ``s = 0`` is taken with Euler (EDM, arXiv 2206.00364, Alg. 1), so no
+method ever evaluates the flow at ``s = 0``; for a denoiser flow that step is
+``x <- D(x, s_{K-1})``.  All scales are precomputed into one ``[n, B]`` table before the
+loop, which therefore never syncs with the device.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Union, Sequence
+
+from torch import Tensor
+
+from ._common import check_batch, combine, fixed_stats, scale_table
+from .base import CountedFlow, Solution, as_schedule
+
+__all__ = [
+    "ButcherTableau",
+    "EULER",
+    "MIDPOINT",
+    "HEUN",
+    "RK3",
+    "RK4",
+    "RK4_38",
+    "TABLEAUX",
+    "explicit_rk",
+    "euler",
+    "midpoint",
+    "heun",
+    "rk3",
+    "rk4",
+    "rk4_38",
+]
+
+
+@dataclass(frozen=True)
+class ButcherTableau:
+    """An explicit Runge-Kutta method: nodes ``c``, strictly lower-triangular ``a`` (row
+    ``j`` holds its ``j`` coefficients) and weights ``b``; ``order`` is its classical order."""
+
+    name: str
+    order: int
+    c: tuple
+    a: tuple
+    b: tuple
+
+    def __post_init__(self):
+        n = len(self.c)
+        if len(self.a) != n or len(self.b) != n:
+            raise ValueError(f"tableau {self.name}: c, a, b must have the same number of stages")
+        for j, row in enumerate(self.a):
+            if len(row) != j:
+                raise ValueError(f"tableau {self.name}: row {j} of a must have {j} entries (explicit method)")
+            if not math.isclose(sum(row), self.c[j], abs_tol=1e-12):
+                raise ValueError(f"tableau {self.name}: row {j} of a does not sum to c[{j}]")
+        if not math.isclose(sum(self.b), 1.0, abs_tol=1e-12):
+            raise ValueError(f"tableau {self.name}: weights b must sum to 1")
+
+    @property
+    def stages(self) -> int:
+        return len(self.c)
+
+
+EULER = ButcherTableau("euler", 1, (0.0,), ((),), (1.0,))
+MIDPOINT = ButcherTableau("midpoint", 2, (0.0, 0.5), ((), (0.5,)), (0.0, 1.0))
+HEUN = ButcherTableau("heun", 2, (0.0, 1.0), ((), (1.0,)), (0.5, 0.5))
+RK3 = ButcherTableau(  # Kutta (1901), third order
+    "rk3", 3, (0.0, 0.5, 1.0), ((), (0.5,), (-1.0, 2.0)), (1 / 6, 2 / 3, 1 / 6)
+)
+RK4 = ButcherTableau(  # the classic fourth-order method
+    "rk4", 4, (0.0, 0.5, 0.5, 1.0), ((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)), (1 / 6, 1 / 3, 1 / 3, 1 / 6)
+)
+RK4_38 = ButcherTableau(  # Kutta's 3/8 rule (torchdiffeq's fixed-grid "rk4")
+    "rk4_38", 4, (0.0, 1 / 3, 2 / 3, 1.0), ((), (1 / 3,), (-1 / 3, 1.0), (1.0, -1.0, 1.0)), (1 / 8, 3 / 8, 3 / 8, 1 / 8)
+)
+TABLEAUX = {t.name: t for t in (EULER, MIDPOINT, HEUN, RK3, RK4, RK4_38)}
+
+
+def explicit_rk(
+    flow: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    schedule: Union[Tensor, Sequence[float]],
+    tableau: ButcherTableau,
+    *,
+    return_trajectory: bool = False,
+) -> Solution:
+    """Integrate ``dx/ds = flow(x, s)`` over ``schedule`` with the explicit RK ``tableau``.
+
+    NFE: ``stages`` per step, except a final step to ``s = 0``, which is Euler (1 NFE).
+    """
+    check_batch(x, tableau.name)
+    s = as_schedule(schedule)
+    f = CountedFlow(flow)
+    K = len(s) - 1
+    last_euler = s[-1] == 0.0
+    n_rk = K - 1 if last_euler else K
+
+    values = []
+    for i in range(n_rk):
+        h = s[i + 1] - s[i]
+        values += [s[i] if c == 0.0 else s[i + 1] if c == 1.0 else s[i] + c * h for c in tableau.c]
+    if last_euler:
+        values.append(s[K - 1])
+    table = scale_table(values, x)
+
+    traj = [x] if return_trajectory else None
+    a, b, row = tableau.a, tableau.b, 0
+    for i in range(n_rk):
+        h = s[i + 1] - s[i]
+        ks = []
+        for j in range(tableau.stages):
+            ks.append(f(combine(x, ks, a[j], h), table[row]))
+            row += 1
+        x = combine(x, ks, b, h)
+        if traj is not None:
+            traj.append(x)
+    if last_euler:
+        x = combine(x, [f(x, table[row])], (1.0,), -s[K - 1])
+        if traj is not None:
+            traj.append(x)
+    return Solution(x, fixed_stats(f.nfe, K, x.shape[0], traj))
+
+
+def _make(tableau: ButcherTableau, reference: str) -> Callable[..., Solution]:
+    def solver(flow, x, schedule, *, return_trajectory: bool = False) -> Solution:
+        return explicit_rk(flow, x, schedule, tableau, return_trajectory=return_trajectory)
+
+    solver.__name__ = solver.__qualname__ = tableau.name
+    solver.__doc__ = reference
+    return solver
+
+
+euler = _make(EULER, """Euler's method (order 1, 1 NFE per step).
+
+    ``x_{i+1} = x_i + h v(x_i, s_i)``, ``h = s_{i+1} - s_i``.  For the denoiser form this is
+    DDIM (Song et al., arXiv 2010.02502; see EDM arXiv 2206.00364, Sec. 3).
+    """)
+midpoint = _make(MIDPOINT, """Explicit midpoint method (order 2, 2 NFE per step).
+
+    ``k1 = v(x_i, s_i)``, ``x_{i+1} = x_i + h v(x_i + h/2 k1, s_i + h/2)``.  A final step to
+    ``s = 0`` is Euler.
+    """)
+heun = _make(HEUN, """Heun's second-order method as in EDM (arXiv 2206.00364, Alg. 1).
+
+    ``d = v(x_i, s_i)``, ``x' = x_i + h d``, ``x_{i+1} = x_i + h/2 (d + v(x', s_{i+1}))``;
+    the final step to ``s = 0`` is Euler, so K steps ending at 0 cost ``2K - 1`` NFE.
+    """)
+rk3 = _make(RK3, """Kutta's third-order method (order 3, 3 NFE per step).
+
+    ``k1 = v(x, s)``, ``k2 = v(x + h/2 k1, s + h/2)``, ``k3 = v(x - h k1 + 2h k2, s + h)``,
+    ``x_{i+1} = x + h (k1 + 4 k2 + k3)/6`` (Kutta 1901; Hairer, Norsett & Wanner, Solving ODEs I,
+    Sec. II.1).  A final step to ``s = 0`` is Euler.
+    """)
+rk4 = _make(RK4, """The classic fourth-order Runge-Kutta method (4 NFE per step).
+
+    ``k1 = v(x, s)``, ``k2 = v(x + h/2 k1, s + h/2)``, ``k3 = v(x + h/2 k2, s + h/2)``,
+    ``k4 = v(x + h k3, s + h)``, ``x_{i+1} = x + h (k1 + 2k2 + 2k3 + k4)/6``.  A final step to
+    ``s = 0`` is Euler.
+    """)
+rk4_38 = _make(RK4_38, """Kutta's 3/8-rule fourth-order method (4 NFE per step).
+
+    ``k1 = v(x, s)``, ``k2 = v(x + h/3 k1, s + h/3)``, ``k3 = v(x - h/3 k1 + h k2, s + 2h/3)``,
+    ``k4 = v(x + h (k1 - k2 + k3), s + h)``, ``x_{i+1} = x + h (k1 + 3k2 + 3k3 + k4)/8``.
+    It is torchdiffeq's fixed-grid ``rk4``, and is kept to cross-check it.  A final step to
+    ``s = 0`` is Euler.
+    """)
