@@ -217,3 +217,11 @@ def test_inception_state_dict_round_trip_and_key_errors(tmp_path):
         load_inception(tmp_path / "missing.pth")
     with pytest.raises(UserError, match="flavour"):
         load_inception(fid_path, flavour="tf")
+
+
+def test_extract_features_accepts_image_dataset():
+    from physgen.images.data import ImageDataset
+
+    x = torch.rand(6, 1, 8, 8) * 2 - 1
+    ds = ImageDataset(x, None, 0, "toy")
+    np.testing.assert_allclose(extract_features(ds, _MeanPool()), extract_features(x, _MeanPool()))

@@ -85,6 +85,11 @@ class ImageDataset:
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
+    def to(self, device: Union[str, torch.device]) -> "ImageDataset":
+        """The same dataset with images and labels on ``device``."""
+        labels = self.labels.to(device) if self.labels is not None else None
+        return ImageDataset(self.images.to(device), labels, self.num_classes, self.name, self.class_names)
+
     @property
     def channels(self) -> int:
         return int(self.images.shape[1])
@@ -478,12 +483,14 @@ class ImageSampler:
         index = self._next_indices(total)
         flips = torch.rand(total, generator=self.generator) < 0.5 if self.flip else None
         mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
-        index = index[mine]
+        index = index[mine].to(self.dataset.images.device)
         images = self.dataset.images[index]
         if flips is not None:
-            f = flips[mine][:, None, None, None]
+            f = flips[mine].to(images.device)[:, None, None, None]
             images = torch.where(f, images.flip(-1), images)
-        labels = self.dataset.labels[index] if self.dataset.labels is not None else None
+        labels = None
+        if self.dataset.labels is not None:
+            labels = self.dataset.labels[index.to(self.dataset.labels.device)]
         if self.device is not None:
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True) if labels is not None else None

@@ -235,6 +235,8 @@ def ssim(
 
 
 def _batches(images: Images, batch_size: int) -> Iterable[torch.Tensor]:
+    if isinstance(getattr(images, "images", None), torch.Tensor):  # an ImageDataset
+        images = images.images  # type: ignore[union-attr]
     if isinstance(images, (torch.Tensor, np.ndarray)):
         t = torch.as_tensor(images)
         if t.ndim != 4:
@@ -259,8 +261,8 @@ def extract_features(
 ) -> Union[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
     """Features ``[N, D]`` (float64) of images in ``[-1, 1]``, computed in batches.
 
-    ``images``: a tensor/array ``[N, C, H, W]``, or an iterable of such batches (or of
-    ``(images, labels)`` pairs), e.g. a generator of samples.  ``feature_net`` maps a batch
+    ``images``: a tensor/array ``[N, C, H, W]``, an ``ImageDataset``, or an iterable of
+    such batches (or of ``(images, labels)`` pairs), e.g. a generator of samples.  ``feature_net`` maps a batch
     to ``[B, D]`` (extra trailing singleton dims are flattened); it is run in eval mode
     under ``no_grad`` on ``device`` (default: where its parameters are).  ``quantize``
     rounds to 8-bit levels first, as when samples are saved to PNG (the standard protocol).

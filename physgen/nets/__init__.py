@@ -1,10 +1,12 @@
-"""Neural networks: the DDPM++ U-Net (:mod:`physgen.nets.unet`) and Inception-v3 for
-FID / IS (:mod:`physgen.nets.inception`).  Submodules import lazily from here."""
+"""Neural networks: the toy MLP (:mod:`physgen.nets.mlp`), the DDPM++ U-Net
+(:mod:`physgen.nets.unet`) and Inception-v3 for FID / IS (:mod:`physgen.nets.inception`).
+Names re-exported here import their submodule lazily, on first use."""
 from __future__ import annotations
 
 from typing import Any
 
 _EXPORTS = {
+    "MLP": "mlp",
     "UNet": "unet",
     "UNET_PRESETS": "unet",
     "build_unet": "unet",
