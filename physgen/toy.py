@@ -62,6 +62,7 @@ class ToyConfig:
     process_options: dict = dc_field(default_factory=dict)
     sampler_options: dict = dc_field(default_factory=dict)
     label: Optional[int] = None
+    cond_drop: float = 0.1
     out: Optional[str] = None
 
     def __post_init__(self):
@@ -106,13 +107,20 @@ def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tens
     from .nets.mlp import MLP
     from .training import TrainConfig, train
 
-    net = MLP(data.shape[1], hidden=config.hidden, depth=config.depth, num_classes=dataset.num_classes or 0 if labels is not None else 0)
+    # a conditional network only when a label is asked for; label dropout keeps the null label trained
+    if config.label is None:
+        labels = None
+    num_classes = 0 if labels is None else int(dataset.num_classes or int(labels.max()) + 1)
+    net = MLP(data.shape[1], hidden=config.hidden, depth=config.depth, num_classes=num_classes)
     field = process.precondition(net)
     tcfg = TrainConfig(steps=config.train_steps, batch=config.batch, lr=config.lr, seed=config.seed, log_every=max(1, config.train_steps // 10))
 
     def batch(n: int, g: torch.Generator):
         idx = torch.randint(0, data.shape[0], (n,), generator=g, device=g.device)
-        return data[idx], (None if labels is None else labels[idx])
+        if labels is None:
+            return data[idx], None
+        drop = torch.rand(n, generator=g, device=g.device) < config.cond_drop
+        return data[idx], torch.where(drop, torch.full_like(labels[idx], num_classes), labels[idx])
 
     result = train(process, field.to(device), batch, tcfg, device=device, log_stream=log_stream)
     return result.ema, result
