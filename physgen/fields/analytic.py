@@ -20,6 +20,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .labels import check_label
+
 __all__ = ["GaussianMixtureField"]
 
 
@@ -52,15 +54,9 @@ class GaussianMixtureField:
         n = xd.shape[1]
         sq = (xd * xd).sum(1, keepdim=True) - 2 * a * (xd @ mu.T) + a**2 * (mu * mu).sum(1)[None, :]
         logp = logpi[None, :] - 0.5 * sq.clamp_min(0) / v - 0.5 * n * torch.log(2 * math.pi * v)
-        if label is not None:
-            label = torch.as_tensor(label, device=x.device)
-            if label.ndim == 0:
-                label = label.expand(x.shape[0])
-            if label.dtype not in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
-                raise ValueError(f"label must be an integer tensor, got dtype {label.dtype}")
-            if int(label.min()) < 0 or int(label.max()) >= mu.shape[0]:
-                raise ValueError(f"label out of range [0, {mu.shape[0]}): got {label.unique().tolist()}")
-            keep = torch.arange(mu.shape[0], device=x.device)[None, :] == label[:, None]
+        label = check_label(label, mu.shape[0], x.shape[0], device=x.device, what="this Gaussian-mixture field")
+        if label is not None:  # null entries (= K) keep every component
+            keep = (torch.arange(mu.shape[0], device=x.device)[None, :] == label[:, None]) | (label[:, None] == mu.shape[0])
             logp = logp.masked_fill(~keep, -torch.inf)
         return xd, mu, a, c2, v, logp
 

@@ -22,6 +22,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .labels import check_label
+
 __all__ = ["posterior_mean", "ExactField", "LogProfile"]
 
 LogProfile = Callable[[Tensor, Tensor], Tensor]
@@ -76,8 +78,9 @@ def posterior_mean(
             sq = torch.addmm(x_sq, xr, yc.T, alpha=-2.0) if alpha is None else x_sq - 2.0 * ar * (xr @ yc.T)
             sq = sq.add_(ar**2 * y_sq[c0 : c0 + cols]).clamp_min_(0.0)
             logw = log_profile(sq, sr)
-            if label is not None:
-                match = point_labels[c0 : c0 + cols][None, :] == label[r0 : r0 + rows, None]
+            if label is not None:  # a negative label (null) keeps every point: unconditional row
+                lab = label[r0 : r0 + rows, None]
+                match = (point_labels[c0 : c0 + cols][None, :] == lab) | (lab < 0)
                 logw = logw.masked_fill(~match, -torch.inf)
             new_max = torch.maximum(run_max, logw.max(1, keepdim=True).values)
             safe_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
@@ -133,10 +136,10 @@ class ExactField:
     def __call__(self, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
         points = self.points.to(device=x.device, dtype=x.dtype)
         labels = None if self.point_labels is None else self.point_labels.to(x.device)
-        if label is not None:
-            label = torch.as_tensor(label, device=x.device)
-            if label.ndim == 0:
-                label = label.expand(x.shape[0])
+        k = self.num_classes
+        label = check_label(label, k, x.shape[0], device=x.device, what="this exact field")
+        if label is not None:  # null entries (= k) keep every point
+            label = torch.where(label == k, torch.full_like(label, -1), label)
         return posterior_mean(
             x,
             points,

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from .kinds import expand_as_batch
+from .labels import check_label
 
 __all__ = ["DenoiserPreconditioning", "ScorePreconditioning", "EpsPreconditioning", "NeuralField"]
 
@@ -89,4 +90,6 @@ class NeuralField(nn.Module):
     def forward(self, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
         if s.ndim != 1 or s.shape[0] != x.shape[0]:
             raise ValueError(f"scale must be shaped [B] = [{x.shape[0]}], got {tuple(s.shape)}")
+        # labels in [0, K) or the null label K (the net's null embedding); None when all null
+        label = check_label(label, self.num_classes, x.shape[0], device=x.device, what="this network")
         return self.preconditioning(self.net, x, s.to(x.dtype), label)
