@@ -24,12 +24,33 @@ from torch import Tensor
 
 from .labels import check_label
 
-__all__ = ["posterior_mean", "ExactField", "LogProfile"]
+__all__ = ["posterior_mean", "ExactField", "LogProfile", "GaussianProfile"]
 
 LogProfile = Callable[[Tensor, Tensor], Tensor]
 """``log_profile(sqdist [Q, P], s [Q, 1]) -> log weights [Q, P]`` (constants in y may be dropped)."""
 
-DEFAULT_CHUNK_ELEMS = 1 << 22  # 4M pair entries per block: ~16 MiB per float32 temporary
+DEFAULT_CHUNK_ELEMS = 1 << 17  # pair entries per block: ~0.5 MiB per float32 temporary, so blocks stay in cache
+
+
+class GaussianProfile:
+    """``log w = -‖x - a y‖² / (2 b²)``: the Gaussian log-profile, with a fast path.
+
+    Dropping the row constant ``-‖x‖²/(2b²)`` leaves ``(a/b²) x·y - (a²/(2b²)) ‖y‖²``, which is one
+    matrix product of augmented vectors ``[a x / b², -a²/(2b²)] · [y, ‖y‖²]``: the logits come
+    out of a single GEMM with no elementwise pass over the ``[Q, P]`` block.
+    """
+
+    def __init__(self, coefficients: Callable[[Tensor], tuple[Tensor, Tensor]]):
+        self.coefficients = coefficients
+
+    def __call__(self, sqdist: Tensor, s: Tensor) -> Tensor:
+        _, b = self.coefficients(s)
+        return -0.5 * sqdist / b**2
+
+    def augment(self, x: Tensor, s: Tensor) -> Tensor:
+        a, b = (t.to(x.dtype)[:, None] for t in self.coefficients(s))
+        prec = 1.0 / b**2
+        return torch.cat([x * (a * prec), -0.5 * a**2 * prec], dim=1)
 
 
 def posterior_mean(
@@ -46,8 +67,11 @@ def posterior_mean(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """``E[y | x, s]`` for queries ``x [Q, ...]`` over ``points [P, ...]`` (same trailing shape).
 
-    ``alpha [Q]`` scales the points (VP's ``a(s)``); ``pair_value(sqdist, s)`` returns a
-    per-pair quantity whose posterior mean is returned as well (e.g. Yukawa's death rate).
+    ``alpha [Q]`` scales the points (VP's ``a(s)``; ignored by a :class:`GaussianProfile`,
+    which carries its own); ``pair_value(sqdist, s)`` returns a per-pair quantity whose
+    posterior mean is returned as well (e.g. Yukawa's death rate).  Blocks of
+    ``chunk_elems`` pairs are processed at a time (a streaming log-sum-exp across point
+    blocks), so memory stays bounded and each block stays in cache.
     """
     q = x.shape[0]
     xf = x.reshape(q, -1)
@@ -58,44 +82,64 @@ def posterior_mean(
     if label is not None and point_labels is None:
         raise ValueError("a label was given but this exact field has no point labels")
     s = s.to(xf.dtype)
+    y_sq = (yf * yf).sum(1)
+    fast = isinstance(log_profile, GaussianProfile) and pair_value is None
+    if fast:
+        x_aug = log_profile.augment(xf, s)
+        y_aug = torch.cat([yf, y_sq[:, None]], dim=1)
     a = torch.ones(q, dtype=xf.dtype, device=xf.device) if alpha is None else alpha.to(xf.dtype)
 
-    y_sq = (yf * yf).sum(1)
-    rows = max(1, min(q, chunk_elems // max(p, 1)))
+    rows = max(1, min(q, max(32, chunk_elems // max(p, 1))))
     cols = max(1, min(p, chunk_elems // rows))
     mean = torch.empty_like(xf)
     extra = torch.empty(q, dtype=xf.dtype, device=xf.device) if pair_value is not None else None
+
+    def block(r0: int, c0: int) -> tuple[Tensor, Optional[Tensor]]:
+        """Log-weights (and squared distances when needed) of one [rows, cols] block."""
+        r1, c1 = r0 + rows, c0 + cols
+        if fast:
+            logw, sq = x_aug[r0:r1] @ y_aug[c0:c1].T, None
+        else:
+            xr, ar = xf[r0:r1], a[r0:r1, None]
+            # ‖x - a y‖² = ‖x‖² - 2a x·y + a²‖y‖², clamped: rounding can make it slightly negative
+            sq = (xr * xr).sum(1, keepdim=True) - 2.0 * ar * (xr @ yf[c0:c1].T)
+            sq = sq.add_(ar**2 * y_sq[c0:c1]).clamp_min_(0.0)
+            logw = log_profile(sq, s[r0:r1, None])
+        if label is not None:  # a negative (null) label keeps every point: an unconditional row
+            lab = label[r0:r1, None]
+            match = (point_labels[c0:c1][None, :] == lab) | (lab < 0)
+            logw = logw.masked_fill(~match, -torch.inf)
+        return logw, sq
+
     for r0 in range(0, q, rows):
-        xr, sr, ar = xf[r0 : r0 + rows], s[r0 : r0 + rows, None], a[r0 : r0 + rows, None]
-        x_sq = (xr * xr).sum(1, keepdim=True)
-        run_max = torch.full((xr.shape[0], 1), -torch.inf, dtype=xf.dtype, device=xf.device)
+        r1 = r0 + rows
+        if cols >= p:  # one block of points: a plain softmax
+            logw, sq = block(r0, 0)
+            w = torch.softmax(logw, dim=1)
+            mean[r0:r1] = w @ yf
+            if extra is not None:
+                extra[r0:r1] = (w * pair_value(sq, s[r0:r1, None])).sum(1)
+            continue
+        run_max = torch.full((min(rows, q - r0), 1), -torch.inf, dtype=xf.dtype, device=xf.device)
         run_sum = torch.zeros_like(run_max)
-        run_mean = torch.zeros_like(xr)
+        run_mean = torch.zeros_like(xf[r0:r1])
         run_extra = torch.zeros_like(run_max) if pair_value is not None else None
         for c0 in range(0, p, cols):
-            yc = yf[c0 : c0 + cols]
-            # ‖x - a y‖² = ‖x‖² - 2a x·y + a²‖y‖², clamped: rounding can make it slightly negative
-            sq = torch.addmm(x_sq, xr, yc.T, alpha=-2.0) if alpha is None else x_sq - 2.0 * ar * (xr @ yc.T)
-            sq = sq.add_(ar**2 * y_sq[c0 : c0 + cols]).clamp_min_(0.0)
-            logw = log_profile(sq, sr)
-            if label is not None:  # a negative label (null) keeps every point: unconditional row
-                lab = label[r0 : r0 + rows, None]
-                match = (point_labels[c0 : c0 + cols][None, :] == lab) | (lab < 0)
-                logw = logw.masked_fill(~match, -torch.inf)
+            logw, sq = block(r0, c0)
             new_max = torch.maximum(run_max, logw.max(1, keepdim=True).values)
             safe_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
             rescale = torch.exp(run_max - safe_max)
             w = torch.exp(logw - safe_max)
             run_sum = run_sum * rescale + w.sum(1, keepdim=True)
-            run_mean = run_mean * rescale + w @ yc
+            run_mean = run_mean * rescale + w @ yf[c0 : c0 + cols]
             if run_extra is not None:
-                run_extra = run_extra * rescale + (w * pair_value(sq, sr)).sum(1, keepdim=True)
+                run_extra = run_extra * rescale + (w * pair_value(sq, s[r0:r1, None])).sum(1, keepdim=True)
             run_max = new_max
-        if bool(torch.any(run_sum == 0)):  # only possible when a label has no points
-            raise ValueError("a requested label has no points in this exact field")
-        mean[r0 : r0 + rows] = run_mean / run_sum
+        mean[r0:r1] = run_mean / run_sum
         if extra is not None:
-            extra[r0 : r0 + rows] = (run_extra / run_sum).squeeze(1)
+            extra[r0:r1] = (run_extra / run_sum).squeeze(1)
+    if label is not None and not bool(torch.isfinite(mean).all()):
+        raise ValueError("a requested label has no points in this exact field")
     mean = mean.reshape(x.shape)
     return (mean, extra) if extra is not None else mean
 

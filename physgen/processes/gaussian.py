@@ -22,7 +22,7 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..fields.analytic import GaussianMixtureField
-from ..fields.exact import ExactField
+from ..fields.exact import ExactField, GaussianProfile
 from ..fields.kinds import FieldEstimator, convert_gaussian, expand_as_batch
 from ..fields.neural import DenoiserPreconditioning, EpsPreconditioning, NeuralField, ScorePreconditioning
 from .base import Process, check_scale_range, draw
@@ -153,7 +153,8 @@ class DenoiserProcess(Process):
         return edm_schedule(steps, self.s_min, self.s_max, rho=self.rho)
 
     def exact_field(self, points: Tensor, labels: Optional[Tensor] = None) -> ExactField:
-        return ExactField(points, self.kernel.log_profile, point_labels=labels)
+        profile = GaussianProfile(self.coefficients) if self.has_score else self.kernel.log_profile
+        return ExactField(points, profile, point_labels=labels)
 
     def analytic_field(self, mixture) -> GaussianMixtureField:
         if not self.has_score:
@@ -319,11 +320,7 @@ class VP(Process):
         return vp_time_schedule(steps, t_eps=self.s_min, t_max=self.s_max)
 
     def exact_field(self, points, labels=None) -> ExactField:
-        def log_profile(sq, t):
-            _, b = self.coefficients(t)
-            return -0.5 * sq / b**2
-
-        return ExactField(points, log_profile, alpha=lambda t: self.coefficients(t)[0], point_labels=labels)
+        return ExactField(points, GaussianProfile(self.coefficients), alpha=lambda t: self.coefficients(t)[0], point_labels=labels)
 
     def analytic_field(self, mixture) -> GaussianMixtureField:
         return GaussianMixtureField(mixture, self.coefficients)
