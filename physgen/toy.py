@@ -63,6 +63,10 @@ class ToyConfig:
     sampler_options: dict = dc_field(default_factory=dict)
     label: Optional[int] = None
     cond_drop: float = 0.1
+    guidance: Optional[str] = None  # "cfg" or "classifier" (physgen/guidance.py)
+    w: float = 1.0
+    guidance_interval: Optional[tuple] = None
+    classifier_ckpt: Optional[str] = None
     out: Optional[str] = None
 
     def __post_init__(self):
@@ -75,6 +79,9 @@ class ToyConfig:
         for name in ("rtol", "atol", "lr"):
             if not getattr(self, name) > 0:
                 raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
+        from .guidance import check_toy_guidance
+
+        check_toy_guidance(self)
 
 
 def auto_process_options(process_name: str, data: Tensor, given: dict) -> dict:
@@ -136,9 +143,18 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
     else:
         data, labels = dataset.sample(config.n_data, g_data, device=device), None
     reference = dataset.sample(config.n_samples, g_ref, device=device)
+    if config.label is not None and labels is not None:  # a conditional run is compared with its class
+        from .guidance import class_reference
+
+        reference = class_reference(dataset, config.n_samples, g_ref, config.label, device)
 
     process = make_process(config.process, **auto_process_options(config.process, data, config.process_options))
     field, training = build_field(process, config.field, dataset, data, labels, config, device, log_stream)
+    sampler = sample
+    if config.guidance is not None:  # a guided field; sample_guided reports NFE as field evaluations
+        from .guidance import guide_toy, sample_guided
+
+        field, sampler = guide_toy(config, process, field, data, labels, device, log_stream), sample_guided
 
     schedule = _schedule(process, config)
     noise = SeededNoise(config.seed, range(config.n_samples))
@@ -150,7 +166,7 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
         options.setdefault("atol", config.atol)
     t0 = time.perf_counter()
     with torch.no_grad():
-        sol = sample(process, field, x0, schedule, config.solver, noise=noise, label=label, return_trajectory=True, **options)
+        sol = sampler(process, field, x0, schedule, config.solver, noise=noise, label=label, return_trajectory=True, **options)
     x = process.finalize(sol.x)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -158,6 +174,10 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
     check_finite(x)
 
     metrics = sample_metrics(x, reference)
+    if config.label is not None and labels is not None:  # fraction of samples whose nearest data point has the label
+        from .guidance import class_fraction
+
+        metrics["label_fraction"] = class_fraction(x, data, labels, config.label)
     metrics.update(nfe=sol.stats.nfe, steps=sol.stats.steps, accepted=sol.stats.accepted, rejected=sol.stats.rejected, wall_s=wall)
     if training is not None:
         metrics["final_loss"] = float(sum(training.losses[-50:]) / len(training.losses[-50:]))

@@ -72,6 +72,19 @@ def sampler_options(args) -> dict:
     return opts
 
 
+def add_guidance_arguments(p) -> None:
+    """--guidance/--w/--guidance-interval/--classifier-ckpt/--cond-drop (physgen/guidance.py)."""
+    p.add_argument("--guidance", default=None, choices=("cfg", "classifier"), help="guide towards --label: classifier-free (cfg) or classifier guidance")
+    p.add_argument("--w", type=float, default=1.0, help="guidance scale (0: unconditional, 1: conditional)")
+    p.add_argument("--guidance-interval", default=None, metavar="LO,HI", help="guide only for scales in [LO, HI] (the process's s)")
+    p.add_argument("--classifier-ckpt", default=None, help="classifier.pt from `physgen train-classifier` (default: the Bayes classifier of an exact/analytic field, or one trained here)")
+    p.add_argument("--cond-drop", type=float, default=0.1, help="label dropout when training a conditional network")
+
+
+def guidance_options(args) -> dict:
+    return {"guidance": args.guidance, "w": args.w, "guidance_interval": args.guidance_interval, "classifier_ckpt": args.classifier_ckpt}
+
+
 def register(sub) -> None:
     p = sub.add_parser("toy", help="sample a 2-D toy distribution; writes samples, metrics and figures")
     add_process_arguments(p)
@@ -88,6 +101,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--label", type=int, default=None, help="class label to condition on")
+    add_guidance_arguments(p)
     p.add_argument("--out", default="runs/toy")
     p.set_defaults(func=run)
 
@@ -100,6 +114,7 @@ def run(args) -> int:
         batch=args.batch, lr=args.lr, hidden=args.hidden, depth=args.depth, solver=args.solver, steps=args.steps,
         schedule=args.schedule, rtol=args.rtol, atol=args.atol, n_samples=args.n_samples, seed=args.seed, device=args.device,
         process_options=process_options(args), sampler_options=sampler_options(args), label=args.label, out=args.out,
+        cond_drop=args.cond_drop, **guidance_options(args),
     )
     metrics = run_toy(config, log_stream=sys.stderr)
     keys = ("sliced_w2", "mmd", "energy", "nfe", "wall_s")
