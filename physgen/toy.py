@@ -156,7 +156,7 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
 
         field, sampler = guide_toy(config, process, field, data, labels, device, log_stream), sample_guided
 
-    schedule = _schedule(process, config)
+    schedule = process.schedule(config.steps, config.schedule)
     noise = SeededNoise(config.seed, range(config.n_samples))
     x0 = process.sample_prior((config.n_samples, data.shape[1]), noise=noise, device=device)
     label = None if config.label is None else torch.full((config.n_samples,), config.label, device=device, dtype=torch.long)
@@ -192,14 +192,6 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
         traj = sol.stats.trajectory
         plot_trajectories(traj.cpu() if traj is not None else torch.stack([x0.cpu(), x.cpu()]), out / "trajectories.png", process=config.process)
     return metrics
-
-
-def _schedule(process, config: ToyConfig) -> Tensor:
-    if config.schedule is None:
-        return process.default_schedule(config.steps)
-    from solvers.schedules import make_schedule
-
-    return make_schedule(config.schedule, config.steps, process.s_min, process.s_max)
 
 
 def plot_samples(data: Tensor, samples: Tensor, path: Path, title: str = "") -> None:

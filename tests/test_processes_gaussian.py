@@ -28,7 +28,7 @@ def test_perturb_moments_sigma_processes(sigma, n, name):
 @settings(max_examples=25)
 @given(t=st.floats(1e-3, 1.0), n=st.integers(1, 8), schedule=st.sampled_from(["linear", "cosine"]))
 def test_perturb_moments_vp(t, n, schedule):
-    proc = VP(schedule=schedule)
+    proc = VP(beta_schedule=schedule)
     t = min(t, proc.s_max)
     g = torch.Generator().manual_seed(1)
     y = torch.randn(1, n, generator=g, dtype=torch.float64).expand(20000, n).contiguous()
@@ -41,7 +41,7 @@ def test_perturb_moments_vp(t, n, schedule):
 
 @pytest.mark.parametrize("schedule", ["linear", "cosine"])
 def test_vp_beta_is_minus_derivative_of_log_alpha_squared(schedule):
-    proc = VP(schedule=schedule)
+    proc = VP(beta_schedule=schedule)
     t = torch.linspace(0.01, 0.99, 50, dtype=torch.float64, requires_grad=True)
     log_a2 = 2 * proc._log_alpha(t)
     (grad,) = torch.autograd.grad(log_a2.sum(), t)
@@ -93,7 +93,7 @@ def test_edm_loss_weight_normalises_the_ideal_error():
     [
         ("edm", {"sigma_min": 1.0, "sigma_max": 0.5}, "sigma_min=1.0 must be < sigma_max=0.5"),
         ("ve", {"sigma_min": -1.0}, "sigma_min must be > 0"),
-        ("vp", {"schedule": "quadratic"}, "unknown VP beta schedule 'quadratic'"),
+        ("vp", {"beta_schedule": "quadratic"}, "unknown VP beta schedule 'quadratic'"),
         ("vp", {"beta_min": 30.0}, "beta_min"),
         ("edm", {"D": 4}, "has no option 'D'"),
         ("nope", {}, "unknown process 'nope'; valid:"),

@@ -95,6 +95,20 @@ class Process(ABC):
     def precondition(self, net: torch.nn.Module, sigma_data: float = 0.5) -> FieldEstimator:
         """Wrap a raw network ``F(x_in, c_noise, label)`` into this process's neural field."""
 
+    def schedule(self, steps: int, name: Optional[str] = None) -> Tensor:
+        """``steps`` integration steps on the named schedule (default: the process's own).
+
+        Denoiser-form processes end at ``s = 0`` (the last step is the denoising Euler step);
+        the others stop at ``s_min`` (``steps + 1`` points).
+        """
+        if name is None:
+            return self.default_schedule(steps)
+        from solvers.schedules import make_schedule
+
+        if self.denoiser_form:
+            return make_schedule(name, steps, self.s_min, self.s_max, append_zero=True)
+        return make_schedule(name, steps + 1, self.s_min, self.s_max)
+
     def flow(self, field: FieldEstimator, label: Optional[Tensor] = None) -> "ProcessFlow":
         """The probability-flow ODE as a solver callable (with ``denoise`` for the denoiser form)."""
         return (DenoiserFlow if self.denoiser_form else ProcessFlow)(self, field, label)

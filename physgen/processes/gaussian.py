@@ -250,25 +250,25 @@ class VP(Process):
     network_kind = "eps"
     has_score = True
 
-    def __init__(self, schedule: str = "linear", beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-3, t_max: Optional[float] = None, cosine_offset: float = 0.008):
-        if schedule not in ("linear", "cosine"):
-            raise UserError(f"unknown VP beta schedule {schedule!r}; valid: cosine, linear")
+    def __init__(self, beta_schedule: str = "linear", beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-3, t_max: Optional[float] = None, cosine_offset: float = 0.008):
+        if beta_schedule not in ("linear", "cosine"):
+            raise UserError(f"unknown VP beta schedule {beta_schedule!r}; valid: cosine, linear")
         if not 0 <= beta_min < beta_max:
             raise UserError(f"need 0 <= beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
-        t_max = (1.0 if schedule == "linear" else 0.999) if t_max is None else float(t_max)
+        t_max = (1.0 if beta_schedule == "linear" else 0.999) if t_max is None else float(t_max)
         if not 0 < t_eps < t_max <= 1:
             raise UserError(f"need 0 < t_eps < t_max <= 1, got t_eps={t_eps}, t_max={t_max}")
-        self.schedule, self.beta_min, self.beta_max, self.cosine_offset = schedule, float(beta_min), float(beta_max), float(cosine_offset)
+        self.beta_schedule, self.beta_min, self.beta_max, self.cosine_offset = beta_schedule, float(beta_min), float(beta_max), float(cosine_offset)
         self.s_min, self.s_max = float(t_eps), t_max
 
     def _log_alpha(self, t: Tensor) -> Tensor:
-        if self.schedule == "linear":
+        if self.beta_schedule == "linear":
             return -0.5 * (self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2)
         c = self.cosine_offset
         return torch.log(torch.cos((t + c) / (1 + c) * math.pi / 2) / math.cos(c / (1 + c) * math.pi / 2))
 
     def beta(self, t: Tensor) -> Tensor:
-        if self.schedule == "linear":
+        if self.beta_schedule == "linear":
             return self.beta_min + t * (self.beta_max - self.beta_min)
         c = self.cosine_offset
         return math.pi / (1 + c) * torch.tan((t + c) / (1 + c) * math.pi / 2)
@@ -317,7 +317,7 @@ class VP(Process):
     def default_schedule(self, steps: int) -> Tensor:
         from solvers.schedules import vp_time_schedule
 
-        return vp_time_schedule(steps, t_eps=self.s_min, t_max=self.s_max)
+        return vp_time_schedule(steps + 1, t_eps=self.s_min, t_max=self.s_max)  # steps intervals
 
     def exact_field(self, points, labels=None) -> ExactField:
         return ExactField(points, GaussianProfile(self.coefficients), alpha=lambda t: self.coefficients(t)[0], point_labels=labels)
@@ -329,4 +329,4 @@ class VP(Process):
         return NeuralField(net, EpsPreconditioning(self.coefficients, sigma_data))
 
     def config(self) -> dict:
-        return {"schedule": self.schedule, "beta_min": self.beta_min, "beta_max": self.beta_max, "t_eps": self.s_min, "t_max": self.s_max, "cosine_offset": self.cosine_offset}
+        return {"beta_schedule": self.beta_schedule, "beta_min": self.beta_min, "beta_max": self.beta_max, "t_eps": self.s_min, "t_max": self.s_max, "cosine_offset": self.cosine_offset}

@@ -1,0 +1,68 @@
+"""The toy CLI: every promised file, one-line errors for a user's mistakes."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from physgen.cli.main import main
+
+FILES = ("config.json", "samples.npy", "metrics.json", "samples.png", "trajectories.png")
+
+
+@pytest.mark.parametrize("process", ["edm", "ve", "vp"])
+def test_toy_writes_every_file(tmp_path, process):
+    out = tmp_path / process
+    rc = main(["toy", "--process", process, "--dataset", "8gaussians", "--field", "exact", "--n-data", "500",
+               "--n-samples", "300", "--steps", "10", "--seed", "1", "--device", "cpu", "--out", str(out)])
+    assert rc == 0
+    for name in FILES:
+        assert (out / name).stat().st_size > 0, name
+    samples = np.load(out / "samples.npy")
+    assert samples.shape == (300, 2) and np.isfinite(samples).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("sliced_w2", "mmd", "energy", "nfe", "wall_s"):
+        assert key in metrics
+    # Heun, 10 steps: the denoiser-form processes end with one Euler step to s = 0
+    assert metrics["nfe"] == (2 * 10 - 1 if process != "vp" else 2 * 10)
+    config = json.loads((out / "config.json").read_text())
+    assert config["process"] == process and config["n_samples"] == 300
+
+
+def test_toy_reads_user_files(tmp_path):
+    pts = np.random.default_rng(0).normal(size=(400, 2)).astype(np.float32)
+    np.save(tmp_path / "pts.npy", pts)
+    (tmp_path / "mix.json").write_text(json.dumps({"means": [[-2, 0], [2, 0]], "stds": [0.3, 0.3], "weights": [0.2, 0.8]}))
+    for spec, field in ((tmp_path / "pts.npy", "exact"), (tmp_path / "mix.json", "analytic")):
+        out = tmp_path / f"run_{field}"
+        assert main(["toy", "--dataset", str(spec), "--field", field, "--n-samples", "200", "--steps", "8", "--device", "cpu", "--out", str(out)]) == 0
+        assert (out / "samples.npy").exists()
+
+
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["--process", "nope"], "unknown process 'nope'; valid: "),
+        (["--dataset", "nope"], "unknown dataset 'nope'; valid: "),
+        (["--solver", "nope"], "unknown solver 'nope'; valid: "),
+        (["--field", "nope"], "unknown field 'nope'; valid: analytic, exact, mlp"),
+        (["--steps", "0"], "steps must be > 0, got 0"),
+        (["--n-samples", "-5"], "n-samples must be > 0, got -5"),
+        (["--sigma-min", "5", "--sigma-max", "1"], "sigma_min=5.0 must be < sigma_max=1.0"),
+        (["--field", "analytic", "--dataset", "moons"], "--field analytic needs a Gaussian-mixture dataset"),
+        (["--dataset", "/nonexistent/pts.npy"], "/nonexistent/pts.npy"),
+    ],
+)
+def test_user_mistakes_are_one_line_errors(tmp_path, capsys, args, fragment):
+    rc = main(["toy", "--n-data", "50", "--n-samples", "20", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert fragment in lines[0], lines[0]
+
+
+def test_console_script_exits_nonzero_with_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "physgen.cli.main", "toy", "--process", "nope"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "unknown process 'nope'" in proc.stderr
