@@ -49,6 +49,8 @@ from .schedules import (
     vp_time_schedule,
 )
 from .sde import euler_maruyama
+from .langevin import annealed_langevin, langevin
+from .stochastic import ddpm_ancestral, edm_sde, pc
 from .torchdiffeq_adapter import torchdiffeq_methods, torchdiffeq_solver
 
 __all__ = [
@@ -58,7 +60,7 @@ __all__ = [
     # solvers
     "euler", "midpoint", "heun", "rk3", "rk4", "rk4_38", "explicit_rk", "ButcherTableau", "TABLEAUX",
     "lms", "adams_bashforth_coefficients", "dpm2", "dpmpp_2m", "dopri5", "torchdiffeq_solver",
-    "torchdiffeq_methods", "euler_maruyama",
+    "torchdiffeq_methods", "euler_maruyama", "annealed_langevin", "langevin", "pc", "edm_sde", "ddpm_ancestral",
     # schedules
     "edm_schedule", "uniform_schedule", "log_uniform_schedule", "vp_time_schedule", "ve_time_schedule",
     "make_schedule", "SCHEDULES",
@@ -81,10 +83,12 @@ SOLVERS: dict[str, Callable[..., Solution]] = {
     "dpmpp-2m": dpmpp_2m,
     "dopri5": dopri5,
     "euler-maruyama": euler_maruyama,
+    "ald": annealed_langevin,  # (score, x, levels, *, eps, steps_per_level)
+    "edm-sde": edm_sde,  # (denoiser-form flow, x, schedule, *, s_churn, ...)
 }
 """Name -> solver.  Stochastic samplers go in here too, with their name in :data:`STOCHASTIC`."""
 
-STOCHASTIC: set[str] = {"euler-maruyama"}
+STOCHASTIC: set[str] = {"euler-maruyama", "ald", "edm-sde"}
 """Names whose first argument is an SDE / score model rather than an ODE flow."""
 
 NEEDS_DENOISER: set[str] = {"dpm2", "dpmpp-2m"}
