@@ -17,6 +17,7 @@ PROCESSES: dict[str, str] = {
     "ve": "physgen.processes.gaussian:VE",
     "vp": "physgen.processes.gaussian:VP",
     "edm": "physgen.processes.gaussian:EDM",
+    "ncsn": "physgen.processes.ncsn:NCSN",
 }
 
 
