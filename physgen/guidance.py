@@ -267,30 +267,27 @@ class ClassifierFreeGuidance(_Counter):
             self.evaluations += 1
             return self.field(x, s, label)
         rows = _in_interval(s, self.interval)
+        idx = None  # rows to guide: all
         if rows is not None and not bool(rows.all()):
             if not bool(rows.any()):
                 self.evaluations += 1
                 return self.field(x, s, label)
             idx = rows.nonzero().squeeze(1)
-            out = self._guided(x[idx], s[idx], label[idx])
-            cond = self.field(x, s, label)  # the rows outside the interval: conditional
-            self.evaluations += 1
-            return cond.index_copy(0, idx, out)
-        return self._guided(x, s, label)
-
-    def _guided(self, x: Tensor, s: Tensor, label: Tensor) -> Tensor:
-        if self.w == 0.0:
+        if self.w == 0.0 and idx is None:
             self.evaluations += 1
             return self.field(x, s, None)
-        b = x.shape[0]
+        xu, su = (x, s) if idx is None else (x[idx], s[idx])
         self.evaluations += 2
-        if self.batched:
-            null = torch.full_like(label, self.num_classes)
-            both = self.field(torch.cat([x, x]), torch.cat([s, s]), torch.cat([label, null]))
+        if self.batched:  # one call: conditional rows, then null rows (2 evaluations)
+            b = x.shape[0]
+            null = torch.full((xu.shape[0],), self.num_classes, dtype=label.dtype, device=label.device)
+            both = self.field(torch.cat([x, xu]), torch.cat([s, su]), torch.cat([label, null]))
             cond, uncond = both[:b], both[b:]
         else:
-            cond, uncond = self.field(x, s, label), self.field(x, s, None)
-        return uncond + self.w * (cond - uncond)
+            cond, uncond = self.field(x, s, label), self.field(xu, su, None)
+        if idx is None:
+            return uncond + self.w * (cond - uncond)
+        return cond.index_copy(0, idx, uncond + self.w * (cond[idx] - uncond))
 
 
 # ------------------------------------------------------------------ Bayes classifiers
