@@ -1,0 +1,228 @@
+"""``physgen nll``: exact negative log-likelihood of data under a process and field, by the
+probability-flow ODE and the instantaneous change of variables (:mod:`physgen.likelihood`).
+
+The field is ``exact`` (the empirical field of ``--n-data`` training points), ``analytic``
+(Gaussian-mixture datasets), or ``mlp``: loaded from ``--ckpt`` (a checkpoint file or run
+directory written by :func:`physgen.training.train`), or trained on the spot as
+``physgen toy`` does.  The NLL is evaluated on ``--n`` fresh points drawn with another seed
+(for toy sets), or on the first ``--n`` images of the dataset (image checkpoints).
+Writes ``DIR/nll.json``.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..errors import UserError
+from .toy import add_process_arguments, process_options
+
+__all__ = ["register", "run", "load_field_checkpoint", "find_checkpoint"]
+
+
+def register(sub) -> None:
+    p = sub.add_parser("nll", help="exact NLL (nats, bits/dim) by the probability-flow ODE; writes nll.json")
+    add_process_arguments(p)
+    p.set_defaults(process=None)  # from the checkpoint when one is given, else edm
+    p.add_argument("--dataset", default="moons", help="a toy name, FILE.npy/.npz/.json; with an image checkpoint: digits, cifar10:PATH, ...")
+    p.add_argument("--field", default=None, help="exact, analytic or mlp (default: analytic for a Gaussian-mixture dataset, else mlp: from --ckpt or trained here)")
+    p.add_argument("--ckpt", default=None, help="checkpoint file or run directory (state dicts under 'model'/'ema')")
+    p.add_argument("--weights", default="ema", choices=["ema", "model"], help="which weights of the checkpoint")
+    p.add_argument("--n", type=int, default=1000, help="number of points to evaluate")
+    p.add_argument("--n-data", type=int, default=10_000, help="points behind an exact field / MLP training")
+    p.add_argument("--batch", type=int, default=500, help="points per ODE solve")
+    div = p.add_mutually_exclusive_group()
+    div.add_argument("--exact-divergence", dest="divergence", action="store_const", const="exact", help="exact divergence (N backward passes)")
+    div.add_argument("--hutchinson", dest="divergence", action="store_const", const="hutchinson", help="Hutchinson's estimator (one Rademacher probe per sample)")
+    p.set_defaults(divergence="auto")
+    p.add_argument("--rtol", type=float, default=1e-5)
+    p.add_argument("--atol", type=float, default=1e-5)
+    p.add_argument("--s-min", type=float, default=None, help="start of the integration (default: the process's sigma_min / t_eps)")
+    p.add_argument("--dequantize", type=float, default=None, metavar="WIDTH",
+                   help="uniform dequantisation with this bin width (8-bit images in [-1,1]: 2/255, the default for image data)")
+    p.add_argument("--train-steps", type=int, default=2000, help="--field mlp without --ckpt: training steps")
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--out", default="runs/nll")
+    p.set_defaults(func=run)
+
+
+def find_checkpoint(path) -> Path:
+    """``path`` itself when it is a file, else the newest ``checkpoints/ckpt-*.pt`` under it."""
+    from ..training import latest_checkpoint
+
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        found = latest_checkpoint(p) or (latest_checkpoint(p.parent) if p.name == "checkpoints" else None)
+        if found is None:
+            found = max(p.glob("ckpt-*.pt"), default=None)
+        if found is not None:
+            return found
+        raise UserError(f"no checkpoint in {str(p)!r} (expected {str(p / 'checkpoints')}/ckpt-*.pt)")
+    raise UserError(f"checkpoint {str(p)!r} does not exist")
+
+
+def _mlp_spec(state: dict, run_config: Optional[dict]) -> dict:
+    """The toy MLP's constructor arguments, read from the shapes in its state dict."""
+    keys = [k for k in state if k.startswith("net.")]
+    if "net.inp.weight" not in state or "net.embed.1.weight" not in state:
+        raise UserError("cannot rebuild the network from this checkpoint: it is not the toy MLP "
+                        f"(keys start {sorted(keys)[:4]}); image checkpoints are read with their U-Net spec")
+    hidden, dim = state["net.inp.weight"].shape
+    depth = len({k.split(".")[2] for k in keys if k.startswith("net.blocks.")})
+    embed_dim = state["net.embed.1.weight"].shape[1]
+    num_classes = state["net.label_embed.weight"].shape[0] - 1 if "net.label_embed.weight" in state else 0
+    out_dim = state["net.out.1.weight"].shape[0]
+    spec = {"dim": int(dim), "hidden": int(hidden), "depth": int(depth), "embed_dim": int(embed_dim),
+            "num_classes": int(num_classes), "out_dim": int(out_dim)}
+    if run_config:
+        for key in ("hidden", "depth"):
+            if key in run_config and int(run_config[key]) != spec[key]:
+                raise UserError(f"checkpoint has {key}={spec[key]} but the run's config.json says {run_config[key]}")
+    return spec
+
+
+def load_field_checkpoint(path, device="cpu", weights: str = "ema"):
+    """``(process, field, info)`` from a training checkpoint (file or run directory).
+
+    The process is rebuilt from the checkpoint's ``process`` entry.  Image checkpoints
+    (``meta.image``, written by ``physgen train``) are rebuilt by
+    :func:`physgen.images.train.load_trained`; toy MLPs from ``meta.mlp`` when present, else
+    from the shapes of the state dict (cross-checked with a ``config.json`` beside the run).
+    """
+    from ..processes import make_process
+    from ..training import load_checkpoint_file
+
+    file = find_checkpoint(path)
+    ckpt = load_checkpoint_file(file)
+    if weights not in ckpt:
+        raise UserError(f"checkpoint {str(file)!r} has no {weights!r} weights (keys: {', '.join(sorted(ckpt))})")
+    meta = ckpt.get("meta") or {}
+    if "image" in meta:
+        from ..images.train import load_trained
+
+        model = load_trained(file, device=device, ema=weights == "ema")
+        return model.process, model.field, {"kind": "image", "path": str(file), "step": model.step, "shape": list(model.shape)}
+    if "process" not in ckpt:
+        raise UserError(f"checkpoint {str(file)!r} does not record its process; pass a checkpoint written by physgen.training")
+    pconf = dict(ckpt["process"])
+    process = make_process(pconf.pop("name"), **pconf)
+    run_config = None
+    for cand in (file.parent / "config.json", file.parent.parent / "config.json"):
+        if cand.is_file():
+            import json
+
+            run_config = json.loads(cand.read_text())
+            break
+    state = ckpt[weights]
+    spec = dict(meta["mlp"]) if "mlp" in meta else _mlp_spec(state, run_config)
+    from ..nets.mlp import MLP
+
+    net = MLP(spec["dim"], hidden=spec["hidden"], depth=spec["depth"], embed_dim=spec.get("embed_dim", 64),
+              num_classes=spec.get("num_classes", 0), out_dim=spec.get("out_dim"))
+    field = process.precondition(net)
+    try:
+        field.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"checkpoint {str(file)!r} does not fit the rebuilt MLP {spec}: {exc}") from None
+    field.to(device).eval().requires_grad_(False)
+    return process, field, {"kind": "mlp", "path": str(file), "step": int(ckpt.get("step", 0)), "mlp": spec}
+
+
+def run(args) -> int:
+    from ..data import load_toy
+    from ..io import ensure_dir, write_json
+    from ..likelihood import LikelihoodResult, log_likelihood
+    from ..noise import SeededNoise
+    from ..processes import make_process
+    from ..toy import ToyConfig, auto_process_options, build_field, pick_device
+
+    for name in ("n", "n_data", "batch"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    device = pick_device(args.device)
+    opts = process_options(args)
+    info: dict = {}
+    labels = None
+    dequantize = args.dequantize
+    if args.ckpt is not None:
+        if args.field not in (None, "mlp"):
+            raise UserError(f"--ckpt loads a network field; --field {args.field} cannot be combined with it")
+        process, field, info = load_field_checkpoint(args.ckpt, device, args.weights)
+        if args.process is not None and args.process != process.name:
+            raise UserError(f"--process {args.process} disagrees with the checkpoint's process {process.name!r}")
+        given = {k: v for k, v in opts.items() if v is not None}
+        if given:
+            raise UserError(f"process options ({', '.join(sorted(given))}) come from the checkpoint; drop them with --ckpt")
+        field_kind = "mlp"
+        if info["kind"] == "image":
+            from ..images.data import load_image_dataset
+
+            ds = load_image_dataset(args.dataset)
+            x = ds.images[: args.n].to(device=device, dtype=torch.float32)
+            if tuple(x.shape[1:]) != tuple(info["shape"]):
+                raise UserError(f"dataset {args.dataset!r} has images {list(x.shape[1:])}, the checkpoint was trained on {info['shape']}")
+            dequantize = 2.0 / 255.0 if dequantize is None else dequantize
+            dataset = None
+        else:
+            dataset = load_toy(args.dataset)
+            if dataset.dim != info["mlp"]["dim"]:
+                raise UserError(f"dataset {args.dataset!r} is {dataset.dim}-dimensional, the checkpoint's MLP takes {info['mlp']['dim']}")
+            x = dataset.sample(args.n, torch.Generator(device=device).manual_seed(args.seed + 1_000_003), device=device)
+    else:
+        dataset = load_toy(args.dataset)
+        field_kind = args.field or ("analytic" if dataset.mixture is not None else "mlp")
+        if field_kind == "exact":
+            print("note: the exact field is the empirical distribution of --n-data points blurred by s_min; fresh points "
+                  "score far below the data density and the ODE is stiff (use --field mlp or a larger --s-min)", file=sys.stderr)
+        g_data = torch.Generator(device=device).manual_seed(args.seed)
+        if dataset.num_classes is not None:
+            data, labels = dataset.sample_labelled(args.n_data, g_data, device=device)
+        else:
+            data = dataset.sample(args.n_data, g_data, device=device)
+        name = args.process or "edm"
+        process = make_process(name, **auto_process_options(name, data, opts))
+        cfg = ToyConfig(process=name, dataset=args.dataset, field=field_kind, n_data=args.n_data, train_steps=args.train_steps,
+                        hidden=args.hidden, depth=args.depth, lr=args.lr, seed=args.seed, device=args.device)
+        field, _ = build_field(process, field_kind, dataset, data, None, cfg, device, log_stream=sys.stderr)
+        if hasattr(field, "eval"):
+            field.eval()
+        x = dataset.sample(args.n, torch.Generator(device=device).manual_seed(args.seed + 1_000_003), device=device)
+
+    n = x.shape[0]
+    noise = SeededNoise(args.seed, range(n))
+    t0 = time.perf_counter()
+    parts = []
+    for start in range(0, n, args.batch):
+        stop = min(n, start + args.batch)
+        parts.append(log_likelihood(process, field, x[start:stop], divergence=args.divergence, rtol=args.rtol, atol=args.atol,
+                                    s_min=args.s_min, noise=noise.subset(slice(start, stop)), dequantize=dequantize))
+    result = LikelihoodResult.concat(parts)
+    wall = time.perf_counter() - t0
+    summary = result.summary()
+    summary.update(process={"name": process.name, **process.config()}, dataset=args.dataset, field=field_kind, wall_s=wall,
+                   rtol=args.rtol, atol=args.atol, ckpt=info.get("path"), seed=args.seed)
+    summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
+    if dataset is not None and dataset.mixture is not None and getattr(process, "has_score", False) and hasattr(process, "coefficients"):
+        from ..fields.analytic import GaussianMixtureField
+
+        ref = GaussianMixtureField(dataset.mixture, process.coefficients)
+        s = torch.full((n,), result.s_min, dtype=torch.float64, device=x.device)
+        summary["analytic_nll_nats"] = float(-ref.log_prob(x.double(), s).mean())
+        summary["data_nll_nats"] = float(-dataset.mixture.log_prob(x.double().cpu()).mean())
+    out = ensure_dir(args.out)
+    write_json(out / "nll.json", summary)
+    ref_text = f"  (analytic at s_min: {summary['analytic_nll_nats']:.4f})" if "analytic_nll_nats" in summary else ""
+    print(f"nll = {result.nll:.4f} ± {result.nll_std_err:.4f} nats ({result.bits_per_dim:.4f} bits/dim) over {n} points, "
+          f"{result.divergence} divergence, {result.nfe} NFE, {wall:.1f} s{ref_text}")
+    print(f"wrote {out / 'nll.json'}")
+    return 0
