@@ -132,6 +132,8 @@ __all__ = [
     "guide_toy",
     "class_fraction",
     "class_reference",
+    "GuidanceTransform",
+    "guidance_transform",
 ]
 
 GUIDANCE_KINDS = ("cfg", "classifier")
@@ -547,6 +549,9 @@ class NoiseClassifier(nn.Module):
         self.process_spec = {"name": process.name, **process.config()}
 
     def forward(self, x: Tensor, s: Tensor) -> Tensor:
+        shape = self.arch.get("data_shape")
+        if shape is not None and list(x.shape[1:]) != list(shape):
+            raise UserError(f"the classifier was trained on data shaped {list(shape)}, got {list(x.shape[1:])}")
         sigma, a = conditioning_sigma(self.process, s)
         sig, a = expand_as_batch(sigma, x), expand_as_batch(a, x)
         x_in = (x / a) / (sig**2 + self.sigma_data**2).sqrt()
@@ -680,6 +685,43 @@ def classifier_accuracy(classifier, process, y: Tensor, labels: Tensor, sigmas: 
         pred = classifier(x, s).argmax(1)
         out[f"acc@{sv:g}"] = float((pred == labels.to(pred.device)).double().mean())
     return out
+
+
+# -------------------------------------------------------------------- the image route
+class GuidanceTransform:
+    """A ``field_transform`` for :func:`physgen.images.generate.generate`: wraps the field once
+    and keeps the guided field, whose counters give the honest NFE (:meth:`summary`)."""
+
+    def __init__(self, kind: str, process, w: float, interval=None, classifier=None):
+        if kind not in GUIDANCE_KINDS:
+            raise unknown_name("guidance", kind, GUIDANCE_KINDS)
+        self.kind, self.process, self.w, self.interval, self.classifier = kind, process, _check_w(w), parse_interval(interval), classifier
+        self.guided = None
+
+    def __call__(self, field):
+        self.guided = make_guided_field(self.kind, field, self.process, w=self.w, interval=self.interval, classifier=self.classifier)
+        return self.guided
+
+    def summary(self) -> str:
+        g = self.guided
+        if g is None:
+            return f"guidance {self.kind}: not used"
+        return (f"guidance {self.kind} (w={self.w:g}): {g.evaluations} network evaluations and "
+                f"{g.classifier_evaluations} classifier gradients over {g.calls} field calls")
+
+
+def guidance_transform(args, process, device=None) -> GuidanceTransform:
+    """From CLI flags ``--guidance --w --guidance-interval --classifier-ckpt --label`` (``physgen sample``)."""
+    if args.label is None:
+        raise UserError(f"--guidance {args.guidance} needs --label (the class to guide towards)")
+    classifier = None
+    if args.guidance == "classifier":
+        if args.classifier_ckpt is None:
+            raise UserError("--guidance classifier needs --classifier-ckpt (train one with `physgen train-classifier`)")
+        classifier = load_classifier(args.classifier_ckpt, process, device)
+    elif args.classifier_ckpt is not None:
+        raise UserError("--classifier-ckpt is only used with --guidance classifier")
+    return GuidanceTransform(args.guidance, process, args.w, args.guidance_interval, classifier)
 
 
 # ---------------------------------------------------------------------- the toy route

@@ -72,13 +72,14 @@ def sampler_options(args) -> dict:
     return opts
 
 
-def add_guidance_arguments(p) -> None:
-    """--guidance/--w/--guidance-interval/--classifier-ckpt/--cond-drop (physgen/guidance.py)."""
+def add_guidance_arguments(p, cond_drop: bool = True) -> None:
+    """--guidance/--w/--guidance-interval/--classifier-ckpt (and --cond-drop) (physgen/guidance.py)."""
     p.add_argument("--guidance", default=None, choices=("cfg", "classifier"), help="guide towards --label: classifier-free (cfg) or classifier guidance")
     p.add_argument("--w", type=float, default=1.0, help="guidance scale (0: unconditional, 1: conditional)")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI", help="guide only for scales in [LO, HI] (the process's s)")
     p.add_argument("--classifier-ckpt", default=None, help="classifier.pt from `physgen train-classifier` (default: the Bayes classifier of an exact/analytic field, or one trained here)")
-    p.add_argument("--cond-drop", type=float, default=0.1, help="label dropout when training a conditional network")
+    if cond_drop:
+        p.add_argument("--cond-drop", type=float, default=0.1, help="label dropout when training a conditional network")
 
 
 def guidance_options(args) -> dict:
