@@ -20,15 +20,17 @@ def host_values(values: Sequence[float], dtype: torch.dtype, device: torch.devic
     return col.to(device)
 
 
-def scale_table(values: Sequence[float], x: Tensor) -> Tensor:
-    """All scales a fixed-step solve will hand to the flow, as a ``[n, B]`` table.
+def scale_table(values: Sequence[float], x: Tensor) -> list[Tensor]:
+    """All scales a fixed-step solve will hand to the flow, as ``[B]`` tensors.
 
-    Built with one host-to-device copy before the step loop; row ``i`` (``table[i]``, a
-    contiguous ``[B]`` view) is then the scale tensor of evaluation ``i``, so the loop
-    neither allocates scale tensors nor syncs.
+    One host-to-device copy of the ``n`` values before the step loop; entry ``i`` is a
+    broadcast view (``col[i].expand(B)``: shaped ``[B]``, stride 0, no memory per sample),
+    so the loop neither allocates scale tensors nor syncs, whatever the batch size.  A flow
+    must not write into ``s`` (it would raise, as for any expanded tensor).
     """
     col = host_values(values, x.dtype, x.device)
-    return col[:, None].expand(len(values), x.shape[0]).contiguous()
+    B = x.shape[0]
+    return [col[i].expand(B) for i in range(len(values))]
 
 
 def combine(x: Tensor, ks: Sequence[Tensor], coeffs: Sequence[float], h: float) -> Tensor:

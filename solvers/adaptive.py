@@ -66,8 +66,9 @@ def dopri5(
     called on the whole batch with the per-sample scale tensor, accept/reject is a
     ``torch.where``, and samples that have finished are frozen (``h = 0``).  On CUDA "all
     done" is read from an asynchronous copy of the flag, with a blocking check (one device
-    sync) only every ``check_every`` steps; on the CPU it is checked every step.  The first step is chosen per
-    sample by Hairer's heuristic (one extra NFE) unless ``first_step`` is given.
+    sync) only every ``check_every`` steps; on the CPU it is checked every step.  The first
+    step is chosen per sample by Hairer's heuristic (one extra NFE) unless ``first_step``
+    is given.
 
     With ``return_trajectory`` the intermediate schedule points are output points (every
     sample steps exactly onto each); otherwise only the endpoints matter.  A schedule ending
@@ -85,6 +86,8 @@ def dopri5(
         raise ValueError(f"dopri5: max_steps must be a positive integer, got {max_steps!r}")
     if check_every < 1:
         raise ValueError(f"dopri5: check_every must be >= 1, got {check_every}")
+    if first_step is not None and not first_step > 0:
+        raise ValueError(f"dopri5: first_step must be > 0, got {first_step}")
     s = as_schedule(schedule)
     f = CountedFlow(flow)
     B = x.shape[0]
@@ -119,8 +122,6 @@ def dopri5(
         k1 = f(x, t.to(dt))
         span = abs(pts[-1] - pts[0]) if not return_trajectory else abs(pts[1] - pts[0])
         if first_step is not None:
-            if not first_step > 0:
-                raise ValueError(f"dopri5: first_step must be > 0, got {first_step}")
             habs = torch.full((B,), float(first_step), dtype=tdt, device=dev)
         else:
             habs = _initial_step(f, x, t, k1, direction, rtol, atol, span)

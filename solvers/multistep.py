@@ -13,6 +13,7 @@ loop, exactly, with Gauss-Legendre quadrature (exact for these polynomials of de
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Callable, Sequence, Union
 
 import numpy as np
@@ -27,13 +28,18 @@ __all__ = ["adams_bashforth_coefficients", "lms"]
 _WARMUPS = ("lower-order", "rk4")
 
 
+@lru_cache(maxsize=8)
+def _gauss_legendre(n: int):
+    return np.polynomial.legendre.leggauss(n)
+
+
 def adams_bashforth_coefficients(nodes: Sequence[float], a: float, b: float) -> list[float]:
     """``c_j = int_a^b L_j(tau) dtau`` for the Lagrange basis ``L_j`` on ``nodes`` (newest first).
 
     ``b < a`` gives the signed integral, as a decreasing schedule needs.
     """
     p = len(nodes)
-    gx, gw = np.polynomial.legendre.leggauss(max(p, 1))
+    gx, gw = _gauss_legendre(max(p, 1))
     tau = 0.5 * (b - a) * gx + 0.5 * (a + b)
     w = 0.5 * (b - a) * gw
     out = []

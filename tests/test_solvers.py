@@ -241,8 +241,13 @@ def test_lms_rk4_warmup_nfe():
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(log_tol=st.floats(-8.0, -5.0), seed=st.integers(0, 2**16))
+@given(log_tol=st.floats(-8.0, -6.0), seed=st.integers(0, 2**16))
 def test_dopri5_meets_tolerance(log_tol, seed):
+    # Local error control bounds the *global* error only loosely.  Above tol ~ 1e-6 this ODE
+    # defeats it: x is nearly linear in s at large s, so the step grows 10x per step and a
+    # giant step across the bend near s ~ c can pass the embedded estimate; global errors
+    # then reach 10-1000x tol -- exactly as scipy's RK45 does (see the test below that
+    # matches it sample by sample), so it is the method, not this implementation.
     tol = 10.0 ** log_tol
     g = torch.Generator().manual_seed(seed)
     B = 16
@@ -578,3 +583,20 @@ def test_cuda_dopri5_matches_cpu():
     gpu = solvers.dopri5(flow, x0.cuda(), [10.0, 0.1], rtol=1e-7, atol=1e-7)
     torch.testing.assert_close(gpu.x.cpu(), cpu.x, rtol=1e-9, atol=1e-9)
     assert torch.equal(gpu.stats.extra["accepted_per_sample"], cpu.stats.extra["accepted_per_sample"])
+
+
+@pytest.mark.parametrize("tol", [1e-6, 1e-8])
+def test_dopri5_each_sample_matches_scipy_rk45(tol):
+    # per-sample control = running scipy's RK45 (same tableau, norm, controller, first step) per sample
+    from scipy.integrate import solve_ivp
+
+    c = [0.3, 0.7, 1.5, 3.0, 100.0]
+    flow = GaussianDenoiserFlow(0.5, c)
+    x0 = _x0(len(c))
+    sol = solvers.dopri5(flow, x0, [10.0, 0.1], rtol=tol, atol=tol)
+    for i, ci in enumerate(c):
+        one = GaussianDenoiserFlow(0.5, [ci])
+        fun = lambda s, y: one(torch.from_numpy(y)[None], torch.tensor([s], dtype=torch.float64))[0].numpy()
+        ref = solve_ivp(fun, (10.0, 0.1), x0[i].numpy(), method="RK45", rtol=tol, atol=tol)
+        np.testing.assert_allclose(sol.x[i].numpy(), ref.y[:, -1], rtol=1e-10, atol=1e-10)
+        assert int(sol.stats.extra["accepted_per_sample"][i]) == ref.t.size - 1
