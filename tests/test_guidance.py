@@ -173,6 +173,36 @@ def test_pfgmpp_classifier_guidance_error_shrinks_as_D_grows(on_class):
     assert errs[-1] < (0.02 if on_class else 0.1), errs
 
 
+def test_yukawa_classifier_guidance_error_shrinks_as_mz_grows():
+    """Yukawa's NIG kernel is Gaussian (variance z/m) as m z → ∞; the aligned shift σ(z)² ∇log p
+    with σ(z)² = z²/(1 + m z) → z/m becomes exact there."""
+    from physgen.processes.yukawa import Yukawa
+
+    pts, lab = labelled_points(300)
+    errs = []
+    for m in (0.3, 3.0, 30.0):
+        proc = Yukawa(m=m)
+        field = proc.exact_field(pts, lab)
+        z = proc.z_of_sigma(torch.full((150,), 1.0, dtype=F64))
+        g = torch.Generator().manual_seed(3)
+        j = torch.randint(0, pts.shape[0], (150,), generator=g)
+        x = proc.perturb(pts[j], z, generator=g)
+        guided = ClassifierGuidance(field, proc, BayesClassifier.from_field(field), 1.0)
+        errs.append(relative_error(guided(x, z, lab[j]), field(x, z, lab[j]), field(x, z)))
+    assert errs[0] > 0.2 and errs[1] < 0.5 * errs[0] and errs[2] < 0.01, errs
+
+
+def test_yukawa_cfg_guides_the_transport_flow():
+    """CFG also combines Yukawa's transport denoiser (the default birth-free flow) and counts it."""
+    from physgen.processes.yukawa import Yukawa
+
+    proc = Yukawa(m=1.0, sigma_max=6.0, sigma_data=2.0)
+    sol, weights = eight_gaussians_run(proc, "cfg", 2.0, label=2, n=150, steps=12)
+    assert float(weights[2]) >= 0.98, weights
+    assert sol.stats.extra["birth_death"] == "transport"
+    assert sol.stats.nfe == 2 * sol.stats.extra["flow_evaluations"]
+
+
 def test_scale_mixture_identity_behind_the_pfgmpp_shift():
     """D(x,σ|y) = E_{u|x,y}[D_G(x,τ_u) + τ_u ∇log p_τu(y|x)] with τ_u = σ²D/u, u ~ χ²_D (quadrature)."""
     D, sigma = 4, 0.8
