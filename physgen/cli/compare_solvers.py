@@ -1,0 +1,148 @@
+"""``physgen compare-solvers``: every solver at every step budget on one problem, against NFE.
+
+    physgen compare-solvers --process pfgmpp --D 128 --dataset moons --field exact \\
+        --solvers euler,heun,dpmpp-2m,dopri5 --steps 4,8,16,32,64 --n-samples 1000 --out runs/cmp
+
+Writes ``results.csv`` (``solver, kind, steps, nfe, error_vs_reference, sliced_w2, mmd,
+wall_s, ...``), ``results.json``, ``error_vs_nfe.png``, ``quality_vs_nfe.png`` and
+``time_vs_nfe.png`` into ``--out`` and prints a markdown table; progress goes to stderr.
+What is measured, the reference solve and the tolerance of adaptive solvers: see
+:mod:`physgen.compare.run`.  ``--ckpt`` takes a toy checkpoint (compare-solvers writes one
+when it trains an MLP) or an image checkpoint of ``physgen train`` (file or run dir).
+"""
+from __future__ import annotations
+
+import sys
+
+from ..errors import UserError
+from .toy import add_process_arguments, process_options, sampler_options
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    out = []
+    for item in str(text).split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise UserError(f"{flag} expects comma-separated positive integers, got {text!r}") from None
+        if value <= 0:
+            raise UserError(f"{flag} must be positive, got {value} in {text!r}")
+        out.append(value)
+    if not out:
+        raise UserError(f"{flag} expects comma-separated positive integers, got {text!r}")
+    return out
+
+
+def _name_list(text):
+    if text is None:
+        return None
+    names = [n.strip() for n in str(text).split(",") if n.strip()]
+    if not names:
+        raise UserError(f"--solvers expects comma-separated solver names, got {text!r}")
+    return names
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare-solvers", help="every solver x step budget on one problem: error vs a float64 reference, sample quality and time, against NFE")
+    add_process_arguments(p)
+    p.set_defaults(process=None)
+    p.add_argument("--dataset", default=None, help="toy dataset (default moons, or the checkpoint's); for an image checkpoint: the image dataset spec of the reference images")
+    p.add_argument("--field", default="exact", help="exact, analytic or mlp (trains an MLP unless --ckpt is given)")
+    p.add_argument("--ckpt", default=None, help="toy or image checkpoint (file or run dir) whose network is the field")
+    p.add_argument("--solvers", default=None, help="comma-separated solver/sampler names, or 'all' (default: euler, heun, midpoint, rk4, lms, dpm2, dpmpp-2m, dopri5 and, if the process has a score, euler-maruyama, pc, edm-sde, ddpm; those that cannot run are skipped)")
+    p.add_argument("--steps", default="4,8,16,32,64", help="comma-separated step budgets (adaptive solvers: tolerance min(0.1, 100/steps^5))")
+    p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, vp-time, ve-time (default: the process's)")
+    p.add_argument("--n-data", type=int, default=5000, help="toy: points of the exact field / MLP training set")
+    p.add_argument("--n-samples", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    p.add_argument("--label", type=int, default=None, help="class label to condition on")
+    p.add_argument("--train-steps", type=int, default=2000, help="--field mlp: training steps")
+    p.add_argument("--batch", type=int, default=512, help="--field mlp: training batch")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--hidden", type=int, default=256)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--solve-batch", type=int, default=None, help="solve in chunks of this many samples (images; NFE is then per chunk)")
+    p.add_argument("--ref-rtol", type=float, default=1e-9, help="reference dopri5 (float64) rtol")
+    p.add_argument("--ref-atol", type=float, default=1e-9, help="reference dopri5 (float64) atol")
+    p.add_argument("--no-ref-check", dest="ref_check", action="store_false", help="skip the second reference at 10x tolerance (its error estimate)")
+    p.add_argument("--inception", default=None, help="image checkpoints: local Inception-v3 weights for an FID column")
+    p.add_argument("--birth-death", default=None, help="Yukawa: transport, smc, weights, off")
+    p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE", help="option passed to every solver/sampler (JSON value)")
+    p.add_argument("--out", default="runs/compare-solvers")
+    p.set_defaults(func=run)
+
+
+def build_problem(args, log_stream=None):
+    """The :class:`~physgen.compare.Problem` the arguments describe."""
+    from ..compare.problems import ImageProblem, read_checkpoint
+    from ..toy import FIELDS, ToyConfig
+
+    if args.field not in FIELDS:
+        from ..errors import unknown_name
+
+        raise unknown_name("field", args.field, FIELDS)
+    for name in ("n_samples", "n_data"):
+        if getattr(args, name) <= 0:
+            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.solve_batch is not None and args.solve_batch <= 0:
+        raise UserError(f"--solve-batch must be > 0, got {args.solve_batch}")
+    popts = process_options(args)
+    process, dataset = args.process, args.dataset
+    if args.ckpt is not None:
+        ckpt = read_checkpoint(args.ckpt)
+        meta = ckpt.get("meta") or {}
+        stored = (ckpt.get("process") or {}).get("name")
+        if process is not None and stored is not None and process != stored:
+            raise UserError(f"--process {process} does not match the checkpoint's process {stored!r}")
+        if any(v is not None for v in popts.values()):
+            raise UserError("process options (--D, --sigma-*, --m, --process-opt) come from the checkpoint; drop them with --ckpt")
+        if meta.get("image"):
+            from ..toy import pick_device
+
+            return ImageProblem(ckpt["_path"], n_samples=args.n_samples, seed=args.seed, device=pick_device(args.device), dataset=dataset,
+                                inception=args.inception, label=args.label, schedule_name=args.schedule, batch=args.solve_batch)
+        process = process or stored
+        dataset = dataset or (meta.get("toy") or {}).get("dataset")
+    config = ToyConfig(
+        process=process or "edm", dataset=dataset or "moons", field="mlp" if args.ckpt else args.field, n_data=args.n_data,
+        train_steps=args.train_steps, batch=args.batch, lr=args.lr, hidden=args.hidden, depth=args.depth,
+        schedule=args.schedule, n_samples=args.n_samples, seed=args.seed, device=args.device,
+        process_options=popts, label=args.label,
+    )
+    from ..compare.problems import ToyProblem
+
+    problem = ToyProblem.from_config(config, ckpt=args.ckpt, out=args.out, log_stream=log_stream)
+    problem.batch = args.solve_batch
+    return problem
+
+
+def run(args) -> int:
+    from ..compare.run import compare, markdown_table, stderr_log, write_outputs
+    from ..io import ensure_dir, write_json
+
+    from ..sampling import sampler_names
+
+    steps = _int_list(args.steps, "--steps")
+    names = _name_list(args.solvers)
+    valid = sampler_names()
+    for name in names or ():
+        if name != "all" and name not in valid:
+            from ..errors import unknown_name
+
+            raise unknown_name("solver", name, valid)
+    if not (args.ref_rtol > 0 and args.ref_atol > 0):
+        raise UserError(f"--ref-rtol and --ref-atol must be > 0, got {args.ref_rtol}, {args.ref_atol}")
+    ensure_dir(args.out)
+    log = stderr_log()
+    problem = build_problem(args, log_stream=sys.stderr)
+    result = compare(problem, names, steps, ref_rtol=args.ref_rtol, ref_atol=args.ref_atol, check_reference=args.ref_check,
+                     options=sampler_options(args), log=log)
+    write_json(f"{args.out}/config.json", {k: v for k, v in vars(args).items() if k != "func"})
+    paths = write_outputs(result, args.out, problem.title)
+    print(markdown_table(result))
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0

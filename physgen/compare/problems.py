@@ -1,0 +1,471 @@
+"""Problems for the solver comparison: what is integrated, from where, and how samples are scored.
+
+A :class:`Problem` hands the comparison engine (:mod:`physgen.compare.run`) everything it
+needs and nothing about solvers:
+
+* ``process`` and ``field`` (float32; :meth:`Problem.reference_field` gives the same field
+  evaluated in float64 for the reference solve),
+* ``x0`` (the prior draws at ``schedule[0]``, one per sample) and ``noise`` (the per-sample
+  :class:`~physgen.noise.SeededNoise` that stochastic samplers draw from), ``label``,
+* :meth:`Problem.schedule` (the process's schedule for a step budget),
+* :meth:`Problem.metrics` (sample quality against held-out reference data) and
+  :meth:`Problem.metric_floor` (the same metrics between two independent reference sets:
+  the noise floor of the metric at this sample size, or ``None``).
+
+:class:`ToyProblem` builds a 2-D toy problem exactly as ``physgen toy`` does (same data
+seeds, same process defaults from the data, same exact / analytic / MLP fields through
+:func:`physgen.toy.build_field`), or loads a trained toy MLP from a checkpoint.
+:class:`ImageProblem` rebuilds an image field from a ``physgen train`` checkpoint lazily
+(nothing is read until the comparison asks for the field) and scores samples with the
+sliced W2 and MMD of the flattened pixels (plus FID when an Inception weights file is given).
+:func:`load_problem_from_checkpoint` picks the right one from the checkpoint's contents.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from ..metrics import default_bandwidths, mmd, sample_metrics, sliced_w2
+from ..noise import SeededNoise
+
+__all__ = [
+    "Problem",
+    "ToyProblem",
+    "ImageProblem",
+    "cast_field",
+    "find_checkpoint",
+    "read_checkpoint",
+    "load_toy_checkpoint",
+    "save_toy_checkpoint",
+    "load_problem_from_checkpoint",
+    "REFERENCE_SEED_OFFSET",
+]
+
+REFERENCE_SEED_OFFSET = 1_000_003  # physgen toy's offset for the held-out data of the metrics
+FLOOR_SEED_OFFSET = 2_000_029  # a second held-out set, for the metric's noise floor
+
+
+def cast_field(field: Any, dtype: torch.dtype) -> Any:
+    """The same field evaluated in ``dtype``.
+
+    A network (``nn.Module``) is deep-copied and cast; closed-form fields (exact, analytic)
+    already compute in the dtype of the query ``x`` (their data are cast per call), so they
+    are returned as they are.
+    """
+    if isinstance(field, torch.nn.Module):
+        return copy.deepcopy(field).to(dtype)
+    return field
+
+
+class Problem:
+    """The base class: subclasses set the attributes below (or provide them as properties)."""
+
+    kind: str = "problem"
+    metric_names: tuple[str, ...] = ("sliced_w2", "mmd")
+    process: Any
+    field: Any
+    x0: Tensor
+    noise: SeededNoise
+    label: Optional[Tensor] = None
+    schedule_name: Optional[str] = None
+    batch: Optional[int] = None  # solve in chunks of this many samples (None: all at once)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x0.device
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.x0.shape[0])
+
+    def schedule(self, steps: int) -> Tensor:
+        """The schedule of a ``steps`` budget: the process's own unless ``schedule_name`` is set.
+
+        A process whose default schedule does not depend on the budget (NCSN's is its fixed
+        level sequence) gets EDM's ρ-schedule (denoiser form, ending at 0) or a uniform one
+        instead, so that the budget means something; :meth:`describe` records it.
+        """
+        name = self.schedule_name
+        if name is None and self._fixed_default_schedule():
+            name = "edm" if getattr(self.process, "denoiser_form", False) else "uniform"
+        return self.process.schedule(int(steps), name)
+
+    def _fixed_default_schedule(self) -> bool:
+        if not hasattr(self, "_fixed"):
+            a, b = self.process.schedule(5, None), self.process.schedule(9, None)
+            self._fixed = a.shape == b.shape
+        return self._fixed
+
+    def schedule_description(self) -> str:
+        if self.schedule_name is not None:
+            return self.schedule_name
+        if self._fixed_default_schedule():
+            fallback = "edm" if getattr(self.process, "denoiser_form", False) else "uniform"
+            return f"{fallback} (the process's default schedule does not depend on the step budget)"
+        return "the process's default"
+
+    def reference_field(self) -> Any:
+        """The field for the reference solve: the same field in float64."""
+        return cast_field(self.field, torch.float64)
+
+    def finalize(self, x: Tensor) -> Tensor:
+        return self.process.finalize(x)
+
+    def metrics(self, samples: Tensor) -> dict[str, float]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def metric_floor(self) -> Optional[dict[str, float]]:
+        return None
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "process": {"name": self.process.name, **_jsonable(self.process.config())}, "n_samples": self.n_samples,
+                "device": str(self.device), "schedule": self.schedule_description()}
+
+    @property
+    def title(self) -> str:
+        return self.process.name
+
+
+# --------------------------------------------------------------------------- toy
+
+
+class ToyProblem(Problem):
+    """A 2-D (or any ``[n, d]``) toy problem: metrics are :func:`physgen.metrics.sample_metrics`
+    of the samples against held-out data (sliced W2, MMD, energy distance, exact W2 when small)."""
+
+    kind = "toy"
+    metric_names = ("sliced_w2", "mmd", "energy", "exact_w2")
+
+    def __init__(self, process, field, x0: Tensor, reference: Tensor, *, noise: Optional[SeededNoise] = None,
+                 label: Optional[Tensor] = None, schedule_name: Optional[str] = None, floor_reference: Optional[Tensor] = None,
+                 info: Optional[dict] = None):
+        self.process, self.field, self.x0, self.reference = process, field, x0, reference
+        self.noise = noise if noise is not None else SeededNoise(0, range(x0.shape[0]))
+        if len(self.noise) != x0.shape[0]:
+            raise ValueError(f"noise indexes {len(self.noise)} samples but x0 has {x0.shape[0]}")
+        self.label, self.schedule_name, self.floor_reference = label, schedule_name, floor_reference
+        self.info = dict(info or {})
+
+    @classmethod
+    def from_config(cls, config, *, ckpt: Optional[str] = None, out: Optional[str] = None, log_stream=None) -> "ToyProblem":
+        """The problem ``physgen toy`` would sample for ``config`` (a :class:`physgen.toy.ToyConfig`).
+
+        Data: ``n_data`` points drawn with ``seed`` (the exact field's charges and the MLP's
+        training set), ``n_samples`` held-out points with ``seed + 1000003`` for the metrics
+        (as ``physgen toy``), and a second held-out set for the metric floor.  ``ckpt``: a toy
+        checkpoint (file or run dir) whose MLP is used instead of building ``config.field``.
+        With ``field = "mlp"``, no ``ckpt`` and an ``out`` dir, the trained MLP is saved to
+        ``out/checkpoints/ckpt-<step>.pt`` (reusable with ``--ckpt out``).
+        """
+        from ..data import load_toy
+        from ..processes import make_process
+        from ..toy import auto_process_options, build_field, pick_device
+
+        device = pick_device(config.device)
+        dataset = load_toy(config.dataset)
+        data, labels, reference = _toy_data(dataset, config, device)
+        g_floor = torch.Generator(device=device).manual_seed(config.seed + FLOOR_SEED_OFFSET)
+        floor = dataset.sample(config.n_samples, g_floor, device=device)
+        info: dict[str, Any] = {"dataset": dataset.name, "field": config.field, "n_data": config.n_data, "seed": config.seed}
+        if ckpt is not None:
+            loaded = load_toy_checkpoint(ckpt, device)
+            process, field = loaded["process"], loaded["field"]
+            if process.name != config.process:
+                raise UserError(f"--process {config.process} does not match the checkpoint's process {process.name!r} ({loaded['path']})")
+            if loaded["dim"] != data.shape[1]:
+                raise UserError(f"the checkpoint's network takes {loaded['dim']}-D points but dataset {dataset.name!r} is {data.shape[1]}-D")
+            info.update(field="mlp", checkpoint=str(loaded["path"]), step=loaded["step"])
+        else:
+            process = make_process(config.process, **auto_process_options(config.process, data, config.process_options))
+            field, training = build_field(process, config.field, dataset, data, labels, config, device, log_stream)
+            if training is not None:
+                tail = training.losses[-50:]
+                info["final_loss"] = float(sum(tail) / max(1, len(tail)))
+                if out is not None:
+                    info["checkpoint"] = str(save_toy_checkpoint(out, process, training, data.shape[1], config))
+        noise = SeededNoise(config.seed, range(config.n_samples))
+        x0 = process.sample_prior((config.n_samples, data.shape[1]), noise=noise, device=device)
+        label = None if config.label is None else torch.full((config.n_samples,), int(config.label), device=device, dtype=torch.long)
+        problem = cls(process, field, x0, reference, noise=noise, label=label, schedule_name=config.schedule, floor_reference=floor, info=info)
+        problem.data = data
+        return problem
+
+    def metrics(self, samples: Tensor) -> dict[str, float]:
+        return sample_metrics(samples, self.reference)
+
+    def metric_floor(self) -> Optional[dict[str, float]]:
+        if self.floor_reference is None:
+            return None
+        return sample_metrics(self.floor_reference, self.reference)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), **self.info, "n_reference": int(self.reference.shape[0])}
+
+    @property
+    def title(self) -> str:
+        extra = f" D={self.process.config()['D']}" if "D" in self.process.config() else ""
+        return f"{self.process.name}{extra} / {self.info.get('field', '?')} field / {self.info.get('dataset', '?')}"
+
+
+def _toy_data(dataset, config, device) -> tuple[Tensor, Optional[Tensor], Tensor]:
+    """``(data, labels, reference)`` with ``physgen toy``'s seeds (so the two commands agree)."""
+    g_data = torch.Generator(device=device).manual_seed(config.seed)
+    g_ref = torch.Generator(device=device).manual_seed(config.seed + REFERENCE_SEED_OFFSET)
+    if dataset.num_classes is not None:
+        data, labels = dataset.sample_labelled(config.n_data, g_data, device=device)
+    else:
+        data, labels = dataset.sample(config.n_data, g_data, device=device), None
+    reference = dataset.sample(config.n_samples, g_ref, device=device)
+    if config.label is not None and labels is not None:  # a conditional run is compared with its class
+        from ..guidance import class_reference
+
+        reference = class_reference(dataset, config.n_samples, g_ref, config.label, device)
+    return data, labels, reference
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def find_checkpoint(path) -> Path:
+    """``path`` if it is a file; else the newest ``ckpt-*.pt`` of the run dir (or of ``path`` itself)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        for d in (p / "checkpoints", p):
+            found = sorted(d.glob("ckpt-*.pt")) if d.is_dir() else []
+            if found:
+                return found[-1]
+        raise UserError(f"no checkpoint in {str(p)!r} (expected {str(p / 'checkpoints')}/ckpt-*.pt)")
+    raise UserError(f"checkpoint {str(p)!r} does not exist")
+
+
+def read_checkpoint(path) -> dict:
+    """A training checkpoint as a dict (``weights_only``: a checkpoint cannot run code)."""
+    path = find_checkpoint(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # zip / pickle errors differ between torch versions
+        raise UserError(f"cannot read checkpoint {str(path)!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if not isinstance(obj, dict) or "model" not in obj:
+        raise UserError(f"{str(path)!r} is not a physgen training checkpoint (no 'model' entry)")
+    obj["_path"] = path
+    return obj
+
+
+def _mlp_spec_from_state(state: dict) -> dict:
+    """The toy MLP's sizes read off its state dict (for checkpoints that do not record them)."""
+    try:
+        hidden, dim = state["net.inp.weight"].shape
+        depth = len({k.split(".")[2] for k in state if k.startswith("net.blocks.")})
+        embed_dim = int(state["net.embed.1.weight"].shape[1])
+        out_dim = int(state["net.out.1.weight"].shape[0])
+    except KeyError:
+        raise UserError("the checkpoint's network is not a toy MLP (no net.inp / net.blocks weights)") from None
+    label = state.get("net.label_embed.weight")
+    return {"kind": "mlp", "dim": int(dim), "hidden": int(hidden), "depth": depth, "embed_dim": embed_dim,
+            "num_classes": 0 if label is None else int(label.shape[0]) - 1, "out_dim": out_dim}
+
+
+def _process_from_checkpoint(ckpt: dict):
+    from ..processes import make_process
+
+    conf = dict(ckpt.get("process") or {})
+    if "name" not in conf:
+        raise UserError(f"{str(ckpt['_path'])!r} does not record its process")
+    name = conf.pop("name")
+    return make_process(name, **{k: (math.inf if v == "inf" else v) for k, v in conf.items()})
+
+
+def load_toy_checkpoint(path, device=None, ema: bool = True) -> dict:
+    """Rebuild a toy MLP field from a checkpoint: ``{process, field, dim, step, path, meta}``.
+
+    The MLP's sizes come from ``meta["toy"]["net"]`` when recorded (compare-solvers writes
+    it), else from the shapes in the state dict; the process from the checkpoint's
+    ``process`` entry.  The EMA weights are loaded unless ``ema=False``.
+    """
+    from ..nets.mlp import MLP
+
+    ckpt = read_checkpoint(path)
+    state = ckpt["ema" if ema and "ema" in ckpt else "model"]
+    spec = ((ckpt.get("meta") or {}).get("toy") or {}).get("net") or _mlp_spec_from_state(state)
+    process = _process_from_checkpoint(ckpt)
+    net = MLP(spec["dim"], hidden=spec["hidden"], depth=spec["depth"], embed_dim=spec.get("embed_dim", 64),
+              num_classes=spec.get("num_classes", 0), out_dim=spec.get("out_dim"))
+    field = process.precondition(net)
+    try:
+        field.load_state_dict(state)
+    except RuntimeError as exc:
+        raise UserError(f"{str(ckpt['_path'])!r}: the weights do not fit a toy MLP of {spec}: {str(exc).splitlines()[0]}") from None
+    field.to(device or "cpu").eval().requires_grad_(False)
+    return {"process": process, "field": field, "dim": int(spec["dim"]), "step": int(ckpt.get("step", 0)), "path": ckpt["_path"],
+            "meta": ckpt.get("meta") or {}}
+
+
+def save_toy_checkpoint(out, process, training, dim: int, config) -> Path:
+    """Write the trained toy MLP as ``out/checkpoints/ckpt-<step>.pt`` (the keys of
+    :func:`physgen.training.train`'s checkpoints that a reload needs, plus its sizes)."""
+    from ..io import save_torch
+
+    net = training.ema.net
+    spec = {"kind": "mlp", "dim": int(dim), "hidden": int(config.hidden), "depth": int(config.depth),
+            "embed_dim": int(net.embed[0].freqs.numel() * 2), "num_classes": int(net.num_classes), "out_dim": int(net.out_dim)}
+    state = {
+        "step": int(training.step),
+        "model": training.field.state_dict(),
+        "ema": training.ema.state_dict(),
+        "process": {"name": process.name, **_jsonable(process.config())},
+        "losses": [float(v) for v in training.losses],
+        "meta": {"toy": {"net": spec, "dataset": str(config.dataset), "n_data": int(config.n_data), "seed": int(config.seed)}},
+    }
+    path = Path(out) / "checkpoints" / f"ckpt-{int(training.step):08d}.pt"
+    save_torch(path, state)
+    return path
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: ("inf" if isinstance(v, float) and v == math.inf else v) for k, v in d.items()}
+
+
+# --------------------------------------------------------------------------- images
+
+
+class ImageProblem(Problem):
+    """An image field from a ``physgen train`` checkpoint, loaded on first use.
+
+    Samples start from the process's prior at the checkpoint's image shape.  Metrics: the
+    sliced W2 and MMD of the flattened pixels (``[-1, 1]``) against ``n_reference`` images
+    of the dataset recorded in the checkpoint (CIFAR-10: the test split; datasets with no
+    split: a random subset of the training images, drawn with ``seed + 1000003``), and
+    ``fid`` when ``inception`` names a local Inception-v3 weights file.
+    """
+
+    kind = "image"
+
+    def __init__(self, ckpt, *, n_samples: int, seed: int = 0, device=None, dataset: Optional[str] = None,
+                 n_reference: Optional[int] = None, inception: Optional[str] = None, label: Optional[int] = None,
+                 schedule_name: Optional[str] = None, batch: Optional[int] = None):
+        self.path = find_checkpoint(ckpt)
+        self.seed, self._device, self.dataset_spec = int(seed), torch.device(device or "cpu"), dataset
+        self._n_samples = int(n_samples)
+        self.n_reference = int(n_reference or n_samples)
+        self.inception, self.label_value, self.schedule_name, self.batch = inception, label, schedule_name, batch
+        self.noise = SeededNoise(self.seed, range(self._n_samples))
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("sliced_w2", "mmd") + (("fid",) if self.inception else ())
+
+    @cached_property
+    def model(self):
+        """The rebuilt field (:func:`physgen.images.train.load_trained`); read on first use."""
+        from ..images.train import load_trained
+
+        return load_trained(self.path, device=self._device)
+
+    @property
+    def process(self):  # type: ignore[override]
+        return self.model.process
+
+    @property
+    def field(self):  # type: ignore[override]
+        return self.model.field
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def n_samples(self) -> int:
+        return self._n_samples
+
+    @cached_property
+    def x0(self) -> Tensor:  # type: ignore[override]
+        return self.process.sample_prior((self._n_samples, *self.model.shape), noise=self.noise, device=self._device)
+
+    @cached_property
+    def label(self) -> Optional[Tensor]:  # type: ignore[override]
+        if self.label_value is None:
+            return None
+        if not self.model.num_classes:
+            raise UserError(f"--label needs a class-conditional checkpoint; {str(self.path)!r} is unconditional")
+        return torch.full((self._n_samples,), int(self.label_value), device=self._device, dtype=torch.long)
+
+    @cached_property
+    def reference(self) -> Tensor:
+        """Held-out images, flattened ``[n_reference, C*H*W]``."""
+        from ..images.data import load_image_dataset
+
+        cfg = self.model.meta.get("config") or {}
+        spec = self.dataset_spec or cfg.get("dataset")
+        if not spec:
+            raise UserError(f"{str(self.path)!r} does not record its dataset; pass --dataset")
+        resolution = self.model.shape[-1]
+        split = {"split": "test"} if str(spec).startswith("cifar10:") else {}
+        data = load_image_dataset(spec, resolution, **split)
+        g = torch.Generator().manual_seed(self.seed + REFERENCE_SEED_OFFSET)
+        idx = torch.randperm(len(data), generator=g)[: self.n_reference]
+        images = data.images[idx]
+        if self.label_value is not None and data.labels is not None:
+            keep = data.labels == int(self.label_value)
+            images = data.images[keep][: self.n_reference]
+        return images.reshape(images.shape[0], -1).to(torch.float64)
+
+    @cached_property
+    def _feature_net(self):
+        from ..nets.inception import load_inception
+
+        return load_inception(self.inception, device=self._device)
+
+    @cached_property
+    def _reference_fid_stats(self):
+        from ..images.metrics import extract_features, feature_statistics
+
+        images = self.reference.reshape(-1, *self.model.shape).float()
+        return feature_statistics(extract_features(images, self._feature_net, device=self._device))
+
+    def metrics(self, samples: Tensor) -> dict[str, float]:
+        flat = samples.reshape(samples.shape[0], -1).to(torch.float64).cpu()
+        ref = self.reference
+        finite = torch.isfinite(flat).all(1)
+        out = {"nonfinite": float((~finite).sum())}
+        flat = flat[finite]
+        if flat.shape[0] < 2:
+            return {**out, "sliced_w2": math.nan, "mmd": math.nan}
+        out["sliced_w2"] = sliced_w2(flat, ref)
+        out["mmd"] = mmd(flat, ref, bandwidths=default_bandwidths(ref))
+        if self.inception:
+            from ..images.metrics import compute_fid
+
+            out["fid"] = compute_fid(samples[finite].float().clamp(-1, 1), self._reference_fid_stats, self._feature_net, device=self._device)
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.model.meta.get("config") or {}
+        return {**super().describe(), "checkpoint": str(self.model.path), "step": self.model.step, "shape": list(self.model.shape),
+                "dataset": self.dataset_spec or cfg.get("dataset"), "n_reference": int(self.reference.shape[0]),
+                "inception": self.inception}
+
+    @property
+    def title(self) -> str:
+        cfg = self.process.config()
+        extra = f" D={cfg['D']}" if "D" in cfg else ""
+        return f"{self.process.name}{extra} / U-Net step {self.model.step} / {self.describe()['dataset']}"
+
+
+def load_problem_from_checkpoint(ckpt, *, toy_config=None, out=None, log_stream=None, **image_options) -> Problem:
+    """A :class:`ToyProblem` or an :class:`ImageProblem`, by what the checkpoint holds
+    (``meta.image`` from ``physgen train``: an image problem; anything else: a toy MLP)."""
+    meta = read_checkpoint(ckpt).get("meta") or {}
+    if meta.get("image"):
+        return ImageProblem(ckpt, **image_options)
+    if toy_config is None:
+        raise UserError(f"{str(ckpt)!r} holds a toy network; toy options are needed to build its problem")
+    return ToyProblem.from_config(toy_config, ckpt=ckpt, out=out, log_stream=log_stream)

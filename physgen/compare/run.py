@@ -1,0 +1,526 @@
+"""The solver comparison: every solver at every budget on one :class:`~physgen.compare.problems.Problem`.
+
+For each (solver, budget) the engine records
+
+* ``nfe``: field evaluations counted at the field by the solver (``stats.nfe``; steps never
+  stand in for it);
+* ``error_vs_reference``: the RMS over samples of the per-sample L2 distance between the
+  solver's end point and a reference solution of the same ODE from the same start point,
+
+      error = sqrt( (1/n) Σ_i ‖x_i - x_i^ref‖² )          (in data space, after ``finalize``);
+
+  the reference is a tight-tolerance adaptive solve in float64: per-sample
+  :func:`solvers.dopri5` with ``rtol = atol = 1e-9`` (default) on the same field cast to
+  float64, from the same ``x0`` (cast to float64), over the same span.  A schedule that ends
+  at ``s = 0`` ends with the same final Euler step in every solver (for the denoiser form
+  ``x <- D(x, s_min)``), and the reference ends with it too, so both solve the same problem.
+  References are cached per span (first scale, last positive scale, ends at 0); with
+  ``check_reference`` a second reference at 10x the tolerance estimates the reference's own
+  error (``reference_error``: it bounds the smallest error that means anything).
+  Generation goes through :func:`physgen.sampling.sample`, so a process with its own
+  generation path (Yukawa's transport flow) is compared on that path, reference included;
+* ``sliced_w2``, ``mmd`` (and the problem's other metrics): sample quality against held-out data;
+* ``wall_s``: wall time of the solve (device synchronised), metrics excluded.
+
+Adaptive solvers (``dopri5``, torchdiffeq's adaptive methods) have no step count: their
+budget ``K`` maps to the tolerance ``rtol = atol = min(0.1, 100 / K^5)`` (K = 4: 0.098,
+8: 3.1e-3, 16: 9.5e-5, 32: 3.0e-6, 64: 9.3e-8).  A fifth-order method's error per step
+scales like ``h^5``, so this tolerance makes its step count grow roughly like ``K`` and puts it
+on the same NFE axis as the fixed-step solvers.
+
+Stochastic samplers (the adapters in :data:`physgen.sampling.SAMPLERS` and the solvers
+registered as stochastic) join when the process has a score: they do not solve the ODE,
+so their ``error_vs_reference`` is NaN, but they get the metrics, NFE and wall time; their
+noise is the problem's per-sample seeded noise.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field as dc_field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+import solvers
+from solvers.torchdiffeq_adapter import TORCHDIFFEQ_FIXED_GRID
+
+from ..errors import UserError, unknown_name
+from ..io import atomic_write, ensure_dir, save_figure, write_json
+from ..sampling import SAMPLERS, _load_adapters, check_finite, sample, sampler_names
+from .problems import Problem
+
+__all__ = [
+    "DEFAULT_SOLVERS",
+    "DEFAULT_STOCHASTIC",
+    "DEFAULT_STEPS",
+    "Row",
+    "Comparison",
+    "adaptive_tolerance",
+    "is_adaptive",
+    "is_stochastic",
+    "resolve_solvers",
+    "rms_error",
+    "reference_solve",
+    "compare",
+    "write_outputs",
+    "markdown_table",
+    "CSV_COLUMNS",
+]
+
+DEFAULT_SOLVERS = ("euler", "heun", "midpoint", "rk4", "lms", "dpm2", "dpmpp-2m", "dopri5")
+DEFAULT_STOCHASTIC = ("euler-maruyama", "pc", "edm-sde", "ddpm")
+DEFAULT_STEPS = (4, 8, 16, 32, 64)
+REFERENCE_TOL = 1e-9
+CSV_COLUMNS = ("solver", "kind", "steps", "nfe", "error_vs_reference", "sliced_w2", "mmd", "wall_s", "tol", "steps_taken", "rejected")
+
+
+# --------------------------------------------------------------------------- solver kinds
+
+
+def adaptive_tolerance(steps: int) -> float:
+    """The tolerance an adaptive solver gets for the budget ``steps``: ``min(0.1, 100/steps^5)``."""
+    return min(0.1, 100.0 / float(steps) ** 5)
+
+
+def is_adaptive(name: str) -> bool:
+    """Step-size-controlled solvers (their budget is a tolerance): dopri5 and torchdiffeq's adaptive methods."""
+    if name == "dopri5":
+        return True
+    if name.startswith(solvers.TORCHDIFFEQ_PREFIX):
+        method = name[len(solvers.TORCHDIFFEQ_PREFIX):]
+        return method not in TORCHDIFFEQ_FIXED_GRID
+    return False
+
+
+def is_stochastic(name: str) -> bool:
+    """A sampler that does not solve the ODE (it draws noise): a registered adapter or a stochastic solver."""
+    _load_adapters()
+    if name in solvers.SOLVERS:
+        return name in solvers.STOCHASTIC
+    if name.startswith(solvers.TORCHDIFFEQ_PREFIX):
+        return False
+    return name in SAMPLERS
+
+
+def kind_of(name: str) -> str:
+    return "stochastic" if is_stochastic(name) else "adaptive" if is_adaptive(name) else "ode"
+
+
+def resolve_solvers(names: Optional[Sequence[str]], process) -> tuple[list[str], bool]:
+    """``(names, explicit)``: the user's list (validated: unknown names list the valid ones)
+    or, for ``None``, the defaults present in the registry (stochastic ones only when the
+    process has a score); ``["all"]`` is every registered name except torchdiffeq's."""
+    valid = sampler_names()
+    if names is None or list(names) == ["all"]:
+        pool = [n for n in valid if not n.startswith(solvers.TORCHDIFFEQ_PREFIX)] if names else [
+            *DEFAULT_SOLVERS, *DEFAULT_STOCHASTIC]
+        chosen = [n for n in pool if n in valid and (not is_stochastic(n) or getattr(process, "has_score", False))]
+        return chosen, False
+    out: list[str] = []
+    for n in names:
+        if n not in valid:
+            raise unknown_name("solver", n, valid)
+        if n not in out:
+            out.append(n)
+    for n in out:
+        if is_stochastic(n) and not getattr(process, "has_score", False):
+            raise UserError(f"{n!r} is a stochastic sampler and needs a score, but process {process.name!r} has none "
+                            f"(its kernel is not Gaussian); drop it from --solvers")
+    return out, True
+
+
+# --------------------------------------------------------------------------- rows
+
+
+@dataclass
+class Row:
+    solver: str
+    kind: str
+    steps: int
+    nfe: int
+    error_vs_reference: float
+    metrics: dict
+    wall_s: float
+    tol: Optional[float] = None
+    steps_taken: Optional[int] = None
+    rejected: Optional[int] = None
+    nfe_total: Optional[int] = None
+
+    @property
+    def sliced_w2(self) -> float:
+        return float(self.metrics.get("sliced_w2", math.nan))
+
+    @property
+    def mmd(self) -> float:
+        return float(self.metrics.get("mmd", math.nan))
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "metrics"}
+        d.update(self.metrics)
+        return d
+
+
+@dataclass
+class Comparison:
+    """The rows, the reference runs (one per span), the metric floor and what was skipped."""
+
+    rows: list[Row]
+    references: list[dict]
+    problem: dict
+    floor: Optional[dict] = None
+    skipped: dict = dc_field(default_factory=dict)
+    settings: dict = dc_field(default_factory=dict)
+
+    def row(self, solver: str, steps: int) -> Row:
+        for r in self.rows:
+            if r.solver == solver and r.steps == steps:
+                return r
+        raise KeyError((solver, steps))
+
+    def solvers(self) -> list[str]:
+        return list(dict.fromkeys(r.solver for r in self.rows))
+
+
+# --------------------------------------------------------------------------- solving
+
+
+def rms_error(x: Tensor, ref: Tensor) -> float:
+    """``sqrt(mean_i ‖x_i - ref_i‖²)`` in float64 (NaN if any sample is not finite)."""
+    d = (x.reshape(x.shape[0], -1).to(torch.float64) - ref.reshape(ref.shape[0], -1).to(torch.float64).to(x.device))
+    return float(d.pow(2).sum(1).mean().sqrt())
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _solve(problem: Problem, field, x0: Tensor, schedule: Tensor, method: str, options: dict) -> tuple[Tensor, dict, float]:
+    """Solve on the whole batch, or in chunks of ``problem.batch``; returns (x, stats, wall).
+
+    With chunks, ``nfe`` is the largest per-chunk NFE (the batch solve's NFE for fixed
+    steps) and ``nfe_total`` the sum.
+    """
+    n = x0.shape[0]
+    size = problem.batch or n
+    outs, nfes, steps_taken, rejected = [], [], [], 0
+    _sync(x0.device)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for start in range(0, n, size):
+            sl = slice(start, min(n, start + size))
+            noise = problem.noise if size >= n else problem.noise.subset(sl)
+            label = None if problem.label is None else problem.label[sl]
+            sol = sample(problem.process, field, x0[sl], schedule, method, noise=noise, label=label, **options)
+            outs.append(sol.x)
+            nfes.append(int(sol.stats.nfe))
+            steps_taken.append(int(sol.stats.steps))
+            rejected += int(sol.stats.rejected)
+    _sync(x0.device)
+    wall = time.perf_counter() - t0
+    x = outs[0] if len(outs) == 1 else torch.cat(outs)
+    return x, {"nfe": max(nfes), "nfe_total": sum(nfes), "steps_taken": max(steps_taken), "rejected": rejected}, wall
+
+
+def _span_key(schedule: Tensor) -> tuple:
+    s = schedule.tolist()
+    ends_at_zero = s[-1] == 0.0
+    last = s[-2] if ends_at_zero else s[-1]
+    return (round(s[0], 12), round(last, 12), ends_at_zero)
+
+
+def reference_solve(problem: Problem, schedule: Tensor, rtol: float = REFERENCE_TOL, atol: float = REFERENCE_TOL,
+                    options: Optional[dict] = None) -> tuple[Tensor, dict]:
+    """The float64 dopri5 solution over ``schedule``'s span (its endpoints; a final
+    ``s = 0`` step is the same Euler step the solvers take)."""
+    s = schedule.tolist()
+    span = [s[0], s[-2], 0.0] if s[-1] == 0.0 and len(s) > 2 else [s[0], s[-1]]
+    field64 = problem.reference_field()
+    x0 = problem.x0.to(torch.float64)
+    x, stats, wall = _solve(problem, field64, x0, torch.tensor(span, dtype=torch.float64), "dopri5", {**(options or {}), "rtol": rtol, "atol": atol})
+    return problem.finalize(x), {"span": span, "rtol": rtol, "atol": atol, "wall_s": wall, **stats}
+
+
+def _fmt(v: Any, spec: str = ".3g") -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else format(v, spec)
+    return str(v)
+
+
+def compare(
+    problem: Problem,
+    solver_names: Optional[Sequence[str]],
+    budgets: Sequence[int] = DEFAULT_STEPS,
+    *,
+    ref_rtol: float = REFERENCE_TOL,
+    ref_atol: float = REFERENCE_TOL,
+    check_reference: bool = True,
+    options: Optional[dict] = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> Comparison:
+    """Run every solver at every budget; see the module docstring for what is measured.
+
+    ``solver_names=None`` takes the defaults; a default that cannot run on this problem
+    (e.g. DPM-Solver on a flow without a denoiser) is skipped and recorded in
+    ``Comparison.skipped``, while a solver named explicitly that cannot run is a
+    :class:`UserError`.  Each solver is first tried on two samples at the smallest budget,
+    so such errors come before any long solve.
+    """
+    say = log or (lambda line: None)
+    budgets = _check_budgets(budgets)
+    if not (ref_rtol > 0 and ref_atol > 0):
+        raise UserError(f"reference tolerances must be > 0, got rtol={ref_rtol}, atol={ref_atol}")
+    options = dict(options or {})
+    names, explicit = resolve_solvers(solver_names, problem.process)
+    names, skipped = _preflight(problem, names, budgets[0], options, explicit)
+    if not names:
+        raise UserError(f"no solver can run on this problem ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})")
+    say(f"problem: {getattr(problem, 'title', problem.process.name)}, {problem.n_samples} samples on {problem.device}; "
+        f"solvers: {', '.join(names)}; steps: {', '.join(map(str, budgets))}")
+    for name, why in skipped.items():
+        say(f"skipped {name}: {why}")
+
+    references: dict[tuple, tuple[Tensor, dict]] = {}
+    floor = problem.metric_floor()
+    rows: list[Row] = []
+    total = len(names) * len(budgets)
+    i = 0
+    for name in names:
+        kind = kind_of(name)
+        for steps in budgets:
+            i += 1
+            schedule = problem.schedule(steps)
+            opts = dict(options)
+            tol = None
+            if kind == "adaptive":
+                tol = adaptive_tolerance(steps)
+                opts.setdefault("rtol", tol)
+                opts.setdefault("atol", tol)
+            ref = None
+            if kind != "stochastic":
+                key = _span_key(schedule)
+                if key not in references:
+                    references[key] = _reference(problem, schedule, ref_rtol, ref_atol, check_reference, options, say)
+                ref = references[key][0]
+            x, stats, wall = _solve(problem, problem.field, problem.x0, schedule, name, opts)
+            x = problem.finalize(x)
+            err = rms_error(x, ref) if ref is not None and ref.shape == x.shape else math.nan
+            metrics = problem.metrics(x)
+            row = Row(name, kind, int(steps), stats["nfe"], err, metrics, wall, tol=tol, steps_taken=stats["steps_taken"],
+                      rejected=stats["rejected"], nfe_total=stats["nfe_total"])
+            rows.append(row)
+            say(f"[{i:>{len(str(total))}}/{total}] {name:<14} steps={steps:<4} nfe={row.nfe:<5} error={_fmt(err, '.3e'):<9} "
+                f"sliced_w2={_fmt(row.sliced_w2, '.4f')}  mmd={_fmt(row.mmd, '.2e')}  {wall:.2f} s")
+    refs = [{**info, "metrics": metrics} for _, info, metrics in references.values()]
+    settings = {"solvers": names, "steps": list(budgets), "ref_rtol": ref_rtol, "ref_atol": ref_atol, "options": options,
+                "adaptive_tolerance": "min(0.1, 100 / steps^5)", "error": "sqrt(mean_i ||x_i - x_ref_i||^2)"}
+    return Comparison(rows, refs, problem.describe(), floor, skipped, settings)
+
+
+def _reference(problem, schedule, rtol, atol, check, options, say):
+    say(f"reference: dopri5 in float64, rtol={rtol:g} atol={atol:g}, span {_fmt(schedule[0].item())} -> "
+        f"{_fmt(schedule[-1].item())} ...")
+    ref, info = reference_solve(problem, schedule, rtol, atol, options)
+    check_finite(ref, "reference samples")
+    if check:
+        loose, _ = reference_solve(problem, schedule, rtol * 10, atol * 10, options)
+        info["reference_error"] = rms_error(loose, ref)
+    metrics = problem.metrics(ref)
+    say(f"reference: {info['nfe']} NFE, {info['wall_s']:.1f} s" + (f", error estimate {info['reference_error']:.1e}" if check else "")
+        + f", sliced_w2={_fmt(metrics.get('sliced_w2'), '.4f')}")
+    return ref, info, metrics
+
+
+def _check_budgets(budgets: Sequence[int]) -> list[int]:
+    out = []
+    for b in budgets:
+        if isinstance(b, bool) or not isinstance(b, int) or b <= 0:
+            raise UserError(f"--steps must be positive integers, got {b!r}")
+        if b not in out:
+            out.append(b)
+    if not out:
+        raise UserError("--steps needs at least one budget")
+    return sorted(out)
+
+
+def _preflight(problem: Problem, names: list[str], steps: int, options: dict, explicit: bool) -> tuple[list[str], dict]:
+    """Try each solver on two samples; errors name the solver (explicit) or skip it (defaults)."""
+    k = min(2, problem.n_samples)
+    x0 = problem.x0[:k]
+    noise = problem.noise.subset(slice(0, k))
+    label = None if problem.label is None else problem.label[:k]
+    schedule = problem.schedule(steps)
+    ok, skipped = [], {}
+    for name in names:
+        opts = dict(options)
+        if is_adaptive(name):
+            opts.setdefault("rtol", 1e-2)
+            opts.setdefault("atol", 1e-2)
+        try:
+            with torch.no_grad():
+                sample(problem.process, problem.field, x0, schedule, name, noise=noise, label=label, **opts)
+        except (ValueError, TypeError, NotImplementedError) as e:
+            why = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if explicit:
+                raise UserError(f"solver {name!r} cannot run on process {problem.process.name!r}: {why}") from None
+            skipped[name] = why
+            continue
+        ok.append(name)
+    return ok, skipped
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def metric_columns(comparison: Comparison) -> list[str]:
+    extra = []
+    for r in comparison.rows:
+        for k in r.metrics:
+            if k not in CSV_COLUMNS and k not in extra:
+                extra.append(k)
+    return [*CSV_COLUMNS, "nfe_total", *extra]
+
+
+def csv_text(comparison: Comparison) -> str:
+    cols = metric_columns(comparison)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(cols)
+    for r in comparison.rows:
+        d = r.as_dict()
+        w.writerow([_csv_value(d.get(c)) for c in cols])
+    return buf.getvalue()
+
+
+def _csv_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else repr(v)
+    return str(v)
+
+
+def markdown_table(comparison: Comparison) -> str:
+    head = "| solver | steps | NFE | error vs reference | sliced W2 | MMD | wall (s) |"
+    lines = [head, "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in comparison.rows:
+        steps = f"{r.steps} (tol {r.tol:.1e})" if r.tol is not None else str(r.steps)
+        err = "—" if math.isnan(r.error_vs_reference) else f"{r.error_vs_reference:.3e}"
+        lines.append(f"| {r.solver} | {steps} | {r.nfe} | {err} | {r.sliced_w2:.4f} | {r.mmd:.2e} | {r.wall_s:.3f} |")
+    for ref in comparison.references:
+        m = ref["metrics"]
+        est = "—" if "reference_error" not in ref else f"~{ref['reference_error']:.1e}"
+        lines.append(f"| reference (dopri5 float64, tol {ref['rtol']:.0e}) | | {ref['nfe']} | {est} | "
+                     f"{m.get('sliced_w2', math.nan):.4f} | {m.get('mmd', math.nan):.2e} | {ref['wall_s']:.3f} |")
+    if comparison.floor:
+        f = comparison.floor
+        lines.append(f"| held-out data vs data (metric floor) | | | | {f.get('sliced_w2', math.nan):.4f} | {f.get('mmd', math.nan):.2e} | |")
+    return "\n".join(lines)
+
+
+def write_outputs(comparison: Comparison, out, title: str = "") -> list[Path]:
+    """``results.csv``, ``results.json``, ``error_vs_nfe.png``, ``quality_vs_nfe.png``, ``time_vs_nfe.png``."""
+    out = ensure_dir(out)
+    with atomic_write(out / "results.csv", "w") as f:
+        f.write(csv_text(comparison))
+    write_json(out / "results.json", {"problem": comparison.problem, "settings": comparison.settings,
+                                       "rows": [_json_row(r) for r in comparison.rows],
+                                       "references": [_json_row(r) for r in comparison.references],
+                                       "metric_floor": comparison.floor, "skipped": comparison.skipped})
+    paths = [out / "results.csv", out / "results.json"]
+    paths += plot_comparison(comparison, out, title)
+    return paths
+
+
+def _json_row(r: Any) -> dict:
+    d = r.as_dict() if isinstance(r, Row) else dict(r)
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
+
+
+def plot_comparison(comparison: Comparison, out: Path, title: str = "") -> list[Path]:
+    """The three log-log figures, one line per solver (stochastic samplers dashed, adaptive dotted)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_solver: dict[str, list[Row]] = {}
+    for r in comparison.rows:
+        by_solver.setdefault(r.solver, []).append(r)
+    cmap = plt.get_cmap("tab10" if len(by_solver) <= 10 else "tab20")
+    styles = {name: dict(color=cmap(i % cmap.N), marker="osD^v<>ph*"[i % 10],
+                         linestyle={"stochastic": "--", "adaptive": ":"}.get(rows[0].kind, "-"))
+              for i, (name, rows) in enumerate(by_solver.items())}
+    suffix = f": {title}" if title else ""
+
+    def draw(ax, value, *, deterministic_only=False, symlog=False):
+        """Plot ``value(row)`` against NFE; log axes (``symlog`` y for values that may be <= 0)."""
+        shown = []
+        for name, rows in by_solver.items():
+            if deterministic_only and rows[0].kind == "stochastic":
+                continue
+            pts = sorted((r.nfe, value(r)) for r in rows if r.nfe > 0 and value(r) is not None and math.isfinite(value(r)))
+            pts = [(n, v) for n, v in pts if symlog or v > 0]
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, lw=1.4, ms=4, **styles[name])
+                shown += [abs(v) for _, v in pts if v != 0]
+        ax.set_xscale("log")
+        if symlog:  # the unbiased MMD estimate is often slightly negative near 0
+            ax.set_yscale("symlog", linthresh=10 ** math.floor(math.log10(max(min(shown or [1e-4]), 1e-12))))
+        else:
+            ax.set_yscale("log")
+        ax.set_xlabel("NFE (counted at the field)")
+        ax.grid(True, which="both", alpha=0.3)
+
+    paths = []
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    draw(ax, lambda r: r.error_vs_reference, deterministic_only=True)
+    est = [ref["reference_error"] for ref in comparison.references if ref.get("reference_error")]
+    if est:
+        ax.axhline(max(est), color="grey", lw=0.8, ls=":", label="reference's own error (estimate)")
+    ax.set_ylabel("RMS per-sample L2 error vs reference")
+    ax.set_title(f"error vs NFE{suffix}", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    save_figure(fig, out / "error_vs_nfe.png", dpi=120)
+    paths.append(out / "error_vs_nfe.png")
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.6))
+    for ax, key, label, symlog in ((axes[0], "sliced_w2", "sliced W2 to held-out data", False),
+                                   (axes[1], "mmd", "MMD² (unbiased) to held-out data, symlog axis", True)):
+        draw(ax, lambda r, k=key: r.metrics.get(k), symlog=symlog)
+        for j, ref in enumerate(comparison.references):
+            v = ref["metrics"].get(key)
+            if v is not None and math.isfinite(v) and (symlog or v > 0):
+                ax.axhline(v, color="black", lw=0.9, ls="-.", label="reference ODE solution" if j == 0 else None)
+        v = (comparison.floor or {}).get(key)
+        if v is not None and math.isfinite(v) and (symlog or v > 0):
+            ax.axhline(v, color="grey", lw=0.9, ls=":", label="held-out data vs data (floor)")
+        ax.set_ylabel(label)
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle(f"sample quality vs NFE{suffix}", fontsize=9)
+    save_figure(fig, out / "quality_vs_nfe.png", dpi=120)
+    paths.append(out / "quality_vs_nfe.png")
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    draw(ax, lambda r: r.wall_s)
+    ax.set_ylabel("wall time of the solve (s)")
+    ax.set_title(f"time vs NFE{suffix}", fontsize=9)
+    ax.legend(fontsize=7, ncol=2)
+    save_figure(fig, out / "time_vs_nfe.png", dpi=120)
+    paths.append(out / "time_vs_nfe.png")
+    return paths
+
+
+def stderr_log(prefix: str = "compare-solvers") -> Callable[[str], None]:
+    def log(line: str) -> None:
+        print(f"{prefix}: {line}", file=sys.stderr, flush=True)
+
+    return log
