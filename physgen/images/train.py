@@ -1,0 +1,514 @@
+"""Image runs: the config dataclass, config files, building the field, training, and
+rebuilding a trained field from its (self-describing) checkpoint.
+
+The default recipe is EDM's / PFGM++'s CIFAR-10 recipe (Karras et al., arXiv 2206.00364,
+Table 7; Xu et al., arXiv 2302.04265, App. C): DDPM++ U-Net (``--arch ddpmpp`` =
+preset ``ddpmpp-cifar10``, dropout 0.13), Adam with ``lr = 1e-3`` and a linear warm-up
+over 10 Mimg, batch 512, EMA half-life 0.5 Mimg with ramp-up 0.05, no gradient
+clipping; total 200 Mimg ``= 390,625`` steps at batch 512 (``--steps`` or
+``--duration-mimg``).  Not reproduced: EDM's non-leaky geometric augmentation pipeline
+(``augment = 0.12`` in EDM's CIFAR-10 runs; ``--xflip`` gives horizontal flips only).
+
+Config files (``--config FILE``) are TOML or JSON with the fields of
+:class:`ImageTrainConfig` at the top and the :class:`physgen.training.TrainConfig` fields
+in a ``[train]`` table::
+
+    dataset = "cifar10:/data/cifar-10-batches-py"
+    process = "pfgmpp"
+    D = 2048                    # or "inf"
+    arch = "ddpmpp"
+    out = "runs/c10-d2048"
+    [train]
+    batch = 512
+    lr = 1e-3
+    duration_mimg = 200
+
+``null``/absent keep the default; in TOML (which has no null) write ``"none"``.
+Command-line flags override the file, one flag per field.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Union
+
+import torch
+
+from ..errors import UserError, unknown_name
+from ..io import ensure_dir, write_json
+from ..training import TrainConfig, TrainResult, dist_info, init_distributed, latest_checkpoint, load_checkpoint_file, train
+from .data import ImageDataset, ImageSampler, load_image_dataset
+
+__all__ = [
+    "ImageTrainConfig",
+    "ARCH_ALIASES",
+    "resolve_arch",
+    "default_image_train",
+    "load_config",
+    "dump_config",
+    "config_from_dict",
+    "build_process",
+    "build_network",
+    "LabelledStream",
+    "run_training",
+    "TrainedModel",
+    "load_trained",
+    "find_checkpoint",
+]
+
+ARCH_ALIASES = {"ddpmpp": "ddpmpp-cifar10"}
+STEPS_200_MIMG_AT_512 = 390_625
+
+
+def resolve_arch(arch: str) -> str:
+    """``ddpmpp`` -> ``ddpmpp-cifar10``; preset names (``tiny``, ``small``, ...) as they are."""
+    from ..nets.unet import UNET_PRESETS
+
+    name = ARCH_ALIASES.get(arch, arch)
+    if name not in UNET_PRESETS:
+        raise unknown_name("--arch", arch, list(UNET_PRESETS) + list(ARCH_ALIASES))
+    return name
+
+
+def default_image_train() -> TrainConfig:
+    """EDM / PFGM++ CIFAR-10 optimisation defaults (module docstring)."""
+    return TrainConfig(
+        steps=STEPS_200_MIMG_AT_512,
+        batch=512,
+        lr=1e-3,
+        warmup_steps=0,
+        warmup_mimg=10.0,
+        ema_halflife=500_000.0,
+        ema_rampup=0.05,
+        grad_clip=None,
+        log_every=100,
+        checkpoint_every=5000,
+        keep_checkpoints=3,
+        seed=0,
+        precision="auto",
+        channels_last=True,
+    )
+
+
+def _parse_D(value):
+    if value is None:
+        return None
+    if isinstance(value, str) and value.strip().lower() in ("inf", "infinity", "+inf"):
+        return math.inf
+    if isinstance(value, float) and value == math.inf:
+        return math.inf
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"D must be a positive integer or inf, got {value!r}") from None
+    if isinstance(value, bool) or not (v > 0 and v.is_integer()):
+        raise UserError(f"D must be a positive integer or inf, got {value!r}")
+    return int(v)
+
+
+@dataclass
+class ImageTrainConfig:
+    """One image training run (one field per ``physgen train`` flag).
+
+    ``dataset``: ``digits``, ``cifar10:PATH``, ``folder:PATH`` or ``npz:PATH``;
+    ``resolution`` resizes (``None``: the data's own).  ``cond`` trains a class-conditional
+    network (labels from the data), replacing a fraction ``label_dropout`` of the labels by
+    the null class so the same network also samples unconditionally (the hook for
+    classifier-free guidance).  ``process`` with ``D``, ``sigma_*`` and any other
+    ``process_options`` builds the process (``None``: its default).  ``arch``: a U-Net
+    preset (``tiny``, ``small``, ``ddpmpp-cifar10``; ``ddpmpp`` is an alias) with ``unet``
+    overrides (e.g. ``{"dropout": 0.1}``).  ``sample_every`` steps (0: only at the end)
+    rank 0 writes a grid of ``sample_n`` EMA samples (``sample_solver`` with
+    ``sample_steps`` steps, seeds ``0..sample_n-1`` of ``sample_seed``) to
+    ``out/samples/``.
+    """
+
+    dataset: str = "digits"
+    resolution: Optional[int] = None
+    xflip: bool = False
+    cond: bool = False
+    label_dropout: float = 0.1
+    process: str = "pfgmpp"
+    D: Optional[Union[int, float]] = None
+    sigma_min: Optional[float] = None
+    sigma_max: Optional[float] = None
+    sigma_data: Optional[float] = None
+    process_options: Dict[str, Any] = field(default_factory=dict)
+    arch: str = "ddpmpp"
+    unet: Dict[str, Any] = field(default_factory=dict)
+    device: str = "auto"
+    out: str = "runs/images"
+    sample_every: int = 0
+    sample_n: int = 64
+    sample_steps: int = 18
+    sample_solver: str = "heun"
+    sample_seed: int = 0
+    train: TrainConfig = field(default_factory=default_image_train)
+
+    def __post_init__(self):
+        from ..processes import process_class
+
+        if isinstance(self.train, dict):
+            self.train = _train_from_dict(self.train)
+        if not isinstance(self.dataset, str) or not self.dataset:
+            raise UserError(f"dataset must be a dataset spec string, got {self.dataset!r}")
+        if self.resolution is not None and int(self.resolution) < 1:
+            raise UserError(f"resolution must be >= 1, got {self.resolution}")
+        if not 0.0 <= float(self.label_dropout) < 1.0:
+            raise UserError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        process_class(self.process)  # unknown names list the valid ones
+        self.D = _parse_D(self.D)
+        resolve_arch(self.arch)
+        for name in ("sample_every",):
+            if int(getattr(self, name)) < 0:
+                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("sample_n", "sample_steps"):
+            if int(getattr(self, name)) < 1:
+                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not isinstance(self.process_options, dict) or not isinstance(self.unet, dict):
+            raise UserError("process_options and unet must be tables (dicts)")
+
+    def to_dict(self) -> Dict[str, Any]:
+        """Plain JSON-able dict (``D = inf`` written as ``"inf"``)."""
+        d = asdict(self)
+        if d["D"] == math.inf:
+            d["D"] = "inf"
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any], where: str = "config") -> "ImageTrainConfig":
+        return config_from_dict(d, where)
+
+
+# --------------------------------------------------------------------------- config files
+
+_NONE_STRINGS = ("none", "null")
+
+
+def _coerce(f, value, key: str):
+    """Light type checks for config-file values (messages name the key)."""
+    t = str(f.type)
+    if value is None or (isinstance(value, str) and value.lower() in _NONE_STRINGS and "Optional" in t):
+        if "Optional" not in t:
+            raise UserError(f"config key {key!r} cannot be none")
+        return None
+    if key == "D":
+        return value
+    if t.startswith("Optional["):
+        t = t[len("Optional[") : -1]
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise UserError(f"config key {key!r} must be true or false, got {value!r}")
+    elif t == "int":
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise UserError(f"config key {key!r} must be an integer, got {value!r}")
+        value = int(value)
+    elif t == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"config key {key!r} must be a number, got {value!r}")
+        value = float(value)
+    elif t == "str":
+        if not isinstance(value, str):
+            raise UserError(f"config key {key!r} must be a string, got {value!r}")
+    elif t.startswith("Dict") and not isinstance(value, dict):
+        raise UserError(f"config key {key!r} must be a table, got {value!r}")
+    return value
+
+
+def _train_from_dict(d: Dict[str, Any], where: str = "config") -> TrainConfig:
+    if not isinstance(d, dict):
+        raise UserError(f"{where}: 'train' must be a table of training settings, got {d!r}")
+    known = {f.name: f for f in fields(TrainConfig)}
+    bad = sorted(set(d) - set(known))
+    if bad:
+        raise UserError(f"unknown config key 'train.{bad[0]}' in {where}; valid train keys: {', '.join(sorted(known))}")
+    base = asdict(default_image_train())
+    base.update({k: _coerce(known[k], v, f"train.{k}") for k, v in d.items()})
+    return TrainConfig(**base)
+
+
+def config_from_dict(d: Dict[str, Any], where: str = "config") -> ImageTrainConfig:
+    """An :class:`ImageTrainConfig` from a (parsed file's) dict; unknown keys raise a
+    :class:`UserError` naming the key (``train.KEY`` for the training table)."""
+    if not isinstance(d, dict):
+        raise UserError(f"{where} must be a table/object of settings")
+    known = {f.name: f for f in fields(ImageTrainConfig)}
+    bad = sorted(set(d) - set(known))
+    if bad:
+        raise UserError(f"unknown config key {bad[0]!r} in {where}; valid keys: {', '.join(sorted(known))}")
+    kwargs = {k: _coerce(known[k], v, k) for k, v in d.items() if k != "train"}
+    kwargs["train"] = _train_from_dict(d.get("train", {}), where)
+    return ImageTrainConfig(**kwargs)
+
+
+def load_config(path) -> ImageTrainConfig:
+    """Read a ``.toml`` or ``.json`` config file (module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {str(path)!r} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            raise UserError(f"config file {str(path)!r} must end in .toml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot parse config file {str(path)!r}: {exc}") from None
+    return config_from_dict(data, where=str(path))
+
+
+def _toml_value(v: Any) -> str:
+    if v is None:
+        return '"none"'
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if math.isinf(v):
+            return "inf" if v > 0 else "-inf"
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise UserError(f"cannot write {v!r} to TOML")
+
+
+def _toml(d: Dict[str, Any], prefix: str = "") -> str:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for k, v in d.items():
+        if isinstance(v, dict):
+            name = f"{prefix}{k}"
+            lines += ["", f"[{name}]", _toml(v, name + ".")]
+    return "\n".join(x for x in lines)
+
+
+def dump_config(config: ImageTrainConfig, path) -> Path:
+    """Write ``config`` as TOML or JSON (by suffix), atomically."""
+    from ..io import atomic_write
+
+    path = Path(path)
+    d = config.to_dict()
+    if path.suffix.lower() == ".toml":
+        with atomic_write(path, "w") as f:
+            f.write(_toml(d) + "\n")
+    elif path.suffix.lower() == ".json":
+        write_json(path, d)
+    else:
+        raise UserError(f"config file {str(path)!r} must end in .toml or .json")
+    return path
+
+
+# --------------------------------------------------------------------------- building
+
+
+def build_process(config: ImageTrainConfig):
+    """``make_process(config.process, D=..., sigma_min=..., ...)`` (``None``: default)."""
+    from ..processes import make_process
+
+    opts = dict(config.process_options)
+    for key in ("D", "sigma_min", "sigma_max", "sigma_data"):
+        if getattr(config, key) is not None:
+            opts[key] = getattr(config, key)
+    return make_process(config.process, **opts)
+
+
+def build_network(spec: Dict[str, Any]):
+    """A U-Net from a spec ``{arch, img_resolution, channels, num_classes, overrides}``."""
+    from ..nets.unet import build_unet
+
+    return build_unet(spec["arch"], int(spec["img_resolution"]), int(spec["channels"]), num_classes=int(spec["num_classes"]), **dict(spec.get("overrides", {})))
+
+
+class LabelledStream:
+    """An :class:`ImageSampler` whose labels are dropped (unconditional network) or, with
+    probability ``p``, replaced by the null class ``null_label`` (classifier-free guidance
+    training, Ho & Salimans, arXiv 2207.12598).  The drop mask is drawn for the global
+    batch from the sampler's generator, so it is rank-consistent and resumes exactly."""
+
+    def __init__(self, sampler: ImageSampler, cond: bool, p: float = 0.0, null_label: int = 0):
+        self.sampler, self.cond, self.p, self.null_label = sampler, bool(cond), float(p), int(null_label)
+
+    @property
+    def batch_size(self) -> int:
+        return self.sampler.batch_size
+
+    def next(self):
+        y, label = self.sampler.next()
+        if not self.cond:
+            return y, None
+        if self.p > 0:
+            s = self.sampler
+            drop = torch.rand(s.batch_size * s.world_size, generator=s.generator)[s.rank * s.batch_size : (s.rank + 1) * s.batch_size]
+            label = torch.where(drop.to(label.device) < self.p, torch.full_like(label, self.null_label), label)
+        return y, label
+
+    def state_dict(self):
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state):
+        self.sampler.load_state_dict(state)
+
+
+def _grid_callback(process, out: Path, config: ImageTrainConfig, shape, num_classes: int, device, rank: int) -> Callable:
+    def write_grid(step: int, ema) -> None:
+        from .generate import sample_grid
+
+        label = [i % num_classes for i in range(config.sample_n)] if num_classes else None
+        sample_grid(
+            process, ema, config.sample_n, out / "samples" / f"grid-{step:08d}.png", shape,
+            seed=config.sample_seed, solver=config.sample_solver, steps=config.sample_steps,
+            label=label, batch=min(config.sample_n, 256), device=device,
+        )
+
+    def on_step(step: int, ema) -> None:
+        if rank == 0 and config.sample_every and step % config.sample_every == 0:
+            write_grid(step, ema)
+
+    on_step.write_grid = write_grid  # type: ignore[attr-defined]
+    return on_step
+
+
+def run_training(
+    config: ImageTrainConfig,
+    *,
+    resume: bool = False,
+    log_stream=None,
+    on_step: Optional[Callable] = None,
+    dataset: Optional[ImageDataset] = None,
+) -> TrainResult:
+    """Train an image field as ``config`` says (under ``torchrun``: DDP over all ranks).
+
+    Writes ``out/config.json``, ``out/checkpoints/ckpt-*.pt`` (self-describing: the
+    config, the U-Net spec and the process are inside), grids ``out/samples/grid-*.png``
+    and ``out/summary.json``.  ``resume=True`` continues from the newest checkpoint in
+    ``out`` (``config.train`` may carry a new ``steps`` total).  ``on_step(step, ema)``
+    runs after the grid callback (return ``True`` to stop).
+    """
+    log = log_stream or sys.stderr
+    info, device = init_distributed(config.device)
+    out = Path(config.out)
+    if not resume and latest_checkpoint(out) is not None:
+        raise UserError(f"{str(out)!r} already holds checkpoints; continue with --resume {out}, or choose another --out")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if dataset is None:
+        dataset = load_image_dataset(config.dataset, config.resolution)
+    if config.cond and dataset.num_classes == 0:
+        raise UserError(f"--cond needs a labelled dataset; {config.dataset!r} has no labels")
+    process = build_process(config)
+    spec = {
+        "arch": resolve_arch(config.arch),
+        "img_resolution": dataset.resolution,
+        "channels": dataset.channels,
+        "num_classes": dataset.num_classes if config.cond else 0,
+        "overrides": dict(config.unet),
+    }
+    shape = (dataset.channels, dataset.resolution, dataset.resolution)
+    torch.manual_seed(config.train.seed)  # the network's initialisation
+    net = build_network(spec)
+    field_ = process.precondition(net)
+    tcfg = config.train
+    if tcfg.batch % info.world_size:
+        raise UserError(f"--batch {tcfg.batch} must be divisible by the number of processes ({info.world_size})")
+    data = dataset.to(device) if device.type == "cuda" else dataset
+    sampler = ImageSampler(data, tcfg.batch // info.world_size, seed=tcfg.seed + 1, flip=config.xflip, device=device, rank=info.rank, world_size=info.world_size)
+    stream = LabelledStream(sampler, config.cond, config.label_dropout, null_label=spec["num_classes"])
+    meta = {
+        "image": {
+            "config": config.to_dict(),
+            "unet": spec,
+            "dataset": {"name": dataset.name, "size": len(dataset), "num_classes": dataset.num_classes, "class_names": list(dataset.class_names or ())},
+            "shape": list(shape),
+        }
+    }
+    if info.is_main:
+        ensure_dir(out)
+        write_json(out / "config.json", {**config.to_dict(), "resolved": {"process": {"name": process.name, **_jsonable(process.config())}, "unet": spec, "world_size": info.world_size, "device": str(device), "total_steps": tcfg.total_steps}})
+        n_params = sum(p.numel() for p in net.parameters())
+        print(f"physgen train: {process.name} {_jsonable(process.config())}  {spec['arch']} ({n_params / 1e6:.2f}M params)  {dataset.name} {list(shape)} x {len(dataset)}  "
+              f"{info.world_size} process(es) on {device}  {tcfg.total_steps} steps of {tcfg.batch}", file=log, flush=True)
+    grid = _grid_callback(process, out, config, shape, spec["num_classes"], device, info.rank)
+
+    def step_hook(step: int, ema) -> Optional[bool]:
+        grid(step, ema)
+        return on_step(step, ema) if on_step is not None else None
+
+    t0 = time.perf_counter()
+    result = train(process, field_, stream, tcfg, out_dir=out, resume=resume, device=device, log_stream=log, on_step=step_hook, checkpoint_meta=meta, unit="img")
+    wall = time.perf_counter() - t0
+    if info.is_main:
+        if not (config.sample_every and result.step % config.sample_every == 0):
+            grid.write_grid(result.step, result.ema)  # type: ignore[attr-defined]
+        tail = result.losses[-max(1, len(result.losses) // 10):]
+        write_json(out / "summary.json", {
+            "step": result.step, "total_steps": tcfg.total_steps, "stopped_early": result.stopped_early,
+            "final_loss": sum(tail) / len(tail) if tail else None, "wall_s": wall,
+            "checkpoint": str(result.checkpoint) if result.checkpoint else None, "world_size": info.world_size,
+        })
+    return result
+
+
+def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
+    return {k: ("inf" if isinstance(v, float) and v == math.inf else v) for k, v in d.items()}
+
+
+# --------------------------------------------------------------------------- loading
+
+
+@dataclass
+class TrainedModel:
+    """A trained field rebuilt from a checkpoint alone."""
+
+    process: Any
+    field: torch.nn.Module
+    shape: tuple
+    num_classes: int
+    step: int
+    path: Path
+    meta: Dict[str, Any]
+
+    @property
+    def config(self) -> Optional[ImageTrainConfig]:
+        cfg = self.meta.get("config")
+        return config_from_dict(cfg, where=str(self.path)) if cfg else None
+
+
+def find_checkpoint(path) -> Path:
+    """``path`` itself when it is a file, else the newest checkpoint of the run dir."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.is_dir():
+        found = latest_checkpoint(p) or (latest_checkpoint(p.parent) if p.name == "checkpoints" else None)
+        if found is not None:
+            return found
+        raise UserError(f"no checkpoint in {str(p)!r} (expected {str(p / 'checkpoints')}/ckpt-*.pt)")
+    raise UserError(f"checkpoint {str(p)!r} does not exist")
+
+
+def load_trained(path, device="cpu", ema: bool = True) -> TrainedModel:
+    """Rebuild process, U-Net and field from a checkpoint (file or run dir) and load the
+    EMA weights (``ema=False``: the raw training weights).  Nothing else is read."""
+    from ..processes import make_process
+
+    path = find_checkpoint(path)
+    ckpt = load_checkpoint_file(path)
+    meta = (ckpt.get("meta") or {}).get("image")
+    if not meta:
+        raise UserError(f"{str(path)!r} is not an image checkpoint (no U-Net spec inside); was it written by physgen train?")
+    pconf = dict(ckpt["process"])
+    process = make_process(pconf.pop("name"), **pconf)
+    net = build_network(meta["unet"])
+    field_ = process.precondition(net)
+    field_.load_state_dict(ckpt["ema" if ema else "model"])
+    field_.to(device).eval().requires_grad_(False)
+    return TrainedModel(process, field_, tuple(meta["shape"]), int(meta["unet"]["num_classes"]), int(ckpt["step"]), path, meta)
