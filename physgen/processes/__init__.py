@@ -17,7 +17,10 @@ PROCESSES: dict[str, str] = {
     "ve": "physgen.processes.gaussian:VE",
     "vp": "physgen.processes.gaussian:VP",
     "edm": "physgen.processes.gaussian:EDM",
+    "yukawa": "physgen.processes.yukawa:Yukawa",
     "ncsn": "physgen.processes.ncsn:NCSN",
+    "pfgmpp": "physgen.processes.pfgmpp:PFGMpp",
+    "pfgm": "physgen.processes.pfgm:PFGM",
 }
 
 

@@ -1,0 +1,362 @@
+"""PFGM: Poisson Flow Generative Models (Xu, Liu, Tegmark & Jaakkola 2022, arXiv 2209.11178).
+
+The data ``y ∈ R^N`` are charges on the plane ``z = 0`` of the augmented space
+``x̃ = (x, z) ∈ R^{N+1}``.  Their Poisson field (§3, eq. 3)
+
+    E(x̃) = (1/S_N) ∫ (x̃ - ỹ) / ‖x̃ - ỹ‖^{N+1} p(y) dy,     S_N = 2 π^{(N+1)/2} / Γ((N+1)/2)
+
+carries the data distribution, along its field lines, to a distribution on the plane
+``z = z_max`` that is (for large ``z_max``) the field of a point charge: the hemisphere
+prior, a multivariate Cauchy (§3.3)
+
+    p_prior(x) ∝ z_max / (‖x‖² + z_max²)^{(N+1)/2},   ‖x‖ = z_max √(β/(1-β)),  β ~ Beta(N/2, 1/2).
+
+Sampling runs the field lines backwards: ``dx/dz = E_x / E_z`` from ``z_max`` down to
+``z_min``, or in ``t = ln z`` (the paper's choice, §3.3): ``dx/dt = z E_x / E_z``.  The
+solver state is ``x`` alone; ``z`` (or ``t``) is the integration variable, the ``s`` of
+every solver.
+
+**Exact field.**  For a finite set ``{y_i}`` the field is a direct sum.  With
+``w_i = ‖x̃ - ỹ_i‖^{-(N+1)}``:  ``E_x ∝ Σ w_i (x - y_i)``, ``E_z ∝ z Σ w_i``, so
+
+    E_x / E_z = (x - D(x, z)) / z,     D = Σ w_i y_i / Σ w_i,   log w_i = -(N+1)/2 · log(‖x - y_i‖² + z²),
+
+a posterior mean (the PFGM++ kernel at ``D = 1``, ``r = z``: arXiv 2302.04265, §3), computed
+by :func:`physgen.fields.exact.posterior_mean` (chunked, streaming log-sum-exp).
+
+**Training** (§3.2, App. B.1, Alg. 1), implemented from PFGM's own objective: perturb a
+point as ``m ~ U[0, M]``, ``ε = (ε_x, ε_z) ~ N(0, σ² I_{N+1})``,
+``x = y + ‖ε_x‖ (1+τ)^m u`` (``u`` uniform on the sphere; ``‖ε_x‖u`` has the law of ``ε_x``,
+which is what is drawn), ``z = |ε_z| (1+τ)^m``; the target is the normalised empirical field
+of the batch, ``Ê(x̃) = Σ_j w_j (x̃ - ỹ_j)`` with ``w_j ∝ ‖x̃ - ỹ_j‖^{-(N+1)}`` normalised,
+``target = -√N Ê / (‖Ê‖ + γ)``, and the loss is ``‖f_θ(x̃) - target‖²`` (averaged over the
+``N+1`` components).  Since every charge sits at ``z = 0``, ``Ê_z = z`` exactly.
+
+**Constants from the data scale.**  The paper's values are for data in ``[-1, 1]``
+(CIFAR-10, per-coordinate std ``σ_d ≈ 0.5``): ``σ = 0.01``, ``τ = 0.03``, ``z_max = 40``,
+``z_min = 1e-3``, ``γ = 5``, ``M = 291``.  Here ``σ``, ``z_max`` and ``z_min`` default to those
+values times ``sigma_data / 0.5`` (``sigma_data``: the data's per-coordinate std, which the
+toy pipeline fills in from the data), and ``M`` defaults to the value at which the mean of
+``z`` at ``m = M`` reaches ``z_max``: ``σ √(2/π) (1+τ)^M = z_max``, i.e.
+``M = ln(z_max / (σ√(2/π))) / ln(1+τ)`` (288 for the paper's constants; the paper: 291).
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from ..fields.exact import DEFAULT_CHUNK_ELEMS, posterior_mean
+from ..fields.kinds import FieldEstimator, expand_as_batch
+from ..fields.neural import NeuralField
+from .base import Process, draw
+from .pfgmpp import StudentTKernel
+
+__all__ = ["PFGM", "PoissonExactField", "PoissonPreconditioning", "normalised_poisson_field", "poisson_field", "poisson_log_profile"]
+
+PAPER_SIGMA_DATA = 0.5  # per-coordinate std of CIFAR-10 in [-1, 1], which the paper's constants assume
+VARIABLES = {"log_z": "log_z", "log z": "log_z", "logz": "log_z", "t": "log_z", "ln_z": "log_z", "z": "z"}
+
+
+def poisson_log_profile(n: int):
+    """``log w = -(N+1)/2 · log(1 + d²/z²)``: ``‖x̃ - ỹ‖^{-(N+1)}`` up to a per-query constant.
+
+    (``‖x̃ - ỹ‖² = d² + z²`` for a charge on the plane; ``log1p`` keeps precision when ``z ≫ d``.)
+    """
+
+    def log_profile(sqdist: Tensor, z: Tensor) -> Tensor:
+        return -0.5 * (n + 1) * torch.log1p(sqdist / (z * z))
+
+    return log_profile
+
+
+def normalised_poisson_field(e_x: Tensor, z: Tensor, gamma: float) -> Tensor:
+    """``-√N Ê / (‖Ê‖ + γ)`` for ``Ê = (e_x, z)`` (``e_x`` shaped ``[B, N]``): ``[B, N+1]`` (arXiv 2209.11178, eq. 7)."""
+    n = e_x.shape[1]
+    e = torch.cat([e_x, z.to(e_x.dtype)[:, None]], dim=1)
+    return e * (-math.sqrt(n) / (e.norm(dim=1, keepdim=True) + gamma))
+
+
+def poisson_field(x: Tensor, z: Tensor, points: Tensor, chunk_elems: int = DEFAULT_CHUNK_ELEMS) -> tuple[Tensor, Tensor]:
+    """The Poisson field ``(E_x [Q, ...], E_z [Q])`` of the empirical distribution of ``points`` at ``(x, z)``.
+
+    ``E(x̃) = (1/(P S_N)) Σ_i (x̃ - ỹ_i) / ‖x̃ - ỹ_i‖^{N+1}`` (arXiv 2209.11178, eq. 3) with
+    ``S_N = 2π^{(N+1)/2}/Γ((N+1)/2)``, computed as ``E_x = S (x - D)``, ``E_z = S z`` with
+    ``D`` the posterior mean and ``log S = logsumexp_i(-(N+1)/2 log(d_i² + z²)) - log P - log S_N``,
+    in chunks (float64 recommended for the magnitude; the direction is exact in any dtype).
+    """
+    q, n = x.shape[0], x[0].numel()
+    xf, yf = x.reshape(q, -1), points.reshape(points.shape[0], -1).to(x.dtype)
+    z = z.to(x.dtype)
+    d = posterior_mean(x, points.to(x.dtype), z, poisson_log_profile(n), chunk_elems=chunk_elems).reshape(q, -1)
+    rows = max(1, chunk_elems // max(yf.shape[0], 1))
+    log_sum = torch.empty(q, dtype=x.dtype, device=x.device)
+    for r0 in range(0, q, rows):
+        sq = torch.cdist(xf[r0 : r0 + rows], yf).pow(2)
+        log_sum[r0 : r0 + rows] = torch.logsumexp(-0.5 * (n + 1) * torch.log(sq + z[r0 : r0 + rows, None] ** 2), dim=1)
+    log_sn = math.log(2.0) + 0.5 * (n + 1) * math.log(math.pi) - math.lgamma((n + 1) / 2)
+    scale = torch.exp(log_sum - math.log(yf.shape[0]) - log_sn)
+    return (scale[:, None] * (xf - d)).reshape(x.shape), scale * z
+
+
+class PoissonExactField:
+    """The exact PFGM field of a finite point set, as ``dx/ds`` in the process's variable (kind ``velocity``).
+
+    ``dx/dz = E_x/E_z = (x - D(x, z))/z`` and ``dx/dt = z · dx/dz = x - D`` for ``t = ln z``,
+    with ``D`` the posterior mean of the points under ``w_i ∝ ‖x̃ - ỹ_i‖^{-(N+1)}``.
+    """
+
+    kind = "velocity"
+
+    def __init__(self, process: "PFGM", points: Tensor, point_labels: Optional[Tensor] = None, chunk_elems: int = DEFAULT_CHUNK_ELEMS):
+        if points.ndim < 2 or points.shape[0] == 0:
+            raise ValueError(f"points must be a non-empty [P, ...] tensor, got shape {tuple(points.shape)}")
+        self.process, self.points, self.point_labels, self.chunk_elems = process, points, point_labels, chunk_elems
+        self.log_profile = poisson_log_profile(points[0].numel())
+
+    @property
+    def num_classes(self) -> Optional[int]:
+        return None if self.point_labels is None else int(self.point_labels.max()) + 1
+
+    def denoise(self, x: Tensor, z: Tensor, label: Optional[Tensor] = None) -> Tensor:
+        """``D(x, z) = Σ w_i y_i / Σ w_i`` at height ``z`` (``[B]``)."""
+        labels = None if self.point_labels is None else self.point_labels.to(x.device)
+        if label is not None:
+            label = torch.as_tensor(label, device=x.device)
+            label = label.expand(x.shape[0]) if label.ndim == 0 else label
+        return posterior_mean(x, self.points.to(device=x.device, dtype=x.dtype), z.to(x.dtype), self.log_profile,
+                              point_labels=labels, label=label, chunk_elems=self.chunk_elems)
+
+    def __call__(self, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
+        z = self.process.z_of(s)
+        return self.process.velocity_from_ratio((x - self.denoise(x, z, label)) / expand_as_batch(z, x), z, x)
+
+
+class PoissonPreconditioning:
+    """A raw network ``F(x_in, c_noise, label)`` as PFGM's normalised field (kind ``velocity``).
+
+    Inputs: ``x_in = x / √(σ_d² + z²)`` (the spread of ``x`` at height ``z`` is about
+    ``σ_d`` plus ``z`` per coordinate) and ``c_noise = ln(z)/4`` -- so ``z`` always reaches
+    the network.  Two output designs, chosen by the shape the network returns:
+
+    * ``N + 1`` numbers per sample (e.g. ``MLP(N, out_dim=N+1)``): the paper's design
+      (arXiv 2209.11178, §3.2): the output *is* the normalised field ``f = (f_x, f_z)``, and
+      ``dx/dz = f_x / f_z``, with ``f_z`` capped at ``-1e-6`` (the target's ``f_z`` is
+      always negative; the cap only keeps an untrained network finite).
+    * an ``x``-shaped output (any network of the toolkit: the toy MLP, the U-Net): since all
+      charges lie on ``z = 0``, the normalised-weight empirical field always has
+      ``Ê_z = z`` exactly, so only ``Ê_x = x - D`` is unknown.  The network gives
+      ``D̂ = c_skip x + c_out F`` with EDM's coefficients at ``σ = z`` (arXiv 2206.00364,
+      Table 1), the field is ``Ê = (x - D̂, z)`` and the normalised field
+      ``f = -√N Ê/(‖Ê‖ + γ)``; the loss is PFGM's on ``f``, and ``dx/dz = (x - D̂)/z``.
+      This builds the exact constraint ``Ê_z = z`` into the network, avoids dividing by a
+      learned ``f_z`` near 0, and works with every backbone.
+    """
+
+    kind = "velocity"
+
+    def __init__(self, process: "PFGM", sigma_data: float):
+        if not sigma_data > 0:
+            raise UserError(f"sigma_data must be > 0, got {sigma_data}")
+        self.process, self.sigma_data = process, float(sigma_data)
+        self._normalised = False
+
+    def _raw(self, net, x: Tensor, z: Tensor, label):
+        sd2 = self.sigma_data**2
+        zb = expand_as_batch(z, x)
+        out = net(x / (sd2 + zb**2).sqrt(), (z.log() / 4).to(x.dtype), label)
+        if out.shape == x.shape:
+            c_skip = sd2 / (zb**2 + sd2)
+            c_out = zb * self.sigma_data / (zb**2 + sd2).sqrt()
+            return "denoiser", c_skip * x + c_out * out
+        flat = out.reshape(x.shape[0], -1)
+        if flat.shape[1] != x[0].numel() + 1:
+            raise ValueError(f"a PFGM network must return x's shape {tuple(x.shape)} or [B, N+1] = [{x.shape[0]}, {x[0].numel() + 1}], got {tuple(out.shape)}")
+        return "field", flat
+
+    @contextlib.contextmanager
+    def normalised_output(self):
+        """Within this context the field's forward returns the normalised field ``f_θ [B, N+1]``
+        instead of ``dx/ds`` (the loss needs it; going through forward keeps DDP/compile wrappers)."""
+        previous, self._normalised = self._normalised, True
+        try:
+            yield self
+        finally:
+            self._normalised = previous
+
+    def normalised(self, net, x: Tensor, z: Tensor, label: Optional[Tensor] = None) -> Tensor:
+        """The network's normalised field ``f_θ(x, z)``, shaped ``[B, N+1]`` (what the loss regresses)."""
+        form, out = self._raw(net, x, z, label)
+        if form == "field":
+            return out
+        return normalised_poisson_field((x - out).reshape(x.shape[0], -1), z, self.process.gamma)
+
+    def __call__(self, net, x: Tensor, s: Tensor, label: Optional[Tensor]) -> Tensor:
+        z = self.process.z_of(s)
+        if self._normalised:
+            return self.normalised(net, x, z, label)
+        form, out = self._raw(net, x, z, label)
+        if form == "denoiser":
+            ratio = (x - out) / expand_as_batch(z, x)
+        else:
+            f_z = out[:, -1].clamp(max=-1e-6)
+            ratio = (out[:, :-1] / f_z[:, None]).reshape(x.shape)
+        return self.process.velocity_from_ratio(ratio, z, x)
+
+
+class PFGM(Process):
+    """PFGM (arXiv 2209.11178): the Poisson field in ``N+1`` dimensions, sampled backwards in ``z``.
+
+    ``variable``: ``"log_z"`` (default, the paper: integrate ``dx/dt = z E_x/E_z`` in
+    ``t = ln z``) or ``"z"`` (``dx/dz = E_x/E_z``).  The process's scale ``s`` (what solvers
+    and schedules see, and ``s_min``/``s_max``) is that variable: ``s = ln z`` runs from
+    ``ln z_max`` down to ``ln z_min`` (negative values are normal).  The default schedule is
+    uniform in ``ln z`` (geometric in ``z``) with ``steps`` points; the paper integrates with
+    RK45 at ``rtol = atol = 1e-4``: ``--solver dopri5 --rtol 1e-4 --atol 1e-4``.
+
+    Constants (see the module docstring for the data-scale rule): ``z_max``, ``z_min``,
+    ``sigma`` (training perturbation scale ``σ``), ``tau`` (``τ``), ``M``, ``gamma`` (``γ``),
+    ``sigma_data`` (the data's per-coordinate std; scales the defaults and the network input).
+    """
+
+    name = "pfgm"
+    network_kind = "velocity"
+    has_score = False
+    denoiser_form = False
+
+    def __init__(self, z_max: Optional[float] = None, z_min: Optional[float] = None, sigma: Optional[float] = None, tau: float = 0.03,
+                 M: Optional[float] = None, gamma: float = 5.0, sigma_data: float = PAPER_SIGMA_DATA, variable: str = "log_z"):
+        if not (isinstance(sigma_data, (int, float)) and math.isfinite(sigma_data) and sigma_data > 0):
+            raise UserError(f"sigma_data must be a positive number, got {sigma_data!r}")
+        scale = sigma_data / PAPER_SIGMA_DATA
+        z_max = 40.0 * scale if z_max is None else z_max
+        z_min = 1e-3 * scale if z_min is None else z_min
+        sigma = 0.01 * scale if sigma is None else sigma
+        for name, v in (("z_max", z_max), ("z_min", z_min), ("sigma", sigma), ("tau", tau)):
+            if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise UserError(f"{name} must be a positive number, got {v!r}")
+        if z_min >= z_max:
+            raise UserError(f"z_min={z_min} must be < z_max={z_max}")
+        if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
+            raise UserError(f"gamma must be a number >= 0, got {gamma!r}")
+        if M is None:
+            M = math.log(z_max / (sigma * math.sqrt(2 / math.pi))) / math.log1p(tau)
+        if not (isinstance(M, (int, float)) and math.isfinite(M) and M > 0):
+            raise UserError(f"M must be a positive number, got {M!r} (with z_max={z_max}, sigma={sigma}: z_max must exceed sigma)")
+        if variable not in VARIABLES:
+            raise UserError(f"unknown PFGM variable {variable!r}; valid: log_z, z")
+        self.z_max, self.z_min, self.sigma, self.tau = float(z_max), float(z_min), float(sigma), float(tau)
+        self.M, self.gamma, self.sigma_data, self.variable = float(M), float(gamma), float(sigma_data), VARIABLES[variable]
+        self.log_variable = self.variable == "log_z"
+        self.s_min = math.log(self.z_min) if self.log_variable else self.z_min
+        self.s_max = math.log(self.z_max) if self.log_variable else self.z_max
+        self.kernel = StudentTKernel(1)  # at s = z this is the Poisson kernel of the half-space: r = z
+
+    # --- the integration variable -------------------------------------------------
+    def z_of(self, s: Tensor) -> Tensor:
+        """``z`` from the scale ``s`` (``exp(s)`` for ``t = ln z``)."""
+        return s.exp() if self.log_variable else s
+
+    def s_of(self, z: Tensor) -> Tensor:
+        return z.log() if self.log_variable else z
+
+    def velocity_from_ratio(self, ratio: Tensor, z: Tensor, x: Tensor) -> Tensor:
+        """``dx/ds`` from ``dx/dz = E_x/E_z``: ``z · dx/dz`` in ``t = ln z``, itself in ``z``."""
+        return ratio * expand_as_batch(z, x) if self.log_variable else ratio
+
+    # --- training -------------------------------------------------------------------
+    def _training_heights(self, n: int, generator, device) -> tuple[Tensor, Tensor]:
+        """``(|ε_z|, (1+τ)^m)`` for ``n`` samples, ``m ~ U[0, M]``, ``ε_z ~ N(0, σ²)``."""
+        m = torch.rand(n, generator=generator, device=device) * self.M
+        growth = torch.exp(m * math.log1p(self.tau))
+        eps_z = torch.randn(n, generator=generator, device=device).abs() * self.sigma
+        return eps_z, growth
+
+    def sample_scales(self, n: int, *, generator=None, device=None) -> Tensor:
+        """Training scales: ``s`` of ``z = |ε_z| (1+τ)^m`` (the marginal of PFGM's perturbation)."""
+        eps_z, growth = self._training_heights(n, generator, device)
+        return self.s_of(eps_z * growth)
+
+    def perturb_training(self, y: Tensor, *, generator=None) -> tuple[Tensor, Tensor]:
+        """PFGM's perturbation (arXiv 2209.11178, Alg. 1): ``x = y + ε_x (1+τ)^m``, ``z = |ε_z| (1+τ)^m``."""
+        eps_z, growth = self._training_heights(y.shape[0], generator, y.device)
+        eps_x = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype) * self.sigma
+        return y + expand_as_batch(growth, y) * eps_x, (eps_z * growth).to(y.dtype)
+
+    def perturb(self, y: Tensor, s: Tensor, *, generator=None) -> Tensor:
+        """``x ~ p_z(x | y)`` at fixed ``z``: the Poisson kernel ``∝ z/(‖x-y‖² + z²)^{(N+1)/2}``
+        (where the field lines of a single charge ``y`` cross the plane at height ``z``)."""
+        return y + self.kernel.sample_offsets(y.shape, self.z_of(s), generator, y.device, y.dtype)
+
+    def empirical_target(self, x: Tensor, z: Tensor, charges: Tensor, *, label: Optional[Tensor] = None,
+                         charge_labels: Optional[Tensor] = None) -> Tensor:
+        """``-√N Ê/(‖Ê‖ + γ)`` with ``Ê = Σ_j w_j (x̃ - ỹ_j)`` over ``charges`` (``[B, N+1]``).
+
+        ``w_j ∝ ‖x̃ - ỹ_j‖^{-(N+1)}``, normalised; so ``Ê_x = x - D`` (``D`` the posterior
+        mean of the charges) and ``Ê_z = z``.  With labels, only same-label charges count.
+        """
+        d = posterior_mean(x, charges, z, poisson_log_profile(x[0].numel()), point_labels=charge_labels, label=label)
+        return normalised_poisson_field((x - d).reshape(x.shape[0], -1), z, self.gamma)
+
+    def normalised_field(self, field: FieldEstimator, x: Tensor, z: Tensor, label: Optional[Tensor] = None) -> Tensor:
+        """A field's normalised Poisson field ``[B, N+1]``: the network's own for a PFGM neural
+        field, else from its velocity (any field with ``Ê_z = z``: exact or denoiser-based)."""
+        pre = getattr(field, "preconditioning", None)
+        if isinstance(pre, PoissonPreconditioning):
+            with pre.normalised_output():
+                return field(x, self.s_of(z), label)
+        v = self.velocity(field, x, self.s_of(z), label)
+        dxdz = v / expand_as_batch(z, x) if self.log_variable else v
+        return normalised_poisson_field((dxdz * expand_as_batch(z, x)).reshape(x.shape[0], -1), z, self.gamma)
+
+    def loss(self, field: FieldEstimator, y: Tensor, *, generator=None, label: Optional[Tensor] = None) -> Tensor:
+        """``‖f_θ(x̃) - target‖²`` per sample (mean over the ``N+1`` components); the batch ``y``
+        is both the regressed points and the charges of the empirical target field."""
+        x, z = self.perturb_training(y, generator=generator)
+        with torch.no_grad():
+            target = self.empirical_target(x, z, y, label=label, charge_labels=label)
+        f = self.normalised_field(field, x, z, label)
+        return (f - target).pow(2).mean(1)
+
+    # --- sampling -------------------------------------------------------------------
+    def sample_prior(self, shape, *, generator=None, noise=None, device=None, dtype=torch.float32) -> Tensor:
+        """The hemisphere prior on ``z = z_max``: ``x = z_max √(β/(1-β)) u``, ``β ~ Beta(N/2, 1/2)``."""
+        shape = tuple(shape)
+
+        def sampler(n, g):
+            z = torch.full((n,), self.z_max, device=device, dtype=torch.float64)
+            return self.kernel.sample_offsets((n, *shape[1:]), z, g, device, torch.float64).to(dtype)
+
+        return draw(shape, sampler, generator=generator, noise=noise, device=device)
+
+    def velocity(self, field: FieldEstimator, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
+        """``dx/ds``: a ``velocity`` field's own output; a ``denoiser`` field ``D`` gives ``(x - D)/z · dz/ds``."""
+        if field.kind == "velocity":
+            return field(x, s, label)
+        if field.kind == "denoiser":
+            z = self.z_of(s)
+            return self.velocity_from_ratio((x - field(x, z, label)) / expand_as_batch(z, x), z, x)
+        raise UserError(f"process 'pfgm' needs a velocity (normalised Poisson field) or denoiser field, got a {field.kind!r} field")
+
+    def default_schedule(self, steps: int) -> Tensor:
+        """``steps`` points uniform in ``ln z`` from ``z_max`` to ``z_min`` (in the process's variable)."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise UserError(f"PFGM needs steps >= 2 (schedule points), got {steps!r}")
+        t = torch.linspace(math.log(self.z_max), math.log(self.z_min), steps, dtype=torch.float64)
+        s = t if self.log_variable else t.exp()
+        s[0], s[-1] = self.s_max, self.s_min
+        return s
+
+    def exact_field(self, points: Tensor, labels: Optional[Tensor] = None) -> PoissonExactField:
+        return PoissonExactField(self, points, labels)
+
+    def precondition(self, net: torch.nn.Module, sigma_data: Optional[float] = None) -> NeuralField:
+        return NeuralField(net, PoissonPreconditioning(self, self.sigma_data if sigma_data is None else sigma_data))
+
+    def config(self) -> dict:
+        return {"z_max": self.z_max, "z_min": self.z_min, "sigma": self.sigma, "tau": self.tau, "M": self.M,
+                "gamma": self.gamma, "sigma_data": self.sigma_data, "variable": self.variable}
