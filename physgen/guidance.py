@@ -122,6 +122,7 @@ __all__ = [
     "NoiseClassifier",
     "ClassifierNet",
     "ClassifierObjective",
+    "SCALE_LAWS",
     "bayes_classifier",
     "make_classifier",
     "train_classifier",
@@ -625,35 +626,61 @@ def _build_net(spec: dict) -> nn.Module:
     raise UserError(f"unknown classifier architecture {spec.get('type')!r} in checkpoint")
 
 
+SCALE_LAWS = ("mixed", "process", "log-uniform")
+
+
 class ClassifierObjective:
     """Stands in for a process in :func:`physgen.training.train`: cross-entropy of the classifier
-    on ``x ~ p_s(x | y)`` with ``s ~ process.sample_scales`` (the process's own kernel and scales)."""
+    on ``x ~ p_s(x | y)`` drawn with the process's own kernel (``process.perturb``).
 
-    def __init__(self, process):
-        self.process = process
+    Scales ``s``: ``process`` = ``process.sample_scales`` (the field's training law);
+    ``log-uniform`` over the sampling range ``[s_min, s_max]``; ``mixed`` (default) = half of
+    each.  Why mixed: guidance acts at every step of the schedule and the shift multiplies the
+    classifier's gradient by ``σ²``, so errors at the largest scales, which EDM's log-normal
+    law (``ln σ ~ N(-1.2, 1.2²)``) almost never trains, are magnified the most (measured on 8
+    Gaussians, MLP, 400 steps: the shift error at ``σ_max`` fell from 72% to 24% of the
+    Bayes-classifier shift, unchanged at ``σ ≤ 4``).
+    """
+
+    def __init__(self, process, scales: str = "mixed"):
+        if scales not in SCALE_LAWS:
+            raise unknown_name("classifier scale law", scales, SCALE_LAWS)
+        self.process, self.scales = process, scales
         self.name = process.name
 
     def config(self) -> dict:
         return self.process.config()
 
+    def sample_scales(self, n: int, generator=None, device=None) -> Tensor:
+        proc = self.process
+        s = proc.sample_scales(n, generator=generator, device=device).double()
+        if self.scales == "process":
+            return s
+        lo, hi = math.log(proc.s_min), math.log(proc.s_max)
+        u = torch.exp(lo + (hi - lo) * torch.rand(n, generator=generator, device=device, dtype=torch.float64))
+        if self.scales == "log-uniform":
+            return u
+        return torch.where(torch.arange(n, device=u.device) % 2 == 0, s, u)
+
     def loss(self, classifier, y: Tensor, *, generator=None, label: Optional[Tensor] = None) -> Tensor:
         if label is None:
             raise UserError("training a classifier needs labelled data")
-        s = self.process.sample_scales(y.shape[0], generator=generator, device=y.device).to(y.dtype)
+        s = self.sample_scales(y.shape[0], generator=generator, device=y.device).to(y.dtype)
         x = self.process.perturb(y, s, generator=generator)
         return F.cross_entropy(classifier(x, s).float(), label.long(), reduction="none")
 
 
-def train_classifier(process, classifier: NoiseClassifier, sample_batch, config, *, out_dir=None, resume: bool = False,
-                     device=None, log_stream=None):
+def train_classifier(process, classifier: NoiseClassifier, sample_batch, config, *, scales: str = "mixed", out_dir=None,
+                     resume: bool = False, device=None, log_stream=None):
     """Train ``classifier`` with :func:`physgen.training.train` (Adam, EMA, checkpoints, resume).
 
-    ``sample_batch(n, generator) -> (y, labels)``; returns the ``TrainResult`` (``.ema`` is the
-    classifier to use).  Checkpoints for resuming go to ``out_dir/checkpoints``.
+    ``sample_batch(n, generator) -> (y, labels)``; ``scales``: see :class:`ClassifierObjective`.
+    Returns the ``TrainResult`` (``.ema`` is the classifier to use); checkpoints for resuming
+    go to ``out_dir/checkpoints``.
     """
     from .training import train
 
-    return train(ClassifierObjective(process), classifier, sample_batch, config, out_dir=out_dir, resume=resume,
+    return train(ClassifierObjective(process, scales), classifier, sample_batch, config, out_dir=out_dir, resume=resume,
                  device=device, log_stream=log_stream)
 
 

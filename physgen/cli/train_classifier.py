@@ -29,6 +29,7 @@ def register(sub) -> None:
     p.add_argument("--width", type=int, default=32, help="cnn base channels")
     p.add_argument("--n-data", type=int, default=10_000, help="toy sets: number of training points")
     p.add_argument("--resolution", type=int, default=None, help="images: resize to this side")
+    p.add_argument("--scales", default="mixed", help="training scales: mixed (default: half the process's law, half log-uniform over its sampling range), process, log-uniform")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--batch", type=int, default=512)
     p.add_argument("--lr", type=float, default=2e-3)
@@ -46,7 +47,8 @@ def _is_image(spec: str) -> bool:
 def run(args) -> int:
     import torch
 
-    from ..guidance import classifier_accuracy, make_classifier, save_classifier, train_classifier
+    from ..errors import unknown_name
+    from ..guidance import SCALE_LAWS, classifier_accuracy, make_classifier, save_classifier, train_classifier
     from ..io import ensure_dir, write_json
     from ..processes import make_process
     from ..toy import auto_process_options, pick_device
@@ -55,6 +57,8 @@ def run(args) -> int:
     for name in ("steps", "batch", "n_data", "hidden", "depth", "width"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
+    if args.scales not in SCALE_LAWS:
+        raise unknown_name("--scales", args.scales, SCALE_LAWS)
     device = pick_device(args.device)
     g = torch.Generator(device=device).manual_seed(args.seed)
     if _is_image(args.dataset):
@@ -87,7 +91,8 @@ def run(args) -> int:
         return data[idx], labels[idx]
 
     out = ensure_dir(args.out)
-    result = train_classifier(process, classifier, batch, tcfg, out_dir=out, resume=args.resume, device=device, log_stream=sys.stderr)
+    result = train_classifier(process, classifier, batch, tcfg, scales=args.scales, out_dir=out, resume=args.resume, device=device,
+                              log_stream=sys.stderr)
     clf = result.ema.eval()
     sd = float(getattr(process, "sigma_data", 0.5))
     scales = [0.1 * sd, 0.5 * sd, sd, 2 * sd, 4 * sd] if process.name != "vp" else [0.05, 0.2, 0.4, 0.6, 0.8]
