@@ -31,17 +31,23 @@ def add_process_arguments(p) -> None:
     p.add_argument("--process-opt", action="append", default=[], metavar="KEY=VALUE", help="any other process option (JSON value)")
 
 
-def process_options(args) -> dict:
-    opts = {"sigma_min": args.sigma_min, "sigma_max": args.sigma_max, "m": args.m, "D": None if args.D is None else parse_D(args.D)}
-    for item in args.process_opt:
+def parse_key_values(items, flag: str) -> dict:
+    """``KEY=VALUE`` pairs (VALUE parsed as JSON when it is JSON, else kept as text)."""
+    opts = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
-            raise UserError(f"--process-opt expects KEY=VALUE, got {item!r}")
+            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
         try:
             opts[key.replace("-", "_")] = json.loads(value)
         except json.JSONDecodeError:
             opts[key.replace("-", "_")] = value
     return opts
+
+
+def process_options(args) -> dict:
+    opts = {"sigma_min": args.sigma_min, "sigma_max": args.sigma_max, "m": args.m, "D": None if args.D is None else parse_D(args.D)}
+    return {**opts, **parse_key_values(args.process_opt, "--process-opt")}
 
 
 def add_sampler_arguments(p) -> None:
@@ -61,15 +67,7 @@ def add_sampler_arguments(p) -> None:
 def sampler_options(args) -> dict:
     names = ("levels", "steps_per_level", "eps", "snr", "birth_death")
     opts = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-    for item in args.sampler_opt:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"--sampler-opt expects KEY=VALUE, got {item!r}")
-        try:
-            opts[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            opts[key.replace("-", "_")] = value
-    return opts
+    return {**opts, **parse_key_values(args.sampler_opt, "--sampler-opt")}
 
 
 def add_guidance_arguments(p, cond_drop: bool = True) -> None:
