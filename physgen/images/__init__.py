@@ -1,5 +1,10 @@
 """Image data and image metrics: offline datasets, sampler and PNG writers
-(:mod:`physgen.images.data`), FID / KID / IS / SSIM (:mod:`physgen.images.metrics`)."""
+(:mod:`physgen.images.data`), FID / KID / IS / SSIM (:mod:`physgen.images.metrics`).
+
+Imported on demand (they pull in processes and solvers): image training runs and
+checkpoints (:mod:`physgen.images.train`), sharded per-sample-seeded generation
+(:mod:`physgen.images.generate`), evaluation with Inception or any feature network
+(:mod:`physgen.images.evaluate`) and a digit-classifier judge (:mod:`physgen.images.quality`)."""
 from __future__ import annotations
 
 from .data import (
