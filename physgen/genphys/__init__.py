@@ -1,0 +1,1 @@
+"""GenPhys (Liu et al., arXiv 2304.02637): physical processes as generative models."""
