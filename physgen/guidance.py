@@ -453,8 +453,10 @@ class ClassifierGuidance(_Counter):
     label.  ``classifier(x, s) -> logits [B, K]`` (a :class:`NoiseClassifier` trained on the
     process's kernel, or a Bayes classifier); ``v(s)`` from :func:`guidance_variance`:
     ``b²/a`` for Gaussian processes (exact at ``w = 1``), ``σ_eff²`` otherwise (the aligned
-    approximation, module docstring).  ``exact`` records which.  ``interval`` as in
-    :class:`ClassifierFreeGuidance`.  Samples with the null label are not guided.  Only the
+    approximation, module docstring).  ``exact`` records which.  ``interval``: scales where
+    the shift applies (outside it: the base field, unguided).  Samples with the null label
+    are not guided.  With the Bayes classifier of a Gaussian process, classifier guidance
+    equals CFG of the exact field at *every* ``w`` (both are ``D + w (D(·|y) - D)``).  Only the
     denoiser is guided (no ``transport_denoise`` / ``denoise_and_rate``), so Yukawa samples
     with ``birth_death="off"``.
     """

@@ -129,6 +129,9 @@ def test_classifier_guidance_with_the_bayes_classifier_is_the_exact_conditional_
     guided = ClassifierGuidance(field, proc, BayesClassifier.from_field(field), 1.0)
     assert guided.exact
     assert torch.allclose(guided(x, s, y), field(x, s, y), atol=1e-9, rtol=0)
+    # and at any w it is CFG of the exact field: both are D + w (D(.|y) - D)
+    strong = ClassifierGuidance(field, proc, BayesClassifier.from_field(field), 3.5)
+    assert torch.allclose(strong(x, s, y), ClassifierFreeGuidance(field, 3.5)(x, s, y), atol=1e-8, rtol=0)
 
 
 def test_bayes_classifier_closed_form_gradient_equals_autograd():
