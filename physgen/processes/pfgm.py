@@ -143,11 +143,8 @@ class PoissonPreconditioning:
     ``σ_d`` plus ``z`` per coordinate) and ``c_noise = ln(z)/4`` -- so ``z`` always reaches
     the network.  Two output designs, chosen by the shape the network returns:
 
-    * ``N + 1`` numbers per sample (e.g. ``MLP(N, out_dim=N+1)``): the paper's design
-      (arXiv 2209.11178, §3.2): the output *is* the normalised field ``f = (f_x, f_z)``, and
-      ``dx/dz = f_x / f_z``, with ``f_z`` capped at ``-1e-6`` (the target's ``f_z`` is
-      always negative; the cap only keeps an untrained network finite).
-    * an ``x``-shaped output (any network of the toolkit: the toy MLP, the U-Net): since all
+    * an ``x``-shaped output (the default: any network of the toolkit, the toy MLP, the
+      U-Net): since all
       charges lie on ``z = 0``, the normalised-weight empirical field always has
       ``Ê_z = z`` exactly, so only ``Ê_x = x - D`` is unknown.  The network gives
       ``D̂ = c_skip x + c_out F`` with EDM's coefficients at ``σ = z`` (arXiv 2206.00364,
@@ -155,6 +152,14 @@ class PoissonPreconditioning:
       ``f = -√N Ê/(‖Ê‖ + γ)``; the loss is PFGM's on ``f``, and ``dx/dz = (x - D̂)/z``.
       This builds the exact constraint ``Ê_z = z`` into the network, avoids dividing by a
       learned ``f_z`` near 0, and works with every backbone.
+    * ``N + 1`` numbers per sample (e.g. ``MLP(N, out_dim=N+1)``): the paper's design
+      (arXiv 2209.11178, §3.2): the output *is* the normalised field ``f = (f_x, f_z)``, and
+      ``dx/dz = f_x / f_z``, with ``f_z`` capped at ``-1e-6`` (the target's ``f_z`` is
+      always negative; the cap only keeps an untrained network finite).  Supported, but
+      fragile: ``f_z`` is small wherever ``‖x - D‖ ≫ z`` (the Cauchy tail of the prior) and
+      near the data at small ``z``, and there the ratio amplifies the network's error (on
+      the two-mode toy after 2000 steps its samples still had outliers where the
+      ``x``-shaped design had none).
     """
 
     kind = "velocity"
