@@ -205,6 +205,7 @@ class _DoneFlag:
         self.every = check_every
         self.async_ = device.type == "cuda"
         if self.async_:
+            self.device = device
             self.host = torch.zeros((), dtype=torch.bool).pin_memory()
             self.event = torch.cuda.Event()
             self.pending = False
@@ -212,7 +213,7 @@ class _DoneFlag:
     def post(self, done: Tensor) -> None:
         if self.async_:
             self.host.copy_(done.all(), non_blocking=True)
-            self.event.record()
+            self.event.record(torch.cuda.current_stream(self.device))
             self.pending = True
 
     def finished(self, done: Tensor, steps: int) -> bool:
