@@ -47,11 +47,11 @@ class DivergenceWatch:
 
     def update(self, x: Tensor, step: int) -> None:
         bad = ~torch.isfinite(x).all()
-        self.first.masked_fill_(bad & (self.first < 0), step)
+        self.first.masked_fill_(bad & (self.first == -1), step)
 
     def check(self, x: Tensor, describe: Callable[[int], str]) -> None:
-        k = int(self.first)
-        if k < 0:
+        k = int(self.first)  # -1: never non-finite; -2: the initial state already was
+        if k == -1:
             return
         rows = int((~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)).sum())
         where = "the initial state" if k == -2 else describe(k)
