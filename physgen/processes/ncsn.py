@@ -129,24 +129,32 @@ def variance_ratio(eps: float, gamma: float, sigma_min: float, steps: int) -> fl
 def choose_eps(gamma: float, sigma_min: float, steps: int) -> tuple[float, float]:
     """NCSNv2 technique 4: the ``ε`` that brings Eq. (6) closest to 1, for ``u = ε/(2σ_L²) ∈ (0, 1]``.
 
-    Returns ``(ε, s_T²/σ²)``.  A log-spaced grid finds the basin; a bounded scalar search refines it.
+    Returns ``(ε, s_T²/σ²)``.  A log-spaced grid over ``u`` finds the basin of
+    ``|Eq. (6) - 1|``; a golden-section search on ``log u`` refines it.
     """
     import numpy as np
-    from scipy.optimize import minimize_scalar
 
-    def loss(log_u: float) -> float:
-        u = math.exp(log_u)
-        return abs(variance_ratio(2.0 * u * sigma_min**2, gamma, sigma_min, steps) - 1.0)
+    def loss(log_u):
+        u = np.exp(log_u)
+        r = 1.0 / (1.0 - u / 2.0)
+        return np.abs((1.0 - u) ** (2 * steps) * (gamma**2 - r) + r - 1.0)
 
     grid = np.linspace(math.log(1e-10), 0.0, 4001)
-    vals = [loss(g) for g in grid]
-    i = int(np.argmin(vals))
-    lo, hi = grid[max(i - 1, 0)], grid[min(i + 1, len(grid) - 1)]
-    best = grid[i]
-    if hi > lo:
-        res = minimize_scalar(loss, bounds=(lo, hi), method="bounded", options={"xatol": 1e-10})
-        if res.fun <= vals[i]:
-            best = float(res.x)
+    i = int(np.argmin(loss(grid)))
+    lo, hi = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, len(grid) - 1)])
+    g = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = lo + (1 - g) * (hi - lo), lo + g * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    for _ in range(80):
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = lo + (1 - g) * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = loss(b)
+    best = min((float(grid[i]), a, b), key=lambda v: float(loss(v)))
     eps = 2.0 * math.exp(best) * sigma_min**2
     return eps, variance_ratio(eps, gamma, sigma_min, steps)
 
