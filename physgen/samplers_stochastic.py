@@ -5,9 +5,11 @@ Registered with :func:`physgen.sampling.register_sampler` under the names users 
 * ``ald``: annealed Langevin dynamics (NCSN, arXiv 1907.05600; NCSNv2, arXiv 2006.09011).
   On ``ncsn`` the levels are the process's (NCSNv2 ratio rule) and ``T``, ``ε`` come from
   NCSNv2's technique 4 (:func:`physgen.processes.ncsn.ncsnv2_levels`) unless ``levels``,
-  ``steps_per_level`` or ``eps`` are given.  On other score processes the levels are the
-  positive scales of the schedule (or ``levels`` log-spaced ones), the step sizes follow the
-  noise std ``b(s)`` of the Gaussian marginal, and ``ε`` again follows technique 4.
+  ``steps_per_level`` or ``eps`` are given.  On the other score processes the same rule
+  places geometric levels on the VE-equivalent noise level ``b(s)/a(s)`` of the Gaussian
+  marginal ``x = a y + b ε`` (VP: ``151 .. 0.0105``, mapped back to times), and the step
+  sizes follow the noise std ``b(s)`` of ``x``.  The solver's ``schedule`` is not used
+  (the levels are ALD's schedule).
 * ``langevin``: plain Langevin at the smallest level (``sigma``, ``step``, ``n_steps``;
   ``eps`` and ``steps_per_level`` are accepted as aliases of ``step`` and ``n_steps``).
 * ``pc``: predictor-corrector (arXiv 2011.13456, Alg. 4/5), reverse-diffusion predictor with
@@ -101,51 +103,86 @@ class ALDPlan:
     text: str
 
 
-def plan_ald(process, dim: int, schedule: Optional[Tensor], *, levels=None, steps_per_level=None, eps=None,
+def _equivalent_sigma(process, scales: Tensor) -> Tensor:
+    """``b(s)/a(s)``: the VE noise level with the same signal-to-noise ratio (``σ`` itself for VE/EDM/NCSN)."""
+    a, b = process.coefficients(scales.double())
+    return b.double() / a.double()
+
+
+def _scale_of_sigma(process, sigmas: Tensor) -> Tensor:
+    """The scales ``s`` with ``b(s)/a(s) = σ`` (identity for the σ-form processes; bisection otherwise)."""
+    if getattr(process, "denoiser_form", False):
+        return sigmas.clone()
+    lo = torch.full_like(sigmas, float(process.s_min))
+    hi = torch.full_like(sigmas, float(process.s_max))
+    for _ in range(100):  # b/a increases with s
+        mid = 0.5 * (lo + hi)
+        below = _equivalent_sigma(process, mid) < sigmas
+        lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+    s = 0.5 * (lo + hi)
+    s[0], s[-1] = float(process.s_max), float(process.s_min)
+    return s
+
+
+def plan_ald(process, dim: int, schedule: Optional[Tensor] = None, *, levels=None, steps_per_level=None, eps=None,
              budget: Optional[int] = None) -> ALDPlan:
-    """Resolve the annealed-Langevin settings for ``process`` (see the module docstring)."""
-    from .processes.ncsn import DEFAULT_BUDGET, NCSN, choose_eps, geometric_levels, ncsnv2_levels
+    """Resolve the annealed-Langevin settings for ``process`` (see the module docstring).
+
+    ``levels``: an int ``L`` (geometric noise levels between the process's ends), a list of
+    scales, or ``None`` (NCSN: the process's levels; others: NCSNv2's ratio rule on the
+    noise std ``b(s)`` between ``b(s_max)`` and ``b(s_min)``).  ``T`` and ``ε`` follow
+    NCSNv2's technique 4 unless given.  The sampling ``schedule`` is not used: annealed
+    Langevin runs on its own levels.
+    """
+    from .processes.ncsn import DEFAULT_BUDGET, NCSN, choose_eps, ncsnv2_levels
 
     budget = DEFAULT_BUDGET if budget is None else _int_option("budget", budget)
     T = None if steps_per_level is None else _int_option("steps-per-level", steps_per_level)
-    if isinstance(levels, (list, tuple)):
+    L_given = None
+    if isinstance(levels, (list, tuple)):  # explicit scales
         lv = torch.tensor([float(v) for v in levels], dtype=torch.float64)
-        L_given = None
-    else:
-        lv = None
-        L_given = None if levels is None else _int_option("levels", levels)
-        if L_given is not None and L_given < 1:
-            raise UserError(f"levels must be >= 1, got {L_given}")
-    if isinstance(process, NCSN) and lv is None:
-        if L_given == 1:
-            raise UserError("levels must be >= 2 for annealed Langevin on ncsn (use --solver langevin for one level)")
+        if lv.numel() == 0 or not bool((lv > 0).all()) or not bool(torch.isfinite(lv).all()):
+            raise UserError(f"ald levels must be positive and finite, got {lv.tolist()[:6]}")
+        if lv.numel() > 1 and not bool((lv[1:] < lv[:-1]).all()):
+            raise UserError(f"ald levels must decrease, got {lv.tolist()[:6]}")
+        sig = _noise_std(process, lv)
+        T = max(1, budget // lv.numel()) if T is None else T
+        if T < 1:
+            raise UserError(f"steps-per-level must be >= 1, got {T}")
+        how = "given"
+        if eps is None:
+            gamma = max(max((sig[:-1] / sig[1:]).tolist(), default=1.0), 1.0 + 1e-9)
+            eps, _ = choose_eps(gamma, float(sig[-1]), T)
+            how = f"NCSNv2 technique 4 at the largest level ratio {gamma:.4g}"
+        eps = float(eps)
+        if not (eps > 0 and math.isfinite(eps)):
+            raise UserError(f"eps must be positive and finite, got {eps}")
+        text = (f"annealed Langevin on {process.name!r}: {lv.numel()} given levels s = {float(lv[0]):.4g} .. {float(lv[-1]):.4g}, "
+                f"T = {T} steps per level, eps = {eps:.4g} ({how})")
+        return ALDPlan(lv, sig, T, eps, text)
+    if levels is not None:
+        L_given = _int_option("levels", levels)
+        if L_given < 2:
+            raise UserError(f"levels must be >= 2 for annealed Langevin, got {L_given} (use --solver langevin for one level)")
+    if isinstance(process, NCSN):
         plan = process.plan(dim, num_levels=L_given, steps_per_level=T, eps=eps, budget=budget)
         return ALDPlan(plan.levels, plan.levels, plan.steps_per_level, plan.eps, plan.explain())
-    if lv is None:
-        if L_given is not None:
-            lv = geometric_levels(process.s_max, process.s_min, L_given)
-        else:
-            if schedule is None:
-                raise UserError("ald needs levels or a schedule")
-            lv = _positive_levels(schedule)
-    if lv.numel() == 0 or not bool((lv > 0).all()):
-        raise UserError(f"ald levels must be positive, got {lv.tolist()[:6]}")
-    sig = _noise_std(process, lv)
-    T = max(1, budget // lv.numel()) if T is None else T
-    if T < 1:
-        raise UserError(f"steps-per-level must be >= 1, got {T}")
-    ratios = (sig[:-1] / sig[1:]).tolist() if sig.numel() > 1 else [1.0]
-    gamma = max(max(ratios), 1.0 + 1e-9)
-    how = "given"
-    if eps is None:
-        eps, _ = choose_eps(gamma, float(sig[-1]), T)
-        how = f"NCSNv2 technique 4 at the largest level ratio {gamma:.4g}"
-    eps = float(eps)
-    if not (eps > 0 and math.isfinite(eps)):
-        raise UserError(f"eps must be positive and finite, got {eps}")
-    text = (f"annealed Langevin on {process.name!r}: {lv.numel()} levels s = {float(lv[0]):.4g} .. {float(lv[-1]):.4g} "
-            f"(noise std {float(sig[0]):.4g} .. {float(sig[-1]):.4g}), T = {T} steps per level, eps = {eps:.4g} ({how})")
-    return ALDPlan(lv, sig, T, eps, text)
+    ends = _equivalent_sigma(process, torch.tensor([float(process.s_max), float(process.s_min)], dtype=torch.float64))
+    plan = ncsnv2_levels(dim=dim, sigma_max=float(ends[0]), sigma_min=float(ends[1]), num_levels=L_given,
+                         steps_per_level=T, eps=eps, budget=budget)
+    plan.sources["sigma_max"] = f"b/a at s_max of process {process.name!r} (its VE-equivalent noise level)"
+    plan.sources["sigma_min"] = f"b/a at s_min of process {process.name!r}"
+    scales = _scale_of_sigma(process, plan.levels)
+    sig = _noise_std(process, scales)
+    if sig.numel() > 1:  # technique 4 for the step sizes in x, whose noise std is b(s)
+        T_plan = plan.steps_per_level
+        eps_x = plan.eps if eps is not None else choose_eps(float((sig[:-1] / sig[1:]).max()), float(sig[-1]), T_plan)[0]
+    else:
+        eps_x = plan.eps
+    text = plan.explain() + (f"\n  levels mapped to s = {float(scales[0]):.4g} .. {float(scales[-1]):.4g}; step sizes from "
+                             f"b(s) = {float(sig[0]):.4g} .. {float(sig[-1]):.4g}, eps = {eps_x:.4g}"
+                             if not getattr(process, "denoiser_form", False) else "")
+    return ALDPlan(scales, sig, plan.steps_per_level, eps_x, text)
 
 
 @register_sampler("ald")
