@@ -240,7 +240,8 @@ def config_from_dict(d: Dict[str, Any], where: str = "config") -> ImageTrainConf
     known = {f.name: f for f in fields(ImageTrainConfig)}
     bad = sorted(set(d) - set(known))
     if bad:
-        raise UserError(f"unknown config key {bad[0]!r} in {where}; valid keys: {', '.join(sorted(known))}")
+        hint = f" ({bad[0]!r} belongs in the [train] table)" if bad[0] in {f.name for f in fields(TrainConfig)} else ""
+        raise UserError(f"unknown config key {bad[0]!r} in {where}{hint}; valid keys: {', '.join(sorted(known))}")
     kwargs = {k: _coerce(known[k], v, k) for k, v in d.items() if k != "train"}
     kwargs["train"] = _train_from_dict(d.get("train", {}), where)
     return ImageTrainConfig(**kwargs)
