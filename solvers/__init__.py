@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .adaptive import dopri5
+from .births import births, effective_sample_size, systematic_resample
 from .base import (
     SDE,
     CountedFlow,
@@ -60,7 +61,7 @@ __all__ = [
     # solvers
     "euler", "midpoint", "heun", "rk3", "rk4", "rk4_38", "explicit_rk", "ButcherTableau", "TABLEAUX",
     "lms", "adams_bashforth_coefficients", "dpm2", "dpmpp_2m", "dopri5", "torchdiffeq_solver",
-    "torchdiffeq_methods", "euler_maruyama", "annealed_langevin", "langevin", "pc", "edm_sde", "ddpm_ancestral",
+    "torchdiffeq_methods", "euler_maruyama", "births", "systematic_resample", "effective_sample_size", "annealed_langevin", "langevin", "pc", "edm_sde", "ddpm_ancestral",
     # schedules
     "edm_schedule", "uniform_schedule", "log_uniform_schedule", "vp_time_schedule", "ve_time_schedule",
     "make_schedule", "SCHEDULES",
