@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ._common import check_batch, scale_table
 from .base import SDE, CountedFlow, CountedSDE, NoiseFn, Solution, SolverStats, as_schedule, default_noise
-from .langevin import DivergenceWatch, _check_count, _check_positive
+from .langevin import DivergenceWatch, _check_count
 from .runge_kutta import heun
 
 __all__ = ["pc", "edm_sde", "ddpm_ancestral", "PREDICTORS", "alphas_cumprod_from_betas"]
