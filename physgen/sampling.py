@@ -41,7 +41,7 @@ def _load_adapters() -> None:
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as e:  # a module not written yet is fine; a broken import is not
-            if e.name is None or not module.startswith(e.name):
+            if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
                 raise
 
 
