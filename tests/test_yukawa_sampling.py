@@ -75,6 +75,8 @@ def test_user_errors():
         sample(p, f, x0, sched, "euler-maruyama", birth_death="transport")
     with pytest.raises(UserError, match="unknown option"):
         sample(p, f, x0, sched, "heun", birth_death="smc", bogus=1)
+    with pytest.raises(UserError, match="apply only to --birth-death smc or weights"):
+        sample(p, f, x0, sched, "heun", birth_death="transport", ess_threshold=0.3)
     net_field = Yukawa(m=1.0, objective="transport").precondition(_mlp())
     with pytest.raises(UserError, match="no rate head"):
         sample(p, net_field, x0, sched, "heun", birth_death="smc")
@@ -209,6 +211,11 @@ def test_small_neural_training_lowers_loss_and_samples():
     result = train(p, field, batch, TrainConfig(steps=200, batch=128, lr=3e-3, warmup_steps=20, log_every=50), log_stream=io.StringIO())
     first, last = sum(result.losses[:30]) / 30, sum(result.losses[-30:]) / 30
     assert last < 0.7 * first
+    out_layer = result.ema.net.out[1]  # every head trained (rows: D x2, T x2, rate)
+    assert bool((out_layer.weight.abs().sum(1) > 0).all())
+    x = 2 * torch.randn(64, 2)
+    kappa = result.ema.denoise_and_rate(x, torch.full((64,), 0.5))[1]
+    assert float(kappa.std()) > 1e-3  # the rate head is not the constant it starts as
     x0 = p.sample_prior((300, 2), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for mode in ("transport", "smc", "off"):

@@ -57,6 +57,7 @@ __all__ = [
     "yukawa_green",
     "death_rate_pair",
     "rate_scale",
+    "centre_speed",
     "radial_speed",
     "transport_log_profile",
     "inverse_radial_speed",
@@ -185,6 +186,16 @@ def rate_scale(a: Tensor, n_dim: int) -> Tensor:
     Used to scale the learned rate head and to weight its loss (a fitted choice, not the paper's).
     """
     return torch.rsqrt(a * (1.0 + 2.0 * a / n_dim))
+
+
+def centre_speed(a: Tensor, n_dim: int) -> Tensor:
+    """``h(0, a) = 1 − a (1 − K_ν(a)/K_{ν+1}(a))/N`` (derived: the ρ̃ → 0 limit of ``h``; ``N = 2``:
+    ``(1 + a/2)/(1 + a)``): 1 in the PFGM limit, ½ in the diffusion limit.  The neural transport
+    head is parameterised around it, ``T = (1 − h_0) x + h_0 D̃``."""
+    a64 = a.to(torch.float64)
+    if n_dim == 2:
+        return ((1.0 + 0.5 * a64) / (1.0 + a64)).to(a.dtype)
+    return (1.0 - a64 * (1.0 - 1.0 / bessel_k_ratio(0.5 * (n_dim - 1), a64)) / n_dim).to(a.dtype)
 
 
 # ------------------------------------------------------------------------------------------

@@ -36,8 +36,10 @@ derived in GENPHYS.md and :mod:`physgen.genphys.nig`:
 Neural fields (:class:`YukawaNeuralField`) have up to three heads from one network call,
 chosen by ``objective``: ``denoiser`` (D), ``births`` (D and the rate), ``transport`` (the
 transport denoiser ``T = x − z u``), ``both`` (all three; default, so every sampling mode
-works).  Loss per sample: ``λ(σ)‖D − y‖²`` (EDM), ``λ(σ)‖T − (x − h (x − y))‖²`` with the
-radial speed ``h`` (regression on the conditional velocity: flow matching), and
+works).  Loss per sample: ``λ(σ)‖D − y‖²`` (EDM), ``λ(σ)/h_0² ‖T − (x − h (x − y))‖²`` with the
+radial speed ``h`` (regression on the conditional velocity: flow matching; the transport head
+is ``T = (1 − h_0) x + h_0 D̃`` with ``D̃`` EDM-preconditioned and ``h_0 = h(0, m z)``
+(:func:`physgen.genphys.nig.centre_speed`), so ``D̃`` stays denoiser-like at every z), and
 ``rate_weight · ((g − c)/s_c)²`` for the rate head ``g = κ/m`` against the per-pair target
 ``c = (r/z) K_ν/K_{ν+1}`` (``E_k[c] = 1``, ``s_c² ≈ Var_k(c)``, see
 :func:`physgen.genphys.nig.rate_scale`).
@@ -55,6 +57,7 @@ from ..errors import UserError, unknown_name
 from ..fields.exact import DEFAULT_CHUNK_ELEMS, ExactField, posterior_mean
 from ..fields.kinds import expand_as_batch
 from ..genphys.nig import (
+    centre_speed,
     death_rate_pair,
     inverse_radial_speed,
     nig_log_density,
@@ -173,11 +176,12 @@ class Yukawa(DenoiserProcess):
         return self.z_of_sigma((self.p_mean + self.p_std * xi).exp()).float()
 
     def loss(self, field, y, *, generator=None, label=None) -> Tensor:
-        if not isinstance(field, YukawaNeuralField):
+        # duck-typed: the trainer hands over a view of the field (DDP / compiled), not the field
+        if getattr(field, "heads", None) is None:
             return super().loss(field, y, generator=generator, label=label)
         z = self.sample_scales(y.shape[0], generator=generator, device=y.device).to(y.dtype)
         x = self.perturb(y, z, generator=generator)
-        out = field.outputs(x, z, label)
+        out = field(x, z, label, outputs=True)  # through the module's forward: every head from one call
         lam = self.loss_weight(self.sigma_of_scale(z))
         b = y.shape[0]
         total = torch.zeros(b, device=y.device, dtype=y.dtype)
@@ -188,7 +192,8 @@ class Yukawa(DenoiserProcess):
         if "transport" in out:
             h = radial_speed(sq, z, self.m, diff.shape[1]).to(y.dtype)
             target = x - expand_as_batch(h, x) * (x - y)
-            total = total + lam * (out["transport"] - target).reshape(b, -1).pow(2).mean(1)
+            h0 = centre_speed(self.m * z, diff.shape[1])
+            total = total + lam / h0**2 * (out["transport"] - target).reshape(b, -1).pow(2).mean(1)
         if "rate" in out:
             c = death_rate_pair(sq, z, self.m, diff.shape[1]) / self.m
             scale = rate_scale(self.m * z.double(), diff.shape[1]).to(y.dtype)
@@ -280,6 +285,9 @@ class Yukawa(DenoiserProcess):
             from ..genphys.births import sample_with_births
 
             return sample_with_births(self, field, x0, schedule, method, mode=mode, noise=noise, label=label, rate_offset=self.m, **options)
+        births_only = sorted({"ess_threshold", "rate_clip", "final_resample", "seed"} & set(options))
+        if births_only:
+            raise UserError(f"sampler option(s) {births_only} apply only to --birth-death smc or weights, not {mode!r}")
         flow = self.transport_flow(field, label) if mode == "transport" else self.flow(field, label)
         try:
             stochastic = solvers.is_stochastic(method)
@@ -413,12 +421,18 @@ class YukawaNeuralField(nn.Module):
                 out["rate"] = self.m * nn.functional.softplus(_SOFTPLUS_ONE + scale * raw[:, col])
                 col += 1
             else:
-                out[head] = c_skip * x + c_out * raw[:, col : col + n].reshape(x.shape)
+                d = c_skip * x + c_out * raw[:, col : col + n].reshape(x.shape)
+                if head == "transport":  # T = (1 − h0) x + h0 D̃: D̃ is denoiser-like, bounded
+                    h0 = expand_as_batch(centre_speed(self.m * z, n), x)
+                    d = (1.0 - h0) * x + h0 * d
+                out[head] = d
                 col += n
         return out
 
-    def forward(self, x: Tensor, z: Tensor, label: Optional[Tensor] = None) -> Tensor:
-        return self.outputs(x, z, label)["denoiser" if "denoiser" in self.heads else "transport"]
+    def forward(self, x: Tensor, z: Tensor, label: Optional[Tensor] = None, outputs: bool = False):
+        """The main head (``D``, or ``T`` for a transport-only network); ``outputs=True``: all heads (a dict)."""
+        out = self.outputs(x, z, label)
+        return out if outputs else out["denoiser" if "denoiser" in self.heads else "transport"]
 
     def denoise_and_rate(self, x: Tensor, z: Tensor, label: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
         if "rate" not in self.heads:
