@@ -42,7 +42,7 @@ __all__ = ["add_arguments", "run", "shift_errors"]
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/guidance", help="output folder")
     parser.add_argument("--D", type=int, nargs="+", default=[4, 128], help="PFGM++ extra dimensions (besides EDM)")
-    parser.add_argument("--w", type=float, nargs="+", default=[0.0, 0.5, 1.0, 2.0, 4.0, 8.0], help="guidance scales")
+    parser.add_argument("--w", type=float, nargs="+", default=None, help="guidance scales (default 0 0.5 1 2 4 8; --quick: 0 1 4)")
     parser.add_argument("--datasets", nargs="+", default=["8gaussians", "digits"], choices=["8gaussians", "digits"])
     parser.add_argument("--field-steps", type=int, default=1000, help="training steps of each conditional field (toy)")
     parser.add_argument("--digits-field-steps", type=int, default=1000, help="training steps of each digits field")
@@ -410,8 +410,10 @@ def run(args) -> int:
 
     if args.quick:
         args.field_steps, args.digits_field_steps, args.classifier_steps = min(args.field_steps, 400), min(args.digits_field_steps, 400), min(args.classifier_steps, 150)
-        args.n_per_class, args.digits_per_class, args.w = min(args.n_per_class, 40), min(args.digits_per_class, 10), [w for w in args.w if w in (0.0, 1.0, 4.0)] or args.w[:3]
+        args.n_per_class, args.digits_per_class = min(args.n_per_class, 40), min(args.digits_per_class, 10)
         args.steps = min(args.steps, 12)
+    if args.w is None:
+        args.w = [0.0, 1.0, 4.0] if args.quick else [0.0, 0.5, 1.0, 2.0, 4.0, 8.0]
     for name in ("field_steps", "digits_field_steps", "classifier_steps", "n_per_class", "digits_per_class", "steps", "hidden", "digits_hidden"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
