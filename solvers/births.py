@@ -37,7 +37,6 @@ each output particle's ancestry through the resamplings.
 """
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional, Sequence, Union
 
 import torch

@@ -8,7 +8,7 @@ import torch
 from physgen.cli.main import main
 from physgen.errors import UserError
 from physgen.genphys.catalogue import CATALOGUE, classify_all, get_physical_process, physical_process_names
-from physgen.genphys.framework import PhysicalProcess, check_c1, check_c2, classify, hankel_inverse
+from physgen.genphys.framework import PhysicalProcess, check_c1, check_c2, hankel_inverse
 
 F64 = torch.float64
 

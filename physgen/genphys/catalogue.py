@@ -12,7 +12,6 @@ from typing import Optional
 
 import numpy as np
 import torch
-from torch import Tensor
 
 from ..errors import UserError, unknown_name
 from .framework import PhysicalProcess, Verdict, classify

@@ -67,7 +67,7 @@ from ..genphys.nig import (
     rate_scale,
     transport_log_profile,
 )
-from .base import DenoiserFlow, draw
+from .base import DenoiserFlow
 from .gaussian import DenoiserProcess
 
 __all__ = [
