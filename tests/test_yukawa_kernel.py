@@ -41,7 +41,8 @@ def test_log_bessel_k_matches_scipy(nu):
     assert ok.sum() > 100
     got = log_bessel_k(nu, u).numpy()
     assert np.max(np.abs(got - ref)[ok] / np.maximum(1.0, np.abs(ref[ok]))) < 1e-8
-    ratio_ref = special.kve(nu + 1, u.numpy()) / special.kve(nu, u.numpy())
+    with np.errstate(invalid="ignore", over="ignore"):  # kve overflows (inf/inf) for large ν at small u
+        ratio_ref = special.kve(nu + 1, u.numpy()) / special.kve(nu, u.numpy())
     ok = np.isfinite(ratio_ref)
     assert np.max(np.abs(bessel_k_ratio(nu, u).numpy()[ok] / ratio_ref[ok] - 1)) < 1e-8
 
