@@ -269,6 +269,7 @@ class RadialSpeedTable:
         fine = torch.linspace(log_rho_range[0], log_rho_range[1], (n_rho - 1) * refine + 1, dtype=torch.float64)
         rows = [self._rows(self.log_a[i : i + 16, None], fine[None, :])[:, ::refine] for i in range(0, n_a, 16)]
         self.table = torch.cat(rows)  # [n_a, n_rho]
+        self._on: dict = {}
 
     def _log_f_lam(self, log_a: Tensor, log_s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``log f̃``, ``λ = −d log f̃/ds`` and ``q = ∂_a log f̃`` on the grid ``[A, S]``."""
@@ -343,7 +344,9 @@ class RadialSpeedTable:
 
     def __call__(self, rho_t: Tensor, a: Tensor) -> Tensor:
         """Bilinear interpolation of ``h`` at ``(ρ̃, a)`` (broadcasting tensors, float64 out)."""
-        table = self.table.to(rho_t.device)
+        table = self._on.get(rho_t.device)
+        if table is None:  # one copy per device, not one per call
+            table = self._on[rho_t.device] = self.table.to(rho_t.device)
         la = torch.log(a.to(torch.float64)).clamp(float(self.log_a[0]), float(self.log_a[-1]))
         lr = torch.log(rho_t.to(torch.float64).clamp_min(1e-300))
         lr_max = float(self.log_rho[-1])
