@@ -66,7 +66,7 @@ def test_inverse_gaussian_sampler_law_and_mean(m, z, seed):
     w = sample_inverse_gaussian(torch.full((n,), z / m, dtype=F64), torch.full((n,), z * z, dtype=F64), g).numpy()
     assert np.all(w > 0)
     ks = stats.kstest(w, stats.invgauss(mu=(z / m) / (z * z), scale=z * z).cdf)
-    assert ks.pvalue > 1e-3
+    assert ks.pvalue > 1e-6  # hypothesis varies the seed: keep the false-alarm rate per example at 1e-6
     # E[W] = z/m with Var = mean³/shape
     se = math.sqrt((z / m) ** 3 / (z * z) / n)
     assert abs(w.mean() - z / m) < 5 * se
@@ -96,11 +96,14 @@ def test_nig_offsets_radii_match_analytic_density(n_dim, m, z, seed):
     g = torch.Generator().manual_seed(seed)
     x = nig_offsets((3000, n_dim), torch.full((3000,), z, dtype=F64), m, g, dtype=F64)
     radii = np.sort(x.norm(dim=1).numpy())
-    grid = np.quantile(radii, np.linspace(0.01, 0.99, 60))
-    cdf_grid = _nig_radial_cdf(grid, z, m, n_dim)
-    ks = stats.kstest(radii, lambda r: np.interp(r, grid, cdf_grid, left=0.0, right=1.0))
-    # interpolation on 60 quantiles is accurate to ~1e-3 in the CDF; the KS stat must be small
-    assert ks.statistic < 0.035
+    if n_dim == 2:  # closed form (GENPHYS.md): F = 1 − (z/R) e^{−m(R−z)}
+        big_r = np.sqrt(radii**2 + z * z)
+        model = 1 - (z / big_r) * np.exp(-m * (big_r - z))
+    else:  # quadrature of the closed-form density on 400 points, interpolated (error ~1e-5)
+        grid = np.concatenate([[0.0], np.quantile(radii, np.linspace(0.0, 1.0, 400))])
+        model = np.interp(radii, grid, _nig_radial_cdf(grid, z, m, n_dim))
+    ks = stats.kstest(radii, lambda r: np.interp(r, radii, model))
+    assert ks.pvalue > 1e-6  # hypothesis varies the seed: keep the false-alarm rate per example at 1e-6
     # per-dimension variance z/m (E‖x‖² = N z/m)
     assert abs((x**2).sum(1).mean().item() / (n_dim * z / m) - 1) < 0.25
 
@@ -210,4 +213,4 @@ def test_transport_moves_the_radial_law_from_z_to_z_prime(n_dim, m, z0, shrink, 
         h2 = radial_speed(torch.exp(2 * (log_rho + dl * h1)), zb, m, n_dim)
         log_rho = log_rho + 0.5 * dl * (h1 + h2)
     fresh = nig_offsets((n, n_dim), torch.full((n,), z1, dtype=F64), m, g, dtype=F64).norm(dim=1)
-    assert stats.ks_2samp(log_rho.exp().numpy(), fresh.numpy()).pvalue > 1e-3
+    assert stats.ks_2samp(log_rho.exp().numpy(), fresh.numpy()).pvalue > 1e-6
