@@ -473,6 +473,7 @@ def plot_comparison(comparison: Comparison, out: Path, title: str = "") -> list[
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name, lw=1.4, ms=4, **styles[name])
                 shown += [abs(v) for _, v in pts if v != 0]
         ax.set_xscale("log")
+        _nfe_ticks(ax, [r.nfe for r in comparison.rows if r.nfe > 0])
         if symlog:  # the unbiased MMD estimate is often slightly negative near 0
             ax.set_yscale("symlog", linthresh=10 ** math.floor(math.log10(max(min(shown or [1e-4]), 1e-12))))
         else:
@@ -483,12 +484,13 @@ def plot_comparison(comparison: Comparison, out: Path, title: str = "") -> list[
     paths = []
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     draw(ax, lambda r: r.error_vs_reference, deterministic_only=True)
-    est = [ref["reference_error"] for ref in comparison.references if ref.get("reference_error")]
-    if est:
-        ax.axhline(max(est), color="grey", lw=0.8, ls=":", label="reference's own error (estimate)")
+    est = [ref["reference_error"] for ref in comparison.references if ref.get("reference_error") is not None]
     ax.set_ylabel("RMS per-sample L2 error vs reference")
     ax.set_title(f"error vs NFE{suffix}", fontsize=9)
-    ax.legend(fontsize=7, ncol=2)
+    ref_note = f"reference: dopri5 float64, tol {comparison.references[0]['rtol']:.0e}" if comparison.references else None
+    if ref_note and est:
+        ref_note += f", own error ~{max(est):.0e}"
+    ax.legend(fontsize=7, ncol=2, title=ref_note, title_fontsize=7)
     save_figure(fig, out / "error_vs_nfe.png", dpi=120)
     paths.append(out / "error_vs_nfe.png")
 
@@ -517,6 +519,19 @@ def plot_comparison(comparison: Comparison, out: Path, title: str = "") -> list[
     save_figure(fig, out / "time_vs_nfe.png", dpi=120)
     paths.append(out / "time_vs_nfe.png")
     return paths
+
+
+def _nfe_ticks(ax, nfes) -> None:
+    """Plain-number NFE ticks at powers of two (log axes label minor ticks with overlapping mantissas)."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    if not nfes:
+        return
+    lo, hi = min(nfes), max(nfes)
+    ticks = [2 ** k for k in range(0, 20) if lo / 1.5 <= 2 ** k <= hi * 1.5] or [lo, hi]
+    ax.xaxis.set_major_locator(FixedLocator(ticks))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def stderr_log(prefix: str = "compare-solvers") -> Callable[[str], None]:
