@@ -96,6 +96,8 @@ def auto_process_options(process_name: str, data: Tensor, given: dict) -> dict:
     params = inspect.signature(process_class(process_name).__init__).parameters
     opts = dict(given)
     sub = data[:2000].double()
+    if "prior_mean" in params and opts.get("prior_mean") is None:  # a prior centred on the data (Yukawa)
+        opts["prior_mean"] = sub.mean(0).tolist()
     if "sigma_data" in params and opts.get("sigma_data") is None:
         opts["sigma_data"] = float(sub.std())
     if "sigma_max" in params and opts.get("sigma_max") is None:
@@ -118,7 +120,8 @@ def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tens
     if config.label is None:
         labels = None
     num_classes = 0 if labels is None else int(dataset.num_classes or int(labels.max()) + 1)
-    net = MLP(data.shape[1], hidden=config.hidden, depth=config.depth, num_classes=num_classes)
+    out_dim = process.network_out_dim(data.shape[1]) if hasattr(process, "network_out_dim") else None
+    net = MLP(data.shape[1], hidden=config.hidden, depth=config.depth, num_classes=num_classes, out_dim=out_dim)
     field = process.precondition(net)
     tcfg = TrainConfig(steps=config.train_steps, batch=config.batch, lr=config.lr, seed=config.seed, log_every=max(1, config.train_steps // 10))
 
