@@ -73,6 +73,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n-samples", type=int, default=600, help="samples per setting (digits: at most its held-out size)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads for torch (default 1: these small MLPs are bound by per-op overhead, and on a "
+                             "shared 2-core machine two threads ran 2-4x slower than one)")
 
 
 # ------------------------------------------------------------------------------ parsing
@@ -243,7 +246,7 @@ def _evaluate(process, field, test: Tensor, args, device, alphas, few_steps, bit
 
 
 # ------------------------------------------------------------------------------ reporting
-def _plot(rows: list[dict], datasets: list[str], Ds: list, path: Path) -> None:
+def _plot(rows: list[dict], datasets: list[str], Ds: list, path: Path, floors: Optional[dict] = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -252,8 +255,8 @@ def _plot(rows: list[dict], datasets: list[str], Ds: list, path: Path) -> None:
     from physgen.io import save_figure
 
     cols = ("baseline", "alpha", "steps", "bits")
-    titles = {"baseline": "quality after the budget (sliced W2, lower = better)", "alpha": "degradation: noise α",
-              "steps": "degradation: fewer Heun steps", "bits": "degradation: k-bit weights"}
+    titles = {"baseline": "quality after the budget (sliced W2, log)", "alpha": "degradation: noise α (symlog)",
+              "steps": "degradation: fewer Heun steps (symlog)", "bits": "degradation: k-bit weights (symlog)"}
     fig, axes = plt.subplots(len(datasets), 4, figsize=(18, 3.6 * len(datasets)), squeeze=False)
     xs = list(range(len(Ds)))
     labels = [_label(D) for D in Ds]
@@ -271,8 +274,13 @@ def _plot(rows: list[dict], datasets: list[str], Ds: list, path: Path) -> None:
             ax.set_xticks(xs)
             ax.set_xticklabels(labels)
             ax.set_xlabel("D")
-            if kind != "baseline":
+            if kind == "baseline":
+                ax.set_yscale("log")  # a D that failed to train would flatten the others
+            else:
                 ax.axhline(0.0, color="grey", lw=0.6)
+                floor = (floors or {}).get(ds)
+                if floor:  # linear within ±floor/10, logarithmic beyond
+                    ax.set_yscale("symlog", linthresh=floor / 10)
             ax.set_title(f"{ds}: {titles[kind]}", fontsize=9)
             ax.legend(fontsize=7)
     fig.tight_layout()
@@ -376,11 +384,15 @@ def _summary(rows: list[dict], datasets: list[str], Ds: list, stats: dict, args,
             return "was reversed"
         return "did not clearly hold"
 
+    failures = "; ".join(f"{ds}: D = {', '.join(stats[ds]['failed'])}" for ds in datasets if stats[ds]["failed"])
+    loss_down = sum(1 for ds in datasets if stats[ds]["loss"][0] <= -0.5)
     verdict = (f"**Verdict here.** Smaller D more robust: **{overall(rob_votes)}** ({rob_votes.count('held')} of {len(rob_votes)} "
                f"perturbation x data-set trends agree, {rob_votes.count('reversed')} reversed, the rest within noise).  "
                f"Larger D trains more easily: **{overall(train_votes)}** ({train_votes.count('held')} of {len(train_votes)} "
-               f"data sets agree, {train_votes.count('reversed')} reversed).  Small MLPs, small budgets, one seed: "
-               "read the tables, not only the words.")
+               f"data sets agree on sample quality, {train_votes.count('reversed')} reversed; the final loss falls with D on "
+               f"{loss_down} of {len(datasets)}).  "
+               + (f"Failed to train within the budget: {failures}.  " if failures else "")
+               + "Small MLPs, small budgets, one seed: read the tables, not only the words.")
     return "\n".join(head + ["", verdict, ""] + body) + "\n"
 
 
@@ -389,11 +401,18 @@ def run(args) -> int:
     """Run the sweep (see the module docstring); subnormal floats are flushed to zero meanwhile."""
     # heavy-tailed kernels (small D) feed huge inputs to the MLP, and SiLU then produces
     # subnormal floats, which x86 CPUs process many times slower: flush them to zero
+    from physgen.errors import UserError
+
+    if int(args.threads) <= 0:
+        raise UserError(f"--threads must be > 0, got {args.threads}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(int(args.threads))
     torch.set_flush_denormal(True)
     try:
         return _run(args)
     finally:
         torch.set_flush_denormal(False)
+        torch.set_num_threads(threads)
 
 
 def _run(args) -> int:
@@ -466,7 +485,7 @@ def _run(args) -> int:
 
     with atomic_write(out / "results.csv", "w") as f:
         f.write(buf.getvalue())
-    _plot(rows, datasets, Ds, out / "d_sweep.png")
+    _plot(rows, datasets, Ds, out / "d_sweep.png", floors)
     stats = _verdicts(rows, datasets, Ds, floors)
     with atomic_write(out / "summary.md", "w") as f:
         f.write(_summary(rows, datasets, Ds, stats, args, wall, scales))
