@@ -13,8 +13,10 @@ of any law):
   Beta without the ``1 - b`` cancellation), :func:`chi2` (``2 Gamma(df/2)``);
 * :func:`uniform_sphere` -- a normalised Gaussian (Muller 1959).
 
-Draws happen in float64 by default: ``Gamma(1/2)`` puts mass near 0 (``U^{1/a}``) that a
-float32 uniform (granularity ``2^-24``) would cut off.
+Draws happen in float64 by default: ``Gamma(a < 1)`` puts mass near 0 (``U^{1/a}``) that a
+float32 uniform (granularity ``2^-24``) would cut off.  Half-integer concentrations up to
+``4`` (``Gamma(1/2)``, ``Gamma(1)``, ... as in PFGM++ at small ``N`` or ``D``) are drawn as
+``χ²_k / 2``, a sum of ``k`` squared normals: exact, and cheaper than rejection.
 """
 from __future__ import annotations
 
@@ -34,6 +36,9 @@ Number = Union[float, int, Tensor]
 # with probability >= 0.951 for every a >= 1, their Table 1); the few rejected elements then
 # draw _RETRY_CANDIDATES at once, so a third pass is needed for ~1e-5 of the elements.
 _RETRY_CANDIDATES = 4
+# Half-integer concentrations a = k/2 up to this k are drawn as χ²_k / 2 (k normals), which is
+# exact and cheaper than rejection for small k (PFGM++ at small N or D: Gamma(1/2), Gamma(1), ...).
+_CHI2_MAX_DF = 8
 
 
 def _device_of(generator: Optional[torch.Generator], device) -> torch.device:
@@ -100,7 +105,9 @@ def gamma(concentration: Number, shape: Sequence[int], generator: Optional[torch
           device=None, dtype: torch.dtype = torch.float64) -> Tensor:
     """``Gamma(a, 1)`` draws shaped ``shape`` (density ``x^{a-1} e^{-x} / Γ(a)``), exactly.
 
-    Marsaglia & Tsang (2000) for ``a >= 1``; for ``a < 1`` the boost
+    Half-integer ``a = k/2`` with ``k <= 8``: ``χ²_k / 2`` as a sum of ``k`` squared standard
+    normals (exact; no rejection).  Otherwise Marsaglia & Tsang (2000) for ``a >= 1``; for
+    ``a < 1`` the boost
     ``X = Y U^{1/a}`` with ``Y ~ Gamma(a + 1)``, ``U ~ U(0, 1)`` (computed as
     ``exp(ln Y + ln U / a)`` in float64, so ``Gamma(1/2)`` keeps its mass near 0).
     ``concentration`` is a number or a tensor broadcastable to ``shape``; draws are on
@@ -114,6 +121,11 @@ def gamma(concentration: Number, shape: Sequence[int], generator: Optional[torch
         return torch.empty(shape, device=device, dtype=dtype)
     f64 = torch.float64
     if not isinstance(a, Tensor):
+        k = 2.0 * a
+        if k <= _CHI2_MAX_DF and k.is_integer():
+            # Gamma(k/2) = χ²_k / 2 = Σ g_i² / 2 with k standard normals: exact, no rejection
+            g = torch.randn((n, int(k)), generator=generator, device=device, dtype=f64)
+            return (0.5 * g.square().sum(1)).reshape(shape).to(dtype)
         if a >= 1:
             y = _marsaglia_tsang(a, n, generator, device, f64)
         else:

@@ -43,6 +43,15 @@ def test_gamma_tensor_concentration_and_shape():
         assert stats.kstest(x[:, j].numpy(), stats.gamma(aj).cdf).pvalue > P_MIN
 
 
+@pytest.mark.parametrize("a", [0.5, 1.0, 2.0, 3.5])
+def test_half_integer_fast_path_matches_rejection_path(a):
+    """Scalar half-integer a uses χ²_{2a}/2; a tensor concentration goes through Marsaglia-Tsang (+ boost)."""
+    fast = gamma(a, (40_000,), gen(21)).numpy()
+    slow = gamma(torch.full((40_000,), a), (40_000,), gen(22)).numpy()
+    assert stats.kstest(fast, stats.gamma(a).cdf).pvalue > P_MIN
+    assert stats.kstest(slow, stats.gamma(a).cdf).pvalue > P_MIN
+
+
 def test_reproducible_with_generator():
     assert torch.equal(gamma(0.5, (1000,), gen(7)), gamma(0.5, (1000,), gen(7)))
     assert not torch.equal(gamma(0.5, (1000,), gen(7)), gamma(0.5, (1000,), gen(8)))
