@@ -202,7 +202,7 @@ def test_toy_cli(tmp_path):
     assert cfg["name"] == "pfgm" and cfg["variable"] == "log_z" and cfg["sigma_data"] != 0.5  # scaled from the data
 
 
-@pytest.mark.parametrize("argv", [["--D", "4"], ["--sigma-max", "3"], ["--process-opt", "variable=r"]])
+@pytest.mark.parametrize("argv", [["--D", "4"], ["--sigma-max", "3"], ["--process-opt", "variable=r"], ["--solver", "dpmpp-2m"]])
 def test_toy_cli_errors(argv, tmp_path, capsys):
     from physgen.cli.main import main
 

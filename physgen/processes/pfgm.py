@@ -347,6 +347,15 @@ class PFGM(Process):
             return self.velocity_from_ratio((x - field(x, z, label)) / expand_as_batch(z, x), z, x)
         raise UserError(f"process 'pfgm' needs a velocity (normalised Poisson field) or denoiser field, got a {field.kind!r} field")
 
+    def generate(self, field, x0, schedule, method, *, noise=None, label=None, **options):
+        """No special sampler; refuses, in one line, the solvers that need the denoiser form."""
+        import solvers
+
+        if method in solvers.NEEDS_DENOISER:
+            raise UserError(f"solver {method!r} needs a flow of the form dx/ds = (x - D)/s; PFGM integrates "
+                            "dx/dz = E_x/E_z (or z E_x/E_z in ln z): use euler, heun, rk4, lms or dopri5")
+        return None
+
     def default_schedule(self, steps: int) -> Tensor:
         """``steps`` points uniform in ``ln z`` from ``z_max`` to ``z_min`` (in the process's variable)."""
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
