@@ -32,7 +32,7 @@ __all__ = ["noisy_solve", "sample_with_noise", "budget_schedule", "quantize_weig
 
 def noisy_solve(flow, x: Tensor, schedule, method: str = "heun", *, alpha: float, noise: Optional[NoiseFn] = None,
                 generator: Optional[torch.Generator] = None, **options) -> Solution:
-    """Integrate ``flow`` over ``schedule`` with ``method``, adding ``α s_{i+1} ε_i`` after every step.
+    """Integrate ``flow`` over ``schedule`` with ``method``, adding ``α s_{i+1} ε_i`` after every step (arXiv 2302.04265, §6.2).
 
     The solve is split into one call of the solver per schedule interval ``[s_i, s_{i+1}]``
     (so the injected noise lands exactly at the schedule points), then
@@ -91,7 +91,7 @@ def _check_bits(bits) -> int:
 
 
 def quantize_tensor(w: Tensor, bits: int) -> Tensor:
-    """Uniform symmetric per-tensor quantisation: ``Δ = max|w| / (2^{k-1} - 1)``, ``w_q = Δ · round(w / Δ)``.
+    """Uniform symmetric per-tensor quantisation (arXiv 2302.04265, §6.2): ``Δ = max|w| / (2^{k-1} - 1)``, ``w_q = Δ · round(w / Δ)``.
 
     The ``2^k - 1`` levels ``{-(2^{k-1}-1), ..., 2^{k-1}-1} · Δ`` are symmetric about 0 (0 is
     exact); an all-zero tensor is returned unchanged.

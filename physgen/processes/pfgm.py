@@ -63,7 +63,7 @@ VARIABLES = {"log_z": "log_z", "log z": "log_z", "logz": "log_z", "t": "log_z", 
 
 
 def poisson_log_profile(n: int):
-    """``log w = -(N+1)/2 · log(1 + d²/z²)``: ``‖x̃ - ỹ‖^{-(N+1)}`` up to a per-query constant.
+    """``log w = -(N+1)/2 · log(1 + d²/z²)``: ``‖x̃ - ỹ‖^{-(N+1)}`` up to a per-query constant (arXiv 2209.11178, eq. 3).
 
     (``‖x̃ - ỹ‖² = d² + z²`` for a charge on the plane; ``log1p`` keeps precision when ``z ≫ d``.)
     """
@@ -104,7 +104,7 @@ def poisson_field(x: Tensor, z: Tensor, points: Tensor, chunk_elems: int = DEFAU
 
 
 class PoissonExactField:
-    """The exact PFGM field of a finite point set, as ``dx/ds`` in the process's variable (kind ``velocity``).
+    """The exact PFGM field of a finite point set, as ``dx/ds`` in the process's variable (kind ``velocity``; arXiv 2209.11178).
 
     ``dx/dz = E_x/E_z = (x - D(x, z))/z`` and ``dx/dt = z · dx/dz = x - D`` for ``t = ln z``,
     with ``D`` the posterior mean of the points under ``w_i ∝ ‖x̃ - ỹ_i‖^{-(N+1)}``.
