@@ -20,6 +20,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", default="moons")
     p.add_argument("--train-steps", type=int, default=1200)
     p.add_argument("--n-samples", type=int, default=2000)
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (toy-sized work runs fastest on one; 0: torch's default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
@@ -34,6 +35,9 @@ def run(args) -> int:
     from ..processes import PROCESSES
     from ..toy import ToyConfig, run_toy
 
+    from .toy import set_threads
+
+    set_threads(args.threads)
     out = ensure_dir(args.out)
     rows = []
     processes = [p for p in DEMO_PROCESSES if p in PROCESSES]
