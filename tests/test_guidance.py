@@ -171,7 +171,8 @@ def test_pfgmpp_classifier_guidance_error_shrinks_as_D_grows(on_class):
     ‖x - y_i‖²/σ² is large."""
     pts, lab = labelled_points(400)
     errs = [pfgmpp_shift_error(D, pts, lab, on_class) for D in (4, 32, 256, 2048)]
-    assert all(b < 0.7 * a for a, b in zip(errs, errs[1:])), errs
+    factor = 0.7 if on_class else 0.8  # off the class the decay starts later (see the docstring)
+    assert all(b < factor * a for a, b in zip(errs, errs[1:])), errs
     assert errs[0] > 0.2, errs
     assert errs[-1] < (0.02 if on_class else 0.1), errs
 
