@@ -165,9 +165,15 @@ def _pfgm_mixture(process, n_points=2000, n_samples=1500, steps=40, solver="heun
     sol = sample(process, process.exact_field(pts), x0, process.default_schedule(steps), solver, **options)
     x = process.finalize(sol.x)
     w = mode_weights(x, mix.means)
-    left = x[:, 0] < 0
     assert float(w[0]) == pytest.approx(0.2, abs=0.03) and float(w[1]) == pytest.approx(0.8, abs=0.03)
-    for part in (x[left], x[~left]):
+    # The hemisphere prior has a Cauchy tail: P(‖x‖ > k z_max) ≈ 1/k in N = 2, and a sample starting
+    # at k z_max meets the data only near z ≈ (data scale)/k, below z_min for k ≳ 1000, so ~0.1-0.3%
+    # of the samples stop short of the data (the paper's z_min; PFGM++ ends with a denoising step).
+    d = torch.cdist(x, mix.means.float())
+    near, mode = d.min(1)
+    assert float((near > 1.5).double().mean()) < 0.01
+    for k in range(2):
+        part = x[(mode == k) & (near <= 1.5)]
         assert float(part.std(0).mean()) == pytest.approx(0.3, rel=0.2)
     return sol
 
