@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from .base import CountedFlow, SolverStats
+from .base import DenoiserFormError, CountedFlow, SolverStats
 
 
 def host_values(values: Sequence[float], dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -61,7 +61,7 @@ def check_batch(x: Tensor, name: str) -> None:
 
 def require_denoiser(f: CountedFlow, name: str) -> None:
     if not f.has_denoiser:
-        raise TypeError(
+        raise DenoiserFormError(
             f"{name} needs a flow of the denoiser form dx/ds = (x - D(x, s))/s exposing "
             f"denoise(x, s); {type(f.flow).__name__} has no denoise method"
         )

@@ -32,6 +32,7 @@ __all__ = [
     "CountedFlow",
     "CountedSDE",
     "NoiseFn",
+    "DenoiserFormError",
     "as_schedule",
     "scale_batch",
     "default_noise",
@@ -114,6 +115,10 @@ class Solution:
     stats: SolverStats
 
 
+class DenoiserFormError(TypeError):
+    """A solver of the denoiser form was handed a flow without ``denoise``."""
+
+
 class CountedFlow:
     """Wraps a flow and counts its evaluations (the NFE), passing ``denoise`` through.
 
@@ -134,7 +139,7 @@ class CountedFlow:
 
     def denoise(self, x: Tensor, s: Tensor) -> Tensor:
         if not self.has_denoiser:
-            raise TypeError(
+            raise DenoiserFormError(
                 f"this solver needs a flow of the form dx/ds = (x - D(x, s))/s with a "
                 f"denoise(x, s) method; {type(self.flow).__name__} has none"
             )

@@ -52,6 +52,8 @@ def test_toy_reads_user_files(tmp_path):
         (["--sigma-min", "5", "--sigma-max", "1"], "sigma_min=5.0 must be < sigma_max=1.0"),
         (["--field", "analytic", "--dataset", "moons"], "--field analytic needs a Gaussian-mixture dataset"),
         (["--dataset", "/nonexistent/pts.npy"], "/nonexistent/pts.npy"),
+        (["--process", "pfgmpp", "--D", "4", "--solver", "euler-maruyama"], "process 'pfgmpp' has no reverse SDE"),
+        (["--process", "vp", "--solver", "dpm2"], "dpm2 needs a flow of the denoiser form"),
     ],
 )
 def test_user_mistakes_are_one_line_errors(tmp_path, capsys, args, fragment):

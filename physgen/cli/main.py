@@ -12,6 +12,9 @@ import os
 import sys
 from typing import Optional, Sequence
 
+from ..processes.base import NoScoreError
+from solvers.base import DenoiserFormError
+
 # subcommand modules, in help order; a module that is not written yet is skipped
 COMMANDS = ("toy", "demo", "experiment", "compare_solvers", "nll", "genphys", "train", "sample", "eval", "train_classifier")
 
@@ -36,7 +39,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError, NoScoreError, DenoiserFormError) as e:
         if os.environ.get("PHYSGEN_DEBUG"):
             raise
         print(f"physgen {args.command}: error: {e}", file=sys.stderr)
