@@ -14,7 +14,6 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 
@@ -71,35 +70,14 @@ def find_checkpoint(path) -> Path:
     raise UserError(f"checkpoint {str(p)!r} does not exist")
 
 
-def _mlp_spec(state: dict, run_config: Optional[dict]) -> dict:
-    """The toy MLP's constructor arguments, read from the shapes in its state dict."""
-    keys = [k for k in state if k.startswith("net.")]
-    if "net.inp.weight" not in state or "net.embed.1.weight" not in state:
-        raise UserError("cannot rebuild the network from this checkpoint: it is not the toy MLP "
-                        f"(keys start {sorted(keys)[:4]}); image checkpoints are read with their U-Net spec")
-    hidden, dim = state["net.inp.weight"].shape
-    depth = len({k.split(".")[2] for k in keys if k.startswith("net.blocks.")})
-    embed_dim = state["net.embed.1.weight"].shape[1]
-    num_classes = state["net.label_embed.weight"].shape[0] - 1 if "net.label_embed.weight" in state else 0
-    out_dim = state["net.out.1.weight"].shape[0]
-    spec = {"dim": int(dim), "hidden": int(hidden), "depth": int(depth), "embed_dim": int(embed_dim),
-            "num_classes": int(num_classes), "out_dim": int(out_dim)}
-    if run_config:
-        for key in ("hidden", "depth"):
-            if key in run_config and int(run_config[key]) != spec[key]:
-                raise UserError(f"checkpoint has {key}={spec[key]} but the run's config.json says {run_config[key]}")
-    return spec
-
-
 def load_field_checkpoint(path, device="cpu", weights: str = "ema"):
     """``(process, field, info)`` from a training checkpoint (file or run directory).
 
     The process is rebuilt from the checkpoint's ``process`` entry.  Image checkpoints
     (``meta.image``, written by ``physgen train``) are rebuilt by
-    :func:`physgen.images.train.load_trained`; toy MLPs from ``meta.mlp`` when present, else
-    from the shapes of the state dict (cross-checked with a ``config.json`` beside the run).
+    :func:`physgen.images.train.load_trained`; toy MLPs by :func:`physgen.compare.problems.load_toy_checkpoint` (sizes from the
+    checkpoint's metadata, else from the shapes of its state dict).
     """
-    from ..processes import make_process
     from ..training import load_checkpoint_file
 
     file = find_checkpoint(path)
@@ -114,27 +92,11 @@ def load_field_checkpoint(path, device="cpu", weights: str = "ema"):
         return model.process, model.field, {"kind": "image", "path": str(file), "step": model.step, "shape": list(model.shape)}
     if "process" not in ckpt:
         raise UserError(f"checkpoint {str(file)!r} does not record its process; pass a checkpoint written by physgen.training")
-    pconf = dict(ckpt["process"])
-    process = make_process(pconf.pop("name"), **pconf)
-    run_config = None
-    for cand in (file.parent / "config.json", file.parent.parent / "config.json"):
-        if cand.is_file():
-            import json
+    from ..compare.problems import load_toy_checkpoint
 
-            run_config = json.loads(cand.read_text())
-            break
-    state = ckpt[weights]
-    spec = dict(meta["mlp"]) if "mlp" in meta else _mlp_spec(state, run_config)
-    from ..nets.mlp import MLP
-
-    net = MLP(spec["dim"], hidden=spec["hidden"], depth=spec["depth"], embed_dim=spec.get("embed_dim", 64),
-              num_classes=spec.get("num_classes", 0), out_dim=spec.get("out_dim"))
-    field = process.precondition(net)
-    try:
-        field.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"checkpoint {str(file)!r} does not fit the rebuilt MLP {spec}: {exc}") from None
-    field.to(device).eval().requires_grad_(False)
+    loaded = load_toy_checkpoint(file, device=device, ema=weights == "ema")
+    process, field = loaded["process"], loaded["field"]
+    spec = {"dim": loaded["dim"], **((loaded["meta"].get("toy") or {}).get("net") or {})}
     return process, field, {"kind": "mlp", "path": str(file), "step": int(ckpt.get("step", 0)), "mlp": spec}
 
 
