@@ -136,20 +136,32 @@ def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tens
     return result.ema, result
 
 
-def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
-    device = pick_device(config.device)
-    dataset = load_toy(config.dataset)
+REFERENCE_SEED_OFFSET = 1_000_003  # the metrics' reference is fresh data, never the field's
+
+
+def toy_data(dataset, config: ToyConfig, device) -> tuple[Tensor, Optional[Tensor], Tensor]:
+    """``(data, labels, reference)``: the field's data and fresh reference data (other seed).
+
+    A conditional run (``config.label``) is compared with reference data of its class.
+    """
     g_data = torch.Generator(device=device).manual_seed(config.seed)
-    g_ref = torch.Generator(device=device).manual_seed(config.seed + 1_000_003)  # fresh data for the metrics
+    g_ref = torch.Generator(device=device).manual_seed(config.seed + REFERENCE_SEED_OFFSET)
     if dataset.num_classes is not None:
         data, labels = dataset.sample_labelled(config.n_data, g_data, device=device)
     else:
         data, labels = dataset.sample(config.n_data, g_data, device=device), None
     reference = dataset.sample(config.n_samples, g_ref, device=device)
-    if config.label is not None and labels is not None:  # a conditional run is compared with its class
+    if config.label is not None and labels is not None:
         from .guidance import class_reference
 
         reference = class_reference(dataset, config.n_samples, g_ref, config.label, device)
+    return data, labels, reference
+
+
+def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
+    device = pick_device(config.device)
+    dataset = load_toy(config.dataset)
+    data, labels, reference = toy_data(dataset, config, device)
 
     process = make_process(config.process, **auto_process_options(config.process, data, config.process_options))
     field, training = build_field(process, config.field, dataset, data, labels, config, device, log_stream)

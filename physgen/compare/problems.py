@@ -48,7 +48,7 @@ __all__ = [
     "REFERENCE_SEED_OFFSET",
 ]
 
-REFERENCE_SEED_OFFSET = 1_000_003  # physgen toy's offset for the held-out data of the metrics
+from ..toy import REFERENCE_SEED_OFFSET  # noqa: E402  (physgen toy's held-out seed offset, shared)
 FLOOR_SEED_OFFSET = 2_000_029  # a second held-out set, for the metric's noise floor
 
 
@@ -166,11 +166,11 @@ class ToyProblem(Problem):
         """
         from ..data import load_toy
         from ..processes import make_process
-        from ..toy import auto_process_options, build_field, pick_device
+        from ..toy import auto_process_options, build_field, pick_device, toy_data
 
         device = pick_device(config.device)
         dataset = load_toy(config.dataset)
-        data, labels, reference = _toy_data(dataset, config, device)
+        data, labels, reference = toy_data(dataset, config, device)
         g_floor = torch.Generator(device=device).manual_seed(config.seed + FLOOR_SEED_OFFSET)
         floor = dataset.sample(config.n_samples, g_floor, device=device)
         info: dict[str, Any] = {"dataset": dataset.name, "field": config.field, "n_data": config.n_data, "seed": config.seed}
@@ -212,22 +212,6 @@ class ToyProblem(Problem):
     def title(self) -> str:
         extra = f" D={self.process.config()['D']}" if "D" in self.process.config() else ""
         return f"{self.process.name}{extra} / {self.info.get('field', '?')} field / {self.info.get('dataset', '?')}"
-
-
-def _toy_data(dataset, config, device) -> tuple[Tensor, Optional[Tensor], Tensor]:
-    """``(data, labels, reference)`` with ``physgen toy``'s seeds (so the two commands agree)."""
-    g_data = torch.Generator(device=device).manual_seed(config.seed)
-    g_ref = torch.Generator(device=device).manual_seed(config.seed + REFERENCE_SEED_OFFSET)
-    if dataset.num_classes is not None:
-        data, labels = dataset.sample_labelled(config.n_data, g_data, device=device)
-    else:
-        data, labels = dataset.sample(config.n_data, g_data, device=device), None
-    reference = dataset.sample(config.n_samples, g_ref, device=device)
-    if config.label is not None and labels is not None:  # a conditional run is compared with its class
-        from ..guidance import class_reference
-
-        reference = class_reference(dataset, config.n_samples, g_ref, config.label, device)
-    return data, labels, reference
 
 
 # --------------------------------------------------------------------------- checkpoints
