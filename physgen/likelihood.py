@@ -164,19 +164,7 @@ def rademacher(shape, *, noise=None, generator: Optional[torch.Generator] = None
 
 def prior_log_prob(process, x: Tensor) -> Tensor:
     """``log p_prior(x)`` at ``s_max`` (float64 ``[B]``): the density of the process's prior draw."""
-    custom = getattr(process, "prior_log_prob", None)
-    if callable(custom):
-        return custom(x)
-    kernel = getattr(process, "kernel", None)
-    if getattr(process, "denoiser_form", False) and kernel is not None and hasattr(kernel, "log_prob"):
-        s = torch.full((x.shape[0],), float(process.s_max), dtype=torch.float64, device=x.device)
-        return kernel.log_prob(x, s)
-    if getattr(process, "name", None) == "vp":
-        n = x[0].numel()
-        sq = x.reshape(x.shape[0], -1).double().pow(2).sum(1)
-        return -0.5 * sq - 0.5 * n * math.log(2 * math.pi)
-    raise UserError(f"process {getattr(process, 'name', process)!r} has no prior density for the likelihood "
-                    f"(supported: ve, vp, edm, ncsn, pfgmpp)")
+    return process.prior_log_prob(x)
 
 
 def _field_dtype(field) -> torch.dtype:
@@ -202,6 +190,8 @@ def log_likelihood(
     dequantize: Optional[float] = None,
     dtype: Optional[torch.dtype] = None,
     max_steps: int = 10_000,
+    solver: str = "dopri5",
+    schedule: Optional[Tensor] = None,
 ) -> LikelihoodResult:
     """``log p_{s_min}(x)`` for a batch ``x [B, ...]`` by the PF-ODE of ``process`` with ``field``.
 
@@ -211,6 +201,12 @@ def log_likelihood(
     on its batch) or from ``generator``.  ``prior(x_end)`` overrides :func:`prior_log_prob`
     (tests use the exact ``p_{s_max}``).  ``s_min`` defaults to the process's.  The solve runs
     in float64 for closed-form fields and in the network's dtype for neural ones.
+
+    ``solver``: ``dopri5`` (adaptive, ``rtol``/``atol``, the default) or any fixed-step flow
+    solver of the table, which then integrates on ``schedule`` (the sampling grid of
+    :func:`physgen.sampling.grid`) run backwards: its positive points from ``s_min`` up to
+    ``s_max`` (a grid ending at 0 loses its last, denoising step, which the ODE from the data
+    at ``s_min`` does not take).
     """
     if divergence not in ("auto", "exact", "hutchinson"):
         raise UserError(f"divergence must be auto, exact or hutchinson, got {divergence!r}")
@@ -219,7 +215,17 @@ def log_likelihood(
     shape = tuple(x.shape)
     B, N = shape[0], math.prod(shape[1:])
     method = ("exact" if N <= EXACT_DIVERGENCE_MAX_DIM else "hutchinson") if divergence == "auto" else divergence
-    lo = float(process.s_min if s_min is None else s_min)
+    points = None
+    if not solvers.get_solver(solver).adaptive:
+        if schedule is None:
+            raise UserError(f"solver {solver!r} integrates the likelihood ODE on a grid: pass --steps (and --schedule)")
+        if s_min is not None:
+            raise UserError("--s-min applies to the adaptive likelihood solve; a fixed-step grid starts at its own last positive scale")
+        s = torch.as_tensor(schedule, dtype=torch.float64).flatten()
+        points = s[s > 0].flip(0)
+        if points.numel() < 2:
+            raise UserError(f"the likelihood grid needs two positive scales, got {s.tolist()}")
+    lo = float(points[0]) if points is not None else float(process.s_min if s_min is None else s_min)
     hi = float(process.s_max)
     if not (0 < lo < hi and math.isfinite(hi)):
         raise UserError(f"need 0 < s_min < s_max (finite) for the likelihood, got s_min={lo}, s_max={hi}")
@@ -252,7 +258,10 @@ def log_likelihood(
         return torch.cat([v.reshape(B, N), div.reshape(B, 1).to(v.dtype)], dim=1)
 
     z0 = torch.cat([x.reshape(B, N), torch.zeros(B, 1, dtype=dt, device=x.device)], dim=1)
-    sol = solvers.dopri5(augmented, z0, [lo, hi], rtol=rtol, atol=atol, max_steps=max_steps)
+    if points is None:
+        sol = solvers.solve(augmented, z0, [lo, hi], solver, rtol=rtol, atol=atol, **({"max_steps": max_steps} if solver == "dopri5" else {}))
+    else:
+        sol = solvers.solve(augmented, z0, points, solver)
     z1 = sol.x
     if not bool(torch.isfinite(z1).all()):
         raise FloatingPointError(f"the likelihood ODE produced non-finite values between s={lo:g} and s={hi:g}; "

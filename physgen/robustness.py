@@ -46,7 +46,7 @@ def noisy_solve(flow, x: Tensor, schedule, method: str = "heun", *, alpha: float
     """
     if not (isinstance(alpha, (int, float)) and alpha >= 0):
         raise UserError(f"alpha must be a number >= 0, got {alpha!r}")
-    if method in solvers.STOCHASTIC:
+    if solvers.get_solver(method).stochastic:
         raise UserError(f"noise injection wraps an ODE solver; {method!r} is stochastic")
     if noise is not None and generator is not None:
         raise ValueError("pass either noise or generator, not both")
@@ -78,10 +78,8 @@ def sample_with_noise(process, field, x0: Tensor, schedule, method: str = "heun"
 
 
 def budget_schedule(process, steps: int) -> Tensor:
-    """Perturbation (b): the process's own schedule with ``steps`` points (fewer steps = less NFE)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
-        raise UserError(f"steps must be an integer >= 2, got {steps!r}")
-    return process.default_schedule(steps)
+    """Perturbation (b): the process's own grid with ``steps`` steps (fewer steps = less NFE)."""
+    return process.grid(steps)
 
 
 def _check_bits(bits) -> int:

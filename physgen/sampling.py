@@ -1,87 +1,200 @@
-"""The bridge from (process, field) to a solver: one function, ``sample``.
+"""The one dispatcher from ``(process, field)`` to a solver, and the one discretisation.
 
-Deterministic solvers integrate ``process.flow(field)``; stochastic samplers need more of
-the process (its SDE, its score, its noise levels), so each registers an *adapter* here:
-``SAMPLERS[name](process, field, x0, schedule, *, noise, label, **options) -> Solution``.
-Names not registered here are looked up as ODE solvers in the ``solvers`` package.
-Every adapter returns the solver's :class:`solvers.Solution` (NFE counted at the field).
+* :func:`grid` maps ``(process, --steps K, --schedule NAME, --solver)`` to the grid every
+  command integrates on (toy, compare-solvers, sample, training grids, nll, experiments):
+  ``K`` integration steps of :meth:`physgen.processes.Process.grid`, or, for a solver whose
+  row says ``grid="levels"`` (``ald``), ``K`` Langevin levels of the process (its NCSNv2
+  plan when ``K`` is not given) followed by the final denoising step to 0.
+* :func:`sample` looks the solver up in the table (:data:`solvers.SOLVERS`), checks what it
+  needs against what the process offers (one error naming what is missing and which
+  solvers would run), splits the process's sampling modes (Yukawa's ``birth_death``) from
+  the solver's options (checked against the solver's own list), maps the state and the grid
+  where an offer lives in other coordinates (VP's σ form), solves, and refuses to return a
+  result that diverged (non-finite, or far outside the prior's scale).
+
+No process name appears here: a process declares what it offers.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
 
 import solvers
 from solvers.base import Solution
+from solvers.spec import NEEDS, OptionError, parse_options
 
 from .errors import UserError, unknown_name
 from .noise import SeededNoise
+from .processes.base import Process, check_steps
 
-__all__ = ["SAMPLERS", "register_sampler", "sampler_names", "sample", "check_finite"]
+__all__ = ["grid", "sample", "sampling_record", "solver_rows", "format_solver_table", "check_result", "DivergenceError", "DIVERGENCE_RATIO"]
 
-Adapter = Callable[..., Solution]
-SAMPLERS: dict[str, Adapter] = {}
-
-
-def register_sampler(name: str) -> Callable[[Adapter], Adapter]:
-    def deco(fn: Adapter) -> Adapter:
-        SAMPLERS[name] = fn
-        return fn
-
-    return deco
+DIVERGENCE_RATIO = 4.0
+"""A result whose median distance from the prior's centre exceeds this multiple of the
+prior draws' is refused: generation contracts a wide prior onto the data, so samples far
+outside the prior's own scale mean the solver diverged (or the prior does not cover the data)."""
 
 
-def _load_adapters() -> None:
-    """Import the modules that register stochastic adapters (each is optional)."""
-    import importlib
+class DivergenceError(FloatingPointError):
+    """A sampler's result is non-finite or far outside the prior's scale (``solution``: what it returned)."""
 
-    for module in ("physgen.samplers_stochastic", "physgen.genphys.births"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:  # a module not written yet is fine; a broken import is not
-            if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
-                raise
+    solution: Optional[Solution] = None
 
 
-def sampler_names() -> list[str]:
-    _load_adapters()
-    return sorted(set(SAMPLERS) | set(solvers.solver_names()))
-
-
-@register_sampler("euler-maruyama")
-def _euler_maruyama(process, field, x0, schedule, *, noise=None, label=None, **options) -> Solution:
-    return solvers.euler_maruyama(process.sde(field, label), x0, schedule, noise=noise, **options)
-
-
-def sample(
-    process,
-    field,
-    x0: Tensor,
-    schedule: Tensor,
-    method: str = "heun",
-    *,
-    noise: Optional[SeededNoise] = None,
-    label: Optional[Tensor] = None,
-    **options,
-) -> Solution:
-    """Generate from ``x0`` (drawn at ``schedule[0]``) with the named solver or sampler."""
-    _load_adapters()
-    special = process.generate(field, x0, schedule, method, noise=noise, label=label, **options)
-    if special is not None:
-        return special
-    if method in SAMPLERS:
-        return SAMPLERS[method](process, field, x0, schedule, noise=noise, label=label, **options)
+def _spec(method: str) -> solvers.Spec:
     try:
-        return solvers.solve(process.flow(field, label), x0, schedule, method=method, **options)
-    except ValueError as e:
-        if str(e).startswith("unknown solver"):
-            raise unknown_name("solver", method, sampler_names()) from None
+        return solvers.get_solver(method)
+    except ValueError:
+        raise unknown_name("solver", method, solvers.solver_names()) from None
+
+
+def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] = None, *, method: str = "heun",
+         dim: Optional[int] = None) -> Tensor:
+    """The grid ``method`` integrates on for ``steps`` steps of the named schedule (float64, decreasing).
+
+    ``steps=None`` is the process's default (``default_steps``, 18 for most; for ``ald``, the
+    process's NCSNv2 number of levels).
+    For ``ald`` (and any solver whose row says ``grid="levels"``) the points are the
+    process's Langevin levels (``dim``, the data dimension, decides NCSNv2's rule) plus 0.
+    """
+    spec = _spec(method)
+    if spec.grid == "levels":
+        if schedule is not None:
+            raise UserError(f"solver {method!r} runs on the process's geometric noise levels; --schedule does not apply (use --steps L for L levels)")
+        if "score" not in process.capabilities():
+            raise UserError(f"solver {method!r} needs {NEEDS['score']}; process {process.describe()} has none (its kernel is not Gaussian)")
+        if dim is None:
+            raise UserError(f"solver {method!r} needs the data dimension to place its levels")
+        levels = process.langevin_levels(int(dim), None if steps is None else check_steps(steps))
+        return torch.cat([levels.double(), torch.zeros(1, dtype=torch.float64)])
+    return process.grid(steps, schedule)
+
+
+def _split_modes(process: Process, options: dict) -> tuple[dict, dict]:
+    """``(modes for process.offers, solver options)``: the process's declared sampling options, parsed."""
+    declared = {o.name for o in process.sampling_options}
+    given = {k: v for k, v in options.items() if k in declared}
+    try:
+        modes = parse_options(process.sampling_options, given, f"process {process.describe()}")
+    except OptionError as exc:
+        raise UserError(str(exc)) from None
+    return modes, {k: v for k, v in options.items() if k not in declared}
+
+
+def _route(spec: solvers.Spec, offers: dict, options: dict) -> tuple[solvers.Spec, dict]:
+    """A process in a births mode offers only ``births``: ``heun``/``euler`` then step the
+    births sampler (``--solver heun --birth-death smc``), with its mode."""
+    births = offers.get("births")
+    if births is None or "flow" in offers or spec.target not in ("flow", "denoiser") or spec.name == "births":
+        return spec, options
+    if spec.name not in ("heun", "euler"):
+        raise UserError(f"sampling with births steps with heun or euler (log-weights by the trapezoid rule), got --solver {spec.name!r}")
+    return solvers.get_solver("births"), {**options, "method": spec.name, "mode": births.mode}
+
+
+def _missing(spec: solvers.Spec, process: Process, caps) -> UserError:
+    need = next(n for n in spec.needs if n not in caps)
+    runs = [n for n, s in solvers.SOLVERS.items() if all(k in caps for k in s.needs) and not n.startswith(solvers.TORCHDIFFEQ_PREFIX)]
+    return UserError(f"solver {spec.name!r} needs {NEEDS[need]}; process {process.describe()} does not offer it "
+                     f"(it offers: {', '.join(sorted(caps))}; solvers that run here: {', '.join(runs)})")
+
+
+def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = "heun", *, noise: Optional[SeededNoise] = None,
+           label: Optional[Tensor] = None, **options) -> Solution:
+    """Generate from ``x0`` (drawn at ``schedule[0]``) with the named solver; see the module docstring."""
+    spec = _spec(method)
+    modes, options = _split_modes(process, options)
+    offers, caps = process.offers(field, label, **modes), process.capabilities(**modes)
+    spec, options = _route(spec, offers, options)
+    if any(n not in caps for n in spec.needs):
+        raise _missing(spec, process, caps)
+    try:
+        options = spec.check_options(options)
+    except OptionError as exc:
+        raise UserError(str(exc)) from None
+    if spec.stochastic and noise is not None:
+        options["noise"] = noise
+    target = offers[spec.target]
+    x, s = x0, schedule
+    state_scale = None
+    if callable(getattr(target, "scale_of", None)):  # an offer in other coordinates (VP's σ form)
+        t = torch.as_tensor(schedule, dtype=torch.float64).cpu()
+        state_scale = target.scale_of(t)
+        s = target.sigma_of(t)
+        x = x0 / float(state_scale[0])
+    sol = spec.fn(target, x, s, **options)
+    if state_scale is not None:
+        sol.x = sol.x * float(state_scale[-1])
+        if sol.stats.trajectory is not None and sol.stats.trajectory.shape[0] == state_scale.shape[0]:
+            sol.stats.trajectory = sol.stats.trajectory * state_scale.to(sol.x.device, sol.x.dtype).reshape(-1, *[1] * x0.dim())
+    sol.stats.extra.update(modes)  # the process's sampling modes (Yukawa's birth_death), recorded with the result
+    try:
+        check_result(sol.x, x0, spec.name, len(schedule) - 1)
+    except DivergenceError as exc:
+        exc.solution = sol
         raise
+    return sol
 
 
-def check_finite(x: Tensor, what: str = "samples") -> None:
-    bad = ~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)
+def check_result(x: Tensor, x0: Tensor, solver: str, steps: int) -> None:
+    """:class:`DivergenceError` when ``x`` is non-finite, or when its median distance from the
+    prior's centre (the coordinate-wise median of ``x0``) exceeds :data:`DIVERGENCE_RATIO`
+    times the prior draws' (checked from 8 samples up)."""
+    flat = x.reshape(x.shape[0], -1)
+    bad = ~torch.isfinite(flat).all(1)
+    hint = f"take more steps than {steps} (--steps) or another solver"
     if bool(bad.any()):
-        raise FloatingPointError(f"{int(bad.sum())} of {x.shape[0]} {what} are NaN or Inf")
+        raise DivergenceError(f"solver {solver!r} with {steps} steps diverged: {int(bad.sum())} of {x.shape[0]} samples are NaN or Inf; {hint}")
+    if x.shape[0] < 8 or x.shape != x0.shape:
+        return
+    f0 = x0.reshape(x0.shape[0], -1).to(flat.dtype)
+    centre = f0.median(0).values
+    r0 = (f0 - centre).norm(dim=1).median()
+    r = (flat - centre).norm(dim=1).median()
+    if float(r) > DIVERGENCE_RATIO * float(r0) > 0:
+        raise DivergenceError(f"solver {solver!r} with {steps} steps diverged: the samples' median distance from the prior's centre "
+                              f"is {float(r):.3g}, {float(r / r0):.1f}x the prior's own ({float(r0):.3g}); {hint} "
+                              f"(or, if the data lie outside the prior, a larger sigma_max)")
+
+
+def sampling_record(process: Process, method: str, schedule_name: Optional[str], schedule: Tensor, stats) -> dict:
+    """What a sampling command did, for its JSON (``metrics.json``, ``sampling.json``):
+    solver, integration steps, schedule name, NFE (measured) and the grid's end points."""
+    spec = _spec(method)
+    name = schedule_name or ("levels" if spec.grid == "levels" else process.default_schedule_name)
+    s = torch.as_tensor(schedule, dtype=torch.float64)
+    return {"solver": method, "steps": int(s.numel() - 1), "schedule": name, "nfe": int(stats.nfe), "nfe_per_step": spec.nfe,
+            "s_max": float(s[0]), "s_end": float(s[-1])}
+
+
+def solver_rows(process: Optional[Process] = None, **modes) -> list[dict]:
+    """One row per solver of the table: name, needs, order, NFE per step, stochastic,
+    adaptive, and (for a process) whether it runs there or what is missing."""
+    caps = process.capabilities(**modes) if process is not None else None
+    rows = []
+    for name, spec in solvers.SOLVERS.items():
+        row = {"name": name, "needs": " + ".join(spec.needs), "order": spec.order, "nfe_per_step": spec.nfe,
+               "stochastic": spec.stochastic, "adaptive": spec.adaptive, "reference": spec.reference,
+               "options": ", ".join(o.name for o in spec.options)}
+        if caps is not None:
+            missing = [n for n in spec.needs if n not in caps]
+            if "births" in caps and spec.name in ("heun", "euler"):
+                missing = []
+            row["runs"] = "yes" if not missing else f"no: needs {missing[0]}"
+        rows.append(row)
+    return rows
+
+
+def format_solver_table(process: Optional[Process] = None, **modes) -> str:
+    """The table ``--list-solvers`` prints."""
+    rows = solver_rows(process, **modes)
+    cols = ["name", "needs", "order", "nfe_per_step", "stochastic"] + (["runs"] if process is not None else []) + ["options"]
+    text = [[str(r[c]) if not isinstance(r[c], bool) else ("yes" if r[c] else "no") for c in cols] for r in rows]
+    widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
+    head = f"solvers for process {process.describe()}" if process is not None else "solvers"
+    lines = [head, "  ".join(c.ljust(w) for c, w in zip(cols, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(t, widths)) for t in text]
+    lines.append("needs: " + "; ".join(f"{k} = {v}" for k, v in NEEDS.items()))
+    return "\n".join(lines)

@@ -19,13 +19,18 @@ from torch import Tensor
 
 from .data import load_toy
 from .errors import UserError, unknown_name
+from .guidance import (GUIDANCE_KINDS, ClassifierFreeGuidance, ClassifierGuidance, bayes_classifier, load_classifier, make_classifier,
+                       parse_interval, sample_guided)
+from .guidance.wrappers import check_w
 from .io import ensure_dir, save_figure, save_npy, write_json
 from .metrics import sample_metrics
 from .noise import SeededNoise
-from .processes import make_process, process_class
-from .sampling import check_finite, sample
+from .processes import data_defaults, make_process, process_class
+from .training import TrainConfig, train, train_classifier
+from .sampling import grid, sample, sampling_record
 
-__all__ = ["ToyConfig", "run_toy", "build_field", "pick_device", "auto_process_options", "FIELDS"]
+__all__ = ["ToyConfig", "run_toy", "build_field", "pick_device", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
+           "class_fraction", "class_reference"]
 
 FIELDS = ("exact", "analytic", "mlp")
 
@@ -52,10 +57,10 @@ class ToyConfig:
     hidden: int = 256
     depth: int = 3
     solver: str = "heun"
-    steps: int = 18
+    steps: Optional[int] = None  # None: 18 integration steps (ald: the process's NCSNv2 levels)
     schedule: Optional[str] = None
-    rtol: float = 1e-5
-    atol: float = 1e-5
+    rtol: Optional[float] = None  # adaptive solvers only (their default: 1e-5)
+    atol: Optional[float] = None
     n_samples: int = 2000
     seed: int = 0
     device: str = "auto"
@@ -73,36 +78,21 @@ class ToyConfig:
         process_class(self.process)  # unknown name -> error listing the valid ones
         if self.field not in FIELDS:
             raise unknown_name("field", self.field, FIELDS)
-        for name in ("n_data", "train_steps", "batch", "hidden", "depth", "steps", "n_samples"):
+        for name in ("n_data", "train_steps", "batch", "hidden", "depth", "n_samples"):
             if int(getattr(self, name)) <= 0:
                 raise UserError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
         for name in ("rtol", "atol", "lr"):
-            if not getattr(self, name) > 0:
-                raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
-        from .guidance import check_toy_guidance
-
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise UserError(f"--{name} must be finite and > 0, got {value}")
         check_toy_guidance(self)
 
 
-def auto_process_options(process_name: str, data: Tensor, given: dict) -> dict:
-    """Scale-dependent defaults from the data (the image defaults, σ_max = 80, are wrong for toys).
-
-    ``sigma_data`` = the data's per-coordinate std (EDM's definition); ``sigma_max`` = the
-    largest pairwise distance (NCSNv2, arXiv 2006.09011, technique 1), on a subsample.
-    Only options the process accepts and the user did not set are filled in.
-    """
-    import inspect
-
-    params = inspect.signature(process_class(process_name).__init__).parameters
-    opts = dict(given)
-    sub = data[:2000].double()
-    if "prior_mean" in params and opts.get("prior_mean") is None:  # a prior centred on the data (Yukawa)
-        opts["prior_mean"] = sub.mean(0).tolist()
-    if "sigma_data" in params and opts.get("sigma_data") is None:
-        opts["sigma_data"] = float(sub.std())
-    if "sigma_max" in params and opts.get("sigma_max") is None:
-        opts["sigma_max"] = float(torch.cdist(sub, sub).max())
-    return opts
+def toy_process(config: ToyConfig, data: Tensor):
+    """The process of a toy run: ``config.process_options`` over the process's data defaults
+    (prior centred on the data, ``σ_max`` matched to its spread: each class's
+    ``defaults_for_data``; the image defaults, σ_max = 80, are wrong for toys)."""
+    return make_process(config.process, **data_defaults(config.process, data, config.process_options))
 
 
 def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tensor], config: ToyConfig, device, log_stream=None):
@@ -114,7 +104,6 @@ def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tens
             raise UserError(f"--field analytic needs a Gaussian-mixture dataset (8gaussians, 25gaussians, a .json mixture); {dataset.name!r} is not one")
         return process.analytic_field(dataset.mixture), None
     from .nets.mlp import MLP
-    from .training import TrainConfig, train
 
     # a conditional network only when a label is asked for; label dropout keeps the null label trained
     if config.label is None:
@@ -152,8 +141,6 @@ def toy_data(dataset, config: ToyConfig, device) -> tuple[Tensor, Optional[Tenso
         data, labels = dataset.sample(config.n_data, g_data, device=device), None
     reference = dataset.sample(config.n_samples, g_ref, device=device)
     if config.label is not None and labels is not None:
-        from .guidance import class_reference
-
         reference = class_reference(dataset, config.n_samples, g_ref, config.label, device)
     return data, labels, reference
 
@@ -163,37 +150,30 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
     dataset = load_toy(config.dataset)
     data, labels, reference = toy_data(dataset, config, device)
 
-    process = make_process(config.process, **auto_process_options(config.process, data, config.process_options))
+    process = toy_process(config, data)
     field, training = build_field(process, config.field, dataset, data, labels, config, device, log_stream)
     sampler = sample
     if config.guidance is not None:  # a guided field; sample_guided reports NFE as field evaluations
-        from .guidance import guide_toy, sample_guided
-
         field, sampler = guide_toy(config, process, field, data, labels, device, log_stream), sample_guided
 
-    schedule = process.schedule(config.steps, config.schedule)
+    schedule = grid(process, config.steps, config.schedule, method=config.solver, dim=data.shape[1])
     noise = SeededNoise(config.seed, range(config.n_samples))
     x0 = process.sample_prior((config.n_samples, data.shape[1]), noise=noise, device=device)
     label = None if config.label is None else torch.full((config.n_samples,), config.label, device=device, dtype=torch.long)
-    options = dict(config.sampler_options)
-    if config.solver == "dopri5" or config.solver.startswith("torchdiffeq:"):
-        options.setdefault("rtol", config.rtol)
-        options.setdefault("atol", config.atol)
+    options = {**{k: v for k, v in (("rtol", config.rtol), ("atol", config.atol)) if v is not None}, **config.sampler_options}
     t0 = time.perf_counter()
     with torch.no_grad():
         sol = sampler(process, field, x0, schedule, config.solver, noise=noise, label=label, return_trajectory=True, **options)
-    x = process.finalize(sol.x)
+    x = sol.x
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
-    check_finite(x)
 
     metrics = sample_metrics(x, reference)
     if config.label is not None and labels is not None:  # fraction of samples whose nearest data point has the label
-        from .guidance import class_fraction
-
         metrics["label_fraction"] = class_fraction(x, data, labels, config.label)
-    metrics.update(nfe=sol.stats.nfe, steps=sol.stats.steps, accepted=sol.stats.accepted, rejected=sol.stats.rejected, wall_s=wall)
+    metrics.update(sampling_record(process, config.solver, config.schedule, schedule, sol.stats),
+                   accepted=sol.stats.accepted, rejected=sol.stats.rejected, wall_s=wall)
     if training is not None:
         metrics["final_loss"] = float(sum(training.losses[-50:]) / len(training.losses[-50:]))
     metrics.update({k: v for k, v in sol.stats.extra.items() if isinstance(v, (int, float))})
@@ -246,3 +226,81 @@ def plot_trajectories(traj: Tensor, path: Path, n_paths: int = 64, process: str 
     ax.set_title(f"{process} trajectories (prior -> data), {traj.shape[0]} states")
     ax.legend(loc="upper right")
     save_figure(fig, path, dpi=110)
+
+
+# --------------------------------------------------------------------------- guidance (--guidance, --label)
+
+def check_toy_guidance(config) -> None:
+    """Validate the guidance fields of a :class:`physgen.toy.ToyConfig`."""
+    if config.guidance is None:
+        if config.classifier_ckpt is not None:
+            raise UserError("--classifier-ckpt is only used with --guidance classifier")
+        return
+    if config.guidance not in GUIDANCE_KINDS:
+        raise unknown_name("guidance", config.guidance, GUIDANCE_KINDS)
+    if config.label is None:
+        raise UserError(f"--guidance {config.guidance} needs --label (the class to guide towards)")
+    check_w(config.w)
+    parse_interval(config.guidance_interval)
+    if config.guidance == "cfg" and config.classifier_ckpt is not None:
+        raise UserError("--classifier-ckpt is only used with --guidance classifier")
+
+
+def guide_toy(config, process, field, data: Tensor, labels: Optional[Tensor], device, log_stream=None):
+    """The guided field for ``physgen toy``: CFG around the (conditional) field, or classifier
+    guidance with ``--classifier-ckpt``, the Bayes classifier of an exact/analytic field, or a
+    classifier trained here on the same data (``--field mlp`` without a checkpoint)."""
+    if config.guidance == "cfg":
+        return ClassifierFreeGuidance(field, config.w, interval=config.guidance_interval)
+    if config.classifier_ckpt is not None:
+        classifier = load_classifier(config.classifier_ckpt, process, device)
+    elif config.field in ("exact", "analytic"):
+        classifier = bayes_classifier(field)
+    else:
+        if labels is None:
+            raise UserError(f"dataset {config.dataset!r} has no labels to train a classifier on")
+        k = int(labels.max()) + 1
+        classifier = make_classifier(process, data.shape[1:], k, hidden=config.hidden, depth=config.depth,
+                                     sigma_data=getattr(process, "sigma_data", 0.5)).to(device)
+        tcfg = TrainConfig(steps=config.train_steps, batch=config.batch, lr=config.lr, seed=config.seed + 1,
+                           log_every=max(1, config.train_steps // 10))
+
+        def batch(n: int, g: torch.Generator):
+            idx = torch.randint(0, data.shape[0], (n,), generator=g, device=g.device)
+            return data[idx], labels[idx]
+
+        classifier = train_classifier(process, classifier, batch, tcfg, device=device, log_stream=log_stream).ema
+    if classifier.num_classes <= int(config.label):
+        raise UserError(f"label {config.label} out of range: the classifier has {classifier.num_classes} classes")
+    return ClassifierGuidance(field, process, classifier, config.w, interval=config.guidance_interval)
+
+
+@torch.no_grad()
+def class_fraction(samples: Tensor, data: Tensor, labels: Tensor, label: int, *, chunk: int = 1024) -> float:
+    """Fraction of ``samples`` whose nearest point of the labelled ``data`` has class ``label``
+    (a 1-nearest-neighbour classifier; samples with a NaN/Inf count as misses)."""
+    xs = samples.reshape(samples.shape[0], -1).to(data.device, torch.float32)
+    xd = data.reshape(data.shape[0], -1).float()
+    hits = 0
+    for r0 in range(0, xs.shape[0], chunk):
+        xr = xs[r0:r0 + chunk]
+        nearest = torch.cdist(xr, xd).argmin(1)
+        ok = (labels.to(xd.device)[nearest] == int(label)) & torch.isfinite(xr).all(1)
+        hits += int(ok.sum())
+    return hits / max(1, xs.shape[0])
+
+
+def class_reference(dataset, n: int, generator: torch.Generator, label: int, device=None, max_tries: int = 64) -> Tensor:
+    """``n`` fresh points of class ``label`` from a labelled toy dataset (rejection on the label)."""
+    k = dataset.num_classes
+    if k is None or not 0 <= int(label) < int(k):
+        raise UserError(f"label {label!r} out of range: dataset {dataset.name!r} has {k or 0} classes")
+    out, have = [], 0
+    for _ in range(max_tries):
+        x, y = dataset.sample_labelled(max(n, 256) * 2, generator, device=device)
+        keep = x[y == int(label)]
+        out.append(keep)
+        have += keep.shape[0]
+        if have >= n:
+            return torch.cat(out)[:n]
+    raise UserError(f"class {label} of dataset {dataset.name!r} is too rare to draw {n} reference points")

@@ -44,12 +44,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import UserError
+from .errors import UserError, unknown_name
 from .io import save_torch
 
 __all__ = [
@@ -66,6 +67,10 @@ __all__ = [
     "resolve_precision",
     "chunk_seed",
     "PRECISIONS",
+    "ClassifierObjective",
+    "SCALE_LAWS",
+    "train_classifier",
+    "classifier_accuracy",
 ]
 
 BatchFn = Callable[[int, torch.Generator], tuple[Tensor, Optional[Tensor]]]
@@ -545,3 +550,75 @@ def train(
     field.eval()
     ema.eval()
     return TrainResult(field=field, ema=ema, losses=losses, step=step, stopped_early=stopped and step < total, checkpoint=last_ckpt[0])
+
+
+# --------------------------------------------------------------------------- classifiers
+# The training objective of the noise-conditional classifiers of classifier guidance
+# (:mod:`physgen.guidance.classifier`): a process stand-in for :func:`train`.
+
+SCALE_LAWS = ("mixed", "process", "log-uniform")
+
+
+class ClassifierObjective:
+    """Stands in for a process in :func:`physgen.training.train`: cross-entropy of the classifier
+    on ``x ~ p_s(x | y)`` drawn with the process's own kernel (``process.perturb``).
+
+    Scales ``s``: ``process`` = ``process.sample_scales`` (the field's training law);
+    ``log-uniform`` over the sampling range ``[s_min, s_max]``; ``mixed`` (default) = half of
+    each.  Why mixed: guidance acts at every step of the schedule and the shift multiplies the
+    classifier's gradient by ``σ²``, so errors at the largest scales, which EDM's log-normal
+    law (``ln σ ~ N(-1.2, 1.2²)``) almost never trains, are magnified the most (measured on 8
+    Gaussians, MLP, 400 steps: the shift error at ``σ_max`` fell from 72% to 24% of the
+    Bayes-classifier shift, unchanged at ``σ ≤ 4``).
+    """
+
+    def __init__(self, process, scales: str = "mixed"):
+        if scales not in SCALE_LAWS:
+            raise unknown_name("classifier scale law", scales, SCALE_LAWS)
+        self.process, self.scales = process, scales
+        self.name = process.name
+
+    def config(self) -> dict:
+        return self.process.config()
+
+    def sample_scales(self, n: int, generator=None, device=None) -> Tensor:
+        proc = self.process
+        s = proc.sample_scales(n, generator=generator, device=device).double()
+        if self.scales == "process":
+            return s
+        lo, hi = math.log(proc.s_min), math.log(proc.s_max)
+        u = torch.exp(lo + (hi - lo) * torch.rand(n, generator=generator, device=device, dtype=torch.float64))
+        if self.scales == "log-uniform":
+            return u
+        return torch.where(torch.arange(n, device=u.device) % 2 == 0, s, u)
+
+    def loss(self, classifier, y: Tensor, *, generator=None, label: Optional[Tensor] = None) -> Tensor:
+        if label is None:
+            raise UserError("training a classifier needs labelled data")
+        s = self.sample_scales(y.shape[0], generator=generator, device=y.device).to(y.dtype)
+        x = self.process.perturb(y, s, generator=generator)
+        return F.cross_entropy(classifier(x, s).float(), label.long(), reduction="none")
+
+
+def train_classifier(process, classifier: nn.Module, sample_batch, config, *, scales: str = "mixed", out_dir=None,
+                     resume: bool = False, device=None, log_stream=None):
+    """Train ``classifier`` with :func:`physgen.training.train` (Adam, EMA, checkpoints, resume).
+
+    ``sample_batch(n, generator) -> (y, labels)``; ``scales``: see :class:`ClassifierObjective`.
+    Returns the ``TrainResult`` (``.ema`` is the classifier to use); checkpoints for resuming
+    go to ``out_dir/checkpoints``.
+    """
+    return train(ClassifierObjective(process, scales), classifier, sample_batch, config, out_dir=out_dir, resume=resume,
+                 device=device, log_stream=log_stream)
+
+
+@torch.no_grad()
+def classifier_accuracy(classifier, process, y: Tensor, labels: Tensor, sigmas: Sequence[float], *, generator=None) -> dict[str, float]:
+    """Accuracy on ``x ~ p_s(x | y)`` at each scale in ``sigmas`` (keys ``acc@<s>``)."""
+    out = {}
+    for sv in sigmas:
+        s = torch.full((y.shape[0],), float(sv), device=y.device, dtype=y.dtype)
+        x = process.perturb(y, s, generator=generator)
+        pred = classifier(x, s).argmax(1)
+        out[f"acc@{sv:g}"] = float((pred == labels.to(pred.device)).double().mean())
+    return out

@@ -1,45 +1,36 @@
 """Batched ODE/SDE solvers for generative flows (physics-agnostic).
 
-A solver is ``solver(flow, x, schedule, *, return_trajectory=False, **options) -> Solution``
-where ``flow(x [B, ...], s [B]) -> dx/ds`` and ``schedule`` is a strictly monotone
-sequence of scales (see :mod:`solvers.base` for the contract).  ``solve`` dispatches by
-name through :data:`SOLVERS`; ``"torchdiffeq:METHOD"`` goes to the torchdiffeq adapter.
-Stochastic samplers take an :class:`SDE` (or a score model) instead of a flow and are
-listed in :data:`STOCHASTIC`; samplers built on ``denoise`` are listed in
-:data:`NEEDS_DENOISER`.  New samplers join with :func:`register_solver`.
+ONE table, :data:`SOLVERS`: name -> :class:`~solvers.spec.Spec` (the function, what it
+needs, its order, its NFE per step, whether it is adaptive or stochastic, and its typed
+options).  ``solve(target, x, schedule, method=NAME, **options)`` works for every name in
+the table, given the object that name needs (a flow, a denoiser-form flow, an SDE, a
+Gaussian transition, a score, a births flow: :mod:`solvers.spec`).  Every fixed-step method
+is a step rule run by the one step loop, :func:`solvers._loop.run_steps`; a new solver is
+one function and one row (:func:`register_solver` for solvers defined elsewhere).
 """
 from __future__ import annotations
 
-from typing import Callable
-
 from .adaptive import dopri5
-from .births import births, effective_sample_size, systematic_resample
 from .base import (
     SDE,
-    CountedFlow,
-    CountedSDE,
+    Counted,
     DenoiserFlow,
+    DenoiserFormError,
     Flow,
+    GaussianTransition,
     NoiseFn,
     Solution,
+    SolverError,
     SolverStats,
     as_schedule,
     default_noise,
     scale_batch,
 )
+from .births import births, effective_sample_size, systematic_resample
 from .dpm import dpm2, dpmpp_2m
+from .langevin import annealed_langevin, choose_eps, langevin, variance_ratio
 from .multistep import adams_bashforth_coefficients, lms
-from .runge_kutta import (
-    TABLEAUX,
-    ButcherTableau,
-    euler,
-    explicit_rk,
-    heun,
-    midpoint,
-    rk3,
-    rk4,
-    rk4_38,
-)
+from .runge_kutta import TABLEAUX, ButcherTableau, euler, explicit_rk, heun, midpoint, rk3, rk4, rk4_38
 from .schedules import (
     SCHEDULES,
     edm_schedule,
@@ -50,107 +41,92 @@ from .schedules import (
     vp_time_schedule,
 )
 from .sde import euler_maruyama
-from .langevin import annealed_langevin, langevin
+from .spec import NEEDS, Option, OptionError, Spec
 from .stochastic import ddpm_ancestral, edm_sde, pc
-from .torchdiffeq_adapter import torchdiffeq_methods, torchdiffeq_solver
+from .torchdiffeq_adapter import TORCHDIFFEQ_FIXED_GRID, TORCHDIFFEQ_PREFIX, make_torchdiffeq, torchdiffeq_methods, torchdiffeq_solver
+from ._loop import require
 
 __all__ = [
     # contract
-    "Flow", "DenoiserFlow", "SDE", "SolverStats", "Solution", "CountedFlow", "CountedSDE", "NoiseFn",
-    "as_schedule", "scale_batch", "default_noise",
+    "Flow", "DenoiserFlow", "SDE", "GaussianTransition", "SolverStats", "Solution", "Counted", "NoiseFn",
+    "DenoiserFormError", "SolverError", "as_schedule", "scale_batch", "default_noise", "Spec", "Option", "OptionError", "NEEDS",
     # solvers
     "euler", "midpoint", "heun", "rk3", "rk4", "rk4_38", "explicit_rk", "ButcherTableau", "TABLEAUX",
     "lms", "adams_bashforth_coefficients", "dpm2", "dpmpp_2m", "dopri5", "torchdiffeq_solver",
-    "torchdiffeq_methods", "euler_maruyama", "births", "systematic_resample", "effective_sample_size", "annealed_langevin", "langevin", "pc", "edm_sde", "ddpm_ancestral",
+    "torchdiffeq_methods", "euler_maruyama", "births", "systematic_resample", "effective_sample_size",
+    "annealed_langevin", "langevin", "choose_eps", "variance_ratio", "pc", "edm_sde", "ddpm_ancestral",
     # schedules
     "edm_schedule", "uniform_schedule", "log_uniform_schedule", "vp_time_schedule", "ve_time_schedule",
     "make_schedule", "SCHEDULES",
-    # registry
-    "SOLVERS", "STOCHASTIC", "NEEDS_DENOISER", "TORCHDIFFEQ_PREFIX", "solve", "get_solver", "solver_names",
-    "is_stochastic", "needs_denoiser", "register_solver",
+    # the table
+    "SOLVERS", "TORCHDIFFEQ_PREFIX", "solve", "get_solver", "solver_names", "register_solver",
 ]
 
-TORCHDIFFEQ_PREFIX = "torchdiffeq:"
+_LAST = "; 1 for a last step to 0"
 
-SOLVERS: dict[str, Callable[..., Solution]] = {
-    "euler": euler,
-    "midpoint": midpoint,
-    "heun": heun,
-    "rk3": rk3,
-    "rk4": rk4,
-    "rk4-38": rk4_38,
-    "lms": lms,
-    "dpm2": dpm2,
-    "dpmpp-2m": dpmpp_2m,
-    "dopri5": dopri5,
-    "euler-maruyama": euler_maruyama,
-    "ald": annealed_langevin,  # (score, x, levels, *, eps, steps_per_level)
-    "edm-sde": edm_sde,  # (denoiser-form flow, x, schedule, *, s_churn, ...)
-}
-"""Name -> solver.  Stochastic samplers go in here too, with their name in :data:`STOCHASTIC`."""
+SOLVERS: dict[str, Spec] = {spec.name: spec for spec in (
+    Spec("euler", euler, ("flow",), "1", "1", "Euler; on the denoiser form it is DDIM (arXiv 2010.02502)"),
+    Spec("midpoint", midpoint, ("flow",), "2", "2" + _LAST, "explicit midpoint rule"),
+    Spec("heun", heun, ("flow",), "2", "2" + _LAST, "Heun as in EDM, Karras et al., arXiv 2206.00364, Alg. 1"),
+    Spec("rk3", rk3, ("flow",), "3", "3" + _LAST, "Kutta's third-order method (1901)"),
+    Spec("rk4", rk4, ("flow",), "4", "4" + _LAST, "classic Runge-Kutta"),
+    Spec("rk4-38", rk4_38, ("flow",), "4", "4" + _LAST, "Kutta's 3/8 rule (torchdiffeq's rk4)"),
+    Spec("lms", lms, ("flow",), "order (2 with the default warm-up)", "1 (+3 per RK4 warm-up step)",
+         "Adams-Bashforth on a non-uniform grid, k-diffusion's sample_lms"),
+    Spec("dpm2", dpm2, ("denoiser",), "2", "2" + _LAST, "DPM-Solver-2, Lu et al., arXiv 2206.00927"),
+    Spec("dpmpp-2m", dpmpp_2m, ("denoiser",), "2", "1", "DPM-Solver++(2M), Lu et al., arXiv 2211.01095"),
+    Spec("dopri5", dopri5, ("flow",), "5(4)", "6 per attempted step, per-sample control", "Dormand & Prince (1980)", adaptive=True),
+    Spec("euler-maruyama", euler_maruyama, ("sde",), "0.5 strong, 1 weak", "1", "reverse SDE, Song et al., arXiv 2011.13456",
+         stochastic=True),
+    Spec("pc", pc, ("transition",), "1 weak", "1 + corrector_steps", "predictor-corrector, arXiv 2011.13456, Alg. 4/5", stochastic=True),
+    Spec("edm-sde", edm_sde, ("denoiser", "gaussian"), "2 (between churns)", "2" + _LAST, "EDM's stochastic sampler, arXiv 2206.00364, Alg. 2",
+         stochastic=True),
+    Spec("ddpm", ddpm_ancestral, ("transition",), "1 weak", "1", "ancestral sampling, DDPM, arXiv 2006.11239, Alg. 2", stochastic=True),
+    Spec("ald", annealed_langevin, ("score",), "-", "steps_per_level per level (+1 final denoising)",
+         "annealed Langevin, NCSN arXiv 1907.05600 / NCSNv2 arXiv 2006.09011", stochastic=True, grid="levels"),
+    Spec("langevin", langevin, ("score",), "-", "n_steps in all", "plain Langevin, NCSN arXiv 1907.05600, eq. 2", stochastic=True),
+    Spec("births", births, ("births",), "2 (heun), 1 (euler)", "2 (heun), 1 (euler)", "births and deaths, GenPhys arXiv 2304.02637",
+         stochastic=True),
+)}
+"""The solver table (``torchdiffeq:METHOD`` rows follow, one per installed method)."""
 
-STOCHASTIC: set[str] = {"euler-maruyama", "ald", "edm-sde"}
-"""Names whose first argument is an SDE / score model rather than an ODE flow."""
-
-NEEDS_DENOISER: set[str] = {"dpm2", "dpmpp-2m"}
-"""Names that need a flow exposing ``denoise(x, s)`` (the form ``dx/ds = (x - D)/s``)."""
-
-
-def register_solver(name: str, fn: Callable[..., Solution], *, stochastic: bool = False,
-                    needs_denoiser: bool = False, overwrite: bool = False) -> Callable[..., Solution]:
-    """Add ``fn`` to the registry under ``name`` (returns ``fn``, so it works as a decorator helper)."""
-    if not isinstance(name, str) or not name or name.startswith(TORCHDIFFEQ_PREFIX):
-        raise ValueError(f"invalid solver name {name!r}")
-    if name in SOLVERS and not overwrite:
-        raise ValueError(f"solver {name!r} is already registered (pass overwrite=True to replace it)")
-    SOLVERS[name] = fn
-    (STOCHASTIC.add if stochastic else STOCHASTIC.discard)(name)
-    (NEEDS_DENOISER.add if needs_denoiser else NEEDS_DENOISER.discard)(name)
-    return fn
-
-
-def solver_names(*, include_torchdiffeq: bool = True) -> list[str]:
-    """Every valid ``method`` name: the registry, then ``torchdiffeq:METHOD`` for each installed method."""
-    names = list(SOLVERS)
-    if include_torchdiffeq:
-        names += [TORCHDIFFEQ_PREFIX + m for m in torchdiffeq_methods()]
-    return names
+_TORCHDIFFEQ_ORDER = {"dopri8": "8(7)", "dopri5": "5(4)", "bosh3": "3(2)", "fehlberg2": "2(1)", "adaptive_heun": "2(1)", "euler": "1",
+                      "midpoint": "2", "heun2": "2", "heun3": "3", "rk4": "4", "explicit_adams": "4", "implicit_adams": "4",
+                      "fixed_adams": "4"}
+for _m in torchdiffeq_methods():
+    _fixed = _m in TORCHDIFFEQ_FIXED_GRID
+    SOLVERS[TORCHDIFFEQ_PREFIX + _m] = Spec(
+        TORCHDIFFEQ_PREFIX + _m, make_torchdiffeq(_m), ("flow",), _TORCHDIFFEQ_ORDER.get(_m, "?"),
+        "the method's stages per step" + (_LAST if _fixed else "; adaptive, one step size for the batch"),
+        "torchdiffeq, Chen et al., arXiv 1806.07366", adaptive=not _fixed)
 
 
-def _unknown(name) -> ValueError:
-    return ValueError(f"unknown solver {name!r}; valid: {', '.join(solver_names())}")
+def register_solver(spec: Spec, *, overwrite: bool = False) -> Spec:
+    """Add a row to :data:`SOLVERS` (returns ``spec``)."""
+    if not isinstance(spec, Spec):
+        raise TypeError(f"register_solver takes a solvers.Spec, got {type(spec).__name__}")
+    if spec.name in SOLVERS and not overwrite:
+        raise ValueError(f"solver {spec.name!r} is already registered (pass overwrite=True to replace it)")
+    SOLVERS[spec.name] = spec
+    return spec
 
 
-def get_solver(name: str) -> Callable[..., Solution]:
-    """The solver called ``name``; ``ValueError`` listing the valid names if there is none."""
-    if isinstance(name, str) and name.startswith(TORCHDIFFEQ_PREFIX):
-        method = name[len(TORCHDIFFEQ_PREFIX):]
-        if method not in torchdiffeq_methods():
-            raise _unknown(name)
+def solver_names() -> list[str]:
+    """Every valid ``method`` name, in table order."""
+    return list(SOLVERS)
 
-        def solver(flow, x, schedule, **options):
-            return torchdiffeq_solver(flow, x, schedule, method, **options)
 
-        solver.__name__ = f"torchdiffeq_{method}"
-        return solver
+def get_solver(name: str) -> Spec:
+    """The table row called ``name``; ``ValueError`` listing the valid names if there is none."""
     try:
         return SOLVERS[name]
     except (KeyError, TypeError):
-        raise _unknown(name) from None
+        raise ValueError(f"unknown solver {name!r}; valid: {', '.join(solver_names())}") from None
 
 
-def is_stochastic(name: str) -> bool:
-    """Whether ``name`` is a stochastic sampler (needs an SDE / score rather than a flow)."""
-    get_solver(name)
-    return name in STOCHASTIC
-
-
-def needs_denoiser(name: str) -> bool:
-    """Whether ``name`` needs a flow with ``denoise(x, s)``."""
-    get_solver(name)
-    return name in NEEDS_DENOISER
-
-
-def solve(flow, x, schedule, method: str = "heun", **options) -> Solution:
-    """Integrate with the solver called ``method`` (see :func:`solver_names`)."""
-    return get_solver(method)(flow, x, schedule, **options)
+def solve(target, x, schedule, method: str = "heun", **options) -> Solution:
+    """Integrate with the solver called ``method``, handing it ``target`` (the object its
+    first need names: :mod:`solvers.spec`); options are checked against its own list."""
+    spec = get_solver(method)
+    require(target, spec.target, method)
+    return spec.fn(target, x, schedule, **options)

@@ -13,8 +13,9 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._common import check_batch, combine, host_values, scale_table
-from .base import CountedFlow, Solution, SolverStats, as_schedule
+from ._loop import check_batch, combine, host_values, scale_table, to_zero
+from .base import Counted, Solution, SolverError, SolverStats, as_schedule
+from .spec import Option, takes
 
 __all__ = ["dopri5", "DOPRI5_C", "DOPRI5_A", "DOPRI5_B", "DOPRI5_E"]
 
@@ -39,18 +40,13 @@ def _rms(v: Tensor) -> Tensor:
     return v.flatten(1).pow(2).mean(1).sqrt()
 
 
-def dopri5(
-    flow: Callable[[Tensor, Tensor], Tensor],
-    x: Tensor,
-    schedule: Union[Tensor, Sequence[float]],
-    *,
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    max_steps: int = 10_000,
-    first_step: Optional[float] = None,
-    check_every: int = 4,
-    return_trajectory: bool = False,
-) -> Solution:
+@takes("dopri5", Option("rtol", float, 1e-5, "relative tolerance", lo=0.0), Option("atol", float, 1e-5, "absolute tolerance", lo=0.0),
+       Option("max_steps", int, 10_000, "step limit per sample", lo=1, hi=10_000_000),
+       Option("first_step", float, None, "first step size (default: Hairer's heuristic)", lo=0.0, lo_open=True, none_ok=True),
+       Option("check_every", int, 4, "CUDA: force the blocking all-done test every N steps", lo=1),
+       Option("return_trajectory", bool, False, "states at every schedule point"), base=())
+def dopri5(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Tensor, Sequence[float]], *, rtol: float,
+           atol: float, max_steps: int, first_step: Optional[float], check_every: int, return_trajectory: bool) -> Solution:
     """Adaptive Dormand-Prince 5(4) with a separate step size for every sample.
 
     Step (stages ``k_1..k_7`` of the Dormand-Prince tableau, ``k_7 = v(x_{n+1}, s+h)`` reused
@@ -72,24 +68,18 @@ def dopri5(
 
     With ``return_trajectory`` the intermediate schedule points are output points (every
     sample steps exactly onto each); otherwise only the endpoints matter.  A schedule ending
-    at ``s = 0`` is integrated adaptively to its last positive point and finished with one
-    Euler step.  ``stats.steps`` counts loop iterations (the slowest sample's attempts),
+    at ``s = 0`` is integrated adaptively to its last positive point and finished with the
+    denoising step of :func:`solvers._loop.to_zero`.  ``stats.steps`` counts loop iterations (the slowest sample's attempts),
     ``accepted``/``rejected`` sum decisions over samples, and ``stats.extra`` holds
     ``accepted_per_sample`` and ``rejected_per_sample`` (``[B]`` tensors).
 
-    Raises ``RuntimeError`` if some sample is unfinished after ``max_steps`` steps.
+    Raises :class:`~solvers.base.SolverError` if some sample is unfinished after ``max_steps`` steps.
     """
     check_batch(x, "dopri5")
-    if not (rtol >= 0 and atol >= 0 and rtol + atol > 0):
-        raise ValueError(f"dopri5: need rtol >= 0, atol >= 0, not both 0; got rtol={rtol}, atol={atol}")
-    if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps <= 0:
-        raise ValueError(f"dopri5: max_steps must be a positive integer, got {max_steps!r}")
-    if check_every < 1:
-        raise ValueError(f"dopri5: check_every must be >= 1, got {check_every}")
-    if first_step is not None and not first_step > 0:
-        raise ValueError(f"dopri5: first_step must be > 0, got {first_step}")
+    if not rtol + atol > 0:
+        raise ValueError(f"dopri5: rtol and atol cannot both be 0; got rtol={rtol}, atol={atol}")
     s = as_schedule(schedule)
-    f = CountedFlow(flow)
+    f = Counted(flow)
     B = x.shape[0]
     dev, dt = x.device, x.dtype
     tdt = torch.float64 if dev.type != "mps" else torch.float32
@@ -133,7 +123,7 @@ def dopri5(
                 if bool(done.all()):
                     break
                 if steps >= max_steps:
-                    raise RuntimeError(
+                    raise SolverError(
                         f"dopri5: {int((~done).sum())} of {B} samples unfinished after max_steps={max_steps} "
                         f"steps ({steps} taken; rtol={rtol}, atol={atol}); raise max_steps or loosen the tolerances"
                     )
@@ -178,7 +168,7 @@ def dopri5(
             steps += 1
 
     if last_euler:
-        xe = x + (-pts[-1]) * f(x, scale_table([pts[-1]], x)[0])
+        xe = to_zero(f, x, scale_table([pts[-1]], x)[0], pts[-1])
         if return_trajectory:
             traj = torch.cat([traj, xe[None]]) if traj is not None else torch.stack([x0, xe])
         x = xe

@@ -1,19 +1,21 @@
-"""What flows between a process and a solver: the flow protocol, the statistics, the result.
+"""What flows between a process and a solver: the target protocols, the statistics, the result.
 
-A solver integrates ``dx/ds = v(x, s)`` (or an SDE) over a decreasing schedule
-``s_0 > s_1 > ... > s_K`` for a whole batch at once.  It knows nothing of physics: it
-receives a callable.  ``s`` is always handed to the callable as a tensor shaped ``[B]``
-(one scale per sample), so adaptive solvers can keep a different scale per sample.
+A solver integrates ``dx/ds = v(x, s)`` (or an SDE) over a schedule ``s_0, s_1, ..., s_K``
+(strictly monotone; generation runs it decreasing) for a whole batch at once.  It knows
+nothing of physics: it receives a *target* object, one of the protocols below, and the
+table (:mod:`solvers.spec`) says which one each solver needs.  ``s`` is always handed to the
+target as a tensor shaped ``[B]`` (one scale per sample), so adaptive solvers can keep a
+different scale per sample.
 
 Conventions shared by every solver in this package:
 
 * The schedule is a 1-D float64 tensor (or sequence) of scales, kept on the host; its
-  values are read once (``tolist``) so the step loop never syncs with the device.
-* NFE is counted at the callable by :class:`CountedFlow` (one call on a batch = 1 NFE),
+  values are read once, so the step loop never syncs with the device.
+* NFE is counted at the target by :class:`Counted` (one evaluation on a batch = 1 NFE),
   never inferred from the number of steps.
-* A step whose end is ``s = 0`` is taken with Euler (EDM, arXiv 2206.00364, Alg. 1):
-  for flows of the denoiser form ``v = (x - D(x, s)) / s`` that step is exactly
-  ``x <- D(x, s_{K-1})``, and no solver ever evaluates the flow at ``s = 0``.
+* A step whose end is ``s = 0`` is the denoising step ``x <- D(x, s_{K-1})`` (Euler on the
+  denoiser form; EDM, arXiv 2206.00364, Alg. 1); no solver evaluates a target at ``s = 0``.
+  The rule is written once, in :func:`solvers._loop.to_zero`.
 """
 from __future__ import annotations
 
@@ -27,12 +29,13 @@ __all__ = [
     "Flow",
     "DenoiserFlow",
     "SDE",
+    "GaussianTransition",
     "SolverStats",
     "Solution",
-    "CountedFlow",
-    "CountedSDE",
+    "Counted",
     "NoiseFn",
     "DenoiserFormError",
+    "SolverError",
     "as_schedule",
     "scale_batch",
     "default_noise",
@@ -50,8 +53,8 @@ class Flow(Protocol):
 class DenoiserFlow(Flow, Protocol):
     """A flow of the shared EDM / PFGM++ / Yukawa form ``dx/ds = (x - D(x, s)) / s``.
 
-    ``denoise(x, s)`` returns ``D``.  Solvers built on that form (DPM-Solver family)
-    require it and say so when a flow lacks it.
+    ``denoise(x, s)`` returns ``D``.  Solvers built on that form (DPM-Solver family,
+    UniPC, DEIS, ancestral samplers) require it and say so when a target lacks it.
     """
 
     def denoise(self, x: Tensor, s: Tensor) -> Tensor: ...
@@ -69,6 +72,22 @@ class SDE(Protocol):
     def drift(self, x: Tensor, s: Tensor) -> Tensor: ...
 
     def diffusion(self, s: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class GaussianTransition(Protocol):
+    """A Gaussian process ``x = a(s) y + b(s) ε`` seen by the score-based samplers.
+
+    ``score(x, s) = ∇ log p_s(x)``; ``marginal(s) -> (a, b)``; ``transition(s, s_next) ->
+    (r, G²)`` with ``x_s = r x_{s_next} + G z`` (``r = a(s)/a(s_next)``,
+    ``G² = b(s)² - r² b(s_next)²``); ``denoise(x, s) = (x + b² score)/a`` (Tweedie).
+    """
+
+    def score(self, x: Tensor, s: Tensor) -> Tensor: ...
+
+    def marginal(self, s: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def transition(self, s: Tensor, s_next: Tensor) -> tuple[Tensor, Tensor]: ...
 
 
 NoiseFn = Callable[[int, Tensor], Tensor]
@@ -92,7 +111,7 @@ def default_noise(generator: Optional[torch.Generator] = None) -> NoiseFn:
 class SolverStats:
     """Statistics every solver returns.
 
-    ``nfe`` counts evaluations of the flow on the batch; ``steps`` counts steps taken
+    ``nfe`` counts evaluations of the target on the batch; ``steps`` counts steps taken
     (for adaptive solvers: attempted steps of the slowest sample), ``accepted`` and
     ``rejected`` count per-sample step decisions summed over the batch (fixed-step
     solvers: ``accepted = steps * B``).  ``trajectory`` is ``[K+1, B, ...]`` when asked for.
@@ -115,63 +134,59 @@ class Solution:
     stats: SolverStats
 
 
+class SolverError(RuntimeError):
+    """A solve that cannot finish as asked (e.g. an adaptive solver at its step limit)."""
+
+
 class DenoiserFormError(TypeError):
-    """A solver of the denoiser form was handed a flow without ``denoise``."""
+    """A solver of the denoiser form was handed a target without ``denoise``."""
 
 
-class CountedFlow:
-    """Wraps a flow and counts its evaluations (the NFE), passing ``denoise`` through.
+EVALUATIONS = ("denoise", "drift", "score")
+"""Methods of a target that evaluate the field (each call is one NFE); ``__call__`` too."""
 
-    ``flow.nfe`` is a plain Python int, so counting never touches the device.
+
+class Counted:
+    """Wraps a target and counts its evaluations (the NFE); other attributes pass through.
+
+    Calling the target and each method in :data:`EVALUATIONS` adds one; coefficient
+    methods (``diffusion``, ``marginal``, ``transition``) are free.  ``nfe`` is a plain
+    Python int, so counting never touches the device.
     """
 
-    def __init__(self, flow: Callable[[Tensor, Tensor], Tensor]):
-        self.flow = flow
+    def __init__(self, target):
+        self.target = target
         self.nfe = 0
 
-    def __call__(self, x: Tensor, s: Tensor) -> Tensor:
+    def __call__(self, x: Tensor, s: Tensor):
         self.nfe += 1
-        return self.flow(x, s)
+        return self.target(x, s)
 
-    @property
-    def has_denoiser(self) -> bool:
-        return callable(getattr(self.flow, "denoise", None))
+    def has(self, name: str) -> bool:
+        return callable(getattr(self.target, name, None))
 
-    def denoise(self, x: Tensor, s: Tensor) -> Tensor:
-        if not self.has_denoiser:
-            raise DenoiserFormError(
-                f"this solver needs a flow of the form dx/ds = (x - D(x, s))/s with a "
-                f"denoise(x, s) method; {type(self.flow).__name__} has none"
-            )
-        self.nfe += 1
-        return self.flow.denoise(x, s)
+    def __getattr__(self, name: str):
+        attr = getattr(self.target, name)
+        if name not in EVALUATIONS:
+            return attr
 
+        def counted(*args, **kwargs):
+            self.nfe += 1
+            return attr(*args, **kwargs)
 
-class CountedSDE:
-    """Wraps an SDE and counts drift evaluations (each drift evaluation calls the field once)."""
-
-    def __init__(self, sde: SDE):
-        self.sde = sde
-        self.nfe = 0
-
-    def drift(self, x: Tensor, s: Tensor) -> Tensor:
-        self.nfe += 1
-        return self.sde.drift(x, s)
-
-    def diffusion(self, s: Tensor) -> Tensor:
-        return self.sde.diffusion(s)
+        return counted
 
 
 def as_schedule(schedule: Union[Tensor, Sequence[float]]) -> list[float]:
-    """Validate a schedule (strictly monotone, at least two points) and return host floats."""
-    values = schedule.detach().to("cpu", torch.float64).tolist() if isinstance(schedule, Tensor) else [float(v) for v in schedule]
+    """Validate a schedule (strictly monotone, at least two finite points) and return host floats."""
+    values = schedule.detach().to("cpu", torch.float64).flatten().tolist() if isinstance(schedule, Tensor) else [float(v) for v in schedule]
     if len(values) < 2:
         raise ValueError(f"a schedule needs at least 2 points, got {len(values)}")
+    if any(v != v or v in (float("inf"), float("-inf")) for v in values):
+        raise ValueError(f"schedule must be finite, got {values[:6]}{'...' if len(values) > 6 else ''}")
     diffs = [b - a for a, b in zip(values[:-1], values[1:])]
     if not (all(d < 0 for d in diffs) or all(d > 0 for d in diffs)):
         raise ValueError(f"schedule must be strictly monotone, got {values[:6]}{'...' if len(values) > 6 else ''}")
-    if any(v != v for v in values):
-        raise ValueError("schedule contains NaN")
     return values
 
 

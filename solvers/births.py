@@ -31,8 +31,7 @@ Statistics (``Solution.stats.extra``): ``ess`` (ESS/n after each step, before an
 resampling), ``ess_min``, ``ess_final`` (before the final resampling), ``resamples``
 (intermediate resampling events), ``rate_clipped``, ``mode``; with
 ``final_resample=False`` also ``log_weights`` (the normalised log-weights of the output).
-NFE counts evaluations of the joint callable (one evaluation gives both v and κ); with a
-separate ``rate`` callable each of the two counts.  ``trajectory`` (``[K+1, B, ...]``) follows
+NFE counts evaluations of the joint callable (one evaluation gives both v and κ).  ``trajectory`` (``[K+1, B, ...]``) follows
 each output particle's ancestry through the resamplings.
 """
 from __future__ import annotations
@@ -42,8 +41,9 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._common import check_batch
-from .base import Solution, SolverStats, as_schedule
+from ._loop import StepRule, run_steps
+from .base import Solution, as_schedule
+from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, Option, takes
 
 __all__ = ["births", "systematic_resample", "effective_sample_size", "BIRTH_MODES"]
 
@@ -69,129 +69,130 @@ def systematic_resample(log_w: Tensor, u: Tensor) -> Tensor:
     return torch.searchsorted(cdf, positions, right=True).clamp_(max=n - 1)
 
 
+class Births(StepRule):
+    """Heun (or Euler) on ``x`` with the trapezoid rule on the log-weights, resampling on the device."""
+
+    name = "births"
+    stochastic = True
+    own_final = True
+    hint = "stop at a larger s_min or set rate_clip"
+
+    def __init__(self, n: int, device, mode: str, method: str, ess_threshold: float, rate_offset: float,
+                 rate_clip: Optional[float], final_resample: bool, generator: Optional[torch.Generator]):
+        self.mode, self.method, self.threshold, self.offset, self.clip_at = mode, method, ess_threshold, rate_offset, rate_clip
+        self.final_resample, self.generator, self.n = final_resample, generator, n
+        self.weighted = mode != "off"
+        self.log_w = torch.zeros(n, device=device, dtype=torch.float64)
+        self.ess: list[Tensor] = []
+        self.resamples = torch.zeros((), device=device, dtype=torch.long)
+        self.clipped = torch.zeros((), device=device, dtype=torch.float64)
+        self.n_rate = 0
+        self.arange = torch.arange(n, device=device)
+
+    def plan(self, s, i):
+        h = s[i + 1] - s[i]
+        if s[i + 1] == 0.0 or self.method == "euler":
+            return [s[i]], (h, s[i + 1] == 0.0)
+        return [s[i], s[i + 1]], (h, False)
+
+    def _evaluate(self, ctx, x, s_b):
+        out = ctx.f(x, s_b)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError("births: the target must return the pair (velocity, rate) from one evaluation")
+        v, k = out
+        return v, k.to(torch.float64).reshape(self.n)
+
+    def _clip(self, k: Tensor) -> Tensor:
+        self.n_rate += 1
+        if self.clip_at is None:
+            return k
+        self.clipped = self.clipped + (k > self.clip_at).to(torch.float64).mean()
+        return k.clamp(max=self.clip_at)
+
+    def step(self, ctx, x, i, at, coef):
+        h, to_zero = coef
+        v1, k1 = self._evaluate(ctx, x, at[0])
+        if to_zero:  # final step to 0: Euler, weights frozen (the rate diverges at 0)
+            return x + h * v1
+        if len(at) == 1:
+            x, rate = x + h * v1, self._clip(k1)
+        else:
+            xp = x + h * v1
+            v2, k2 = self._evaluate(ctx, xp, at[1])
+            x, rate = x + 0.5 * h * (v1 + v2), 0.5 * (self._clip(k1) + self._clip(k2))
+        if not self.weighted:
+            return x
+        self.log_w = self.log_w + abs(h) * (rate - self.offset)
+        ess = effective_sample_size(self.log_w) / self.n
+        self.ess.append(ess)
+        if self.mode == "smc":
+            low = ess < self.threshold
+            u = torch.rand((), generator=self.generator, device=x.device, dtype=torch.float64)
+            idx = torch.where(low, systematic_resample(self.log_w, u), self.arange)
+            x = x.index_select(0, idx)
+            ctx.reindex(idx)
+            self.log_w = torch.where(low, torch.zeros_like(self.log_w), self.log_w - self.log_w.max())
+            self.resamples = self.resamples + low.to(torch.long)
+        else:
+            self.log_w = self.log_w - self.log_w.max()
+        return x
+
+    def finish(self, ctx, x):
+        ctx.extra["mode"] = self.mode
+        if not self.weighted:
+            return x
+        if not bool(torch.isfinite(self.log_w).all()):
+            bad = int((~torch.isfinite(self.log_w)).sum())
+            raise FloatingPointError(f"births: {bad} of {self.n} log-weights are NaN or Inf (the rate diverged; stop at a larger s_min or set rate_clip)")
+        hist = torch.stack(self.ess).tolist() if self.ess else []
+        ctx.extra.update(ess=hist, ess_min=float(min(hist)) if hist else 1.0, ess_final=float(effective_sample_size(self.log_w) / self.n),
+                         resamples=int(self.resamples), rate_clipped=float(self.clipped) / max(self.n_rate, 1))
+        if not self.final_resample:
+            ctx.extra["log_weights"] = self.log_w - torch.logsumexp(self.log_w, 0)
+            return x
+        u = torch.rand((), generator=self.generator, device=x.device, dtype=torch.float64)
+        idx = systematic_resample(self.log_w, u)
+        ctx.reindex(idx)
+        return x.index_select(0, idx)
+
+
+@takes("births", Option("mode", str, "smc", "smc (resample at low ESS), weights (resample once at the end) or off", choices=BIRTH_MODES),
+       Option("method", str, "heun", "step rule for x: heun or euler (log-weights by the trapezoid rule)", choices=("heun", "euler")),
+       Option("ess_threshold", float, 0.5, "smc: resample when ESS/n falls below this", lo=0.0, hi=1.0),
+       Option("rate_offset", float, None, "constant subtracted from the rate (default: the target's rate_offset, else 0)", none_ok=True),
+       Option("rate_clip", float, None, "clip the rate from above (reported)", lo=0.0, lo_open=True, none_ok=True),
+       Option("final_resample", bool, True, "resample once at the end (else return the log-weights)"),
+       Option("seed", int, None, "seed of the resampling uniforms (default: the sampling seed)", lo=0, hi=2**63 - 1, none_ok=True),
+       base=STOCHASTIC_OPTIONS[:1], passthrough=NOISE_KEYS)
 def births(
-    flow: Callable,
+    joint: Callable,
     x: Tensor,
     schedule: Union[Tensor, Sequence[float]],
     *,
-    rate: Optional[Callable[[Tensor, Tensor], Tensor]] = None,
-    mode: str = "smc",
-    method: str = "heun",
-    ess_threshold: float = 0.5,
-    rate_offset: float = 0.0,
-    rate_clip: Optional[float] = None,
-    final_resample: bool = True,
+    mode: str,
+    method: str,
+    ess_threshold: float,
+    rate_offset: Optional[float],
+    rate_clip: Optional[float],
+    final_resample: bool,
+    seed: Optional[int],
+    noise=None,
     generator: Optional[torch.Generator] = None,
     return_trajectory: bool = False,
 ) -> Solution:
     """Integrate ``dx/ds = v`` backwards over a decreasing ``schedule`` with births at rate κ.
 
-    ``flow(x, s)`` returns ``v`` when ``rate(x, s) -> κ [B]`` is given, else the pair
-    ``(v, κ)`` from one evaluation (the way a field gives both).  ``method``: ``"heun"``
-    (default) or ``"euler"``.  ``generator`` drives the resampling uniforms.
+    ``joint(x, s)`` returns the pair ``(v, κ)`` from one evaluation (the way a field gives
+    both; one NFE).  ``generator`` (or ``seed``, or the ``seed`` of per-sample ``noise``)
+    drives the resampling uniforms: unlike the flow-only samplers, an SMC sample depends on
+    the whole batch (particles are resampled together).
     """
-    if mode not in BIRTH_MODES:
-        raise ValueError(f"unknown births mode {mode!r}; valid: {', '.join(BIRTH_MODES)}")
-    if method not in ("heun", "euler"):
-        raise ValueError(f"births integrates with 'heun' or 'euler', got {method!r}")
-    if not 0.0 <= ess_threshold <= 1.0:
-        raise ValueError(f"ess_threshold must be in [0, 1], got {ess_threshold}")
-    if rate_clip is not None and not rate_clip > 0:
-        raise ValueError(f"rate_clip must be > 0 or None, got {rate_clip}")
-    check_batch(x, "births")
     s = as_schedule(schedule)
     if s[1] > s[0]:
         raise ValueError("births integrates backwards: the schedule must decrease")
-    n = x.shape[0]
-    dev = x.device
-    nfe = 0
-
-    def evaluate(xx: Tensor, ss: float) -> tuple[Tensor, Tensor]:
-        nonlocal nfe
-        nfe += 1
-        sb = torch.full((n,), ss, device=dev, dtype=xx.dtype)
-        if rate is None:
-            out = flow(xx, sb)
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError("births: without rate=..., flow(x, s) must return the pair (velocity, rate)")
-            v, k = out
-        else:
-            nfe += 1  # a separate rate callable is a second evaluation
-            v, k = flow(xx, sb), rate(xx, sb)
-        return v, k.to(torch.float64).reshape(n)
-
-    weighted = mode != "off"
-    log_w = torch.zeros(n, device=dev, dtype=torch.float64)
-    ess_hist: list[Tensor] = []
-    resamples = torch.zeros((), device=dev, dtype=torch.long)
-    clipped = torch.zeros((), device=dev, dtype=torch.float64)
-    n_rate = 0
-    arange = torch.arange(n, device=dev)
-    traj = [x] if return_trajectory else None
-
-    def clip(k: Tensor) -> Tensor:
-        nonlocal clipped, n_rate
-        n_rate += 1
-        if rate_clip is None:
-            return k
-        clipped = clipped + (k > rate_clip).to(torch.float64).mean()
-        return k.clamp(max=rate_clip)
-
-    K = len(s) - 1
-    for i in range(K):
-        h = s[i + 1] - s[i]
-        v1, k1 = evaluate(x, s[i])
-        if s[i + 1] == 0.0:  # final step to 0: Euler, weights frozen (the rate diverges at 0)
-            x = x + h * v1
-        elif method == "euler":
-            x = x + h * v1
-            if weighted:
-                log_w = log_w + abs(h) * (clip(k1) - rate_offset)
-        else:
-            xp = x + h * v1
-            v2, k2 = evaluate(xp, s[i + 1])
-            x = x + 0.5 * h * (v1 + v2)
-            if weighted:
-                log_w = log_w + abs(h) * (0.5 * (clip(k1) + clip(k2)) - rate_offset)
-        if weighted and s[i + 1] != 0.0:
-            ess = effective_sample_size(log_w) / n
-            ess_hist.append(ess)
-            if mode == "smc":
-                low = ess < ess_threshold
-                u = torch.rand((), generator=generator, device=dev, dtype=torch.float64)
-                idx = torch.where(low, systematic_resample(log_w, u), arange)
-                x = x.index_select(0, idx)
-                if traj is not None:  # keep each path the ancestry of its particle
-                    traj = [t.index_select(0, idx) for t in traj]
-                log_w = torch.where(low, torch.zeros_like(log_w), log_w - log_w.max())
-                resamples = resamples + low.to(torch.long)
-            else:
-                log_w = log_w - log_w.max()
-        if traj is not None:
-            traj.append(x)
-
-    extra: dict = {"mode": mode}
-    if weighted:
-        if not bool(torch.isfinite(log_w).all()):
-            bad = int((~torch.isfinite(log_w)).sum())
-            raise FloatingPointError(f"births: {bad} of {n} log-weights are NaN or Inf (the rate diverged; stop at a larger s_min or set rate_clip)")
-        ess_final = effective_sample_size(log_w) / n
-        hist = torch.stack(ess_hist).tolist() if ess_hist else []
-        extra.update(
-            ess=hist,
-            ess_min=float(min(hist)) if hist else 1.0,
-            ess_final=float(ess_final),
-            resamples=int(resamples),
-            rate_clipped=float(clipped) / max(n_rate, 1),
-        )
-        if final_resample:
-            u = torch.rand((), generator=generator, device=dev, dtype=torch.float64)
-            idx = systematic_resample(log_w, u)
-            x = x.index_select(0, idx)
-            if traj is not None:
-                traj = [t.index_select(0, idx) for t in traj]
-        else:
-            extra["log_weights"] = log_w - torch.logsumexp(log_w, 0)
-    stats = SolverStats(nfe=nfe, steps=K, accepted=K * n, rejected=0,
-                        trajectory=torch.stack(traj) if traj is not None else None, extra=extra)
-    return Solution(x, stats)
+    if generator is None:
+        generator = torch.Generator(device=x.device)
+        generator.manual_seed((getattr(noise, "seed", 0) if seed is None else seed) + 7919)  # not the prior's stream
+    offset = float(getattr(joint, "rate_offset", 0.0)) if rate_offset is None else rate_offset
+    rule = Births(x.shape[0], x.device, mode, method, ess_threshold, offset, rate_clip, final_resample, generator)
+    return run_steps(rule, joint, x, s, need="births", generator=generator, return_trajectory=return_trajectory)

@@ -12,8 +12,9 @@ which is *exactly* linear in ``x`` with the data prediction ``D`` as its only no
 term.  Variation of constants gives ``x_t = (s_t/s_u) x_u + s_t int_{lambda_u}^{lambda_t}
 e^{lambda} D dlambda`` and the solvers are Taylor / multistep expansions of ``D`` in
 ``lambda``.  Nothing in that derivation uses the Gaussian kernel (only this ODE), so the
-solvers are valid for any process whose ODE has this form.  The flow must expose
-``denoise(x, s)``; a step ending at ``s = 0`` is Euler, i.e. ``x <- D(x, s_{K-1})``.
+solvers are valid for any process whose ODE has this form.  The target must expose
+``denoise(x, s)``; a step ending at ``s = 0`` is the denoising step ``x <- D(x, s_{K-1})``.
+Each method is a step rule of :func:`solvers._loop.run_steps`.
 """
 from __future__ import annotations
 
@@ -23,25 +24,38 @@ from typing import Callable, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._common import check_batch, fixed_stats, require_denoiser, scale_table
-from .base import CountedFlow, Solution, as_schedule
+from ._loop import StepRule, positive_scales, run_steps
+from .base import Solution
+from .spec import takes
 
-__all__ = ["dpm2", "dpmpp_2m"]
-
-
-def _positive(s: list[float], name: str) -> None:
-    pos = s[:-1] if s[-1] == 0.0 else s
-    if any(v <= 0 for v in pos):
-        raise ValueError(f"{name} works in lambda = -log s and needs positive scales (a final 0 is allowed), got {s[:6]}")
+__all__ = ["dpm2", "dpmpp_2m", "DenoiserRule"]
 
 
-def dpm2(
-    flow: Callable[[Tensor, Tensor], Tensor],
-    x: Tensor,
-    schedule: Union[Tensor, Sequence[float]],
-    *,
-    return_trajectory: bool = False,
-) -> Solution:
+class DenoiserRule(StepRule):
+    """A step rule in ``λ = -log s`` on the denoiser form (positive scales, a final 0 allowed)."""
+
+    def validate(self, s):
+        positive_scales(s, self.name)
+
+
+class DPM2(DenoiserRule):
+    """DPM-Solver-2 with ``r1 = 1/2``: the midpoint in ``λ`` is ``s_m = sqrt(s_u s_t)``."""
+
+    name = "dpm2"
+
+    def plan(self, s, i):
+        sm = math.sqrt(s[i] * s[i + 1])
+        # u = lerp(x, D, 1 - s_m/s_u);  x_t = x + ((s_t - s_u)/s_m) (u - D(u, s_m))
+        return [s[i], sm], (1.0 - sm / s[i], (s[i + 1] - s[i]) / sm)
+
+    def step(self, ctx, x, i, at, coef):
+        w, c = coef
+        u = torch.lerp(x, ctx.f.denoise(x, at[0]), w)
+        return torch.add(x, u - ctx.f.denoise(u, at[1]), alpha=c)
+
+
+@takes("dpm2")
+def dpm2(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Tensor, Sequence[float]], **loop) -> Solution:
     """DPM-Solver-2 (Lu et al., arXiv 2206.00927, Alg. 1 with ``r1 = 1/2``), 2 NFE per step.
 
     With ``alpha = 1, sigma = s``, ``h = lambda_t - lambda_u = log(s_u/s_t)`` and the noise
@@ -51,48 +65,36 @@ def dpm2(
         u   = x_u - s_m (e^{h/2} - 1) eps(x_u, s_u)  = x_u + (s_m - s_u) eps(x_u, s_u)
         x_t = x_u - s_t (e^{h}   - 1) eps(u,   s_m)  = x_u + (s_t - s_u) eps(u, s_m)
 
-    (second order in ``h``).  The step to ``s = 0`` is Euler: ``x <- D(x, s_{K-1})``.
+    (second order in ``h``).  The step to ``s = 0`` is the denoising step ``x <- D(x, s_{K-1})``.
     """
-    check_batch(x, "dpm2")
-    s = as_schedule(schedule)
-    f = CountedFlow(flow)
-    require_denoiser(f, "dpm2")
-    _positive(s, "dpm2")
-    K = len(s) - 1
-    last_euler = s[-1] == 0.0
-    n = K - 1 if last_euler else K
-    values, plan = [], []
-    for i in range(n):
-        sm = math.sqrt(s[i] * s[i + 1])
-        values += [s[i], sm]
-        # u = lerp(x, D, 1 - s_m/s_u);  x_t = x + ((s_t - s_u)/s_m) (u - D(u, s_m))
-        plan.append((1.0 - sm / s[i], (s[i + 1] - s[i]) / sm))
-    if last_euler:
-        values.append(s[K - 1])
-    table = scale_table(values, x)
-
-    traj = [x] if return_trajectory else None
-    row = 0
-    for w, c in plan:
-        u = torch.lerp(x, f.denoise(x, table[row]), w)
-        x = torch.add(x, u - f.denoise(u, table[row + 1]), alpha=c)
-        row += 2
-        if traj is not None:
-            traj.append(x)
-    if last_euler:
-        x = f.denoise(x, table[row])
-        if traj is not None:
-            traj.append(x)
-    return Solution(x, fixed_stats(f.nfe, K, x.shape[0], traj))
+    return run_steps(DPM2(), flow, x, schedule, need="denoiser", **loop)
 
 
-def dpmpp_2m(
-    flow: Callable[[Tensor, Tensor], Tensor],
-    x: Tensor,
-    schedule: Union[Tensor, Sequence[float]],
-    *,
-    return_trajectory: bool = False,
-) -> Solution:
+class DPMpp2M(DenoiserRule):
+    """DPM-Solver++(2M): data-prediction multistep with the previous denoiser output."""
+
+    name = "dpmpp-2m"
+
+    def __init__(self):
+        self.prev = None
+
+    def plan(self, s, i):
+        ratio = s[i + 1] / s[i]
+        if i == 0:
+            return [s[i]], (None, 1.0 - ratio)
+        r = math.log(s[i - 1] / s[i]) / math.log(s[i] / s[i + 1])
+        return [s[i]], (1.0 + 0.5 / r, 1.0 - ratio)  # D' = lerp(D_prev, D, 1 + 1/(2r))
+
+    def step(self, ctx, x, i, at, coef):
+        wd, wx = coef
+        d = ctx.f.denoise(x, at[0])
+        x = torch.lerp(x, d if wd is None else torch.lerp(self.prev, d, wd), wx)
+        self.prev = d
+        return x
+
+
+@takes("dpmpp-2m")
+def dpmpp_2m(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Tensor, Sequence[float]], **loop) -> Solution:
     """DPM-Solver++(2M) (Lu et al., arXiv 2211.01095, Alg. 2), 1 NFE per step.
 
     Data prediction ``D_i = D(x_i, s_i)``, ``h_i = log(s_{i-1}/s_i)``, ``r_i = h_{i-1}/h_i``::
@@ -102,36 +104,6 @@ def dpmpp_2m(
                 = (s_i/s_{i-1}) x_{i-1} + (1 - s_i/s_{i-1}) D'_i
 
     The first step uses ``D'_1 = D_0`` (first order, i.e. DDIM = Euler); the step to
-    ``s = 0`` is Euler: ``x <- D(x, s_{K-1})``.  Each update is two ``lerp`` kernels.
+    ``s = 0`` is the denoising step ``x <- D(x, s_{K-1})``.  Each update is two ``lerp`` kernels.
     """
-    check_batch(x, "dpmpp_2m")
-    s = as_schedule(schedule)
-    f = CountedFlow(flow)
-    require_denoiser(f, "dpmpp_2m")
-    _positive(s, "dpmpp_2m")
-    K = len(s) - 1
-    last_euler = s[-1] == 0.0
-    n = K - 1 if last_euler else K
-    plan = []
-    for i in range(n):
-        ratio = s[i + 1] / s[i]
-        if i == 0:
-            plan.append((None, 1.0 - ratio))
-        else:
-            r = math.log(s[i - 1] / s[i]) / math.log(s[i] / s[i + 1])
-            plan.append((1.0 + 0.5 / r, 1.0 - ratio))  # D' = lerp(D_prev, D, 1 + 1/(2r))
-    table = scale_table(s[:K], x)
-
-    traj = [x] if return_trajectory else None
-    prev = None
-    for i, (wd, wx) in enumerate(plan):
-        d = f.denoise(x, table[i])
-        x = torch.lerp(x, d if wd is None else torch.lerp(prev, d, wd), wx)
-        prev = d
-        if traj is not None:
-            traj.append(x)
-    if last_euler:
-        x = f.denoise(x, table[K - 1])
-        if traj is not None:
-            traj.append(x)
-    return Solution(x, fixed_stats(f.nfe, K, x.shape[0], traj))
+    return run_steps(DPMpp2M(), flow, x, schedule, need="denoiser", **loop)

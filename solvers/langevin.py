@@ -1,4 +1,4 @@
-"""Langevin samplers driven by a score ``score(x, s) = ∇_x log p_s(x)``: plain and annealed.
+"""Langevin samplers driven by a score ``score(x, s) = ∇_x log p_s(x)``: annealed and plain.
 
 Convention (NCSN, Song & Ermon 2019, arXiv 1907.05600, Alg. 1): one Langevin step of size
 ``α`` at level ``σ`` is
@@ -9,234 +9,202 @@ The NCSN and NCSNv2 code (and NCSNv2's Alg. 1, arXiv 2006.09011) write the same 
 ``x + a s + √(2a) z``, so their ``a`` is our ``α/2`` and their ``ε`` (``step_lr``) is half of
 ours: NCSNv2's CIFAR-10 ``ε = 6.2e-6`` is ``eps = 1.24e-5`` here.
 
-Both samplers are physics-agnostic and batched: ``score`` is any callable taking
-``x [B, ...]`` and a scale tensor ``[B]``; NFE is counted at the callable; noise comes from
-a :data:`~solvers.base.NoiseFn` (per-sample seeded noise makes a sample independent of its
-batch).  A diverging run stops with a ``FloatingPointError`` naming the first step (and
-level) that produced a non-finite value; the test accumulates on the device and is read
-once per level (once every ``check_every`` steps for plain Langevin), so it costs no
-synchronisation per step.
+Both samplers are one step rule of :func:`solvers._loop.run_steps` whose "step" is one
+*level*: ``T`` Langevin updates at ``σ_i`` (the schedule lists the levels and ends at 0, the
+final denoising step).  The target offers ``score(x, s)`` and, optionally, ``marginal(s) -> (a,
+b)``; the noise std ``b`` sets the step sizes (without ``marginal``, ``b`` is the level itself, as for VE).  NCSNv2's technique 4
+(:func:`choose_eps`) picks ``ε`` when it is not given.
 """
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence, Union
+from typing import Sequence, Union
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from ._common import check_batch, scale_table
-from .base import CountedFlow, NoiseFn, Solution, SolverStats, as_schedule, default_noise
+from ._loop import StepRule, run_steps, to_zero
+from .base import Solution, as_schedule
+from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, Option, takes
+from .stochastic import host_noise_std
 
-__all__ = ["annealed_langevin", "langevin", "DivergenceWatch"]
+__all__ = ["annealed_langevin", "langevin", "choose_eps", "variance_ratio", "DEFAULT_BUDGET"]
 
-Score = Callable[[Tensor, Tensor], Tensor]
+DEFAULT_BUDGET = 1000
+"""Score evaluations of annealed Langevin when ``steps_per_level`` is not given (``T = budget // L``)."""
 
 
-class DivergenceWatch:
-    """Records the first step at which the state stopped being finite, without syncing.
+def variance_ratio(eps: float, gamma: float, sigma_min: float, steps: int) -> float:
+    """NCSNv2 Eq. (6) in our step convention: ``s_T²/σ_i²`` after ``T`` steps from level ``i-1``.
 
-    ``update(x, step)`` is a device-side reduction and a masked fill (no host transfer);
-    ``check(describe)`` reads the flag once (one sync) and raises ``FloatingPointError``
-    with ``describe(step)`` (e.g. "level 3 (σ=0.5), step 12 of 100") when it was set.
+    For the data ``δ_0`` the level-``σ_i`` marginal is ``N(0, σ_i² I)``; starting from level
+    ``i-1``'s law ``N(0, γ² σ_i² I)``, ``T`` steps with ``α_i = ε σ_i²/σ_L²`` give per coordinate
+    (``u = ε/(2σ_L²)``): ``s_T²/σ_i² = (1 - u)^{2T} (γ² - r) + r``, ``r = 1/(1 - u/2)``.
+    """
+    u = eps / (2.0 * sigma_min**2)
+    r = 1.0 / (1.0 - u / 2.0)
+    return (1.0 - u) ** (2 * steps) * (gamma**2 - r) + r
+
+
+def choose_eps(gamma: float, sigma_min: float, steps: int) -> tuple[float, float]:
+    """NCSNv2 technique 4: the ``ε`` that brings Eq. (6) closest to 1, for ``u = ε/(2σ_L²) ∈ (0, 1]``.
+
+    Returns ``(ε, s_T²/σ²)``.  A log-spaced grid over ``u`` finds the basin of
+    ``|Eq. (6) - 1|``; a golden-section search on ``log u`` refines it.  With NCSNv2's
+    CIFAR-10 values (``T = 5``, ``γ`` of 232 levels from 50 to 0.01) the minimiser is the
+    published ``ε = 6.2e-6`` in the code convention.
     """
 
-    def __init__(self, name: str, x: Tensor, hint: str = ""):
-        self.name, self.hint = name, hint
-        self.first = torch.full((), -1, dtype=torch.long, device=x.device)
+    def loss(log_u):
+        u = np.exp(log_u)
+        r = 1.0 / (1.0 - u / 2.0)
+        return np.abs((1.0 - u) ** (2 * steps) * (gamma**2 - r) + r - 1.0)
 
-    def update(self, x: Tensor, step: int) -> None:
-        bad = ~torch.isfinite(x).all()
-        self.first.masked_fill_(bad & (self.first == -1), step)
-
-    def check(self, x: Tensor, describe: Callable[[int], str]) -> None:
-        k = int(self.first)  # -1: never non-finite; -2: the initial state already was
-        if k == -1:
-            return
-        rows = int((~torch.isfinite(x.reshape(x.shape[0], -1)).all(1)).sum())
-        where = "the initial state" if k == -2 else describe(k)
-        hint = f"; {self.hint}" if self.hint else ""
-        raise FloatingPointError(
-            f"{self.name} diverged: non-finite values first appeared at {where} "
-            f"({rows} of {x.shape[0]} samples non-finite now){hint}"
-        )
-
-
-def _check_positive(name: str, value: float, owner: str) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{owner}: {name} must be a number, got {value!r}") from None
-    if not (v > 0 and math.isfinite(v)):
-        raise ValueError(f"{owner}: {name} must be positive and finite, got {name}={value!r}")
-    return v
+    grid = np.linspace(math.log(1e-10), 0.0, 4001)
+    i = int(np.argmin(loss(grid)))
+    lo, hi = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, len(grid) - 1)])
+    g = (math.sqrt(5.0) - 1.0) / 2.0
+    a, b = lo + (1 - g) * (hi - lo), lo + g * (hi - lo)
+    fa, fb = loss(a), loss(b)
+    for _ in range(80):
+        if fa <= fb:
+            hi, b, fb = b, a, fa
+            a = lo + (1 - g) * (hi - lo)
+            fa = loss(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = loss(b)
+    best = min((float(grid[i]), a, b), key=lambda v: float(loss(v)))
+    eps = 2.0 * math.exp(best) * sigma_min**2
+    return eps, variance_ratio(eps, gamma, sigma_min, steps)
 
 
-def _check_count(name: str, value: int, owner: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive integer, got {name}={value!r}")
-    return value
+class Langevin(StepRule):
+    """``T`` updates ``x <- x + (α_i/2) s(x, σ_i) + √α_i z`` at level ``i``, ``α_i = ε b_i²/b_L²``
+    (``α = ε`` for one level); the step to 0 after the last level is Tweedie's denoising step
+    (NCSNv2's final step).  The loop runs one step per level over the index grid ``L, ..., 0``."""
+
+    name = "ald"
+    stochastic = True
+    own_final = True
+
+    def __init__(self, name: str, levels: list[float], sigmas: list[float], eps: float, steps_per_level: int, final_denoise: bool):
+        self.name, self.levels, self.sigmas, self.eps, self.T, self.final_denoise = name, levels, sigmas, eps, steps_per_level, final_denoise
+        self.hint = f"lower eps (eps={eps:g}) or raise the number of levels"
+
+    def grid(self) -> list[float]:
+        return [float(i) for i in range(len(self.levels), -1, -1)]
+
+    def plan(self, s, i):
+        alpha = self.eps * (self.sigmas[i] / self.sigmas[-1]) ** 2 if len(self.sigmas) > 1 else self.eps
+        return [self.levels[i]], (0.5 * alpha, math.sqrt(alpha))
+
+    def step(self, ctx, x, i, at, coef):
+        half, root = coef
+        k = i * self.T
+        for _ in range(self.T):
+            x = torch.add(x, ctx.f.score(x, at[0]), alpha=half).add_(ctx.noise(k, x), alpha=root)
+            ctx.watch.update(x, k)
+            k += 1
+            if ctx.check_every and k % ctx.check_every == 0:  # inner steps count: a long level stops early too
+                ctx.watch.check(x, lambda j: self.describe(ctx.s, j))
+        if i == len(self.levels) - 1 and self.final_denoise:  # Tweedie: x + σ_L² s(x, σ_L) for VE, (x + b² s)/a in general
+            x = to_zero(ctx.f, x, at[0], self.levels[i]) if ctx.f.has("denoise") else torch.add(x, ctx.f.score(x, at[0]), alpha=self.sigmas[-1] ** 2)
+            ctx.watch.update(x, k)
+        return x
+
+    def describe(self, s, k):
+        L = len(self.levels)
+        i, t = divmod(k, self.T)
+        if i >= L:
+            return f"the final denoising step at level {L - 1} (σ={self.sigmas[-1]:.4g})"
+        return f"step {k} (level {i} of {L}, σ={self.sigmas[i]:.4g}, step {t} of {self.T} at that level)"
 
 
-def annealed_langevin(
-    score: Score,
-    x: Tensor,
-    levels: Union[Tensor, Sequence[float]],
-    *,
-    eps: float,
-    steps_per_level: int,
-    noise: Optional[NoiseFn] = None,
-    generator: Optional[torch.Generator] = None,
-    sigmas: Optional[Union[Tensor, Sequence[float]]] = None,
-    final_denoise: bool = True,
-    return_trajectory: bool = False,
-) -> Solution:
+def _levels(schedule, name: str) -> list[float]:
+    s = as_schedule(schedule) if len(schedule) > 1 else [float(v) for v in schedule]
+    levels = s[:-1] if s[-1] == 0.0 else s
+    if not levels or not all(v > 0 and math.isfinite(v) for v in levels):
+        raise ValueError(f"{name}: levels must be positive and finite, got {s[:6]}")
+    if len(levels) > 1 and levels[-1] > levels[0]:
+        raise ValueError(f"{name}: levels must decrease (σ_1 > … > σ_L), got {levels[:6]}")
+    return levels
+
+
+@takes("ald", Option("eps", float, None, "step size ε (default: NCSNv2 technique 4)", lo=0.0, lo_open=True, none_ok=True),
+       Option("steps_per_level", int, None, f"T Langevin steps per level (default: {DEFAULT_BUDGET} // levels)", lo=1,
+              hi=100_000, none_ok=True),
+       Option("final_denoise", bool, True, "end with Tweedie's step x + σ_L² s(x, σ_L)"),
+       base=STOCHASTIC_OPTIONS, passthrough=NOISE_KEYS)
+def annealed_langevin(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], *, eps, steps_per_level,
+                      final_denoise: bool, **loop) -> Solution:
     """Annealed Langevin dynamics (NCSN, arXiv 1907.05600, Alg. 1; NCSNv2, arXiv 2006.09011).
 
-    For levels ``σ_1 > … > σ_L`` and ``T = steps_per_level``::
+    ``target`` offers ``score(x, s)`` (a bare score callable is accepted too) and ``schedule``
+    lists the levels ``σ_1 > … > σ_L`` (a trailing 0 is allowed: the grid of the dispatcher).  With
+    ``b_i`` the noise std of the target's marginal at level ``i`` (``b = σ`` for VE) and
+    ``T = steps_per_level``::
 
-        α_i = ε σ_i² / σ_L²
+        α_i = ε b_i² / b_L²
         repeat T times:   x <- x + (α_i/2) s(x, σ_i) + √α_i z
 
     then, with ``final_denoise``, NCSNv2's final step ``x <- x + σ_L² s(x, σ_L)`` (Tweedie's
-    posterior mean for a VE perturbation; no noise).  ``x`` should be drawn at ``σ_1`` (e.g.
-    ``N(0, σ_1² I)``, NCSNv2 technique 1).
-
-    ``levels`` are the scales handed to ``score``; ``sigmas`` (default: ``levels``) are the
-    noise standard deviations that set the step sizes, for processes whose scale is not
-    ``σ`` itself (VP: ``levels`` are times ``t_i``, ``sigmas`` are ``b(t_i)``).  Noise for
-    step ``k = i T + t`` is ``noise(k, x)``.  NFE = ``L T`` (+1 for the final denoising).
-    The trajectory, when asked for, holds the state at the start and after each level
-    (and after the final denoising), not after every step.
+    posterior mean).  ``x`` should be drawn at ``σ_1``.  ``T`` defaults to
+    ``max(1, 1000 // L)``, ``ε`` to NCSNv2's technique 4 (:func:`choose_eps`) at the largest
+    ratio ``b_{i-1}/b_i``.  Noise for step ``k = i T + t`` is ``noise(k, x)``.  NFE = ``L T``
+    (+1 for the final denoising); the trajectory holds the state at the start and after
+    each level.
     """
-    owner = "annealed_langevin"
-    check_batch(x, owner)
-    eps = _check_positive("eps", eps, owner)
-    T = _check_count("steps_per_level", steps_per_level, owner)
-    if noise is not None and generator is not None:
-        raise ValueError(f"{owner}: pass either noise or generator, not both")
-    lv = _levels(levels, owner)
-    sg = lv if sigmas is None else _levels(sigmas, owner, "sigmas")
-    if len(sg) != len(lv):
-        raise ValueError(f"{owner}: sigmas has {len(sg)} entries but levels has {len(lv)}")
-    L = len(lv)
-    noise_fn = noise if noise is not None else default_noise(generator)
-    f = CountedFlow(score)
-    table = scale_table(lv, x)
-    watch = DivergenceWatch(owner, x, hint=f"lower eps (eps={eps:g}) or raise the number of levels")
-    watch.update(x, -2)
-    traj = [x] if return_trajectory else None
-    sig_last2 = sg[-1] ** 2
-
-    def describe(k: int) -> str:
-        i, t = divmod(k, T)
-        if i >= L:
-            return f"the final denoising step at level {L - 1} (σ={sg[-1]:.4g})"
-        return f"step {k} (level {i} of {L}, σ={sg[i]:.4g}, step {t} of {T} at that level)"
-
-    k = 0
-    for i in range(L):
-        alpha = eps * sg[i] ** 2 / sig_last2
-        half, root = 0.5 * alpha, math.sqrt(alpha)
-        s_i = table[i]
-        for _ in range(T):
-            g = f(x, s_i)
-            z = noise_fn(k, x)
-            x = torch.add(x, g, alpha=half).add_(z, alpha=root)
-            watch.update(x, k)
-            k += 1
-        watch.check(x, describe)
-        if traj is not None:
-            traj.append(x)
-    if final_denoise:
-        x = torch.add(x, f(x, table[L - 1]), alpha=sig_last2)
-        watch.update(x, L * T)
-        watch.check(x, describe)
-        if traj is not None:
-            traj.append(x)
-    stats = SolverStats(
-        nfe=f.nfe,
-        steps=L * T + int(final_denoise),
-        accepted=(L * T + int(final_denoise)) * x.shape[0],
-        trajectory=torch.stack(traj) if traj is not None else None,
-        extra={"levels": L, "steps_per_level": T, "eps": eps, "sigma_max": sg[0], "sigma_min": sg[-1]},
-    )
-    return Solution(x, stats)
+    target = as_score_target(target)
+    levels = _levels(schedule, "ald")
+    sigmas = _noise_stds(target, levels)
+    T = max(1, DEFAULT_BUDGET // len(levels)) if steps_per_level is None else steps_per_level
+    if eps is None:
+        gamma = max([a / b for a, b in zip(sigmas[:-1], sigmas[1:])] or [1.5])
+        eps, _ = choose_eps(max(gamma, 1.0 + 1e-9), sigmas[-1], T)
+    extra = {"levels": len(levels), "steps_per_level": T, "eps": eps, "sigma_max": sigmas[0], "sigma_min": sigmas[-1]}
+    rule = Langevin("ald", levels, sigmas, eps, T, final_denoise)
+    return run_steps(rule, target, x, rule.grid(), need="score", extra=extra, **loop)
 
 
-def langevin(
-    score: Score,
-    x: Tensor,
-    sigma: float,
-    *,
-    step: float,
-    n_steps: int,
-    noise: Optional[NoiseFn] = None,
-    generator: Optional[torch.Generator] = None,
-    check_every: int = 100,
-    return_trajectory: bool = False,
-) -> Solution:
+class ScoreFunction:
+    """A bare ``score(x, s)`` callable as a ``score`` target (no marginal: ``b`` is the level)."""
+
+    def __init__(self, fn):
+        self.score = fn
+
+
+def as_score_target(target):
+    """``target`` if it has ``score``, else a bare callable wrapped as :class:`ScoreFunction`."""
+    return target if callable(getattr(target, "score", None)) or not callable(target) else ScoreFunction(target)
+
+
+def _noise_stds(target, levels: list[float]) -> list[float]:
+    """The noise std ``b`` at each level (the level itself for a target without a marginal: VE)."""
+    return [host_noise_std(target, v) for v in levels] if callable(getattr(target, "marginal", None)) else list(levels)
+
+
+@takes("langevin", Option("sigma", float, None, "the level (default: the last positive scale of the schedule; 0: the data's score)",
+                          lo=0.0, none_ok=True),
+       Option("step", float, None, "step size α (default: NCSNv2 technique 4 for one level reached from 1.5 σ)", lo=0.0,
+              lo_open=True, none_ok=True),
+       Option("n_steps", int, 1000, "number of Langevin steps", lo=1, hi=10_000_000),
+       base=STOCHASTIC_OPTIONS, passthrough=NOISE_KEYS)
+def langevin(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], *, sigma, step, n_steps: int, **loop) -> Solution:
     """Plain (unadjusted) Langevin dynamics at one level (NCSN, arXiv 1907.05600, eq. 2).
 
-    ``x <- x + (step/2) s(x, σ) + √step z`` for ``n_steps`` steps, with the score at the fixed
-    scale ``sigma``.  Noise for step ``k`` is ``noise(k, x)``; NFE = ``n_steps``.  The
-    divergence flag is read every ``check_every`` steps and at the end; the trajectory, when
-    asked for, holds the state at the start and at each of those checks.
+    ``x <- x + (step/2) s(x, σ) + √step z`` for ``n_steps`` steps with the score at the fixed
+    scale ``σ`` (default: the last positive scale of ``schedule``), no final denoising: the
+    annealed sampler with one level.  Noise for step ``k`` is ``noise(k, x)``; NFE = ``n_steps``.
     """
-    owner = "langevin"
-    check_batch(x, owner)
-    step = _check_positive("step", step, owner)
-    n = _check_count("n_steps", n_steps, owner)
-    every = _check_count("check_every", check_every, owner)
-    sigma = float(sigma)
-    if not (sigma >= 0 and math.isfinite(sigma)):
-        raise ValueError(f"{owner}: sigma must be >= 0 and finite, got sigma={sigma!r}")
-    if noise is not None and generator is not None:
-        raise ValueError(f"{owner}: pass either noise or generator, not both")
-    noise_fn = noise if noise is not None else default_noise(generator)
-    f = CountedFlow(score)
-    s = scale_table([sigma], x)[0]
-    watch = DivergenceWatch(owner, x, hint=f"lower the step size (step={step:g})")
-    watch.update(x, -2)
-    traj = [x] if return_trajectory else None
-    half, root = 0.5 * step, math.sqrt(step)
-
-    def describe(k: int) -> str:
-        return f"step {k} of {n} (level 0, the only level, σ={sigma:.4g})"
-
-    for k in range(n):
-        g = f(x, s)
-        z = noise_fn(k, x)
-        x = torch.add(x, g, alpha=half).add_(z, alpha=root)
-        watch.update(x, k)
-        if (k + 1) % every == 0 or k == n - 1:
-            watch.check(x, describe)
-            if traj is not None:
-                traj.append(x)
-    stats = SolverStats(
-        nfe=f.nfe,
-        steps=n,
-        accepted=n * x.shape[0],
-        trajectory=torch.stack(traj) if traj is not None else None,
-        extra={"step": step, "sigma": sigma},
-    )
-    return Solution(x, stats)
-
-
-def _levels(levels, owner: str, name: str = "levels") -> list[float]:
-    if isinstance(levels, Tensor):
-        values = levels.detach().to("cpu", torch.float64).flatten().tolist()
-    else:
-        try:
-            values = [float(v) for v in levels]
-        except TypeError:
-            raise ValueError(f"{owner}: {name} must be a sequence of scales, got {levels!r}") from None
-    if not values:
-        raise ValueError(f"{owner}: {name} is empty")
-    if not all(v > 0 and math.isfinite(v) for v in values):
-        raise ValueError(f"{owner}: {name} must be positive and finite, got {values[:6]}")
-    if len(values) > 1:
-        as_schedule(values)  # strictly monotone
-        if values[-1] > values[0]:
-            raise ValueError(f"{owner}: {name} must decrease (σ_1 > … > σ_L), got {values[:6]}")
-    return values
+    target = as_score_target(target)
+    level = _levels(schedule, "langevin")[-1] if sigma is None else sigma
+    b = _noise_stds(target, [level])
+    if step is None:
+        if not b[0] > 0:
+            raise ValueError("langevin: at sigma = 0 give the step size (step=...)")
+        step, _ = choose_eps(1.5, b[0], n_steps)
+    rule = Langevin("langevin", [level], b, step, n_steps, final_denoise=False)
+    return run_steps(rule, target, x, rule.grid(), need="score", extra={"step": step, "sigma": level}, **loop)

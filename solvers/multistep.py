@@ -19,13 +19,14 @@ from typing import Callable, Sequence, Union
 import numpy as np
 from torch import Tensor
 
-from ._common import check_batch, combine, fixed_stats, scale_table
-from .base import CountedFlow, Solution, as_schedule
+from ._loop import StepRule, combine, run_steps
+from .base import Solution
 from .runge_kutta import RK4
+from .spec import Option, takes
 
-__all__ = ["adams_bashforth_coefficients", "lms"]
+__all__ = ["adams_bashforth_coefficients", "lms", "LinearMultistep", "WARMUPS"]
 
-_WARMUPS = ("lower-order", "rk4")
+WARMUPS = ("lower-order", "rk4")
 
 
 @lru_cache(maxsize=8)
@@ -52,65 +53,56 @@ def adams_bashforth_coefficients(nodes: Sequence[float], a: float, b: float) -> 
     return out
 
 
-def lms(
-    flow: Callable[[Tensor, Tensor], Tensor],
-    x: Tensor,
-    schedule: Union[Tensor, Sequence[float]],
-    *,
-    order: int = 4,
-    warmup: str = "lower-order",
-    return_trajectory: bool = False,
-) -> Solution:
+class LinearMultistep(StepRule):
+    """Adams-Bashforth on the derivatives ``d_{i-j}`` of the last ``order`` points (k-diffusion's ``lms``).
+
+    Every step, the last one to ``s = 0`` included, is the Adams-Bashforth step of the
+    current order ``min(order, i + 1)``: like k-diffusion's ``sample_lms``, the final step
+    integrates the Lagrange polynomial through the newest derivatives from ``s_{K-1}`` to 0
+    (it evaluates the flow at ``s_{K-1}``, never at 0), rather than taking the denoising
+    Euler step of the other solvers.
+    """
+
+    name = "lms"
+    own_final = True
+
+    def __init__(self, order: int, warmup: str):
+        self.order, self.warmup = order, warmup
+        self.hist: list[Tensor] = []  # newest first
+
+    def plan(self, s, i):
+        K = len(s) - 1
+        n_rk4 = min(self.order - 1, K - 1 if s[-1] == 0.0 else K) if self.warmup == "rk4" else 0
+        h = s[i + 1] - s[i]
+        if i < n_rk4:
+            return [s[i], s[i] + 0.5 * h, s[i] + 0.5 * h, s[i + 1]], ("rk4", h)
+        p = min(self.order, i + 1)
+        return [s[i]], ("ab", adams_bashforth_coefficients(s[i::-1][:p], s[i], s[i + 1]))
+
+    def step(self, ctx, x, i, at, coef):
+        kind, data = coef
+        d = ctx.f(x, at[0])
+        self.hist = [d] + self.hist[: self.order - 1]
+        if kind == "ab":
+            return combine(x, self.hist, data, 1.0)
+        ks = [d]
+        for j in range(1, 4):
+            ks.append(ctx.f(combine(x, ks, RK4.a[j], data), at[j]))
+        return combine(x, ks, RK4.b, data)
+
+
+@takes("lms", Option("order", int, 4, "Adams-Bashforth order", lo=1, hi=4),
+       Option("warmup", str, "lower-order", "start-up: ramp the order (k-diffusion) or RK4 steps", choices=WARMUPS))
+def lms(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Tensor, Sequence[float]], *,
+        order: int, warmup: str, **loop) -> Solution:
     """Linear multistep (Adams-Bashforth, order up to 4) on a non-uniform schedule.
 
     One NFE per step.  Startup: ``warmup="lower-order"`` (k-diffusion) ramps the order
     1, 2, ..., ``order`` over the first steps; its Euler first step has a local error
     ``O(h^2)`` that is not damped later, so the global order is at most 2 whatever
     ``order`` is.  ``warmup="rk4"`` takes the first ``order - 1`` steps with classic RK4
-    (3 extra NFE each), which keeps the global order equal to ``order``.  A final step to
-    ``s = 0`` is Euler.
+    (3 extra NFE each), which keeps the global order equal to ``order``.  The last step,
+    to ``s = 0`` included, is an Adams-Bashforth step (k-diffusion's rule; see
+    :class:`LinearMultistep`).
     """
-    check_batch(x, "lms")
-    if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= 4:
-        raise ValueError(f"lms: order must be an integer in 1..4, got order={order!r}")
-    if warmup not in _WARMUPS:
-        raise ValueError(f"lms: unknown warmup {warmup!r}; valid: {', '.join(_WARMUPS)}")
-    s = as_schedule(schedule)
-    f = CountedFlow(flow)
-    K = len(s) - 1
-    last_euler = s[-1] == 0.0
-    n_rk4 = min(order - 1, K - 1 if last_euler else K) if warmup == "rk4" else 0
-
-    # Host-side plan: per step, either ("rk4", scales) or ("ab", coefficients).
-    values, plan = [], []
-    for i in range(K):
-        values.append(s[i])
-        h = s[i + 1] - s[i]
-        if i < n_rk4:
-            values += [s[i] + 0.5 * h, s[i] + 0.5 * h, s[i + 1]]
-            plan.append(("rk4", h))
-        elif last_euler and i == K - 1:
-            plan.append(("ab", [h]))
-        else:
-            p = min(order, i + 1)
-            plan.append(("ab", adams_bashforth_coefficients(s[i::-1][:p], s[i], s[i + 1])))
-    table = scale_table(values, x)
-
-    traj = [x] if return_trajectory else None
-    hist: list[Tensor] = []  # newest first
-    row = 0
-    for kind, data in plan:
-        d = f(x, table[row])
-        row += 1
-        hist = [d] + hist[: order - 1]
-        if kind == "rk4":
-            ks = [d]
-            for j in range(1, 4):
-                ks.append(f(combine(x, ks, RK4.a[j], data), table[row]))
-                row += 1
-            x = combine(x, ks, RK4.b, data)
-        else:
-            x = combine(x, hist, data, 1.0)
-        if traj is not None:
-            traj.append(x)
-    return Solution(x, fixed_stats(f.nfe, K, x.shape[0], traj))
+    return run_steps(LinearMultistep(order, warmup), flow, x, schedule, **loop)

@@ -6,10 +6,9 @@ decreases) and a Butcher tableau ``(c, A, b)``::
     k_j     = v(x_i + h * sum_{l<j} A[j][l] k_l,  s_i + c_j h)
     x_{i+1} = x_i + h * sum_j b_j k_j
 
-A step whose end is ``s = 0`` is taken with Euler (EDM, arXiv 2206.00364, Alg. 1), so no
-method ever evaluates the flow at ``s = 0``; for a denoiser flow that step is
-``x <- D(x, s_{K-1})``.  All scales are precomputed into one ``[n, B]`` table before the
-loop, which therefore never syncs with the device.
+A step whose end is ``s = 0`` is the denoising Euler step of :func:`solvers._loop.to_zero`
+(EDM, arXiv 2206.00364, Alg. 1), so no method ever evaluates the flow at ``s = 0``.  Each
+method is its tableau; the step loop is :func:`solvers._loop.run_steps`.
 """
 from __future__ import annotations
 
@@ -19,8 +18,9 @@ from typing import Callable, Union, Sequence
 
 from torch import Tensor
 
-from ._common import check_batch, combine, fixed_stats, scale_table
-from .base import CountedFlow, Solution, as_schedule
+from ._loop import StepRule, combine, run_steps
+from .base import Solution
+from .spec import takes
 
 __all__ = [
     "ButcherTableau",
@@ -31,6 +31,7 @@ __all__ = [
     "RK4",
     "RK4_38",
     "TABLEAUX",
+    "RungeKutta",
     "explicit_rk",
     "euler",
     "midpoint",
@@ -84,58 +85,45 @@ RK4_38 = ButcherTableau(  # Kutta's 3/8 rule (torchdiffeq's fixed-grid "rk4")
 TABLEAUX = {t.name: t for t in (EULER, MIDPOINT, HEUN, RK3, RK4, RK4_38)}
 
 
+class RungeKutta(StepRule):
+    """The step rule of an explicit Runge-Kutta method given by its tableau."""
+
+    def __init__(self, tableau: ButcherTableau):
+        self.tableau, self.name = tableau, tableau.name
+
+    def plan(self, s, i):
+        h = s[i + 1] - s[i]
+        return [s[i] if c == 0.0 else s[i + 1] if c == 1.0 else s[i] + c * h for c in self.tableau.c], h
+
+    def step(self, ctx, x, i, at, h):
+        a, ks = self.tableau.a, []
+        for j in range(self.tableau.stages):
+            ks.append(ctx.f(combine(x, ks, a[j], h), at[j]))
+        return combine(x, ks, self.tableau.b, h)
+
+
 def explicit_rk(
     flow: Callable[[Tensor, Tensor], Tensor],
     x: Tensor,
     schedule: Union[Tensor, Sequence[float]],
     tableau: ButcherTableau,
-    *,
-    return_trajectory: bool = False,
+    **loop,
 ) -> Solution:
     """Integrate ``dx/ds = flow(x, s)`` over ``schedule`` with the explicit RK ``tableau``.
 
-    NFE: ``stages`` per step, except a final step to ``s = 0``, which is Euler (1 NFE).
+    NFE: ``stages`` per step, except a final step to ``s = 0``, which is the denoising
+    Euler step (1 NFE).  ``loop``: the options of :func:`solvers._loop.run_steps`.
     """
-    check_batch(x, tableau.name)
-    s = as_schedule(schedule)
-    f = CountedFlow(flow)
-    K = len(s) - 1
-    last_euler = s[-1] == 0.0
-    n_rk = K - 1 if last_euler else K
-
-    values = []
-    for i in range(n_rk):
-        h = s[i + 1] - s[i]
-        values += [s[i] if c == 0.0 else s[i + 1] if c == 1.0 else s[i] + c * h for c in tableau.c]
-    if last_euler:
-        values.append(s[K - 1])
-    table = scale_table(values, x)
-
-    traj = [x] if return_trajectory else None
-    a, b, row = tableau.a, tableau.b, 0
-    for i in range(n_rk):
-        h = s[i + 1] - s[i]
-        ks = []
-        for j in range(tableau.stages):
-            ks.append(f(combine(x, ks, a[j], h), table[row]))
-            row += 1
-        x = combine(x, ks, b, h)
-        if traj is not None:
-            traj.append(x)
-    if last_euler:
-        x = combine(x, [f(x, table[row])], (1.0,), -s[K - 1])
-        if traj is not None:
-            traj.append(x)
-    return Solution(x, fixed_stats(f.nfe, K, x.shape[0], traj))
+    return run_steps(RungeKutta(tableau), flow, x, schedule, **loop)
 
 
 def _make(tableau: ButcherTableau, reference: str) -> Callable[..., Solution]:
-    def solver(flow, x, schedule, *, return_trajectory: bool = False) -> Solution:
-        return explicit_rk(flow, x, schedule, tableau, return_trajectory=return_trajectory)
+    def solver(flow, x, schedule, **loop) -> Solution:
+        return explicit_rk(flow, x, schedule, tableau, **loop)
 
     solver.__name__ = solver.__qualname__ = tableau.name
     solver.__doc__ = reference
-    return solver
+    return takes(tableau.name.replace("_", "-"))(solver)
 
 
 euler = _make(EULER, """Euler's method (order 1, 1 NFE per step).

@@ -83,14 +83,14 @@ def log_uniform_schedule(steps: int, s_min: float, s_max: float, append_zero: bo
     return _finish([math.exp(la + f * (lb - la)) for f in _fractions(steps)], s_min, s_max, append_zero)
 
 
-def vp_time_schedule(steps: int, t_eps: float = 1e-3, t_max: float = 1.0) -> Tensor:
+def vp_time_schedule(steps: int, t_eps: float = 1e-3, t_max: float = 1.0, append_zero: bool = False) -> Tensor:
     """VP (DDPM / score-SDE) time grid: ``steps`` points uniform in ``t`` from ``t_max`` to ``t_eps``.
 
     Song et al. (arXiv 2011.13456) integrate the VP SDE/ODE from ``t = 1`` to ``t = eps``
     (``1e-3`` for sampling, ``1e-5`` for likelihoods) rather than to 0.
     """
-    _check(steps, t_eps, t_max, append_zero=False, lo_name="t_eps", hi_name="t_max")
-    return uniform_schedule(steps, t_eps, t_max)
+    _check(steps, t_eps, t_max, append_zero=append_zero, lo_name="t_eps", hi_name="t_max")
+    return uniform_schedule(steps, t_eps, t_max, append_zero=append_zero)
 
 
 def ve_time_schedule(steps: int, sigma_min: float, sigma_max: float, append_zero: bool = False) -> Tensor:

@@ -2,64 +2,51 @@
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._common import check_batch, scale_table
-from .base import SDE, CountedSDE, NoiseFn, Solution, SolverStats, as_schedule, default_noise
+from ._loop import StepRule, run_steps
+from .base import SDE, Solution
+from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, takes
 
-__all__ = ["euler_maruyama"]
+__all__ = ["euler_maruyama", "per_sample"]
 
 
-def euler_maruyama(
-    sde: SDE,
-    x: Tensor,
-    schedule: Union[Tensor, Sequence[float]],
-    *,
-    noise: Optional[NoiseFn] = None,
-    generator: Optional[torch.Generator] = None,
-    return_trajectory: bool = False,
-) -> Solution:
+def per_sample(v, x: Tensor) -> Tensor:
+    """A scalar or ``[B]`` coefficient as a tensor broadcasting against ``x``."""
+    t = torch.as_tensor(v, dtype=x.dtype, device=x.device)
+    return t.reshape((x.shape[0],) + (1,) * (x.dim() - 1)) if t.numel() == x.shape[0] and t.numel() > 1 else t.reshape((1,) * x.dim())
+
+
+class EulerMaruyama(StepRule):
+    name = "euler-maruyama"
+    stochastic = True
+    hint = "take more steps"
+
+    def plan(self, s, i):
+        return [s[i]], s[i + 1] - s[i]
+
+    def step(self, ctx, x, i, at, dt):
+        drift = ctx.f.drift(x, at[0])
+        g = per_sample(ctx.f.diffusion(at[0]), x)
+        return torch.add(x, drift, alpha=dt).addcmul_(g, ctx.noise(i, x), value=math.sqrt(abs(dt)))
+
+
+@takes("euler-maruyama", base=STOCHASTIC_OPTIONS, passthrough=NOISE_KEYS)
+def euler_maruyama(sde: SDE, x: Tensor, schedule: Union[Tensor, Sequence[float]], **loop) -> Solution:
     """Euler-Maruyama (Kloeden & Platen 1992; reverse SDE of Song et al., arXiv 2011.13456).
 
     For a step ``dt = s_{i+1} - s_i`` (negative for a decreasing schedule)::
 
         x <- x + f(x, s_i) dt + g(s_i) sqrt(|dt|) z_i,      z_i ~ N(0, I)
 
-    with ``z_i = noise(i, x)`` (a :data:`NoiseFn`, e.g. per-sample seeded noise) or
-    ``default_noise(generator)``.  A final step to ``s = 0`` is the drift-only Euler step
-    (no noise, the flow is never evaluated at 0); ``noise`` is then called for steps
-    ``0..K-2`` only.  NFE counts drift evaluations (:class:`CountedSDE`).
+    with ``z_i = noise(i, x)`` (a :data:`~solvers.base.NoiseFn`, e.g. per-sample seeded
+    noise) or draws from ``generator``.  A final step to ``s = 0`` is the noise-free
+    denoising step of :func:`solvers._loop.to_zero`: Tweedie's ``D(x, s_{K-1})`` when the
+    SDE offers ``denoise`` (the probability-flow Euler step), else the drift-only Euler
+    step; ``noise`` is then called for steps ``0..K-2`` only.  NFE counts drift
+    evaluations.
     """
-    check_batch(x, "euler_maruyama")
-    if noise is not None and generator is not None:
-        raise ValueError("euler_maruyama: pass either noise or generator, not both")
-    s = as_schedule(schedule)
-    sde_c = CountedSDE(sde)
-    noise_fn = noise if noise is not None else default_noise(generator)
-    K = len(s) - 1
-    last_plain = s[-1] == 0.0
-    table = scale_table(s[:K], x)
-    bshape = (x.shape[0],) + (1,) * (x.dim() - 1)
-    traj = [x] if return_trajectory else None
-    for i in range(K):
-        dt = s[i + 1] - s[i]
-        drift = sde_c.drift(x, table[i])
-        if last_plain and i == K - 1:
-            x = torch.add(x, drift, alpha=dt)
-        else:
-            g = torch.as_tensor(sde_c.diffusion(table[i]), dtype=x.dtype, device=x.device)
-            g = g.reshape(bshape if g.numel() == x.shape[0] else (1,) * x.dim())
-            z = noise_fn(i, x)
-            x = torch.add(x, drift, alpha=dt).addcmul_(g, z, value=math.sqrt(abs(dt)))
-        if traj is not None:
-            traj.append(x)
-    stats = SolverStats(
-        nfe=sde_c.nfe,
-        steps=K,
-        accepted=K * x.shape[0],
-        trajectory=torch.stack(traj) if traj is not None else None,
-    )
-    return Solution(x, stats)
+    return run_steps(EulerMaruyama(), sde, x, schedule, need="sde", **loop)

@@ -3,42 +3,39 @@
 torchdiffeq (Chen et al., arXiv 1806.07366) integrates ``dy/dt = func(t, y)`` with one
 scalar ``t`` for the whole batch, so its adaptive methods choose one step size for all
 samples (the error norm is taken over the whole batch); compare :func:`solvers.dopri5`.
+Every method appears in the solver table as ``torchdiffeq:METHOD``.
 """
 from __future__ import annotations
 
 from typing import Callable, Optional, Sequence, Union
 
 import torch
+import torchdiffeq
 from torch import Tensor
 
-from ._common import check_batch, scale_table
-from .base import CountedFlow, Solution, SolverStats, as_schedule
+from ._loop import check_batch, scale_table, to_zero
+from .base import Counted, Solution, SolverError, SolverStats, as_schedule
+from .spec import Option, takes
 
-__all__ = ["torchdiffeq_solver", "torchdiffeq_methods", "TORCHDIFFEQ_FIXED_GRID"]
+__all__ = ["torchdiffeq_solver", "torchdiffeq_methods", "TORCHDIFFEQ_FIXED_GRID", "TORCHDIFFEQ_PREFIX", "make_torchdiffeq"]
 
+TORCHDIFFEQ_PREFIX = "torchdiffeq:"
 TORCHDIFFEQ_FIXED_GRID = frozenset({"euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams", "implicit_adams", "fixed_adams"})
 _FALLBACK_METHODS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2",
-                     "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams", "scipy_solver")
+                     "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
 
 
 def torchdiffeq_methods() -> tuple[str, ...]:
-    """The method names the installed torchdiffeq accepts (empty if it is not installed)."""
-    try:
-        from torchdiffeq._impl.odeint import SOLVERS  # private, but the only list there is
-    except ImportError:
-        try:
-            import torchdiffeq  # noqa: F401
-        except ImportError:
-            return ()
-        return _FALLBACK_METHODS
-    return tuple(SOLVERS)
+    """The method names the installed torchdiffeq accepts (``scipy_solver`` excluded: it leaves the device)."""
+    methods = getattr(getattr(getattr(torchdiffeq, "_impl", None), "odeint", None), "SOLVERS", None)  # private, the only list
+    return tuple(m for m in (methods or _FALLBACK_METHODS) if m != "scipy_solver")
 
 
 class _Func(torch.nn.Module):
     """``func(t, y)`` for torchdiffeq: the scalar ``t`` (a 0-d device tensor) becomes the
     ``[B]`` scale tensor by a broadcast view (no sync); every call is one counted NFE."""
 
-    def __init__(self, flow: CountedFlow, batch: int, dtype: torch.dtype):
+    def __init__(self, flow: Counted, batch: int, dtype: torch.dtype):
         super().__init__()
         self.flow, self.batch, self.dtype = flow, batch, dtype
 
@@ -46,66 +43,67 @@ class _Func(torch.nn.Module):
         return self.flow(y, t.to(self.dtype).expand(self.batch))
 
 
-def torchdiffeq_solver(
-    flow: Callable[[Tensor, Tensor], Tensor],
-    x: Tensor,
-    schedule: Union[Tensor, Sequence[float]],
-    method: str = "dopri5",
-    *,
-    return_trajectory: bool = False,
-    rtol: Optional[float] = None,
-    atol: Optional[float] = None,
-    **options,
-) -> Solution:
+TORCHDIFFEQ_OPTIONS = (
+    Option("rtol", float, None, "relative tolerance (adaptive methods; torchdiffeq's default 1e-7)", lo=0.0, none_ok=True),
+    Option("atol", float, None, "absolute tolerance (adaptive methods; torchdiffeq's default 1e-9)", lo=0.0, none_ok=True),
+    Option("step_size", float, None, "fixed-grid methods: step on this grid instead of the schedule", lo=0.0, lo_open=True, none_ok=True),
+    Option("first_step", float, None, "adaptive methods: the first step", lo=0.0, lo_open=True, none_ok=True),
+    Option("max_num_steps", int, None, "adaptive methods: step limit", lo=1, none_ok=True),
+    Option("return_trajectory", bool, False, "states at every schedule point"),
+)
+
+
+def torchdiffeq_solver(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Tensor, Sequence[float]],
+                       method: str = "dopri5", *, return_trajectory: bool = False, rtol: Optional[float] = None,
+                       atol: Optional[float] = None, **options) -> Solution:
     """Solve with ``torchdiffeq.odeint(func, x, t, method=method, rtol=, atol=, options=options)``.
 
-    ``t`` is the schedule (its positive part when it ends at 0; the step to ``s = 0`` is
-    then one Euler step, as in every solver here).  ``options`` are torchdiffeq's
-    method options (``step_size``, ``first_step``, ``max_num_steps``, ...).  Fixed-grid
-    methods step on the schedule itself unless ``step_size`` is given.  NFE is counted at
-    the field.  torchdiffeq reports no step counts for adaptive methods:
-    ``stats.steps = 0`` there and ``stats.extra["steps_reported"]`` is ``False``.
+    ``t`` is the schedule (its positive part when it ends at 0; the step to ``s = 0`` is then
+    the denoising step of :func:`solvers._loop.to_zero`, as in every solver here).
+    ``options`` are torchdiffeq's method options (``step_size``, ``first_step``,
+    ``max_num_steps``; ``None`` values are dropped).  Fixed-grid methods step on the schedule
+    itself unless ``step_size`` is given.  NFE is counted at the field.  torchdiffeq reports
+    no step counts for adaptive methods: ``stats.steps = 0`` there and
+    ``stats.extra["steps_reported"]`` is ``False``.
     """
     check_batch(x, f"torchdiffeq:{method}")
-    methods = torchdiffeq_methods()
-    if not methods:
-        raise ImportError("torchdiffeq is not installed; pip install torchdiffeq")
-    if method not in methods:
-        raise ValueError(f"unknown torchdiffeq method {method!r}; valid: {', '.join(methods)}")
-    from torchdiffeq import odeint
-
+    if method not in torchdiffeq_methods():
+        raise ValueError(f"unknown torchdiffeq method {method!r}; valid: {', '.join(torchdiffeq_methods())}")
+    options = {k: v for k, v in options.items() if v is not None}
     s = as_schedule(schedule)
-    f = CountedFlow(flow)
+    f = Counted(flow)
     B = x.shape[0]
     last_euler = s[-1] == 0.0
     pts = s[:-1] if last_euler else s
-    kw = {}
-    if rtol is not None:
-        kw["rtol"] = rtol
-    if atol is not None:
-        kw["atol"] = atol
-
+    kw = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
     traj = None
     if len(pts) >= 2:
         t = torch.tensor(pts, dtype=torch.float64).to(x.device)
-        ys = odeint(_Func(f, B, x.dtype), x, t, method=method, options=dict(options) or None, **kw)
+        try:
+            ys = torchdiffeq.odeint(_Func(f, B, x.dtype), x, t, method=method, options=dict(options) or None, **kw)
+        except AssertionError as exc:  # torchdiffeq's step limit and underflow checks
+            raise SolverError(f"torchdiffeq:{method} could not finish: {exc}; raise max_num_steps or loosen the tolerances") from None
         x = ys[-1]
         traj = ys if return_trajectory else None
     elif return_trajectory:
         traj = x[None]
     if last_euler:
-        x = x + (-pts[-1]) * f(x, scale_table([pts[-1]], x)[0])
+        x = to_zero(f, x, scale_table([pts[-1]], x)[0], pts[-1])
         if traj is not None:
             traj = torch.cat([traj, x[None]])
     fixed = method in TORCHDIFFEQ_FIXED_GRID and "step_size" not in options and "grid_constructor" not in options
-    K = len(s) - 1
-    steps = K if fixed else (1 if last_euler else 0)
-    stats = SolverStats(
-        nfe=f.nfe,
-        steps=steps,
-        accepted=steps * B,
-        rejected=0,
-        trajectory=traj,
-        extra={"steps_reported": fixed, "method": method},
-    )
+    steps = len(s) - 1 if fixed else (1 if last_euler else 0)
+    stats = SolverStats(nfe=f.nfe, steps=steps, accepted=steps * B, rejected=0, trajectory=traj,
+                        extra={"steps_reported": fixed, "method": method})
     return Solution(x, stats)
+
+
+def make_torchdiffeq(method: str) -> Callable[..., Solution]:
+    """The table's solver for ``torchdiffeq:METHOD`` (options typed like every other solver's)."""
+
+    def solver(flow, x, schedule, **options) -> Solution:
+        return torchdiffeq_solver(flow, x, schedule, method, **options)
+
+    solver.__name__ = f"torchdiffeq_{method}"
+    solver.__doc__ = f"torchdiffeq's {method!r} through :func:`torchdiffeq_solver`."
+    return takes(TORCHDIFFEQ_PREFIX + method, *TORCHDIFFEQ_OPTIONS, base=())(solver)

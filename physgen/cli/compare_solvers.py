@@ -66,6 +66,7 @@ def register(sub) -> None:
     p.add_argument("--dataset", default=None, help="toy dataset (default moons, or the checkpoint's); for an image checkpoint: the image dataset spec of the reference images")
     p.add_argument("--field", default="exact", help="exact, analytic or mlp (trains an MLP unless --ckpt is given)")
     p.add_argument("--ckpt", default=None, help="toy or image checkpoint (file or run dir) whose network is the field")
+    p.add_argument("--list-solvers", action="store_true", help="print the solver table for the process (needs, order, NFE per step) and exit")
     p.add_argument("--solvers", default=None, help="comma-separated solver/sampler names, or 'all' (default: euler, heun, midpoint, rk4, lms, dpm2, dpmpp-2m, dopri5 and, if the process has a score, euler-maruyama, pc, edm-sde, ddpm; those that cannot run are skipped)")
     p.add_argument("--steps", default="4,8,16,32,64", help="comma-separated step budgets (adaptive solvers: tolerance min(0.1, 100/steps^5))")
     p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, vp-time, ve-time (default: the process's)")
@@ -85,7 +86,7 @@ def register(sub) -> None:
     p.add_argument("--no-ref-check", dest="ref_check", action="store_false", help="skip the second reference at 10x tolerance (its error estimate)")
     p.add_argument("--inception", default=None, help="image checkpoints: local Inception-v3 weights for an FID column")
     p.add_argument("--birth-death", default=None, help="Yukawa: transport, smc, weights, off")
-    p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE", help="option passed to every solver/sampler (JSON value)")
+    p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE", help="solver option (JSON value), passed to the solvers that take it")
     p.add_argument("--out", default="runs/compare-solvers")
     p.set_defaults(func=run)
 
@@ -138,11 +139,16 @@ def run(args) -> int:
     from ..compare.run import compare, markdown_table, stderr_log, write_outputs
     from ..io import ensure_dir, write_json
 
-    from ..sampling import sampler_names
+    import solvers
 
+    if args.list_solvers:
+        from ..processes import make_process
+        from .toy import list_solvers
+
+        return list_solvers(make_process(args.process or "edm", **process_options(args)), args)
     steps = _int_list(args.steps, "--steps")
     names = _name_list(args.solvers)
-    valid = sampler_names()
+    valid = solvers.solver_names()
     for name in names or ():
         if name != "all" and name not in valid:
             from ..errors import unknown_name

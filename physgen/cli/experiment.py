@@ -1,15 +1,15 @@
-"""``physgen experiment NAME --out DIR ...``: the experiments in the top-level ``experiments``
-package.  Each experiment module defines ``add_arguments(parser)`` and ``run(args) -> int``
-and a one-line docstring; the table below maps CLI names to modules."""
+"""``physgen experiment NAME --out DIR ...``: the experiments of :mod:`physgen.experiments`.
+Each experiment module defines ``add_arguments(parser)`` and ``run(args) -> int`` and a
+one-line docstring; the table below maps CLI names to modules (static imports)."""
 from __future__ import annotations
 
-import importlib
+from ..experiments import d_sweep, guidance, langevin_mixture, yukawa
 
 EXPERIMENTS = {
-    "d-sweep": "experiments.d_sweep",
-    "langevin-mixture": "experiments.langevin_mixture",
-    "yukawa": "experiments.yukawa",
-    "guidance": "experiments.guidance",
+    "d-sweep": d_sweep,
+    "langevin-mixture": langevin_mixture,
+    "yukawa": yukawa,
+    "guidance": guidance,
 }
 
 
@@ -17,13 +17,7 @@ def register(sub) -> None:
     parser = sub.add_parser("experiment", help="run a named experiment (figures + tables into --out)")
     exp_sub = parser.add_subparsers(dest="experiment", metavar="NAME")
     exp_sub.required = True
-    for name, module_name in EXPERIMENTS.items():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name:
-                continue
-            raise
+    for name, module in EXPERIMENTS.items():
         p = exp_sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
         module.add_arguments(p)
         p.set_defaults(func=module.run)

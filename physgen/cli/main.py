@@ -1,5 +1,7 @@
 """``physgen <command> ...``.  Each subcommand lives in its own module of this package and
-defines ``register(subparsers)``, which adds its parser with ``set_defaults(func=...)``.
+defines ``register(subparsers)``, which adds its parser with ``set_defaults(func=...)``;
+:data:`COMMANDS` lists the modules (static imports: a renamed module is an import error,
+never a silently missing command).
 
 A user's mistake (``ValueError``, including :class:`physgen.errors.UserError`) is printed as
 one line on stderr with exit status 2; set ``PHYSGEN_DEBUG=1`` for the traceback.
@@ -7,29 +9,24 @@ one line on stderr with exit status 2; set ``PHYSGEN_DEBUG=1`` for the traceback
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from typing import Optional, Sequence
 
-from ..processes.base import NoScoreError
-from solvers.base import DenoiserFormError
+from solvers.base import DenoiserFormError, SolverError
 
-# subcommand modules, in help order; a module that is not written yet is skipped
-COMMANDS = ("toy", "demo", "experiment", "compare_solvers", "nll", "genphys", "train", "sample", "eval", "train_classifier")
+from ..processes.base import NoScoreError
+from . import compare_solvers, demo, eval as eval_cmd, experiment, genphys, nll, sample, toy, train, train_classifier
+
+COMMANDS = (toy, demo, experiment, compare_solvers, nll, genphys, train, sample, eval_cmd, train_classifier)
+"""The subcommand modules, in help order."""
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="physgen", description="Physics-inspired generative models: diffusion, NCSN, PFGM, PFGM++, GenPhys.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    for name in COMMANDS:
-        try:
-            module = importlib.import_module(f"physgen.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"physgen.cli.{name}":
-                continue
-            raise
+    for module in COMMANDS:
         module.register(sub)
     return parser
 
@@ -39,7 +36,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError, NoScoreError, DenoiserFormError) as e:
+    except (ValueError, FileNotFoundError, FloatingPointError, NoScoreError, DenoiserFormError, SolverError) as e:
         if os.environ.get("PHYSGEN_DEBUG"):
             raise
         print(f"physgen {args.command}: error: {e}", file=sys.stderr)

@@ -38,9 +38,12 @@ def register(sub) -> None:
     div.add_argument("--exact-divergence", dest="divergence", action="store_const", const="exact", help="exact divergence (N backward passes)")
     div.add_argument("--hutchinson", dest="divergence", action="store_const", const="hutchinson", help="Hutchinson's estimator (one Rademacher probe per sample)")
     p.set_defaults(divergence="auto")
-    p.add_argument("--rtol", type=float, default=1e-5)
-    p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--s-min", type=float, default=None, help="start of the integration (default: the process's sigma_min / t_eps)")
+    p.add_argument("--solver", default="dopri5", help="dopri5 (adaptive, default) or a fixed-step flow solver on the sampling grid of --steps/--schedule")
+    p.add_argument("--steps", type=int, default=None, help="fixed-step solvers: the grid of `physgen toy --steps K` (its positive points, backwards)")
+    p.add_argument("--schedule", default=None, help="fixed-step solvers: the schedule of that grid (default: the process's)")
+    p.add_argument("--rtol", type=float, default=None, help="dopri5: relative tolerance (default 1e-5)")
+    p.add_argument("--atol", type=float, default=None, help="dopri5: absolute tolerance (default 1e-5)")
+    p.add_argument("--s-min", type=float, default=None, help="dopri5: start of the integration (default: the process's sigma_min / t_eps)")
     p.add_argument("--dequantize", type=float, default=None, metavar="WIDTH",
                    help="uniform dequantisation with this bin width (8-bit images in [-1,1]: 2/255, the default for image data)")
     p.add_argument("--train-steps", type=int, default=2000, help="--field mlp without --ckpt: training steps")
@@ -105,8 +108,8 @@ def run(args) -> int:
     from ..io import ensure_dir, write_json
     from ..likelihood import LikelihoodResult, log_likelihood
     from ..noise import SeededNoise
-    from ..processes import make_process
-    from ..toy import ToyConfig, auto_process_options, build_field, pick_device
+    from ..processes import data_defaults, make_process
+    from ..toy import ToyConfig, build_field, pick_device
 
     for name in ("n", "n_data", "batch"):
         if getattr(args, name) <= 0:
@@ -152,7 +155,7 @@ def run(args) -> int:
         else:
             data = dataset.sample(args.n_data, g_data, device=device)
         name = args.process or "edm"
-        process = make_process(name, **auto_process_options(name, data, opts))
+        process = make_process(name, **data_defaults(name, data, opts))
         cfg = ToyConfig(process=name, dataset=args.dataset, field=field_kind, n_data=args.n_data, train_steps=args.train_steps,
                         hidden=args.hidden, depth=args.depth, lr=args.lr, seed=args.seed, device=args.device)
         field, _ = build_field(process, field_kind, dataset, data, None, cfg, device, log_stream=sys.stderr)
@@ -160,21 +163,34 @@ def run(args) -> int:
             field.eval()
         x = dataset.sample(args.n, torch.Generator(device=device).manual_seed(args.seed + 1_000_003), device=device)
 
+    from ..sampling import grid
+
+    adaptive = _spec(args.solver).adaptive
+    if not adaptive and (args.rtol is not None or args.atol is not None):
+        raise UserError(f"--rtol/--atol apply to adaptive solvers; {args.solver!r} takes --steps")
+    if adaptive and (args.steps is not None or args.schedule is not None):
+        raise UserError(f"--steps/--schedule apply to fixed-step solvers; {args.solver!r} is adaptive (it takes --rtol/--atol)")
+    rtol, atol = (1e-5 if args.rtol is None else args.rtol), (1e-5 if args.atol is None else args.atol)
+    schedule = None if adaptive else grid(process, args.steps, args.schedule, method=args.solver, dim=int(x[0].numel()))
     n = x.shape[0]
     noise = SeededNoise(args.seed, range(n))
     t0 = time.perf_counter()
     parts = []
     for start in range(0, n, args.batch):
         stop = min(n, start + args.batch)
-        parts.append(log_likelihood(process, field, x[start:stop], divergence=args.divergence, rtol=args.rtol, atol=args.atol,
-                                    s_min=args.s_min, noise=noise.subset(slice(start, stop)), dequantize=dequantize))
+        parts.append(log_likelihood(process, field, x[start:stop], divergence=args.divergence, rtol=rtol, atol=atol,
+                                    s_min=args.s_min, noise=noise.subset(slice(start, stop)), dequantize=dequantize,
+                                    solver=args.solver, schedule=schedule))
     result = LikelihoodResult.concat(parts)
     wall = time.perf_counter() - t0
     summary = result.summary()
     summary.update(process={"name": process.name, **process.config()}, dataset=args.dataset, field=field_kind, wall_s=wall,
-                   rtol=args.rtol, atol=args.atol, ckpt=info.get("path"), seed=args.seed)
+                   solver=args.solver, rtol=rtol if adaptive else None, atol=atol if adaptive else None, ckpt=info.get("path"), seed=args.seed,
+                   steps=None if schedule is None else int(schedule.numel() - 1),
+                   schedule=None if schedule is None else (args.schedule or process.default_schedule_name),
+                   grid=None if schedule is None else schedule.tolist())
     summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
-    if dataset is not None and dataset.mixture is not None and getattr(process, "has_score", False) and hasattr(process, "coefficients"):
+    if dataset is not None and dataset.mixture is not None and "score" in process.capabilities():
         from ..fields.analytic import GaussianMixtureField
 
         ref = GaussianMixtureField(dataset.mixture, process.coefficients)
@@ -188,3 +204,14 @@ def run(args) -> int:
           f"{result.divergence} divergence, {result.nfe} NFE, {wall:.1f} s{ref_text}")
     print(f"wrote {out / 'nll.json'}")
     return 0
+
+
+def _spec(name: str):
+    import solvers
+
+    from ..errors import unknown_name
+
+    try:
+        return solvers.get_solver(name)
+    except ValueError:
+        raise unknown_name("solver", name, solvers.solver_names()) from None

@@ -11,17 +11,16 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .toy import add_guidance_arguments, sampler_options
+from ..io import write_json
+from .toy import add_guidance_arguments, add_sampler_arguments, sampler_options, sampling_steps
 
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="sample images from a checkpoint: a grid PNG or a folder of PNGs (sharded under torchrun)")
-    p.add_argument("--ckpt", required=True, help="checkpoint file, or a run directory (its newest checkpoint)")
+    p.add_argument("--ckpt", default=None, help="checkpoint file, or a run directory (its newest checkpoint)")
     p.add_argument("--n", type=int, default=64, help="number of samples")
-    p.add_argument("--solver", default="heun", help="heun, euler, dpm2, dpmpp-2m, dopri5, ... (physgen toy --list-solvers)")
-    p.add_argument("--steps", type=int, default=18, help="solver steps (heun: 2 steps-1 NFE; 18 -> 35)")
-    p.add_argument("--schedule", default=None, help="schedule name (default: the process's, EDM's rho=7)")
-    p.add_argument("--out", required=True, help="FILE.png for a grid, or a DIR for one PNG per sample")
+    add_sampler_arguments(p)  # --solver --steps --schedule --rtol --atol --levels --steps-per-level --eps --snr --sampler-opt ...
+    p.add_argument("--out", default=None, help="FILE.png for a grid, or a DIR for one PNG per sample")
     p.add_argument("--seed", type=int, default=0, help="sample i uses the noise of (seed, i)")
     p.add_argument("--start", type=int, default=0, help="first sample index (write disjoint sets from several runs)")
     p.add_argument("--batch", type=int, default=256, help="samples per forward pass")
@@ -31,20 +30,8 @@ def register(sub) -> None:
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"], help="bf16/auto: bf16 autocast on CUDA")
     p.add_argument("--nrow", type=int, default=None, help="grid: images per row")
     p.add_argument("--skip-existing", action="store_true", help="DIR: do not redo batches whose PNGs exist")
-    p.add_argument("--rtol", type=float, default=1e-5, help="adaptive solvers")
-    p.add_argument("--atol", type=float, default=1e-5, help="adaptive solvers")
-    p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE", help="any other sampler option (JSON value)")
     add_guidance_arguments(p, cond_drop=False)  # --guidance cfg|classifier --w --guidance-interval --classifier-ckpt
     p.set_defaults(func=run)
-
-
-def _options(args) -> dict:
-    args.levels = args.steps_per_level = args.eps = args.snr = args.birth_death = None
-    opts = sampler_options(args)
-    if args.solver == "dopri5" or args.solver.startswith("torchdiffeq:"):
-        opts.setdefault("rtol", args.rtol)
-        opts.setdefault("atol", args.atol)
-    return opts
 
 
 def run(args) -> int:
@@ -52,15 +39,22 @@ def run(args) -> int:
     from ..images.train import load_trained
     from ..training import dist_info, resolve_device
 
+    if args.list_solvers:
+        from ..sampling import format_solver_table
+
+        print(format_solver_table(load_trained(args.ckpt).process) if args.ckpt else format_solver_table())
+        return 0
+    if args.ckpt is None or args.out is None:
+        raise UserError("physgen sample needs --ckpt and --out (or --list-solvers)")
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
     info = dist_info()
     device = resolve_device(args.device, info.local_rank)
     model = load_trained(args.ckpt, device=device, ema=not args.raw)
-    kw = dict(seed=args.seed, solver=args.solver, steps=args.steps, schedule=args.schedule, batch=args.batch,
-              device=device, sampler_options=_options(args), precision=args.precision, label=args.label)
+    kw = dict(seed=args.seed, solver=args.solver, steps=sampling_steps(args), schedule=args.schedule, batch=args.batch,
+              device=device, sampler_options=sampler_options(args), precision=args.precision, label=args.label)
     if args.guidance is not None:  # physgen/guidance.py: the network evaluations are counted by the wrapper
-        from ..guidance import guidance_transform
+        from .toy import guidance_transform
 
         kw["field_transform"] = guidance_transform(args, model.process, device)
     out = Path(args.out)
@@ -69,17 +63,20 @@ def run(args) -> int:
             return 0  # a grid is one file: rank 0 draws it
         if args.start:
             raise UserError("--start applies to a DIR output, not a grid")
-        path, _, nfe = sample_grid(model.process, model.field, args.n, out, model.shape, nrow=args.nrow, **kw)
-        print(f"wrote {path}: {args.n} samples, {nfe} NFE each ({model.process.name}, step {model.step})")
+        path, _, record = sample_grid(model.process, model.field, args.n, out, model.shape, nrow=args.nrow, **kw)
+        write_json(path.parent / "sampling.json", {**_metadata(args, model), **record, "grid": path.name, "n": args.n})
+        print(f"wrote {path} and {path.parent / 'sampling.json'}: {args.n} samples, {record['nfe']} NFE each ({model.process.name}, step {model.step})")
         if "field_transform" in kw:
             print(kw["field_transform"].summary())
         return 0
-    meta = {"checkpoint": str(model.path), "step": model.step, "process": {"name": model.process.name},
-            "solver": args.solver, "steps": args.steps, "schedule": args.schedule, "seed": args.seed,
-            "label": args.label, "ema": not args.raw, "precision": args.precision}
     summary = sample_to_dir(model.process, model.field, args.n, out, model.shape, rank=info.rank, world_size=info.world_size,
-                            start=args.start, skip_existing=args.skip_existing, metadata=meta, log_stream=sys.stderr, **kw)
+                            start=args.start, skip_existing=args.skip_existing, metadata=_metadata(args, model), log_stream=sys.stderr, **kw)
     rate = summary["written"] / max(summary["wall_s"], 1e-9)
     print(f"rank {info.rank}/{info.world_size}: wrote {summary['written']} PNGs to {out} (skipped {summary['skipped']}), "
           f"{summary['nfe_per_sample']} NFE each, {rate:.1f} img/s")
     return 0
+
+
+def _metadata(args, model) -> dict:
+    return {"checkpoint": str(model.path), "step": model.step, "process": {"name": model.process.name}, "seed": args.seed,
+            "label": args.label, "ema": not args.raw, "precision": args.precision}

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from typing import Optional
 
 from ..errors import UserError
 
@@ -51,12 +52,14 @@ def process_options(args) -> dict:
 
 
 def add_sampler_arguments(p) -> None:
-    p.add_argument("--solver", default="heun", help="euler, heun, rk4, dopri5, euler-maruyama, ... (physgen toy --list-solvers)")
-    p.add_argument("--steps", type=int, default=18, help="number of steps (solver budget)")
+    """The sampling flags every sampling command shares (one rule: :func:`sampling_arguments`)."""
+    p.add_argument("--solver", default="heun", help="euler, heun, dpmpp-2m, dopri5, ald, ... (--list-solvers prints the table)")
+    p.add_argument("--list-solvers", action="store_true", help="print the solver table for the process (needs, order, NFE per step) and exit")
+    p.add_argument("--steps", type=int, default=None, help="K integration steps on every path (default 18; ald: K noise levels, default NCSNv2's rule)")
     p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, vp-time, ve-time (default: the process's)")
-    p.add_argument("--rtol", type=float, default=1e-5)
-    p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--levels", type=int, default=None, help="annealed Langevin: number of noise levels")
+    p.add_argument("--rtol", type=float, default=None, help="adaptive solvers (dopri5, torchdiffeq:*): relative tolerance (default 1e-5)")
+    p.add_argument("--atol", type=float, default=None, help="adaptive solvers: absolute tolerance (default 1e-5)")
+    p.add_argument("--levels", type=int, default=None, help="annealed Langevin: number of noise levels (= --steps for ald)")
     p.add_argument("--steps-per-level", type=int, default=None, help="annealed Langevin: T")
     p.add_argument("--eps", type=float, default=None, help="annealed Langevin: step size ε")
     p.add_argument("--snr", type=float, default=None, help="predictor-corrector: Langevin corrector snr")
@@ -65,9 +68,37 @@ def add_sampler_arguments(p) -> None:
 
 
 def sampler_options(args) -> dict:
-    names = ("levels", "steps_per_level", "eps", "snr", "birth_death")
+    """Solver options and process sampling modes from the flags (checked against the chosen solver later)."""
+    names = ("steps_per_level", "eps", "snr", "birth_death", "rtol", "atol")
     opts = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
     return {**opts, **parse_key_values(args.sampler_opt, "--sampler-opt")}
+
+
+def sampling_steps(args) -> Optional[int]:
+    """``--steps``, with ``--levels`` as its name for annealed Langevin (one rule for every command)."""
+    import solvers
+
+    levels = getattr(args, "levels", None)
+    if levels is None:
+        return args.steps
+    try:
+        levelled = solvers.get_solver(args.solver).grid == "levels"
+    except ValueError:
+        levelled = False
+    if not levelled:
+        raise UserError(f"--levels applies to annealed Langevin (--solver ald); solver {args.solver!r} takes --steps")
+    if args.steps is not None and args.steps != levels:
+        raise UserError(f"--levels {levels} and --steps {args.steps} disagree (for ald they are the same number)")
+    return levels
+
+
+def list_solvers(process, args) -> int:
+    """``--list-solvers``: the table for ``process`` (its sampling modes from the flags)."""
+    from ..sampling import format_solver_table
+
+    modes = {o.name: sampler_options(args)[o.name] for o in process.sampling_options if o.name in sampler_options(args)}
+    print(format_solver_table(process, **modes))
+    return 0
 
 
 def add_guidance_arguments(p, cond_drop: bool = True) -> None:
@@ -78,6 +109,22 @@ def add_guidance_arguments(p, cond_drop: bool = True) -> None:
     p.add_argument("--classifier-ckpt", default=None, help="classifier.pt from `physgen train-classifier` (default: the Bayes classifier of an exact/analytic field, or one trained here)")
     if cond_drop:
         p.add_argument("--cond-drop", type=float, default=0.1, help="label dropout when training a conditional network")
+
+
+def guidance_transform(args, process, device=None):
+    """From CLI flags ``--guidance --w --guidance-interval --classifier-ckpt --label`` (``physgen sample``)."""
+    if args.label is None:
+        raise UserError(f"--guidance {args.guidance} needs --label (the class to guide towards)")
+    from ..guidance import GuidanceTransform, load_classifier
+
+    classifier = None
+    if args.guidance == "classifier":
+        if args.classifier_ckpt is None:
+            raise UserError("--guidance classifier needs --classifier-ckpt (train one with `physgen train-classifier`)")
+        classifier = load_classifier(args.classifier_ckpt, process, device)
+    elif args.classifier_ckpt is not None:
+        raise UserError("--classifier-ckpt is only used with --guidance classifier")
+    return GuidanceTransform(args.guidance, process, args.w, args.guidance_interval, classifier)
 
 
 def guidance_options(args) -> dict:
@@ -118,14 +165,19 @@ def set_threads(n: int) -> None:
 
 
 def run(args) -> int:
+    from ..processes import make_process
     from ..toy import ToyConfig, run_toy
 
+    if args.list_solvers:
+        return list_solvers(make_process(args.process, **process_options(args)), args)
     set_threads(args.threads)
+    opts = sampler_options(args)
+    rtol, atol = opts.pop("rtol", None), opts.pop("atol", None)
     config = ToyConfig(
         process=args.process, dataset=args.dataset, field=args.field, n_data=args.n_data, train_steps=args.train_steps,
-        batch=args.batch, lr=args.lr, hidden=args.hidden, depth=args.depth, solver=args.solver, steps=args.steps,
-        schedule=args.schedule, rtol=args.rtol, atol=args.atol, n_samples=args.n_samples, seed=args.seed, device=args.device,
-        process_options=process_options(args), sampler_options=sampler_options(args), label=args.label, out=args.out,
+        batch=args.batch, lr=args.lr, hidden=args.hidden, depth=args.depth, solver=args.solver, steps=sampling_steps(args),
+        schedule=args.schedule, rtol=rtol, atol=atol, n_samples=args.n_samples, seed=args.seed, device=args.device,
+        process_options=process_options(args), sampler_options=opts, label=args.label, out=args.out,
         cond_drop=args.cond_drop, **guidance_options(args),
     )
     metrics = run_toy(config, log_stream=sys.stderr)

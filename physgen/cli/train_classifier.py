@@ -48,11 +48,11 @@ def run(args) -> int:
     import torch
 
     from ..errors import unknown_name
-    from ..guidance import SCALE_LAWS, classifier_accuracy, make_classifier, save_classifier, train_classifier
+    from ..guidance import make_classifier, save_classifier
     from ..io import ensure_dir, write_json
-    from ..processes import make_process
-    from ..toy import auto_process_options, pick_device
-    from ..training import TrainConfig
+    from ..processes import data_defaults, make_process
+    from ..toy import pick_device
+    from ..training import SCALE_LAWS, TrainConfig, classifier_accuracy, train_classifier
 
     for name in ("steps", "batch", "n_data", "hidden", "depth", "width"):
         if getattr(args, name) <= 0:
@@ -80,7 +80,7 @@ def run(args) -> int:
         data, labels = ds.sample_labelled(args.n_data, g, device=device)  # UserError for unlabelled sets
         val_x, val_y = ds.sample_labelled(2000, torch.Generator(device=device).manual_seed(args.seed + 7), device=device)
         num_classes = int(ds.num_classes)
-        popts = auto_process_options(args.process, data, process_options(args))  # as `physgen toy` does
+        popts = data_defaults(args.process, data, process_options(args))  # as `physgen toy` does
     process = make_process(args.process, **popts)
     classifier = make_classifier(process, data.shape[1:], num_classes, arch=args.arch, hidden=args.hidden, depth=args.depth,
                                  width=args.width, sigma_data=getattr(process, "sigma_data", 0.5)).to(device)
@@ -95,7 +95,7 @@ def run(args) -> int:
                               log_stream=sys.stderr)
     clf = result.ema.eval()
     sd = float(getattr(process, "sigma_data", 0.5))
-    scales = [0.1 * sd, 0.5 * sd, sd, 2 * sd, 4 * sd] if process.name != "vp" else [0.05, 0.2, 0.4, 0.6, 0.8]
+    scales = [float(s) for s in process.grid(5)[:-1].flip(0)] if not process.ends_at_zero else [0.1 * sd, 0.5 * sd, sd, 2 * sd, 4 * sd]
     acc = classifier_accuracy(clf, process, val_x, val_y, scales, generator=torch.Generator(device=device).manual_seed(args.seed + 11))
     metrics = {**acc, "final_loss": sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), "steps": result.step}
     save_classifier(out / "classifier.pt", clf, dataset=args.dataset, num_classes=num_classes)

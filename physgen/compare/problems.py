@@ -34,6 +34,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..metrics import default_bandwidths, mmd, sample_metrics, sliced_w2
 from ..noise import SeededNoise
+from ..sampling import grid
 
 __all__ = [
     "Problem",
@@ -85,38 +86,18 @@ class Problem:
     def n_samples(self) -> int:
         return int(self.x0.shape[0])
 
-    def schedule(self, steps: int) -> Tensor:
-        """The schedule of a ``steps`` budget: the process's own unless ``schedule_name`` is set.
-
-        A process whose default schedule does not depend on the budget (NCSN's is its fixed
-        level sequence) gets EDM's ρ-schedule (denoiser form, ending at 0) or a uniform one
-        instead, so that the budget means something; :meth:`describe` records it.
-        """
-        name = self.schedule_name
-        if name is None and self._fixed_default_schedule():
-            name = "edm" if getattr(self.process, "denoiser_form", False) else "uniform"
-        return self.process.schedule(int(steps), name)
-
-    def _fixed_default_schedule(self) -> bool:
-        if not hasattr(self, "_fixed"):
-            a, b = self.process.schedule(5, None), self.process.schedule(9, None)
-            self._fixed = a.shape == b.shape
-        return self._fixed
+    def schedule(self, steps: int, method: str = "heun") -> Tensor:
+        """The grid of a ``steps`` budget for ``method``: :func:`physgen.sampling.grid`, the
+        same discretisation as ``physgen toy`` and ``physgen sample`` (``schedule_name`` or the
+        process's own)."""
+        return grid(self.process, int(steps), self.schedule_name, method=method, dim=int(self.x0[0].numel()))
 
     def schedule_description(self) -> str:
-        if self.schedule_name is not None:
-            return self.schedule_name
-        if self._fixed_default_schedule():
-            fallback = "edm" if getattr(self.process, "denoiser_form", False) else "uniform"
-            return f"{fallback} (the process's default schedule does not depend on the step budget)"
-        return "the process's default"
+        return self.schedule_name or f"{self.process.default_schedule_name} (the process's default)"
 
     def reference_field(self) -> Any:
         """The field for the reference solve: the same field in float64."""
         return cast_field(self.field, torch.float64)
-
-    def finalize(self, x: Tensor) -> Tensor:
-        return self.process.finalize(x)
 
     def metrics(self, samples: Tensor) -> dict[str, float]:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -166,7 +147,7 @@ class ToyProblem(Problem):
         """
         from ..data import load_toy
         from ..processes import make_process
-        from ..toy import auto_process_options, build_field, pick_device, toy_data
+        from ..toy import build_field, pick_device, toy_data, toy_process
 
         device = pick_device(config.device)
         dataset = load_toy(config.dataset)
@@ -183,7 +164,7 @@ class ToyProblem(Problem):
                 raise UserError(f"the checkpoint's network takes {loaded['dim']}-D points but dataset {dataset.name!r} is {data.shape[1]}-D")
             info.update(field="mlp", checkpoint=str(loaded["path"]), step=loaded["step"])
         else:
-            process = make_process(config.process, **auto_process_options(config.process, data, config.process_options))
+            process = toy_process(config, data)
             field, training = build_field(process, config.field, dataset, data, labels, config, device, log_stream)
             if training is not None:
                 tail = training.losses[-50:]

@@ -7,7 +7,7 @@ For each (solver, budget) the engine records
 * ``error_vs_reference``: the RMS over samples of the per-sample L2 distance between the
   solver's end point and a reference solution of the same ODE from the same start point,
 
-      error = sqrt( (1/n) Σ_i ‖x_i - x_i^ref‖² )          (in data space, after ``finalize``);
+      error = sqrt( (1/n) Σ_i ‖x_i - x_i^ref‖² )          (in data space);
 
   the reference is a tight-tolerance adaptive solve in float64: per-sample
   :func:`solvers.dopri5` with ``rtol = atol = 1e-9`` (default) on the same field cast to
@@ -28,10 +28,11 @@ budget ``K`` maps to the tolerance ``rtol = atol = min(0.1, 100 / K^5)`` (K = 4:
 scales like ``h^5``, so this tolerance makes its step count grow roughly like ``K`` and puts it
 on the same NFE axis as the fixed-step solvers.
 
-Stochastic samplers (the adapters in :data:`physgen.sampling.SAMPLERS` and the solvers
-registered as stochastic) join when the process has a score: they do not solve the ODE,
-so their ``error_vs_reference`` is NaN, but they get the metrics, NFE and wall time; their
-noise is the problem's per-sample seeded noise.
+Stochastic samplers (rows of :data:`solvers.SOLVERS` marked stochastic) join when the
+process offers what they need: they do not solve the ODE, so their ``error_vs_reference`` is
+NaN, but they get the metrics, NFE and wall time; their noise is the problem's per-sample
+seeded noise.  Whether a solver is adaptive, stochastic or runs on the process is read
+from its table row and the process's capabilities, nowhere else.
 """
 from __future__ import annotations
 
@@ -48,11 +49,10 @@ import torch
 from torch import Tensor
 
 import solvers
-from solvers.torchdiffeq_adapter import TORCHDIFFEQ_FIXED_GRID
 
 from ..errors import UserError, unknown_name
 from ..io import atomic_write, ensure_dir, save_figure, write_json
-from ..sampling import SAMPLERS, _load_adapters, check_finite, sample, sampler_names
+from ..sampling import DivergenceError, check_result, sample
 from .problems import Problem
 
 __all__ = [
@@ -77,7 +77,8 @@ DEFAULT_SOLVERS = ("euler", "heun", "midpoint", "rk4", "lms", "dpm2", "dpmpp-2m"
 DEFAULT_STOCHASTIC = ("euler-maruyama", "pc", "edm-sde", "ddpm")
 DEFAULT_STEPS = (4, 8, 16, 32, 64)
 REFERENCE_TOL = 1e-9
-CSV_COLUMNS = ("solver", "kind", "steps", "nfe", "error_vs_reference", "sliced_w2", "mmd", "wall_s", "tol", "steps_taken", "rejected")
+CSV_COLUMNS = ("solver", "kind", "steps", "nfe", "error_vs_reference", "sliced_w2", "mmd", "wall_s", "tol", "steps_taken", "rejected",
+               "status")
 
 
 # --------------------------------------------------------------------------- solver kinds
@@ -89,23 +90,13 @@ def adaptive_tolerance(steps: int) -> float:
 
 
 def is_adaptive(name: str) -> bool:
-    """Step-size-controlled solvers (their budget is a tolerance): dopri5 and torchdiffeq's adaptive methods."""
-    if name == "dopri5":
-        return True
-    if name.startswith(solvers.TORCHDIFFEQ_PREFIX):
-        method = name[len(solvers.TORCHDIFFEQ_PREFIX):]
-        return method not in TORCHDIFFEQ_FIXED_GRID
-    return False
+    """Step-size-controlled solvers (their budget is a tolerance): the table says."""
+    return solvers.get_solver(name).adaptive
 
 
 def is_stochastic(name: str) -> bool:
-    """A sampler that does not solve the ODE (it draws noise): a registered adapter or a stochastic solver."""
-    _load_adapters()
-    if name in solvers.SOLVERS:
-        return name in solvers.STOCHASTIC
-    if name.startswith(solvers.TORCHDIFFEQ_PREFIX):
-        return False
-    return name in SAMPLERS
+    """A sampler that does not solve the ODE (it draws noise): the table says."""
+    return solvers.get_solver(name).stochastic
 
 
 def kind_of(name: str) -> str:
@@ -114,24 +105,19 @@ def kind_of(name: str) -> str:
 
 def resolve_solvers(names: Optional[Sequence[str]], process) -> tuple[list[str], bool]:
     """``(names, explicit)``: the user's list (validated: unknown names list the valid ones)
-    or, for ``None``, the defaults present in the registry (stochastic ones only when the
-    process has a score); ``["all"]`` is every registered name except torchdiffeq's."""
-    valid = sampler_names()
+    or, for ``None``, the defaults; ``["all"]`` is every solver of the table, except
+    torchdiffeq's.  (Defaults that cannot run on the process are skipped by the preflight,
+    with the reason.)"""
+    valid = solvers.solver_names()
     if names is None or list(names) == ["all"]:
-        pool = [n for n in valid if not n.startswith(solvers.TORCHDIFFEQ_PREFIX)] if names else [
-            *DEFAULT_SOLVERS, *DEFAULT_STOCHASTIC]
-        chosen = [n for n in pool if n in valid and (not is_stochastic(n) or getattr(process, "has_score", False))]
-        return chosen, False
+        pool = [n for n in valid if not n.startswith(solvers.TORCHDIFFEQ_PREFIX)] if names else [*DEFAULT_SOLVERS, *DEFAULT_STOCHASTIC]
+        return [n for n in pool if n in valid], False
     out: list[str] = []
     for n in names:
         if n not in valid:
             raise unknown_name("solver", n, valid)
         if n not in out:
             out.append(n)
-    for n in out:
-        if is_stochastic(n) and not getattr(process, "has_score", False):
-            raise UserError(f"{n!r} is a stochastic sampler and needs a score, but process {process.name!r} has none "
-                            f"(its kernel is not Gaussian); drop it from --solvers")
     return out, True
 
 
@@ -151,6 +137,7 @@ class Row:
     steps_taken: Optional[int] = None
     rejected: Optional[int] = None
     nfe_total: Optional[int] = None
+    status: str = "ok"  # or "diverged: <why>" (the row's error and metrics are then NaN)
 
     @property
     def sliced_w2(self) -> float:
@@ -243,8 +230,9 @@ def reference_solve(problem: Problem, schedule: Tensor, rtol: float = REFERENCE_
     span = [s[0], s[-2], 0.0] if s[-1] == 0.0 and len(s) > 2 else [s[0], s[-1]]
     field64 = problem.reference_field()
     x0 = problem.x0.to(torch.float64)
-    x, stats, wall = _solve(problem, field64, x0, torch.tensor(span, dtype=torch.float64), "dopri5", {**(options or {}), "rtol": rtol, "atol": atol})
-    return problem.finalize(x), {"span": span, "rtol": rtol, "atol": atol, "wall_s": wall, **stats}
+    opts = {**options_for("dopri5", options or {}, problem.process), "rtol": rtol, "atol": atol}
+    x, stats, wall = _solve(problem, field64, x0, torch.tensor(span, dtype=torch.float64), "dopri5", opts)
+    return x, {"span": span, "rtol": rtol, "atol": atol, "wall_s": wall, **stats}
 
 
 def _fmt(v: Any, spec: str = ".3g") -> str:
@@ -280,6 +268,7 @@ def compare(
         raise UserError(f"reference tolerances must be > 0, got rtol={ref_rtol}, atol={ref_atol}")
     options = dict(options or {})
     names, explicit = resolve_solvers(solver_names, problem.process)
+    _check_options(options, names, problem.process)
     names, skipped = _preflight(problem, names, budgets[0], options, explicit)
     if not names:
         raise UserError(f"no solver can run on this problem ({'; '.join(f'{k}: {v}' for k, v in skipped.items())})")
@@ -297,8 +286,8 @@ def compare(
         kind = kind_of(name)
         for steps in budgets:
             i += 1
-            schedule = problem.schedule(steps)
-            opts = dict(options)
+            schedule = problem.schedule(steps, name)
+            opts = options_for(name, options, problem.process)
             tol = None
             if kind == "adaptive":
                 tol = adaptive_tolerance(steps)
@@ -310,8 +299,16 @@ def compare(
                 if key not in references:
                     references[key] = _reference(problem, schedule, ref_rtol, ref_atol, check_reference, options, say)
                 ref = references[key][0]
-            x, stats, wall = _solve(problem, problem.field, problem.x0, schedule, name, opts)
-            x = problem.finalize(x)
+            try:
+                x, stats, wall = _solve(problem, problem.field, problem.x0, schedule, name, opts)
+            except DivergenceError as exc:  # a data point of the comparison, recorded as such (NaN error and metrics)
+                st = exc.solution.stats
+                row = Row(name, kind, int(steps), int(st.nfe), math.nan, {m: math.nan for m in problem.metric_names}, math.nan,
+                          tol=tol, steps_taken=int(st.steps), rejected=int(st.rejected), nfe_total=int(st.nfe),
+                          status=f"diverged: {exc}")
+                rows.append(row)
+                say(f"[{i:>{len(str(total))}}/{total}] {name:<14} steps={steps:<4} nfe={row.nfe:<5} DIVERGED")
+                continue
             err = rms_error(x, ref) if ref is not None and ref.shape == x.shape else math.nan
             metrics = problem.metrics(x)
             row = Row(name, kind, int(steps), stats["nfe"], err, metrics, wall, tol=tol, steps_taken=stats["steps_taken"],
@@ -329,7 +326,7 @@ def _reference(problem, schedule, rtol, atol, check, options, say):
     say(f"reference: dopri5 in float64, rtol={rtol:g} atol={atol:g}, span {_fmt(schedule[0].item())} -> "
         f"{_fmt(schedule[-1].item())} ...")
     ref, info = reference_solve(problem, schedule, rtol, atol, options)
-    check_finite(ref, "reference samples")
+    check_result(ref, problem.x0, "dopri5 (the float64 reference)", len(schedule) - 1)
     if check:
         loose, _ = reference_solve(problem, schedule, rtol * 10, atol * 10, options)
         info["reference_error"] = rms_error(loose, ref)
@@ -337,6 +334,22 @@ def _reference(problem, schedule, rtol, atol, check, options, say):
     say(f"reference: {info['nfe']} NFE, {info['wall_s']:.1f} s" + (f", error estimate {info['reference_error']:.1e}" if check else "")
         + f", sliced_w2={_fmt(metrics.get('sliced_w2'), '.4f')}")
     return ref, info, metrics
+
+
+def options_for(name: str, options: dict, process) -> dict:
+    """The part of the shared ``options`` that solver ``name`` takes, plus the process's sampling modes."""
+    own = {o.name for o in solvers.get_solver(name).options} | {o.name for o in process.sampling_options}
+    return {k: v for k, v in options.items() if k in own}
+
+
+def _check_options(options: dict, names: Sequence[str], process) -> None:
+    """Every option must be taken by one of the solvers compared (or be a process sampling mode)."""
+    taken = {o.name for o in process.sampling_options}
+    for n in names:
+        taken |= {o.name for o in solvers.get_solver(n).options}
+    unused = sorted(set(options) - taken)
+    if unused:
+        raise UserError(f"option {unused[0]!r} is taken by none of the solvers compared ({', '.join(names)})")
 
 
 def _check_budgets(budgets: Sequence[int]) -> list[int]:
@@ -357,16 +370,18 @@ def _preflight(problem: Problem, names: list[str], steps: int, options: dict, ex
     x0 = problem.x0[:k]
     noise = problem.noise.subset(slice(0, k))
     label = None if problem.label is None else problem.label[:k]
-    schedule = problem.schedule(steps)
     ok, skipped = [], {}
     for name in names:
-        opts = dict(options)
+        schedule = problem.schedule(steps, name)
+        opts = options_for(name, options, problem.process)
         if is_adaptive(name):
             opts.setdefault("rtol", 1e-2)
             opts.setdefault("atol", 1e-2)
         try:
             with torch.no_grad():
                 sample(problem.process, problem.field, x0, schedule, name, noise=noise, label=label, **opts)
+        except DivergenceError:
+            pass  # it runs, and diverges at this budget: a row of the comparison
         except (ValueError, TypeError, NotImplementedError) as e:
             why = str(e).splitlines()[0] if str(e) else type(e).__name__
             if explicit:

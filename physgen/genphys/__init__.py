@@ -4,32 +4,15 @@
   (positive kernel) and C2 (smoothing dispersion) checks, :func:`classify`;
 * :mod:`~physgen.genphys.catalogue`: heat, Poisson, Laplace, Yukawa (generative) and
   Helmholtz, wave, Klein-Gordon, Schrödinger, hyper-diffusion (not), by name;
-* :mod:`~physgen.genphys.nig`: the Yukawa (Normal-Inverse-Gaussian) kernel, its death rate
-  and radial transport speed; :mod:`~physgen.genphys.special`: log-space Bessel K;
-* :mod:`~physgen.genphys.fields`: density-flow fields of a point set;
-* :mod:`~physgen.genphys.births`: sampling a process with births (SMC) via
-  :func:`solvers.births.births`.
+* :mod:`~physgen.genphys.fields`: density-flow fields of a point set.
 
-The Yukawa process itself is :class:`physgen.processes.yukawa.Yukawa` (``--process yukawa``).
-Names below import lazily.
+GenPhys sits above the processes: the kernels it classifies live in :mod:`physgen.kernels`
+(Yukawa's NIG law in :mod:`physgen.kernels.nig`), the generative processes in
+:mod:`physgen.processes` (Yukawa: :class:`physgen.processes.yukawa.Yukawa`), and sampling
+with births in :func:`solvers.births` (the ``births`` row of the solver table).
 """
-from __future__ import annotations
+from .catalogue import CATALOGUE, classify_all, get_physical_process, physical_process_names
+from .framework import PhysicalProcess, Verdict, check_c1, check_c2, classify
 
-import importlib
-from typing import Any
-
-_EXPORTS = {
-    "PhysicalProcess": "framework", "Verdict": "framework", "check_c1": "framework", "check_c2": "framework", "classify": "framework",
-    "CATALOGUE": "catalogue", "get_physical_process": "catalogue", "physical_process_names": "catalogue", "classify_all": "catalogue",
-    "sample_inverse_gaussian": "nig", "nig_offsets": "nig", "death_rate_pair": "nig", "radial_speed": "nig",
-    "log_bessel_k": "special", "bessel_k_ratio": "special",
-    "sample_with_births": "births",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["PhysicalProcess", "Verdict", "check_c1", "check_c2", "classify", "CATALOGUE", "get_physical_process",
+           "physical_process_names", "classify_all"]

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import UserError, unknown_name
 from .framework import PhysicalProcess, Verdict, classify
-from .nig import nig_log_density, nig_offsets
+from ..kernels.nig import nig_log_density, nig_offsets
 
 __all__ = [
     "Heat", "Poisson", "Laplace", "YukawaPDE", "Helmholtz", "Wave", "KleinGordon", "Schrodinger", "HyperDiffusion",

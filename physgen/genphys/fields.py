@@ -16,7 +16,7 @@ posterior means (:func:`physgen.fields.exact.posterior_mean`), the densities dir
 * Laplace in N+D (``t = r``): ``p = S_{D−1} r^{D−1} E_r = mean_i Γ((N+D)/2) r^D/(π^{N/2} Γ(D/2)
   (ρ_i² + r²)^{(N+D)/2})``, ``v = E_x/E_r = (x − D)/r``, ``R = 0`` (PFGM++, arXiv 2302.04265);
 * Yukawa (``t = z``): ``p = mean_i P_m``, ``v = (x − D)/z``, ``R = −κ p = −2m²φ`` with the
-  potential ``φ = mean_i G(r_i)`` (:mod:`physgen.genphys.nig`).
+  potential ``φ = mean_i G(r_i)`` (:mod:`physgen.kernels.nig`).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ..fields.exact import posterior_mean
-from .nig import death_rate_pair, nig_log_profile, yukawa_green, yukawa_log_density
+from ..kernels.nig import death_rate_pair, nig_log_profile, yukawa_green, yukawa_log_density
 
 __all__ = ["HeatFields", "PoissonFields", "LaplaceFields", "YukawaFields"]
 

@@ -25,10 +25,10 @@ from torch import Tensor
 from ..errors import UserError
 from ..io import ensure_dir, write_json
 from ..noise import SeededNoise
-from ..sampling import check_finite, sample
+from ..sampling import grid, sample, sampling_record
 from .data import save_image_grid, save_pngs
 
-__all__ = ["shard", "make_schedule_for", "label_tensor", "generate", "sample_grid", "sample_to_dir"]
+__all__ = ["shard", "label_tensor", "generate", "sample_grid", "sample_to_dir"]
 
 Labels = Union[None, int, Sequence[int], Tensor]
 
@@ -41,20 +41,6 @@ def shard(n: int, rank: int = 0, world_size: int = 1, start: int = 0) -> range:
     if world_size < 1 or not 0 <= rank < world_size:
         raise UserError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
     return range(start + n * rank // world_size, start + n * (rank + 1) // world_size)
-
-
-def make_schedule_for(process, steps: int, schedule: Optional[str] = None) -> Tensor:
-    """The process's default schedule with ``steps`` steps, or the named one."""
-    if steps < 1:
-        raise UserError(f"--steps must be >= 1, got {steps}")
-    if schedule is None:
-        return process.default_schedule(steps)
-    from solvers.schedules import make_schedule
-
-    try:
-        return make_schedule(schedule, steps, process.s_min, process.s_max)
-    except ValueError as exc:
-        raise UserError(str(exc)) from None
 
 
 def label_tensor(label: Labels, n: int, device, num_classes: int) -> Optional[Tensor]:
@@ -82,7 +68,7 @@ def generate(
     *,
     seed: int = 0,
     solver: str = "heun",
-    steps: int = 18,
+    steps: Optional[int] = None,
     schedule: Union[None, str, Tensor] = None,
     label: Labels = None,
     batch: int = 256,
@@ -94,8 +80,9 @@ def generate(
     """Yield ``(indices, images [b, *shape] float32 in data space, solver stats)`` per batch.
 
     ``indices`` are global sample indices (they pick the seeds); ``label`` is ``None``,
-    a class, or one class per entry of ``indices``.  ``precision="bf16"`` runs the field
-    under bf16 autocast on CUDA (fp32 elsewhere).
+    a class, or one class per entry of ``indices``.  ``steps``/``schedule`` go through
+    :func:`physgen.sampling.grid` (the one discretisation of every command).
+    ``precision="bf16"`` runs the field under bf16 autocast on CUDA (fp32 elsewhere).
     """
     from ..training import resolve_precision
 
@@ -103,7 +90,7 @@ def generate(
         raise UserError(f"batch must be >= 1, got {batch}")
     indices = [int(i) for i in indices]
     device = torch.device(device) if device is not None else next(field.parameters()).device
-    sched = schedule if isinstance(schedule, Tensor) else make_schedule_for(process, steps, schedule)
+    sched = schedule if isinstance(schedule, Tensor) else grid(process, steps, schedule, method=solver, dim=int(torch.Size(shape).numel()))
     num_classes = int(getattr(field, "num_classes", 0))
     labels = label_tensor(label, len(indices), device, num_classes) if label is not None else None
     use = field_transform(field) if field_transform is not None else field
@@ -115,20 +102,27 @@ def generate(
         lab = None if labels is None else labels[lo : lo + batch]
         with torch.no_grad(), torch.autocast(device_type=device.type, dtype=amp or torch.float32, enabled=amp is not None):
             sol = sample(process, use, x0, sched, solver, noise=noise, label=lab, **(sampler_options or {}))
-        x = process.finalize(sol.x).float()
-        check_finite(x)
-        yield idx, x, sol.stats
+        yield idx, sol.x.float(), sol.stats
 
 
-def sample_grid(process, field, n: int, path, shape, *, nrow: Optional[int] = None, **kwargs) -> Tuple[Path, Tensor, int]:
-    """Samples ``0 .. n-1`` tiled into one PNG at ``path``; returns the path, the images
-    and the NFE per sample."""
-    images, nfe = [], 0
+def _grid_for(process, shape, kwargs: Dict[str, Any]) -> Tuple[Tensor, Optional[str], str]:
+    """The grid a call of :func:`generate` with ``kwargs`` integrates on (it is then passed as a tensor)."""
+    solver, steps, schedule = kwargs.get("solver", "heun"), kwargs.pop("steps", None), kwargs.get("schedule")
+    if isinstance(schedule, Tensor):
+        return schedule, None, solver
+    kwargs["schedule"] = grid(process, steps, schedule, method=solver, dim=int(torch.Size(shape).numel()))
+    return kwargs["schedule"], schedule, solver
+
+
+def sample_grid(process, field, n: int, path, shape, *, nrow: Optional[int] = None, **kwargs) -> Tuple[Path, Tensor, Dict[str, Any]]:
+    """Samples ``0 .. n-1`` tiled into one PNG at ``path``; returns the path, the images and
+    the sampling record (:func:`physgen.sampling.sampling_record`: solver, steps, schedule, NFE)."""
+    sched, name, solver = _grid_for(process, shape, kwargs)
+    images, stats = [], None
     for _, x, stats in generate(process, field, range(n), shape, **kwargs):
         images.append(x.cpu())
-        nfe = stats.nfe
     x = torch.cat(images)
-    return save_image_grid(x.clamp(-1, 1), path, nrow=nrow), x, nfe
+    return save_image_grid(x.clamp(-1, 1), path, nrow=nrow), x, sampling_record(process, solver, name, sched, stats)
 
 
 def sample_to_dir(
@@ -148,13 +142,13 @@ def sample_to_dir(
     **kwargs,
 ) -> Dict[str, Any]:
     """Write this rank's shard of samples ``start .. start+n-1`` as ``{index:06d}.png`` in
-    ``out_dir``; rank 0 also writes ``sampling.json`` (the settings).  With
-    ``skip_existing`` a batch whose PNGs all exist is not generated again (resume an
-    interrupted run).  Returns counts, NFE per sample and wall time of this rank."""
+    ``out_dir``; rank 0 also writes ``sampling.json`` (the settings and the sampling record:
+    solver, steps, schedule, NFE).  With ``skip_existing`` a batch whose PNGs all exist is
+    not generated again (resume an interrupted run).  Returns counts, the record and wall
+    time of this rank."""
     out = ensure_dir(out_dir)
     mine = list(shard(n, rank, world_size, start))
-    if rank == 0:
-        write_json(out / "sampling.json", {**(metadata or {}), "n": n, "start": start, "world_size": world_size})
+    sched, name, solver = _grid_for(process, shape, kwargs)
     todo: List[int] = []
     for lo in range(0, len(mine), batch):
         idx = mine[lo : lo + batch]
@@ -167,7 +161,7 @@ def sample_to_dir(
         if lab_all.ndim:  # one label per global index start..start+n-1
             label = lab_all[torch.as_tensor(todo, dtype=torch.long) - start]
     t0 = time.perf_counter()
-    written, nfe = 0, 0
+    written, stats = 0, None
     for idx, x, stats in generate(process, field, todo, shape, batch=batch, label=label, **kwargs):
         # consecutive indices -> one save_pngs call per run of consecutive indices
         runs: List[Tuple[int, int]] = []
@@ -179,8 +173,12 @@ def sample_to_dir(
         for a, b in runs:
             save_pngs(x[a:b].clamp(-1, 1), out, start_index=idx[a])
         written += len(idx)
-        nfe = stats.nfe
         if log_stream is not None:
             rate = written / max(time.perf_counter() - t0, 1e-9)
-            print(f"rank {rank}: {written}/{len(todo)} samples  {rate:.1f} img/s  NFE {nfe}", file=log_stream, flush=True)
-    return {"rank": rank, "indices": [mine[0], mine[-1] + 1] if mine else [], "written": written, "skipped": len(mine) - len(todo), "nfe_per_sample": nfe, "wall_s": time.perf_counter() - t0}
+            eta = (len(todo) - written) / max(rate, 1e-9)
+            print(f"rank {rank}: {written}/{len(todo)} samples  {rate:.1f} img/s  ETA {eta:.0f} s  NFE {stats.nfe}", file=log_stream, flush=True)
+    record = sampling_record(process, solver, name, sched, stats) if stats is not None else {"solver": solver, "schedule": name}
+    if rank == 0:
+        write_json(out / "sampling.json", {**(metadata or {}), **record, "n": n, "start": start, "world_size": world_size})
+    return {"rank": rank, "indices": [mine[0], mine[-1] + 1] if mine else [], "written": written, "skipped": len(mine) - len(todo),
+            "nfe_per_sample": record.get("nfe", 0), "record": record, "wall_s": time.perf_counter() - t0}

@@ -2,26 +2,23 @@
 invalid options raise :class:`physgen.errors.UserError` listing what is valid."""
 from __future__ import annotations
 
-import importlib
 import inspect
 from typing import Any
 
 from ..errors import UserError, unknown_name
-from .base import DenoiserFlow, NoScoreError, Process, ProcessFlow
-from .gaussian import EDM, VE, VP, DenoiserProcess, GaussianKernel
+from .base import DEFAULT_STEPS, MAX_STEPS, DenoiserFlow, NoScoreError, Process, ProcessFlow
+from .gaussian import EDM, VE, VP, DenoiserProcess, GaussianSDE, SigmaForm
+from .ncsn import NCSN
+from .pfgm import PFGM
+from .pfgmpp import PFGMpp
+from .yukawa import Yukawa
 
-__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "EDM", "VE", "VP", "DenoiserProcess", "GaussianKernel", "PROCESSES", "process_names", "process_class", "make_process"]
+__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "EDM", "VE", "VP", "NCSN", "PFGM", "PFGMpp", "Yukawa",
+           "DenoiserProcess", "GaussianSDE", "SigmaForm", "PROCESSES", "process_names", "process_class", "make_process",
+           "data_defaults", "DEFAULT_STEPS", "MAX_STEPS"]
 
-# name -> "module:Class" (imported lazily so a process's heavy deps load only when used)
-PROCESSES: dict[str, str] = {
-    "ve": "physgen.processes.gaussian:VE",
-    "vp": "physgen.processes.gaussian:VP",
-    "edm": "physgen.processes.gaussian:EDM",
-    "yukawa": "physgen.processes.yukawa:Yukawa",
-    "ncsn": "physgen.processes.ncsn:NCSN",
-    "pfgmpp": "physgen.processes.pfgmpp:PFGMpp",
-    "pfgm": "physgen.processes.pfgm:PFGM",
-}
+PROCESSES: dict[str, type] = {cls.name: cls for cls in (VE, VP, EDM, NCSN, PFGMpp, PFGM, Yukawa)}
+"""name -> Process class (``--process``)."""
 
 
 def process_names() -> list[str]:
@@ -31,24 +28,41 @@ def process_names() -> list[str]:
 def process_class(name: str) -> type:
     if name not in PROCESSES:
         raise unknown_name("process", name, PROCESSES)
-    module, cls = PROCESSES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return PROCESSES[name]
+
+
+def accepted_options(name: str) -> list[str]:
+    """The constructor options of process ``name``."""
+    return [p for p in inspect.signature(process_class(name).__init__).parameters if p != "self"]
 
 
 def make_process(name: str, **options: Any) -> Process:
     """Build a process, passing only options it accepts; ``None`` values mean "default".
 
     Options set to a non-``None`` value that the process does not take raise a UserError
-    naming the option (e.g. ``--D`` for a process with no D).
+    naming the option (e.g. ``--D`` for a process with no D); a value of the wrong type is
+    a UserError naming the option too.
     """
-    cls = process_class(name)
-    params = inspect.signature(cls.__init__).parameters
+    accepted = accepted_options(name)
     kwargs = {}
     for key, value in options.items():
         if value is None:
             continue
-        if key not in params:
-            accepted = [p for p in params if p != "self"]
+        if key not in accepted:
             raise UserError(f"process {name!r} has no option {key!r}; it takes: {', '.join(accepted) or 'none'}")
         kwargs[key] = value
-    return cls(**kwargs)
+    try:
+        return process_class(name)(**kwargs)
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, UserError):
+            raise
+        raise UserError(f"process {name!r}: bad option value ({exc}); options given: "
+                        f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items()) or 'none'}") from None
+
+
+def data_defaults(name: str, data, given: dict) -> dict:
+    """``given`` plus the scale defaults of process ``name`` for toy ``data`` (the prior
+    centred on the data and matched to its spread: each class's ``defaults_for_data``)."""
+    accepted = set(accepted_options(name))
+    filled = {k: v for k, v in process_class(name).defaults_for_data(data, given).items() if k in accepted}
+    return {**given, **filled}

@@ -2,8 +2,9 @@
 
 Every process perturbs data ``y`` into ``x`` at a scale ``s`` and generates by integrating
 ``dx/ds = v(x, s)`` (or an SDE) from ``s_max`` (prior) down to ``s_min`` or 0 (data);
-DESIGN.md §1.  A process knows no network and no solver: it turns a field estimator
-into a flow (:meth:`Process.flow`) that any solver integrates.
+DESIGN.md §1.  A process knows no network and no solver.  It *offers* a field to the
+solvers (:meth:`Process.offers`: need -> object, the needs of :mod:`solvers.spec`) and maps
+a step count to its grid (:meth:`Process.grid`, the one discretisation every command uses).
 """
 from __future__ import annotations
 
@@ -14,10 +15,19 @@ from typing import Any, ClassVar, Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..errors import UserError
-from ..fields.kinds import FieldEstimator
+from solvers.schedules import SCHEDULES, make_schedule
 
-__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "check_scale_range", "draw"]
+from ..errors import UserError, unknown_name
+from ..fields.kinds import FieldEstimator, expand_as_batch
+
+__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "check_scale_range", "draw", "check_steps", "MAX_STEPS",
+           "DEFAULT_STEPS", "prior_centre"]
+
+DEFAULT_STEPS = 18
+"""``--steps`` when none is given: EDM's 18 Heun steps (35 NFE)."""
+MAX_STEPS = 100_000
+"""Upper bound on integration steps: the grid is built on the host as a Python list, and
+beyond this a fixed-step solve is no longer a sampler but a simulation (use dopri5)."""
 
 
 class NoScoreError(TypeError):
@@ -25,12 +35,27 @@ class NoScoreError(TypeError):
 
 
 def check_scale_range(name_min: str, s_min: float, name_max: str, s_max: float) -> None:
+    if not (isinstance(s_min, (int, float)) and isinstance(s_max, (int, float))) or isinstance(s_min, bool) or isinstance(s_max, bool):
+        raise UserError(f"{name_min} and {name_max} must be numbers, got {s_min!r} and {s_max!r}")
     if not (math.isfinite(s_min) and math.isfinite(s_max)):
         raise UserError(f"{name_min}={s_min} and {name_max}={s_max} must be finite")
     if s_min <= 0:
         raise UserError(f"{name_min} must be > 0, got {s_min}")
     if s_min >= s_max:
         raise UserError(f"{name_min}={s_min} must be < {name_max}={s_max}")
+    if s_max > 1e15:
+        raise UserError(f"{name_max}={s_max:g} is too large: scales above 1e15 lose float32 precision in x (and s² overflows float32)")
+
+
+def check_steps(steps) -> int:
+    """``steps`` as an int in ``1..MAX_STEPS``; :class:`UserError` naming the value otherwise."""
+    if isinstance(steps, float) and steps.is_integer():
+        steps = int(steps)
+    if isinstance(steps, bool) or not isinstance(steps, int):
+        raise UserError(f"--steps must be an integer, got {steps!r}")
+    if not 1 <= steps <= MAX_STEPS:
+        raise UserError(f"--steps must be in 1..{MAX_STEPS} (above that use an adaptive solver such as dopri5), got {steps}")
+    return steps
 
 
 def draw(shape: Sequence[int], sampler, *, generator=None, noise=None, device=None) -> Tensor:
@@ -46,18 +71,45 @@ def draw(shape: Sequence[int], sampler, *, generator=None, noise=None, device=No
     return sampler(shape[0], generator)
 
 
+def prior_centre(prior_mean, x: Tensor) -> Tensor:
+    """``prior_mean`` (one value, or one per data coordinate) shaped like one sample of ``x``."""
+    mean = torch.tensor(prior_mean, device=x.device, dtype=x.dtype).flatten()
+    if mean.numel() not in (1, x[0].numel()):
+        raise UserError(f"prior_mean has {mean.numel()} values but the data have {x[0].numel()} dimensions")
+    return mean.expand(x[0].numel()).reshape(1, *x.shape[1:])
+
+
+def check_prior_mean(prior_mean) -> Optional[list]:
+    if prior_mean is None:
+        return None
+    try:
+        values = [float(v) for v in (prior_mean if isinstance(prior_mean, (list, tuple)) else torch.as_tensor(prior_mean).flatten().tolist())]
+    except (TypeError, ValueError):
+        raise UserError(f"prior_mean must be a list of numbers, got {prior_mean!r}") from None
+    if not values or not all(math.isfinite(v) for v in values):
+        raise UserError(f"prior_mean must be finite numbers, got {prior_mean!r}")
+    return values
+
+
 class Process(ABC):
     """Base class of every process (diffusion, NCSN, PFGM, PFGM++, GenPhys).
 
     Subclasses set ``name``, ``network_kind`` (what a neural field for it predicts),
-    ``s_min``/``s_max`` and implement the abstract methods.  ``has_score`` says whether
-    :meth:`score` and :meth:`sde` exist (Gaussian kernels only).
+    ``s_min``/``s_max`` and implement the abstract methods.  What a process gives the
+    samplers is declared by :meth:`capabilities` and built by :meth:`offers`; ``ends_at_zero``
+    says that its grid ends with the denoising step to ``s = 0`` (denoiser form);
+    ``default_schedule_name`` names the schedule of :meth:`grid` and ``default_steps`` its
+    step count when none is given (18, EDM's; more where 18 leave a measured bias);
+    ``sampling_options``
+    (``solvers.Option``) are process-side sampling modes (Yukawa's ``birth_death``).
     """
 
     name: ClassVar[str]
     network_kind: ClassVar[str] = "denoiser"
-    has_score: ClassVar[bool] = False
-    denoiser_form: ClassVar[bool] = False
+    ends_at_zero: ClassVar[bool] = False
+    default_schedule_name: ClassVar[str] = "uniform"
+    default_steps: ClassVar[int] = DEFAULT_STEPS
+    sampling_options: ClassVar[tuple] = ()
     s_min: float
     s_max: float
 
@@ -84,10 +136,6 @@ class Process(ABC):
         """``dx/ds`` from the field."""
 
     @abstractmethod
-    def default_schedule(self, steps: int) -> Tensor:
-        """The schedule (float64, decreasing) the process samples with by default."""
-
-    @abstractmethod
     def exact_field(self, points: Tensor, labels: Optional[Tensor] = None) -> FieldEstimator:
         """The closed-form field of the empirical distribution of ``points`` (DESIGN.md §3)."""
 
@@ -95,44 +143,85 @@ class Process(ABC):
     def precondition(self, net: torch.nn.Module, sigma_data: float = 0.5) -> FieldEstimator:
         """Wrap a raw network ``F(x_in, c_noise, label)`` into this process's neural field."""
 
-    def schedule(self, steps: int, name: Optional[str] = None) -> Tensor:
-        """``steps`` integration steps on the named schedule (default: the process's own).
+    # --- what the process gives the solvers ------------------------------------------
+    def capabilities(self, **modes) -> frozenset:
+        """The needs (:data:`solvers.spec.NEEDS`) this process meets for any field of its kind."""
+        return frozenset({"flow"})
 
-        Denoiser-form processes end at ``s = 0`` (the last step is the denoising Euler step);
-        the others stop at ``s_min`` (``steps + 1`` points).
-        """
-        if name is None:
-            return self.default_schedule(steps)
-        from solvers.schedules import make_schedule
-
-        if self.denoiser_form:
-            return make_schedule(name, steps, self.s_min, self.s_max, append_zero=True)
-        return make_schedule(name, steps + 1, self.s_min, self.s_max)
+    def offers(self, field: FieldEstimator, label: Optional[Tensor] = None, **modes) -> dict:
+        """need -> the object a solver with that need is handed (keys: :meth:`capabilities`)."""
+        return {"flow": self.flow(field, label)}
 
     def flow(self, field: FieldEstimator, label: Optional[Tensor] = None) -> "ProcessFlow":
         """The probability-flow ODE as a solver callable (with ``denoise`` for the denoiser form)."""
-        return (DenoiserFlow if self.denoiser_form else ProcessFlow)(self, field, label)
+        return ProcessFlow(self, field, label)
+
+    # --- the one discretisation --------------------------------------------------------
+    def schedule_bounds(self) -> tuple[float, float]:
+        """``(lo, hi)`` of the coordinate the named schedules are laid out in (default: ``s`` itself)."""
+        return self.s_min, self.s_max
+
+    def from_schedule_space(self, u: Tensor) -> Tensor:
+        """Scales ``s`` from points ``u`` of the schedule coordinate (identity by default)."""
+        return u
+
+    def schedule_options(self, name: str) -> dict:
+        """Extra keywords of the named schedule (the ρ of EDM's schedule)."""
+        return {}
+
+    def grid(self, steps: Optional[int] = None, schedule: Optional[str] = None) -> Tensor:
+        """The grid of ``steps`` integration steps on the named schedule (default: the process's own).
+
+        The one discretisation of every command (toy, compare-solvers, sample, training grids,
+        nll, experiments): ``steps`` intervals, float64, decreasing.  A process with
+        ``ends_at_zero`` lays ``steps`` points of the schedule from ``s_max`` to ``s_min`` and
+        appends ``s = 0`` (the last step is the denoising step: EDM's convention, so
+        ``heun --steps 18`` is 35 NFE); the others lay ``steps + 1`` points and stop at ``s_min``.
+        """
+        steps = check_steps(self.default_steps if steps is None else steps)
+        name = self.default_schedule_name if schedule is None else schedule
+        if name not in SCHEDULES:
+            raise unknown_name("schedule", name, SCHEDULES)
+        lo, hi = self.schedule_bounds()
+        try:
+            if self.ends_at_zero:
+                u = make_schedule(name, steps, lo, hi, append_zero=True, **self.schedule_options(name))
+            else:
+                u = make_schedule(name, steps + 1, lo, hi, append_zero=False, **self.schedule_options(name))
+        except ValueError as exc:
+            raise UserError(f"schedule {name!r} for process {self.name!r}: {exc}") from None
+        return self.from_schedule_space(u)
+
+    # --- the rest --------------------------------------------------------------------
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        """``log p_prior(x)`` at ``s_max`` (float64 ``[B]``), for the likelihood."""
+        raise UserError(f"process {self.name!r} has no prior density for the likelihood")
 
     def score(self, field: FieldEstimator, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
         raise NoScoreError(f"process {self.name!r} has no score: its kernel is not Gaussian")
 
     def sde(self, field: FieldEstimator, label: Optional[Tensor] = None) -> Any:
-        raise NoScoreError(f"process {self.name!r} has no reverse SDE: its field gives no score")
+        """The reverse SDE with its exact transition (``offers(field)["sde"]``; Gaussian kernels only)."""
+        if "sde" not in self.capabilities():
+            raise NoScoreError(f"process {self.describe()} has no reverse SDE: its kernel is not Gaussian")
+        return self.offers(field, label)["sde"]
 
     def analytic_field(self, mixture) -> FieldEstimator:
         raise UserError(f"process {self.name!r} has no analytic Gaussian-mixture field; use --field exact or mlp")
 
-    def generate(self, field, x0: Tensor, schedule: Tensor, method: str, *, noise=None, label=None, **options):
-        """Process-specific sampling (e.g. Yukawa's births), or ``None`` to use the generic path.
+    @classmethod
+    def defaults_for_data(cls, data: Tensor, given: dict) -> dict:
+        """Scale-dependent options filled in from toy data (only those the process takes and
+        ``given`` does not set); see :func:`physgen.processes.data_defaults`."""
+        return {}
 
-        ``physgen.sampling.sample`` calls this first; a process that needs more than a flow
-        (extra state, resampling) overrides it and returns a ``solvers.Solution``.
-        """
-        return None
-
-    def finalize(self, x: Tensor) -> Tensor:
-        """Map the solver's end state to data space (identity except for augmented processes)."""
-        return x
+    def describe(self) -> str:
+        """``'pfgmpp' (D=128)``: the name and the option that decides the kernel, if any."""
+        for attr in ("D", "m"):
+            value = getattr(self, attr, None)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return f"{self.name!r} ({attr}={value:g})" if isinstance(value, float) else f"{self.name!r} ({attr}={value})"
+        return repr(self.name)
 
     def config(self) -> dict:
         """Constructor arguments, for ``config.json`` and checkpoints."""
@@ -158,3 +247,6 @@ class DenoiserFlow(ProcessFlow):
 
     def denoise(self, x: Tensor, s: Tensor) -> Tensor:
         return self.process.denoise(self.field, x, s, self.label)
+
+    def __call__(self, x: Tensor, s: Tensor) -> Tensor:
+        return (x - self.denoise(x, s)) / expand_as_batch(s, x)

@@ -5,17 +5,21 @@ All share a Gaussian marginal ``x = a(s) y + b(s) ε`` (score SDE, arXiv 2011.13
 * forward SDE ``dx = f(s) x ds + g(s) dW`` with ``f = a'/a`` and ``g² = 2 b b' - 2 f b²``;
 * reverse SDE ``dx = [f x - g² ∇log p_s(x)] ds + g dW̄`` (integrated with ``ds < 0``);
 * probability-flow ODE ``dx/ds = f x - ½ g² ∇log p_s(x)``, which for ``a = 1, b = s``
-  (VE and EDM, ``g² = 2s``) is ``dx/ds = (x - D(x, s))/s`` (EDM, arXiv 2206.00364, eq. 4).
+  (VE and EDM, ``g² = 2s``) is ``dx/ds = (x - D(x, s))/s`` (EDM, arXiv 2206.00364, eq. 4);
+* exact transition ``x_s = r x_{s'} + G z``, ``r = a(s)/a(s')``, ``G² = b(s)² - r² b(s')²``
+  (VE: ``1, s² - s'²``; VP: ``√(1-β_i), β_i``): the physics of the reverse-diffusion
+  predictor and of ancestral (DDPM) sampling, offered to the solvers by :class:`GaussianSDE`.
 
 The σ-parameterised members (VE, EDM, and PFGM++ built on EDM) are
 :class:`DenoiserProcess` instances: their ODE has the denoiser form shared with PFGM++ and
 Yukawa, and a radial ``kernel`` decides the perturbation, the prior and the exact field.
-A Gaussian kernel adds the score and the SDE.
+A Gaussian kernel adds the score, the SDE and the transition.  VP offers the denoiser form
+too, in EDM's variables ``x̄ = x/a``, ``σ = b/a`` (:class:`SigmaForm`).
 """
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence
+from typing import Optional
 
 import torch
 from torch import Tensor
@@ -25,77 +29,138 @@ from ..fields.analytic import GaussianMixtureField
 from ..fields.exact import ExactField, GaussianProfile
 from ..fields.kinds import FieldEstimator, convert_gaussian, expand_as_batch
 from ..fields.neural import DenoiserPreconditioning, EpsPreconditioning, NeuralField, ScorePreconditioning
-from .base import Process, check_scale_range, draw
+from ..kernels import GaussianKernel
+from .base import DenoiserFlow, Process, ProcessFlow, check_prior_mean, check_scale_range, draw, prior_centre
+from .ncsnv2 import ncsnv2_levels
 
-__all__ = ["GaussianKernel", "GaussianReverseSDE", "DenoiserProcess", "EDM", "VE", "VP"]
+__all__ = ["GaussianSDE", "GaussianMarginal", "DenoiserProcess", "SigmaForm", "EDM", "VE", "VP", "data_scales", "GAUSSIAN_NEEDS"]
 
+GAUSSIAN_NEEDS = frozenset({"sde", "transition", "score", "gaussian"})
+"""What a Gaussian kernel adds to the needs a process meets (:mod:`solvers.spec`)."""
 
-class GaussianKernel:
-    """``p_s(x | y) = N(x; y, s² I)``: offsets ``s ε``, log-profile ``-d²/(2s²)``."""
-
-    gaussian = True
-
-    def sample_offsets(self, shape: Sequence[int], s: Tensor, generator=None, device=None, dtype=torch.float32) -> Tensor:
-        eps = torch.randn(tuple(shape), generator=generator, device=device or s.device, dtype=dtype)
-        return expand_as_batch(s, eps) * eps
-
-    def log_profile(self, sqdist: Tensor, s: Tensor) -> Tensor:
-        return -0.5 * sqdist / s**2
-
-    def log_prob(self, offset: Tensor, s: Tensor) -> Tensor:
-        """Normalised ``log N(offset; 0, s² I)``, shaped ``[B]``."""
-        n = offset[0].numel()
-        sq = offset.reshape(offset.shape[0], -1).double().pow(2).sum(1)
-        s = s.double()
-        return -0.5 * sq / s**2 - 0.5 * n * torch.log(2 * math.pi * s**2)
-
-    def config(self) -> dict:
-        return {}
+PRIOR_VARIANCE_TOLERANCE = 0.01
+"""Toy defaults: the largest data variance may be at most this fraction of ``σ_max²``."""
 
 
-class GaussianReverseSDE:
-    """Reverse-time SDE of a Gaussian process: drift ``f x - g² ∇log p``, diffusion ``g``."""
+def data_scales(data: Tensor) -> dict:
+    """``mean`` (per coordinate), ``std`` (EDM's σ_data: all coordinates pooled) and
+    ``lambda_max`` (the largest eigenvalue of the covariance) of toy data, on a subsample."""
+    sub = data[:2000].reshape(min(data.shape[0], 2000), -1).double()
+    if sub.shape[0] < 2 or not bool(torch.isfinite(sub).all()):
+        raise UserError(f"need at least 2 finite data points to set the scales, got shape {tuple(data.shape)}")
+    cov = torch.cov(sub.T).reshape(sub.shape[1], sub.shape[1])
+    return {"mean": sub.mean(0).tolist(), "std": float(sub.std()), "lambda_max": float(torch.linalg.eigvalsh(cov)[-1])}
 
-    def __init__(self, process: "Process", field: FieldEstimator, label: Optional[Tensor] = None):
+
+class GaussianSDE:
+    """A Gaussian process with a field, as the score-based samplers see it
+    (:class:`solvers.base.GaussianTransition`, :class:`solvers.base.SDE`).
+
+    ``score`` and ``denoise`` (Tweedie, ``(x + b² score)/a``) call the field once each;
+    ``drift = f x - g² score`` (reverse time), ``diffusion = g``; ``marginal = (a, b)``;
+    ``transition(s, s') = (r, G²)`` in float64; calling it gives the probability-flow velocity.
+    """
+
+    def __init__(self, process: "GaussianMarginal", field: FieldEstimator, label: Optional[Tensor] = None):
         self.process, self.field, self.label = process, field, label
+
+    def score(self, x: Tensor, s: Tensor) -> Tensor:
+        return self.process.score(self.field, x, s, self.label)
+
+    def denoise(self, x: Tensor, s: Tensor) -> Tensor:
+        return self.process.denoise(self.field, x, s, self.label)
 
     def drift(self, x: Tensor, s: Tensor) -> Tensor:
         f = expand_as_batch(self.process.drift_coefficient(s), x)
         g2 = expand_as_batch(self.process.diffusion_squared(s), x)
-        return f * x - g2 * self.process.score(self.field, x, s, self.label)
+        return f * x - g2 * self.score(x, s)
 
     def diffusion(self, s: Tensor) -> Tensor:
         return self.process.diffusion_squared(s).sqrt()
 
-    def score(self, x: Tensor, s: Tensor) -> Tensor:
-        """The score, for samplers (Langevin correctors) that need it directly."""
-        return self.process.score(self.field, x, s, self.label)
+    def marginal(self, s: Tensor) -> tuple[Tensor, Tensor]:
+        return self.process.coefficients(s)
+
+    def transition(self, s: Tensor, s_next: Tensor) -> tuple[Tensor, Tensor]:
+        a1, b1 = self.process.coefficients(s.double())
+        a0, b0 = self.process.coefficients(s_next.double())
+        r = a1.double() / a0.double()
+        return r, (b1.double() ** 2 - r**2 * b0.double() ** 2).clamp_min(0.0)
+
+    def __call__(self, x: Tensor, s: Tensor) -> Tensor:
+        return self.process.velocity(self.field, x, s, self.label)
 
 
-def _gaussian_score(process, field, x, s, label):
-    a, b = process.coefficients(s)
-    return convert_gaussian(field(x, s, label), field.kind, "score", x, a, b)
+class GaussianMarginal:
+    """What every process with a Gaussian marginal ``x = a y + b ε`` shares: its score, its
+    Gaussian view for the solvers, and the levels of annealed Langevin.
 
-
-class DenoiserProcess(Process):
-    """A process whose ODE is ``dx/ds = (x - D(x, s))/s`` with a radial kernel around the data.
-
-    Perturbation ``x = y + offset`` with ``offset ~ kernel(s)``; prior: the kernel around the
-    origin at ``s_max``; exact field: the kernel's posterior mean.  Training and
-    preconditioning follow EDM at ``σ = sigma_of_scale(s)`` (identity here).
+    ``langevin_levels`` follows NCSNv2 (:mod:`physgen.processes.ncsnv2`) on the VE-equivalent
+    noise level ``σ = b/a`` (the SNR-matched VE level; ``σ`` itself for VE and EDM) between
+    its ends at ``s_max`` and ``s_min``, and maps the levels back to the process's scale.
     """
 
-    denoiser_form = True
+    max_ratio: float = 1.5
+
+    def score(self, field, x: Tensor, s: Tensor, label=None) -> Tensor:
+        a, b = self.coefficients(s)
+        return convert_gaussian(field(x, s, label), field.kind, "score", x, a, b)
+
+    def denoise(self, field, x: Tensor, s: Tensor, label=None) -> Tensor:
+        a, b = self.coefficients(s)
+        return convert_gaussian(field(x, s, label), field.kind, "denoiser", x, a, b)
+
+    def gaussian_view(self, field, label=None) -> GaussianSDE:
+        return GaussianSDE(self, field, label)
+
+    def equivalent_sigma(self, s: Tensor) -> Tensor:
+        a, b = self.coefficients(s.double())
+        return b.double() / a.double()
+
+    def scale_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The scales ``s`` with ``b(s)/a(s) = σ`` (bisection; ``b/a`` increases with ``s``)."""
+        lo = torch.full_like(sigma, float(self.s_min))
+        hi = torch.full_like(sigma, float(self.s_max))
+        for _ in range(100):
+            mid = 0.5 * (lo + hi)
+            below = self.equivalent_sigma(mid) < sigma
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        return 0.5 * (lo + hi)
+
+    def langevin_levels(self, dim: int, num_levels: Optional[int] = None) -> Tensor:
+        """``L`` decreasing Langevin levels (float64 scales) from ``s_max`` to ``s_min``: NCSNv2's
+        technique 2 for ``L`` unless given, geometric in ``b/a``."""
+        ends = self.equivalent_sigma(torch.tensor([float(self.s_max), float(self.s_min)], dtype=torch.float64))
+        plan = ncsnv2_levels(dim=dim, sigma_max=float(ends[0]), sigma_min=float(ends[1]), num_levels=num_levels, max_ratio=self.max_ratio)
+        scales = self.scale_of_sigma(plan.levels)
+        scales[0], scales[-1] = float(self.s_max), float(self.s_min)
+        return scales
+
+
+class DenoiserProcess(GaussianMarginal, Process):
+    """A process whose ODE is ``dx/ds = (x - D(x, s))/s`` with a radial kernel around the data.
+
+    Perturbation ``x = y + offset`` with ``offset ~ kernel(s)``; prior: the kernel at
+    ``s_max`` around ``prior_mean`` (default the origin); exact field: the kernel's
+    posterior mean.  Training and preconditioning follow EDM at ``σ = sigma_of_scale(s)``
+    (identity here).  The grid is EDM's ρ-schedule ending with the denoising step to 0.
+    """
+
+    ends_at_zero = True
+    default_schedule_name = "edm"
     kernel = GaussianKernel()
 
-    def __init__(self, s_min: float, s_max: float, sigma_data: float = 0.5, rho: float = 7.0):
+    def __init__(self, s_min: float, s_max: float, sigma_data: float = 0.5, rho: float = 7.0, prior_mean=None):
         check_scale_range("sigma_min", s_min, "sigma_max", s_max)
-        if not sigma_data > 0:
-            raise UserError(f"sigma_data must be > 0, got {sigma_data}")
+        if not (isinstance(sigma_data, (int, float)) and math.isfinite(sigma_data) and sigma_data > 0):
+            raise UserError(f"sigma_data must be a positive number, got {sigma_data!r}")
+        if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
+            raise UserError(f"rho must be a positive number, got {rho!r}")
         self.s_min, self.s_max, self.sigma_data, self.rho = float(s_min), float(s_max), float(sigma_data), float(rho)
+        self.prior_mean = check_prior_mean(prior_mean)
 
     @property
-    def has_score(self) -> bool:  # type: ignore[override]
+    def gaussian(self) -> bool:
         return bool(getattr(self.kernel, "gaussian", False))
 
     def sigma_of_scale(self, s: Tensor) -> Tensor:
@@ -122,42 +187,54 @@ class DenoiserProcess(Process):
             s = torch.full((n,), self.s_max, device=device, dtype=torch.float64)
             return self.kernel.sample_offsets((n, *shape[1:]), s, g, device, torch.float64).to(dtype)
 
-        return draw(shape, sampler, generator=generator, noise=noise, device=device)
+        x = draw(shape, sampler, generator=generator, noise=noise, device=device)
+        return x if self.prior_mean is None else x + prior_centre(self.prior_mean, x)
+
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        """The kernel's log-density at ``s_max`` around the prior's centre."""
+        s = torch.full((x.shape[0],), float(self.s_max), dtype=torch.float64, device=x.device)
+        offset = x if self.prior_mean is None else x - prior_centre(self.prior_mean, x)
+        return self.kernel.log_prob(offset, s)
 
     # the field and the ODE
     def denoise(self, field: FieldEstimator, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
-        out = field(x, s, label)
         if field.kind == "denoiser":
-            return out
-        if not self.has_score:
+            return field(x, s, label)
+        if not self.gaussian:
             raise UserError(f"process {self.name!r} needs a denoiser field, got a {field.kind!r} field")
-        a, b = self.coefficients(s)
-        return convert_gaussian(out, field.kind, "denoiser", x, a, b)
+        return super().denoise(field, x, s, label)
 
     def velocity(self, field: FieldEstimator, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
         return (x - self.denoise(field, x, s, label)) / expand_as_batch(s, x)
 
     def score(self, field, x, s, label=None):
-        if not self.has_score:
-            return super().score(field, x, s, label)
-        return _gaussian_score(self, field, x, s, label)
+        if not self.gaussian:
+            return Process.score(self, field, x, s, label)
+        return super().score(field, x, s, label)
 
-    def sde(self, field, label=None):
-        if not self.has_score:
-            return super().sde(field, label)
-        return GaussianReverseSDE(self, field, label)
+    def flow(self, field, label=None) -> DenoiserFlow:
+        return DenoiserFlow(self, field, label)
 
-    def default_schedule(self, steps: int) -> Tensor:
-        from solvers.schedules import edm_schedule
+    def capabilities(self, **modes) -> frozenset:
+        return frozenset({"flow", "denoiser"}) | (GAUSSIAN_NEEDS if self.gaussian else frozenset())
 
-        return edm_schedule(steps, self.s_min, self.s_max, rho=self.rho)
+    def offers(self, field, label=None, **modes) -> dict:
+        flow = self.flow(field, label)
+        out = {"flow": flow, "denoiser": flow}
+        if self.gaussian:
+            view = self.gaussian_view(field, label)
+            out.update(sde=view, transition=view, score=view)
+        return out
+
+    def schedule_options(self, name: str) -> dict:
+        return {"rho": self.rho} if name == "edm" else {}
 
     def exact_field(self, points: Tensor, labels: Optional[Tensor] = None) -> ExactField:
-        profile = GaussianProfile(self.coefficients) if self.has_score else self.kernel.log_profile
+        profile = GaussianProfile(self.coefficients) if self.gaussian else self.kernel.log_profile
         return ExactField(points, profile, point_labels=labels)
 
     def analytic_field(self, mixture) -> GaussianMixtureField:
-        if not self.has_score:
+        if not self.gaussian:
             return super().analytic_field(mixture)
         return GaussianMixtureField(mixture, self.coefficients)
 
@@ -177,8 +254,29 @@ class DenoiserProcess(Process):
         sd = self.sigma_data if sigma_data is None else sigma_data
         return NeuralField(net, DenoiserPreconditioning(sd, self.sigma_of_scale))
 
+    @classmethod
+    def defaults_for_data(cls, data: Tensor, given: dict) -> dict:
+        """Toy defaults that make the prior match the perturbed data's marginal at ``σ_max``.
+
+        * ``prior_mean`` = the data mean: the prior is the kernel at ``σ_max`` around it,
+          so the first moment of the marginal ``p_data * k_σ`` is matched exactly;
+        * ``sigma_max = 10 √λ_max`` (``λ_max`` the largest eigenvalue of the data covariance):
+          along every principal axis the marginal's variance ``λ + σ²`` exceeds the prior's
+          ``σ²`` by at most 1% (:data:`PRIOR_VARIANCE_TOLERANCE`; for a Student-t or NIG
+          kernel, whose variance per coordinate is larger, by less).  On the 0.2/0.8
+          two-mode mixture this moves the left-mode weight of an exact-field sampler from
+          0.254 (σ_max = the largest pairwise distance, NCSNv2's rule for Langevin mixing,
+          prior at 0) to within 0.01 of 0.2;
+        * ``sigma_data`` = the data's std (EDM's definition, for the preconditioning).
+        """
+        stats = data_scales(data)
+        rule = {"prior_mean": stats["mean"], "sigma_data": stats["std"],
+                "sigma_max": math.sqrt(stats["lambda_max"] / PRIOR_VARIANCE_TOLERANCE)}
+        return {k: v for k, v in rule.items() if given.get(k) is None}
+
     def config(self) -> dict:
-        return {"sigma_min": self.s_min, "sigma_max": self.s_max, "sigma_data": self.sigma_data, "rho": self.rho}
+        return {"sigma_min": self.s_min, "sigma_max": self.s_max, "sigma_data": self.sigma_data, "rho": self.rho,
+                "prior_mean": self.prior_mean}
 
 
 class EDM(DenoiserProcess):
@@ -190,10 +288,10 @@ class EDM(DenoiserProcess):
     name = "edm"
     network_kind = "denoiser"
 
-    def __init__(self, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2):
-        super().__init__(sigma_min, sigma_max, sigma_data, rho)
-        if not p_std > 0:
-            raise UserError(f"p_std must be > 0, got {p_std}")
+    def __init__(self, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2, prior_mean=None):
+        super().__init__(sigma_min, sigma_max, sigma_data, rho, prior_mean)
+        if not (isinstance(p_std, (int, float)) and math.isfinite(p_std) and p_std > 0) or not math.isfinite(p_mean):
+            raise UserError(f"need a finite p_mean and p_std > 0, got p_mean={p_mean!r}, p_std={p_std!r}")
         self.p_mean, self.p_std = float(p_mean), float(p_std)
 
     def sample_scales(self, n, *, generator=None, device=None) -> Tensor:
@@ -216,8 +314,8 @@ class VE(DenoiserProcess):
     name = "ve"
     network_kind = "score"
 
-    def __init__(self, sigma_min=0.01, sigma_max=50.0, sigma_data=0.5, rho=7.0):
-        super().__init__(sigma_min, sigma_max, sigma_data, rho)
+    def __init__(self, sigma_min=0.01, sigma_max=50.0, sigma_data=0.5, rho=7.0, prior_mean=None):
+        super().__init__(sigma_min, sigma_max, sigma_data, rho, prior_mean)
 
     def sample_scales(self, n, *, generator=None, device=None) -> Tensor:
         u = torch.rand(n, generator=generator, device=device)
@@ -235,31 +333,62 @@ class VE(DenoiserProcess):
         return NeuralField(net, ScorePreconditioning(self.sigma_data if sigma_data is None else sigma_data))
 
 
-class VP(Process):
+class SigmaForm(DenoiserFlow):
+    """VP's probability-flow ODE in EDM's denoiser form (arXiv 2206.00364, eq. 4 with
+    ``s(t) = a(t)``, ``σ(t) = b(t)/a(t)``): with ``x̄ = x/a``,
+
+        dx̄/dσ = (x̄ - D(a x̄, t(σ)))/σ,
+
+    so every denoiser-form solver integrates VP.  ``sigma_of(t) = b/a`` and ``scale_of(t) = a``
+    map the process's grid and state; ``t(σ)`` is closed-form (:meth:`VP.t_of_sigma`)."""
+
+    def sigma_of(self, t: Tensor) -> Tensor:
+        return self.process.equivalent_sigma(t)
+
+    def scale_of(self, t: Tensor) -> Tensor:
+        return self.process.coefficients(t.double())[0].double()
+
+    def denoise(self, xbar: Tensor, sigma: Tensor) -> Tensor:
+        t = self.process.t_of_sigma(sigma)
+        a = self.process.coefficients(t)[0]
+        return self.process.denoise(self.field, expand_as_batch(a, xbar) * xbar, t, self.label)
+
+
+class VP(GaussianMarginal, Process):
     """VP SDE / DDPM (Ho et al. 2020, arXiv 2006.11239; Song et al. 2021, arXiv 2011.13456).
 
     ``x = a(t) y + b(t) ε`` with ``a = exp(-½∫₀ᵗβ)``, ``b = √(1 - a²)``;
     forward SDE ``dx = -½β(t) x dt + √β(t) dW``.  ``linear``: ``β(t) = β_min + t(β_max - β_min)``.
     ``cosine`` (Nichol & Dhariwal, arXiv 2102.09672): ``a² = f(t)/f(0)``,
     ``f(t) = cos²((t+c)/(1+c) · π/2)``, ``β = -d ln a²/dt``; ``β → ∞`` at ``t = 1``, so the
-    cosine schedule stops at ``t_max = 0.999`` (where ``a ≈ 1.6e-3``: the prior ``N(0, I)``
-    is still exact to that precision).  Loss: ``‖ε_θ(x, t) - ε‖²`` with ``t ~ U[t_eps, t_max]``.
+    cosine schedule stops at ``t_max = 0.999``.  Loss: ``‖ε_θ(x, t) - ε‖²`` with
+    ``t ~ U[t_eps, t_max]``.  Prior: the kernel at ``t_max`` around ``prior_mean`` (default
+    0), ``N(a(t_max) prior_mean, b(t_max)² I)``; the grid is uniform in ``t`` from ``t_max``
+    to ``t_eps`` (score SDE's sampling grid), ``steps + 1`` points.
     """
 
     name = "vp"
     network_kind = "eps"
-    has_score = True
 
-    def __init__(self, beta_schedule: str = "linear", beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-3, t_max: Optional[float] = None, cosine_offset: float = 0.008):
+    def __init__(self, beta_schedule: str = "linear", beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-3,
+                 t_max: Optional[float] = None, cosine_offset: float = 0.008, prior_mean=None):
         if beta_schedule not in ("linear", "cosine"):
             raise UserError(f"unknown VP beta schedule {beta_schedule!r}; valid: cosine, linear")
-        if not 0 <= beta_min < beta_max:
-            raise UserError(f"need 0 <= beta_min < beta_max, got beta_min={beta_min}, beta_max={beta_max}")
-        t_max = (1.0 if beta_schedule == "linear" else 0.999) if t_max is None else float(t_max)
-        if not 0 < t_eps < t_max <= 1:
+        for name, v in (("beta_min", beta_min), ("beta_max", beta_max), ("t_eps", t_eps), ("cosine_offset", cosine_offset)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise UserError(f"{name} must be a finite number, got {v!r}")
+        if not 0 <= beta_min < beta_max <= 1e4:
+            raise UserError(f"need 0 <= beta_min < beta_max <= 1e4, got beta_min={beta_min}, beta_max={beta_max}")
+        t_max = (1.0 if beta_schedule == "linear" else 0.999) if t_max is None else t_max
+        if isinstance(t_max, bool) or not isinstance(t_max, (int, float)) or not 0 < t_eps < t_max <= 1:
             raise UserError(f"need 0 < t_eps < t_max <= 1, got t_eps={t_eps}, t_max={t_max}")
+        if not 0 < cosine_offset < 1:
+            raise UserError(f"cosine_offset must be in (0, 1), got {cosine_offset}")
         self.beta_schedule, self.beta_min, self.beta_max, self.cosine_offset = beta_schedule, float(beta_min), float(beta_max), float(cosine_offset)
-        self.s_min, self.s_max = float(t_eps), t_max
+        self.s_min, self.s_max = float(t_eps), float(t_max)
+        self.prior_mean = check_prior_mean(prior_mean)
+
+    default_schedule_name = "vp-time"
 
     def _log_alpha(self, t: Tensor) -> Tensor:
         if self.beta_schedule == "linear":
@@ -276,6 +405,18 @@ class VP(Process):
     def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
         a = self._log_alpha(t.double()).exp()
         return a.to(t.dtype), (1 - a**2).clamp_min(0).sqrt().to(t.dtype)
+
+    def t_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The time with ``b(t)/a(t) = σ``: ``-log a² = log(1 + σ²)`` solved in closed form."""
+        log1p = torch.log1p(sigma.double() ** 2)
+        if self.beta_schedule == "linear":
+            d = self.beta_max - self.beta_min
+            t = 2.0 * log1p / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * d * log1p))
+        else:
+            c = self.cosine_offset
+            theta0 = c / (1 + c) * math.pi / 2
+            t = (1 + c) * 2.0 / math.pi * torch.arccos(math.cos(theta0) * torch.exp(-0.5 * log1p)) - c
+        return t.to(sigma.dtype)
 
     def drift_coefficient(self, t: Tensor) -> Tensor:
         return -0.5 * self.beta(t)
@@ -301,23 +442,31 @@ class VP(Process):
 
     def sample_prior(self, shape, *, generator=None, noise=None, device=None, dtype=torch.float32) -> Tensor:
         shape = tuple(shape)
-        return draw(shape, lambda n, g: torch.randn((n, *shape[1:]), generator=g, device=device, dtype=dtype), generator=generator, noise=noise, device=device)
+        a, b = (float(v) for v in self.coefficients(torch.tensor([self.s_max], dtype=torch.float64)))
+        x = draw(shape, lambda n, g: torch.randn((n, *shape[1:]), generator=g, device=device, dtype=torch.float64).mul_(b).to(dtype),
+                 generator=generator, noise=noise, device=device)
+        return x if self.prior_mean is None else x + a * prior_centre(self.prior_mean, x)
 
-    def score(self, field, x, s, label=None) -> Tensor:
-        return _gaussian_score(self, field, x, s, label)
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        """``log N(x; a(t_max) prior_mean, b(t_max)² I)``."""
+        a, b = (float(v) for v in self.coefficients(torch.tensor([self.s_max], dtype=torch.float64)))
+        offset = x.double() if self.prior_mean is None else x.double() - a * prior_centre(self.prior_mean, x.double())
+        n = x[0].numel()
+        sq = offset.reshape(x.shape[0], -1).pow(2).sum(1)
+        return -0.5 * sq / b**2 - 0.5 * n * math.log(2 * math.pi * b**2)
 
     def velocity(self, field, x, s, label=None) -> Tensor:
         f = expand_as_batch(self.drift_coefficient(s), x)
         g2 = expand_as_batch(self.diffusion_squared(s), x)
         return f * x - 0.5 * g2 * self.score(field, x, s, label)
 
-    def sde(self, field, label=None) -> GaussianReverseSDE:
-        return GaussianReverseSDE(self, field, label)
+    def capabilities(self, **modes) -> frozenset:
+        return frozenset({"flow", "denoiser"}) | GAUSSIAN_NEEDS
 
-    def default_schedule(self, steps: int) -> Tensor:
-        from solvers.schedules import vp_time_schedule
-
-        return vp_time_schedule(steps + 1, t_eps=self.s_min, t_max=self.s_max)  # steps intervals
+    def offers(self, field, label=None, **modes) -> dict:
+        view = self.gaussian_view(field, label)
+        return {"flow": ProcessFlow(self, field, label), "denoiser": SigmaForm(self, field, label), "sde": view, "transition": view,
+                "score": view}
 
     def exact_field(self, points, labels=None) -> ExactField:
         return ExactField(points, GaussianProfile(self.coefficients), alpha=lambda t: self.coefficients(t)[0], point_labels=labels)
@@ -328,5 +477,14 @@ class VP(Process):
     def precondition(self, net, sigma_data: float = 0.5) -> NeuralField:
         return NeuralField(net, EpsPreconditioning(self.coefficients, sigma_data))
 
+    @classmethod
+    def defaults_for_data(cls, data: Tensor, given: dict) -> dict:
+        """``prior_mean`` = the data mean (the prior is then ``N(a(t_max) μ, b(t_max)² I)``, whose
+        mean is the marginal's); ``t_max`` stays the schedule's (linear β: ``a(1)² = 4.4e-5``, so
+        the marginal's variance ``a² λ + b²`` matches ``b²`` within 1% for data variances ``λ``
+        up to 227; standardise data with a larger spread)."""
+        return {} if given.get("prior_mean") is not None else {"prior_mean": data_scales(data)["mean"]}
+
     def config(self) -> dict:
-        return {"beta_schedule": self.beta_schedule, "beta_min": self.beta_min, "beta_max": self.beta_max, "t_eps": self.s_min, "t_max": self.s_max, "cosine_offset": self.cosine_offset}
+        return {"beta_schedule": self.beta_schedule, "beta_min": self.beta_min, "beta_max": self.beta_max, "t_eps": self.s_min,
+                "t_max": self.s_max, "cosine_offset": self.cosine_offset, "prior_mean": self.prior_mean}

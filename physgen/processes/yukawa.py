@@ -3,7 +3,7 @@
 Data ``y ∈ R^N`` is a charge sheet at ``z = 0`` in ``N+1`` dims and the field solves
 ``∂_z²φ + ∇²φ − m²φ = 0`` (dispersion ``ω = −i√(k² + m²)``).  As a density flow in ``z``,
 ``p = −2∂_zφ``, ``v = E_x/E_z``, ``R = −2m²φ = −κ p`` (deaths).  Everything below is
-derived in GENPHYS.md and :mod:`physgen.genphys.nig`:
+derived in GENPHYS.md and :mod:`physgen.kernels.nig`:
 
 * **Kernel.**  The normalised density at height ``z`` around a charge is the
   Normal-Inverse-Gaussian law (α = m, β = 0, δ = z): ``x = y + √W ε``,
@@ -25,11 +25,11 @@ derived in GENPHYS.md and :mod:`physgen.genphys.nig`:
 * **Deaths.**  ``κ(x, z) = 2m²φ/p = (m/z) E[r K_ν(m r)/K_{ν+1}(m r) | x, z]``,
   ``ν = (N−1)/2``, ``r = √(‖x−y‖² + z²)``; exact for a point set
   (:class:`YukawaExactField`), learned by a second output for a network.
-* **Sampling** (:meth:`Yukawa.generate`, sampler option ``birth_death``):
+* **Sampling** (:meth:`Yukawa.offers`, sampling option ``birth_death``, ``--birth-death``):
   ``transport`` (default) integrates the birth-free radial-quantile transport flow, which
   follows the same normalised marginals ``q_z = p_data * k_z`` exactly (no weights, any ODE
   solver); ``smc`` and ``weights`` integrate the physical flow with births
-  (:func:`solvers.births.births`, Heun); ``off`` the physical flow alone.  Why transport is
+  (the ``births`` row of the solver table, :func:`solvers.births`, Heun or Euler); ``off`` the physical flow alone.  Why transport is
   the default: the physical flow moves mass away from where the normalised density goes and
   the importance weights that correct it degenerate as ``m z_max`` grows (ESS/n 8e-4 at
   m = 0.1, z_max = 40 in 2-D, GENPHYS.md, reproduced in tests/test_yukawa_sampling.py;
@@ -43,10 +43,10 @@ transport denoiser ``T = x − z u``), ``both`` (all three; default, so every sa
 works).  Loss per sample: ``λ(σ)‖D − y‖²`` (EDM), ``λ(σ)/h_0² ‖T − (x − h (x − y))‖²`` with the
 radial speed ``h`` (regression on the conditional velocity: flow matching; the transport head
 is ``T = (1 − h_0) x + h_0 D̃`` with ``D̃`` EDM-preconditioned and ``h_0 = h(0, m z)``
-(:func:`physgen.genphys.nig.centre_speed`), so ``D̃`` stays denoiser-like at every z), and
+(:func:`physgen.kernels.nig.centre_speed`), so ``D̃`` stays denoiser-like at every z), and
 ``rate_weight · ((g − c)/s_c)²`` for the rate head ``g = κ/m`` against the per-pair target
 ``c = (r/z) K_ν/K_{ν+1}`` (``E_k[c] = 1``, ``s_c² ≈ Var_k(c)``, see
-:func:`physgen.genphys.nig.rate_scale`).
+:func:`physgen.kernels.nig.rate_scale`).
 """
 from __future__ import annotations
 
@@ -60,13 +60,15 @@ from torch import Tensor, nn
 from ..errors import UserError, unknown_name
 from ..fields.exact import DEFAULT_CHUNK_ELEMS, ExactField, posterior_mean
 from ..fields.kinds import expand_as_batch
-from ..genphys.nig import (
+from solvers.births import BIRTH_MODES
+from solvers.spec import Option
+
+from ..kernels.nig import (
+    NIGKernel,
     centre_speed,
     death_rate_pair,
     inverse_radial_speed,
-    nig_log_density,
     nig_log_profile,
-    nig_offsets,
     radial_speed,
     rate_scale,
     transport_log_profile,
@@ -76,8 +78,8 @@ from .gaussian import DenoiserProcess
 
 __all__ = [
     "Yukawa",
-    "NIGKernel",
     "YukawaExactField",
+    "BirthFlow",
     "YukawaNeuralField",
     "TransportFlow",
     "TransportField",
@@ -91,36 +93,14 @@ _HEADS = {"both": ("denoiser", "transport", "rate"), "births": ("denoiser", "rat
 _SOFTPLUS_ONE = math.log(math.e - 1.0)  # softplus(_SOFTPLUS_ONE) = 1
 
 
-class NIGKernel:
-    """The normalised Yukawa kernel ``k_z`` (Normal-Inverse-Gaussian, α = m, β = 0, δ = z)."""
-
-    gaussian = False
-
-    def __init__(self, m: float):
-        self.m = float(m)
-
-    def sample_offsets(self, shape: Sequence[int], s: Tensor, generator=None, device=None, dtype=torch.float32) -> Tensor:
-        return nig_offsets(shape, s, self.m, generator, device, dtype)
-
-    def log_profile_for(self, n_dim: int):
-        """``log_profile(sqdist, z)`` for the exact field in ``n_dim`` dimensions."""
-        return partial(nig_log_profile, m=self.m, n_dim=int(n_dim))
-
-    def log_prob(self, offset: Tensor, s: Tensor) -> Tensor:
-        """Normalised ``log k_z(offset)``, shaped ``[B]`` (float64)."""
-        n = offset[0].numel()
-        sq = offset.reshape(offset.shape[0], -1).double().pow(2).sum(1)
-        return nig_log_density(sq, s.double(), self.m, n)
-
-    def config(self) -> dict:
-        return {"m": self.m}
-
-
 class Yukawa(DenoiserProcess):
     """Yukawa's GenPhys process with mass ``m`` (``--process yukawa --m M``); see the module doc."""
 
     name = "yukawa"
     network_kind = "denoiser"
+    default_steps = 40  # the transport flow converges like 0.3/K in the left-mode weight of the 0.2/0.8 toy: 0.177 at 18 steps, 0.193 at 40
+    sampling_options = (Option("birth_death", str, "transport", "transport (birth-free), smc, weights or off",
+                               choices=BIRTH_DEATH_MODES),)
 
     def __init__(
         self,
@@ -149,18 +129,10 @@ class Yukawa(DenoiserProcess):
         self.m = m
         self.kernel = NIGKernel(m)
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
-        super().__init__(self.z_of_sigma(self.sigma_min), self.z_of_sigma(self.sigma_max), sigma_data, rho)
+        super().__init__(self.z_of_sigma(self.sigma_min), self.z_of_sigma(self.sigma_max), sigma_data, rho, prior_mean)
         self.p_mean, self.p_std = float(p_mean), float(p_std)
         self.objective = objective
         self.rate_weight = float(rate_weight)
-        if prior_mean is not None:
-            try:
-                prior_mean = [float(v) for v in (prior_mean if isinstance(prior_mean, (list, tuple)) else torch.as_tensor(prior_mean).flatten().tolist())]
-            except (TypeError, ValueError):
-                raise UserError(f"prior_mean must be a list of numbers, got {prior_mean!r}") from None
-            if not all(math.isfinite(v) for v in prior_mean):
-                raise UserError(f"prior_mean must be finite, got {prior_mean}")
-        self.prior_mean = prior_mean
 
     # --- the z <-> σ map -----------------------------------------------------------
     def sigma_of_scale(self, z: Tensor) -> Tensor:
@@ -205,20 +177,12 @@ class Yukawa(DenoiserProcess):
         return total
 
     # --- sampling -------------------------------------------------------------------
-    def sample_prior(self, shape, *, generator=None, noise=None, device=None, dtype=torch.float32) -> Tensor:
-        x = super().sample_prior(shape, generator=generator, noise=noise, device=device, dtype=dtype)
-        if self.prior_mean is None:
-            return x
-        mean = torch.tensor(self.prior_mean, device=x.device, dtype=x.dtype)
-        if mean.numel() not in (1, x[0].numel()):
-            raise UserError(f"prior_mean has {mean.numel()} values but the data have {x[0].numel()} dimensions")
-        return x + mean.reshape(1, -1).expand(1, x[0].numel()).reshape(1, *x.shape[1:])
+    def schedule_bounds(self) -> tuple[float, float]:
+        """Schedules are laid out in the noise level ``σ(z)`` (EDM's ρ-schedule by default), then mapped to ``z``."""
+        return self.sigma_min, self.sigma_max
 
-    def default_schedule(self, steps: int) -> Tensor:
-        """EDM's ρ-schedule in σ (then 0), mapped to z: float64, decreasing, ends at 0."""
-        from solvers.schedules import edm_schedule
-
-        return self.z_of_sigma(edm_schedule(steps, self.sigma_min, self.sigma_max, rho=self.rho))
+    def from_schedule_space(self, sigma: Tensor) -> Tensor:
+        return self.z_of_sigma(sigma)
 
     def exact_field(self, points: Tensor, labels: Optional[Tensor] = None) -> "YukawaExactField":
         return YukawaExactField(points, self.m, point_labels=labels)
@@ -278,32 +242,17 @@ class Yukawa(DenoiserProcess):
             )
         return TransportFlow(field, label)
 
-    def generate(self, field, x0: Tensor, schedule: Tensor, method: str, *, noise=None, label=None, **options):
-        """Sampling by ``birth_death`` mode (default ``transport``); see the module doc."""
-        import solvers
+    def capabilities(self, birth_death: str = "transport", **modes) -> frozenset:
+        return frozenset({"births"}) if birth_death in BIRTH_MODES[:2] else frozenset({"flow", "denoiser"})
 
-        mode = options.pop("birth_death", None) or "transport"
-        if mode not in BIRTH_DEATH_MODES:
-            raise unknown_name("--birth-death mode", mode, BIRTH_DEATH_MODES)
-        if mode in ("smc", "weights"):
-            from ..genphys.births import sample_with_births
-
-            return sample_with_births(self, field, x0, schedule, method, mode=mode, noise=noise, label=label, rate_offset=self.m, **options)
-        births_only = sorted({"ess_threshold", "rate_clip", "final_resample", "seed"} & set(options))
-        if births_only:
-            raise UserError(f"sampler option(s) {births_only} apply only to --birth-death smc or weights, not {mode!r}")
-        flow = self.transport_flow(field, label) if mode == "transport" else self.flow(field, label)
-        try:
-            stochastic = solvers.is_stochastic(method)
-        except ValueError:
-            from ..sampling import sampler_names
-
-            raise unknown_name("solver", method, [n for n in sampler_names() if n != "euler-maruyama"]) from None
-        if stochastic:
-            raise UserError(f"process 'yukawa' has no SDE; pick an ODE solver (heun, dopri5, ...), not {method!r}")
-        sol = solvers.solve(flow, x0, schedule, method=method, **options)
-        sol.stats.extra["birth_death"] = mode
-        return sol
+    def offers(self, field, label=None, birth_death: str = "transport", **modes) -> dict:
+        """By ``birth_death`` mode (module docstring): ``transport`` offers the birth-free
+        transport flow to every ODE solver, ``off`` the physical flow alone, ``smc`` and
+        ``weights`` the physical flow with its death rate to the ``births`` sampler."""
+        if birth_death in BIRTH_MODES[:2]:
+            return {"births": BirthFlow(self, field, label, birth_death)}
+        flow = self.transport_flow(field, label) if birth_death == "transport" else self.flow(field, label)
+        return {"flow": flow, "denoiser": flow}
 
     def config(self) -> dict:
         return {
@@ -311,6 +260,18 @@ class Yukawa(DenoiserProcess):
             "rho": self.rho, "p_mean": self.p_mean, "p_std": self.p_std, "prior_mean": self.prior_mean,
             "objective": self.objective, "rate_weight": self.rate_weight,
         }
+
+
+class BirthFlow:
+    """The births target (:func:`solvers.births`): ``(dx/dz, κ)`` from one field evaluation,
+    with the mean rate ``m`` as the log-weight offset and the mode to sample in."""
+
+    def __init__(self, process: "Yukawa", field, label, mode: str):
+        self.process, self.field, self.label, self.mode = process, field, label, mode
+        self.rate_offset = process.m
+
+    def __call__(self, x: Tensor, z: Tensor) -> tuple[Tensor, Tensor]:
+        return self.process.velocity_and_rate(self.field, x, z, self.label)
 
 
 class YukawaExactField(ExactField):

@@ -81,7 +81,7 @@ def add_arguments(parser) -> None:
 # ------------------------------------------------------------------------------ parsing
 def parse_D_values(text: str) -> list:
     from physgen.errors import UserError
-    from physgen.processes.pfgmpp import check_D
+    from physgen.kernels import check_D
 
     values = [v.strip() for v in str(text).split(",") if v.strip()]
     if not values:

@@ -160,7 +160,8 @@ def _train_field(process, data, labels, num_classes, *, steps, hidden, depth, co
 
 
 def _train_classifier(process, data, labels, num_classes, *, steps, seed, device, arch, hidden=64, width=16, batch=512, lr=2e-3):
-    from physgen.guidance import make_classifier, train_classifier
+    from physgen.guidance import make_classifier
+    from physgen.training import train_classifier
     from physgen.training import TrainConfig
 
     clf = make_classifier(process, data.shape[1:], num_classes, arch=arch, hidden=hidden, depth=2, width=width,
@@ -176,13 +177,13 @@ def _train_classifier(process, data, labels, num_classes, *, steps, seed, device
 
 def _processes(Ds, data):
     from physgen.processes import make_process
-    from physgen.toy import auto_process_options
+    from physgen.processes import data_defaults
 
     flat = data.reshape(data.shape[0], -1)
-    out = [("edm", "", make_process("edm", **auto_process_options("edm", flat, {})))]
+    out = [("edm", "", make_process("edm", **data_defaults("edm", flat, {})))]
     from physgen.processes.pfgmpp import PFGMpp
 
-    opts = auto_process_options("edm", flat, {})
+    opts = data_defaults("edm", flat, {})
     for D in Ds:
         out.append((f"pfgmpp-D{D}", D, PFGMpp(D=D, **opts)))
     return out
@@ -200,8 +201,8 @@ def _guided_samples(process, field, guidance, w, labels, shape, *, steps, seed, 
     noise = SeededNoise(seed, range(n))
     x0 = process.sample_prior((n, *shape), noise=noise, device=labels.device)
     with torch.no_grad():
-        sol = sample_guided(process, guided, x0, process.default_schedule(steps), "heun", noise=noise, label=labels)
-    return process.finalize(sol.x), sol.stats
+        sol = sample_guided(process, guided, x0, process.grid(steps), "heun", noise=noise, label=labels)
+    return sol.x, sol.stats
 
 
 # --------------------------------------------------------------------------- 8 Gaussians

@@ -79,23 +79,23 @@ def run_mixture(n: int = 3000, seed: int = 0, *, plain_step: float = 0.1, plain_
     proc = make_process("ncsn", sigma_max=sigma_max, sigma_min=sigma_min, num_levels=levels)
     field = proc.analytic_field(mix)
     t = time.perf_counter()
-    sol = solvers.langevin(field.score, x0, 0.0, step=plain_step, n_steps=plain_steps, noise=noise)
+    sol = solvers.langevin(field, x0, [1.0, 0.0], sigma=0.0, step=plain_step, n_steps=plain_steps, noise=noise)
     record("plain", sol.x, sol.stats.nfe, time.perf_counter() - t, f"sigma=0 (data score), step={plain_step}, {plain_steps} steps")
 
     t = time.perf_counter()
-    sol = solvers.annealed_langevin(field.score, x0, proc.levels(), eps=eps, steps_per_level=steps_per_level, noise=noise,
+    sol = solvers.annealed_langevin(field, x0, proc.levels(), eps=eps, steps_per_level=steps_per_level, noise=noise,
                                     final_denoise=False)
     record("annealed", sol.x, sol.stats.nfe, time.perf_counter() - t,
            f"{levels} levels {sigma_max:g} -> {sigma_min:g}, T={steps_per_level}, eps={eps:g}, no final denoising (NCSN Alg. 1)")
 
     if ncsnv2:
-        from physgen.processes.ncsn import ncsnv2_levels
+        from physgen.processes.ncsnv2 import ncsnv2_levels
 
         plan = ncsnv2_levels(data)
         p2 = make_process("ncsn", sigma_max=plan.sigma_max, sigma_min=plan.sigma_min, num_levels=plan.num_levels)
         f2 = p2.analytic_field(mix)
         t = time.perf_counter()
-        sol = solvers.annealed_langevin(f2.score, x0, plan.levels, eps=plan.eps, steps_per_level=plan.steps_per_level, noise=noise)
+        sol = solvers.annealed_langevin(f2, x0, plan.levels, eps=plan.eps, steps_per_level=plan.steps_per_level, noise=noise)
         record("ncsnv2", sol.x, sol.stats.nfe, time.perf_counter() - t,
                f"{plan.num_levels} levels {plan.sigma_max:.3g} -> {plan.sigma_min:g}, T={plan.steps_per_level}, "
                f"eps={plan.eps:.3g}, final denoising (NCSNv2 plan)")

@@ -19,7 +19,7 @@ code depends on them.  Everything is float64 inside and batched in torch.
 dropped): ``log k_z(ρ) = log K_{(N+1)/2}(m R) − (N+1)/2 · log R + const(z)``,
 ``R = √(ρ² + z²)``.  For ``N = 2`` the order is ``3/2`` and ``K_{3/2}(u) = √(π/(2u)) e^{-u}
 (1 + 1/u)``, so ``log k = −mR + log(1 + mR) − 3 log R + const``; other ``N`` use
-:func:`physgen.genphys.special.log_bessel_k` (exact for ``N ≤ 79``, Debye above).
+:func:`physgen.kernels.special.log_bessel_k` (exact for ``N ≤ 79``, Debye above).
 
 **Radial transport** (beyond the paper; GENPHYS.md).  The quantile map of the radial law
 ``F_z`` of ``k_z`` moves a point at radius ρ with ``dρ/dz = −∂_zF_z(ρ)/f_z(ρ)``.  In the
@@ -40,7 +40,7 @@ p-weighted mean of κ is m.)  For ``N = 2`` it is closed form (GENPHYS.md's
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import Optional, Sequence
 
 import torch
@@ -49,6 +49,7 @@ from torch import Tensor
 from .special import bessel_k_ratio, log_bessel_k
 
 __all__ = [
+    "NIGKernel",
     "sample_inverse_gaussian",
     "nig_offsets",
     "nig_log_profile",
@@ -366,3 +367,28 @@ class RadialSpeedTable:
 def radial_speed_table(n_dim: int) -> RadialSpeedTable:
     """The cached :class:`RadialSpeedTable` for dimension ``n_dim`` (built once, ~1 s)."""
     return RadialSpeedTable(n_dim)
+
+
+class NIGKernel:
+    """The normalised Yukawa kernel ``k_z`` (Normal-Inverse-Gaussian, α = m, β = 0, δ = z)."""
+
+    gaussian = False
+
+    def __init__(self, m: float):
+        self.m = float(m)
+
+    def sample_offsets(self, shape: Sequence[int], s: Tensor, generator=None, device=None, dtype=torch.float32) -> Tensor:
+        return nig_offsets(shape, s, self.m, generator, device, dtype)
+
+    def log_profile_for(self, n_dim: int):
+        """``log_profile(sqdist, z)`` for the exact field in ``n_dim`` dimensions."""
+        return partial(nig_log_profile, m=self.m, n_dim=int(n_dim))
+
+    def log_prob(self, offset: Tensor, s: Tensor) -> Tensor:
+        """Normalised ``log k_z(offset)``, shaped ``[B]`` (float64)."""
+        n = offset[0].numel()
+        sq = offset.reshape(offset.shape[0], -1).double().pow(2).sum(1)
+        return nig_log_density(sq, s.double(), self.m, n)
+
+    def config(self) -> dict:
+        return {"m": self.m}

@@ -1,1 +1,0 @@
-"""Experiments run by ``physgen experiment NAME`` (see physgen/cli/experiment.py)."""

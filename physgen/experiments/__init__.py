@@ -1,0 +1,1 @@
+"""Experiments run by ``physgen experiment NAME`` (table: :mod:`physgen.cli.experiment`)."""

@@ -1,0 +1,111 @@
+"""Trained noise-conditional classifiers ``p(y | x, s)`` for classifier guidance: the wrapper
+that conditions a network on a process's noise level, its construction, and its checkpoint."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError, unknown_name
+from ..fields.kinds import expand_as_batch
+from ..io import save_torch
+from ..nets.classifier import ConvClassifierNet
+from ..nets.mlp import MLP
+from ..processes import make_process
+from .wrappers import check_classifier_process, conditioning_sigma
+
+__all__ = ["NoiseClassifier", "make_classifier", "save_classifier", "load_classifier", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "physgen-classifier/1"
+
+
+class NoiseClassifier(nn.Module):
+    """``p(y | x, s)`` of one process: ``logits = net(c_in x/a, ln(σ)/4)`` with ``(σ, a)`` from
+    :func:`conditioning_sigma` and ``c_in = 1/√(σ² + σ_d²)`` (EDM's input scaling, arXiv 2206.00364).
+
+    ``arch`` (a dict) rebuilds the network from a checkpoint; ``process_spec`` (name and
+    constructor options of the process it was trained on) guards against guiding another kernel.
+    """
+
+    def __init__(self, net: nn.Module, process, arch: dict, sigma_data: float = 0.5):
+        super().__init__()
+        self.net, self.process, self.arch, self.sigma_data = net, process, dict(arch), float(sigma_data)
+        self.num_classes = int(arch["num_classes"])
+        self.process_spec = {"name": process.name, **process.config()}
+
+    def forward(self, x: Tensor, s: Tensor) -> Tensor:
+        shape = self.arch.get("data_shape")
+        if shape is not None and list(x.shape[1:]) != list(shape):
+            raise UserError(f"the classifier was trained on data shaped {list(shape)}, got {list(x.shape[1:])}")
+        sigma, a = conditioning_sigma(self.process, s)
+        sig, a = expand_as_batch(sigma, x), expand_as_batch(a, x)
+        x_in = (x / a) / (sig**2 + self.sigma_data**2).sqrt()
+        return self.net(x_in, (sigma.log() / 4).to(x.dtype))
+
+
+def make_classifier(process, data_shape: Sequence[int], num_classes: int, *, arch: str = "auto", hidden: int = 256, depth: int = 3,
+                    width: int = 32, sigma_data: float = 0.5) -> NoiseClassifier:
+    """A fresh :class:`NoiseClassifier`: ``arch`` = ``mlp`` (toys, flattened input), ``cnn`` (images) or ``auto``."""
+    data_shape = tuple(int(v) for v in data_shape)
+    if int(num_classes) < 2:
+        raise UserError(f"a classifier needs at least 2 classes, got {num_classes}")
+    if arch == "auto":
+        arch = "cnn" if len(data_shape) == 3 else "mlp"
+    if arch == "mlp":
+        spec = {"type": "mlp", "dim": math.prod(data_shape), "hidden": int(hidden), "depth": int(depth), "num_classes": int(num_classes)}
+        net = MLP(spec["dim"], hidden=spec["hidden"], depth=spec["depth"], out_dim=spec["num_classes"])
+    elif arch == "cnn":
+        if len(data_shape) != 3:
+            raise UserError(f"--arch cnn needs images [C, H, W], got data shape {list(data_shape)}")
+        spec = {"type": "cnn", "channels": data_shape[0], "width": int(width), "num_classes": int(num_classes)}
+        net = ConvClassifierNet(spec["channels"], spec["num_classes"], width=spec["width"])
+    else:
+        raise unknown_name("classifier architecture", arch, ("auto", "mlp", "cnn"))
+    spec["data_shape"] = list(data_shape)
+    return NoiseClassifier(net, process, spec, sigma_data)
+
+
+def _build_net(spec: dict) -> nn.Module:
+    if spec["type"] == "mlp":
+        return MLP(spec["dim"], hidden=spec["hidden"], depth=spec["depth"], out_dim=spec["num_classes"])
+    if spec["type"] == "cnn":
+        return ConvClassifierNet(spec["channels"], spec["num_classes"], width=spec["width"])
+    raise UserError(f"unknown classifier architecture {spec.get('type')!r} in checkpoint")
+
+
+def save_classifier(path, classifier: NoiseClassifier, **meta: Any) -> None:
+    """Write a self-describing classifier checkpoint (architecture, process, weights) atomically."""
+    save_torch(path, {
+        "format": CHECKPOINT_FORMAT,
+        "arch": classifier.arch,
+        "sigma_data": classifier.sigma_data,
+        "process": classifier.process_spec,
+        "state_dict": {k: v.detach().cpu() for k, v in classifier.state_dict().items()},
+        "meta": meta,
+    })
+
+
+def load_classifier(path, process=None, device=None) -> NoiseClassifier:
+    """Load a :func:`save_classifier` checkpoint; with ``process``, check its kernel and bind to it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"classifier checkpoint {str(path)!r} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors, numbers, strings: a file cannot run code
+    except Exception as e:  # a truncated or foreign file
+        raise UserError(f"cannot read classifier checkpoint {str(path)!r}: {e}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise UserError(f"{str(path)!r} is not a physgen classifier checkpoint (written by `physgen train-classifier`)")
+    spec = ckpt["process"]
+    if process is None:
+        options = {k: v for k, v in spec.items() if k != "name"}
+        process = make_process(spec["name"], **options)
+    else:
+        check_classifier_process(spec, process)
+    clf = NoiseClassifier(_build_net(ckpt["arch"]), process, ckpt["arch"], ckpt["sigma_data"])
+    clf.load_state_dict(ckpt["state_dict"])
+    clf.process_spec = dict(spec)
+    return clf.to(device or "cpu").eval().requires_grad_(False)

@@ -1,0 +1,18 @@
+"""Perturbation kernels and their special functions, in one place, used by processes and GenPhys.
+
+Each kernel ``k_s`` is the law of ``x - y`` at scale ``s`` for one data point ``y``:
+``sample_offsets(shape, s, generator, device, dtype)`` draws it exactly on the device,
+``log_prob(offset, s)`` is its normalised log-density, and a log-profile (``-d²/(2s²)`` for
+the Gaussian) gives the posterior weights of the exact fields.
+
+* :class:`GaussianKernel`: diffusion (VE, EDM, PFGM++ at D = inf).
+* :class:`StudentTKernel`: PFGM++ with ``D`` extra dimensions; ``D = 1`` is PFGM's Poisson
+  (Cauchy) kernel; :func:`check_D` validates ``D``.
+* :class:`NIGKernel` and :mod:`physgen.kernels.nig`: Yukawa's Normal-Inverse-Gaussian law,
+  its death rate and radial transport; :mod:`physgen.kernels.special`: log Bessel K.
+"""
+from .gaussian import GaussianKernel, per_row
+from .nig import NIGKernel
+from .student_t import StudentTKernel, check_D
+
+__all__ = ["GaussianKernel", "StudentTKernel", "NIGKernel", "check_D", "per_row"]

@@ -1,0 +1,218 @@
+"""How a solver is described in the table: what it needs, its order, its cost, its options.
+
+Every entry of :data:`solvers.SOLVERS` is a :class:`Spec`.  The dispatcher
+(:func:`solvers.solve`, and :func:`physgen.sampling.sample` above it) reads only the spec:
+it checks that the object it was given offers what the solver *needs*, parses the options
+against the solver's own :class:`Option` list (one clear error naming the option and what
+the solver takes), and calls ``spec.fn(target, x, schedule, **options)``.  Adding a solver
+is one function and one row.
+
+Needs (the first entry names the object the solver is handed; the rest are capabilities
+the dispatcher checks against what a process offers):
+
+``flow``
+    ``v(x, s) = dx/ds``: a callable of ``x [B, ...]`` and ``s [B]``.
+``denoiser``
+    a flow of the form ``dx/dσ = (x - D(x, σ))/σ`` exposing ``denoise(x, σ)`` (EDM, VE,
+    PFGM++, Yukawa in ``z``; VP through ``x̄ = x/a``, ``σ = b/a``).
+``sde``
+    a reverse-time SDE with ``drift(x, s)`` and ``diffusion(s)`` (``g``).
+``transition``
+    a Gaussian process's exact transition ``transition(s, s_next) -> (r, G²)`` with
+    ``x_s = r x_{s_next} + G z``, its ``score(x, s)`` and its ``marginal(s) -> (a, b)``.
+``score``
+    a score ``score(x, s) = ∇ log p_s(x)``, optionally with ``marginal(s) -> (a, b)`` (the
+    noise std ``b`` sets Langevin step sizes; without it, ``b`` is the level, as for VE).
+``gaussian``
+    a capability, not an object: the perturbation kernel is Gaussian, so injecting
+    ``N(0, σ²)`` noise keeps the marginals (ancestral and SDE samplers on the denoiser).
+``births``
+    ``joint(x, s) -> (v, κ)``: a flow with a per-particle death rate (GenPhys, Yukawa).
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+__all__ = ["Option", "Spec", "NEEDS", "OptionError", "LOOP_OPTIONS", "STOCHASTIC_OPTIONS", "takes", "parse_options"]
+
+NEEDS = {
+    "flow": "dx/ds = v(x, s)",
+    "denoiser": "the denoiser form dx/dσ = (x - D(x, σ))/σ with denoise(x, σ)",
+    "sde": "a reverse-time SDE (drift, diffusion)",
+    "transition": "the exact Gaussian transition x_s = r x_s' + G z with the score",
+    "score": "the score ∇log p_s(x) with the marginal noise std",
+    "gaussian": "a Gaussian perturbation kernel (noise injection keeps the marginals)",
+    "births": "a flow with a death rate κ (births and deaths)",
+}
+"""What a solver can need, in words (``--list-solvers`` and error messages use these)."""
+
+MAX_INT_OPTION = 10**7  # no solver option counts more than this (steps, orders, levels)
+
+
+class OptionError(ValueError):
+    """A solver option that the solver does not take, or a value of the wrong type or range."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One keyword option of a solver: its type, default, bounds and meaning.
+
+    ``kind`` is ``bool``, ``int``, ``float`` or ``str``; ``lo``/``hi`` are inclusive bounds
+    (``lo_open``: ``> lo``); ``choices`` restricts a string; ``none_ok`` admits ``None``;
+    ``inf_ok`` admits ``inf`` for a float.  :meth:`parse` returns the typed value or raises
+    :class:`OptionError` naming the solver, the option and the value.
+    """
+
+    name: str
+    kind: type
+    default: Any
+    help: str
+    lo: Optional[float] = None
+    hi: Optional[float] = None
+    lo_open: bool = False
+    choices: Optional[tuple] = None
+    none_ok: bool = False
+    inf_ok: bool = False
+
+    def parse(self, value: Any, owner: str) -> Any:
+        where = f"{owner}: option {self.name}"
+        if value is None:
+            if self.none_ok:
+                return None
+            raise OptionError(f"{where} cannot be none")
+        if self.kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, bool):
+                raise OptionError(f"{where} must be true or false, got {value!r}")
+            return value
+        if self.kind is str:
+            if not isinstance(value, str):
+                raise OptionError(f"{where} must be a string, got {value!r}")
+            if self.choices is not None and value not in self.choices:
+                raise OptionError(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+            return value
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise OptionError(f"{where} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise OptionError(f"{where} must be a number, got {value!r}")
+        if self.kind is int:
+            if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+                raise OptionError(f"{where} must be an integer, got {value!r}")
+            value = int(value)
+            hi = MAX_INT_OPTION if self.hi is None else self.hi
+            if abs(value) > MAX_INT_OPTION or value > hi:
+                raise OptionError(f"{where} must be at most {int(hi)}, got {value!r}")
+        else:
+            value = float(value)
+            if math.isnan(value) or (math.isinf(value) and not self.inf_ok):
+                raise OptionError(f"{where} must be finite, got {value!r}")
+            if self.hi is not None and value > self.hi:
+                raise OptionError(f"{where} must be <= {self.hi:g}, got {value!r}")
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            raise OptionError(f"{where} must be {'>' if self.lo_open else '>='} {self.lo:g}, got {value!r}")
+        return value
+
+    def describe(self) -> str:
+        default = "none" if self.default is None else self.default
+        return f"{self.name}={default} ({self.help})"
+
+
+CHECK_EVERY = Option("check_every", int, 0, "read the divergence flag every N steps (0: never inside the loop; no device sync)", lo=0)
+LOOP_OPTIONS = (Option("return_trajectory", bool, False, "return every state [K+1, B, ...]"), CHECK_EVERY)
+"""Options every fixed-step solver takes (handled once, by :func:`solvers._loop.run_steps`)."""
+STOCHASTIC_OPTIONS = (
+    Option("return_trajectory", bool, False, "return every state [K+1, B, ...]"),
+    Option("check_every", int, 10, "read the divergence flag every N steps (one device sync each)", lo=1),
+)
+"""The same for stochastic samplers, which watch for divergence by default."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A row of the solver table.
+
+    ``fn(target, x, schedule, **options) -> Solution``; ``needs`` as in the module
+    docstring; ``order`` the order of accuracy in words (``"2"``, ``"1 (weak)"``);
+    ``nfe`` the network evaluations per step in words; ``reference`` the paper;
+    ``grid``: ``"steps"`` (the process's integration grid) or ``"levels"`` (the process's
+    Langevin levels, followed by 0 for the final denoising step).  ``options`` default to
+    the ones the function declared with :func:`takes`.
+    """
+
+    name: str
+    fn: Callable
+    needs: tuple
+    order: str
+    nfe: str
+    reference: str
+    adaptive: bool = False
+    stochastic: bool = False
+    options: tuple = ()
+    grid: str = "steps"
+
+    def __post_init__(self):
+        if not self.options:
+            object.__setattr__(self, "options", tuple(getattr(self.fn, "options", ())))
+        bad = [n for n in self.needs if n not in NEEDS]
+        if bad or not self.needs:
+            raise ValueError(f"solver {self.name!r}: unknown needs {bad or '(none)'}; valid: {', '.join(NEEDS)}")
+        names = [o.name for o in self.options]
+        if len(set(names)) != len(names):
+            raise ValueError(f"solver {self.name!r}: an option is declared twice: {names}")
+
+    @property
+    def target(self) -> str:
+        """The need that names the object the solver is handed."""
+        return self.needs[0]
+
+    def option(self, name: str) -> Optional[Option]:
+        return next((o for o in self.options if o.name == name), None)
+
+    def check_options(self, given: dict) -> dict:
+        """The given options typed (no defaults filled in); :class:`OptionError` on a name the solver does not take."""
+        known = {o.name for o in self.options}
+        parsed = parse_options(self.options, {k: v for k, v in given.items() if k in known or k not in NOISE_KEYS},
+                               f"solver {self.name!r}", passthrough=NOISE_KEYS)
+        return {k: parsed[k] for k in given if k in parsed}
+
+
+def parse_options(opts: Sequence[Option], given: dict, owner: str, passthrough: Sequence[str] = ()) -> dict:
+    """Every option of ``opts`` typed (the default where not given), plus the ``passthrough``
+    keys as they are; :class:`OptionError` naming a key ``owner`` does not take."""
+    known = {o.name: o for o in opts}
+    unknown = sorted(k for k in given if k not in known and k not in passthrough)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "no options"
+        raise OptionError(f"{owner} has no option {unknown[0]!r}; it takes: {takes}")
+    out = {k: v for k, v in given.items() if k in passthrough}
+    for name, o in known.items():
+        out[name] = o.parse(given[name], owner) if name in given else o.default
+    return out
+
+
+NOISE_KEYS = ("noise", "generator")
+
+
+def takes(name: str, *opts: Option, base: Sequence[Option] = LOOP_OPTIONS, passthrough: Sequence[str] = ()):
+    """Declare a solver's options in one place: the decorated ``fn(target, x, schedule, **options)``
+    receives every option typed and defaulted, and carries them as ``fn.options`` for its
+    table row.  ``passthrough`` keys (the noise of stochastic samplers) are not typed."""
+    declared = tuple(opts) + tuple(base)
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def solver(target, x, schedule, **given):
+            return fn(target, x, schedule, **parse_options(declared, given, f"solver {name!r}", passthrough))
+
+        solver.options = declared
+        solver.solver_name = name
+        return solver
+
+    return deco
