@@ -71,13 +71,13 @@ def test_pure_birth_reweights_to_the_tilted_law(mode):
     x = torch.randn(n, 1, generator=g, dtype=F64)
     b, L = 0.25, 2.0
     sched = torch.linspace(3.0, 3.0 - L, 21, dtype=F64)
-    sol = births(lambda x, s: torch.zeros_like(x), x, sched, rate=lambda x, s: b * x[:, 0], mode=mode, generator=torch.Generator().manual_seed(2))
+    sol = births(lambda x, s: (torch.zeros_like(x), b * x[:, 0]), x, sched, mode=mode, generator=torch.Generator().manual_seed(2))
     assert sol.x.shape == x.shape  # fixed batch
     assert float(sol.x.mean()) == pytest.approx(b * L, abs=0.04)
     assert float(sol.x.std()) == pytest.approx(1.0, abs=0.04)
     ess = sol.stats.extra["ess"]
     assert len(ess) == 20 and all(0 < e <= 1 for e in ess)
-    assert sol.stats.nfe == 20 * 2 * 2  # heun: two evaluations per step, flow and rate counted separately
+    assert sol.stats.nfe == 20 * 2  # heun: two evaluations per step, each giving (v, κ)
     if mode == "weights":
         assert sol.stats.extra["resamples"] == 0
         assert ess[-1] == pytest.approx(math.exp(-(b * L) ** 2), rel=0.05)  # ESS/n of log-normal weights
@@ -114,7 +114,7 @@ def test_rate_clip_reported_and_errors():
 
     sol = births(joint, x, [1.0, 0.5], mode="weights", rate_clip=10.0)
     assert sol.stats.extra["rate_clipped"] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="unknown births mode"):
+    with pytest.raises(ValueError, match="option mode must be one of smc, weights, off"):
         births(joint, x, [1.0, 0.5], mode="bogus")
     with pytest.raises(ValueError, match="heun"):
         births(joint, x, [1.0, 0.5], method="rk4")
@@ -137,7 +137,7 @@ def test_nonfinite_weights_raise():
 
 def test_weights_without_final_resample_returns_normalised_log_weights():
     x = torch.linspace(-1, 1, 11, dtype=F64)[:, None]
-    sol = births(lambda x, s: torch.zeros_like(x), x, [1.0, 0.0 + 0.5], rate=lambda x, s: x[:, 0], mode="weights", final_resample=False)
+    sol = births(lambda x, s: (torch.zeros_like(x), x[:, 0]), x, [1.0, 0.0 + 0.5], mode="weights", final_resample=False)
     lw = sol.stats.extra["log_weights"]
     assert torch.allclose(torch.logsumexp(lw, 0), torch.zeros((), dtype=F64))
     assert torch.allclose(lw - lw.max(), 0.5 * (x[:, 0] - 1.0))

@@ -17,7 +17,6 @@ from physgen.guidance import (
     ClassifierGuidance,
     MixtureBayesClassifier,
     bayes_classifier,
-    class_fraction,
     load_classifier,
     make_classifier,
     sample_guided,
@@ -28,6 +27,7 @@ from physgen.noise import SeededNoise
 from physgen.processes import EDM, VE, VP
 from physgen.processes.pfgmpp import PFGMpp
 from physgen.sampling import sample
+from physgen.toy import class_fraction
 
 F64 = torch.float64
 
@@ -244,7 +244,7 @@ def eight_gaussians_run(proc, guidance=None, w=1.0, label=3, n=300, steps=18):
         field = ClassifierGuidance(field, proc, bayes_classifier(field), w)
     noise = SeededNoise(0, range(n))
     x0 = proc.sample_prior((n, 2), noise=noise)
-    sol = sample_guided(proc, field, x0, proc.default_schedule(steps), "heun", noise=noise, label=torch.full((n,), label))
+    sol = sample_guided(proc, field, x0, proc.grid(steps), "heun", noise=noise, label=torch.full((n,), label))
     return sol, mode_weights(sol.x, ds.mixture.means)
 
 
@@ -289,7 +289,7 @@ def test_nfe_counts_field_evaluations():
 
     cfg = ClassifierFreeGuidance(Spy(), 2.0, interval=(0.5, 2.0), batched=True)
     noise = SeededNoise(0, range(20))
-    sol = sample_guided(proc, cfg, proc.sample_prior((20, 2), noise=noise), proc.default_schedule(18), "heun", label=torch.full((20,), 1))
+    sol = sample_guided(proc, cfg, proc.sample_prior((20, 2), noise=noise), proc.grid(18), "heun", label=torch.full((20,), 1))
     assert sol.stats.extra["flow_evaluations"] == len(seen) == 35
     inside = _calls_inside(proc, (0.5, 2.0))
     assert 0 < inside < 35
@@ -298,7 +298,7 @@ def test_nfe_counts_field_evaluations():
 
 def _calls_inside(proc, interval):
     """Heun on the EDM schedule: 2 flow calls at each s_i (i < K-1: one at s_i, one at s_{i+1} > 0)."""
-    sched = proc.default_schedule(18).tolist()
+    sched = proc.grid(18).tolist()
     calls = []
     for i in range(len(sched) - 1):
         calls.append(sched[i])
@@ -313,8 +313,8 @@ def test_plain_sample_and_guided_sample_agree_on_unguided_fields():
     field = proc.exact_field(data, lab)
     noise = SeededNoise(0, range(30))
     x0 = proc.sample_prior((30, 2), noise=noise)
-    a = sample(proc, field, x0, proc.default_schedule(10), "heun", label=torch.full((30,), 2))
-    b = sample_guided(proc, field, x0, proc.default_schedule(10), "heun", label=torch.full((30,), 2))
+    a = sample(proc, field, x0, proc.grid(10), "heun", label=torch.full((30,), 2))
+    b = sample_guided(proc, field, x0, proc.grid(10), "heun", label=torch.full((30,), 2))
     assert torch.equal(a.x, b.x) and a.stats.nfe == b.stats.nfe
 
 

@@ -24,7 +24,7 @@ def _gaussian_score(x, s):
 
 
 def test_annealed_langevin_recovers_mode_weights_and_plain_langevin_does_not():
-    from experiments.langevin_mixture import run_mixture
+    from physgen.experiments.langevin_mixture import run_mixture
 
     res = run_mixture(n=2000, seed=0, plain_steps=200, ncsnv2=False)
     rows = {r["sampler"]: r for r in res["rows"]}
@@ -42,7 +42,7 @@ def test_step_convention_gives_the_ula_stationary_variance():
     # the NCSN-code convention x + a s + √(2a) z with a = α/2 is the same chain
     v, alpha = 2.0, 0.4
     x0 = torch.zeros(40_000, 1, dtype=torch.float64)
-    sol = solvers.langevin(lambda x, s: -x / v, x0, 0.0, step=alpha, n_steps=100, generator=torch.Generator().manual_seed(0))
+    sol = solvers.langevin(lambda x, s: -x / v, x0, [1.0, 0.0], sigma=0.0, step=alpha, n_steps=100, generator=torch.Generator().manual_seed(0))
     assert float(sol.x.var()) == pytest.approx(v / (1 - alpha / (4 * v)), rel=0.025)  # 5% above v: the convention shows
     assert sol.stats.nfe == 100
 
@@ -72,7 +72,7 @@ def test_annealed_langevin_step_sizes_nfe_and_final_denoising():
 def test_trajectory_holds_one_state_per_level():
     sol = solvers.annealed_langevin(_gaussian_score, torch.zeros(4, 2), [3.0, 2.0, 1.0], eps=0.1, steps_per_level=5,
                                     generator=torch.Generator().manual_seed(1), return_trajectory=True)
-    assert sol.stats.trajectory.shape == (5, 4, 2)  # start, 3 levels, final denoising
+    assert sol.stats.trajectory.shape == (4, 4, 2)  # start, then after each level (the last one ends with the final denoising)
     torch.testing.assert_close(sol.stats.trajectory[-1], sol.x)
 
 
@@ -86,8 +86,8 @@ def test_a_sample_does_not_depend_on_its_batch():
     full = solvers.annealed_langevin(score, x0, p.levels(), eps=1e-3, steps_per_level=4, noise=noise)
     part = solvers.annealed_langevin(score, x0[10:20], p.levels(), eps=1e-3, steps_per_level=4, noise=noise.subset(slice(10, 20)))
     torch.testing.assert_close(part.x, full.x[10:20], rtol=1e-6, atol=1e-6)
-    one = solvers.langevin(score, x0, 0.5, step=1e-3, n_steps=10, noise=noise)
-    two = solvers.langevin(score, x0[:7], 0.5, step=1e-3, n_steps=10, noise=noise.subset(slice(0, 7)))
+    one = solvers.langevin(score, x0, [0.5, 0.0], step=1e-3, n_steps=10, noise=noise)
+    two = solvers.langevin(score, x0[:7], [0.5, 0.0], step=1e-3, n_steps=10, noise=noise.subset(slice(0, 7)))
     torch.testing.assert_close(two.x, one.x[:7], rtol=1e-6, atol=1e-6)
 
 
@@ -109,12 +109,12 @@ def test_divergence_names_the_first_bad_step_and_its_level():
         calls.append(1)
         return torch.full_like(x, math.inf) if len(calls) == 8 else -x
 
-    with pytest.raises(FloatingPointError, match=r"step 7 of 50 \(level 0, the only level, σ=1\)"):
-        solvers.langevin(breaks_at_7, torch.ones(3, 2), 1.0, step=0.1, n_steps=50,
+    with pytest.raises(FloatingPointError, match=r"step 7 \(level 0 of 1, σ=1, step 7 of 50 at that level\)"):
+        solvers.langevin(breaks_at_7, torch.ones(3, 2), [1.0, 0.0], step=0.1, n_steps=50,
                          generator=torch.Generator().manual_seed(0), check_every=20)
     assert len(calls) == 20  # stopped at the first check after the divergence
     with pytest.raises(FloatingPointError, match="initial state"):
-        solvers.langevin(_gaussian_score, torch.full((2, 2), math.inf), 1.0, step=0.1, n_steps=3)
+        solvers.langevin(_gaussian_score, torch.full((2, 2), math.inf), [1.0, 0.0], step=0.1, n_steps=3)
 
 
 def test_argument_errors_name_the_value():
@@ -126,9 +126,9 @@ def test_argument_errors_name_the_value():
     with pytest.raises(ValueError, match="decrease"):
         solvers.annealed_langevin(_gaussian_score, x, [1.0, 2.0], eps=0.1, steps_per_level=1)
     with pytest.raises(ValueError, match="positive"):
-        solvers.annealed_langevin(_gaussian_score, x, [1.0, 0.0], eps=0.1, steps_per_level=1)
+        solvers.annealed_langevin(_gaussian_score, x, [1.0, -1.0], eps=0.1, steps_per_level=1)
     with pytest.raises(ValueError, match="step"):
-        solvers.langevin(_gaussian_score, x, 1.0, step=-1.0, n_steps=3)
+        solvers.langevin(_gaussian_score, x, [1.0, 0.0], step=-1.0, n_steps=3)
 
 
 _STEP = re.compile(r"step \d+")
@@ -145,7 +145,7 @@ def test_no_nonfinite_value_escapes_silently(log_eps, n_levels, steps, seed, pla
     g = torch.Generator().manual_seed(seed + 1)
     try:
         if plain:
-            sol = solvers.langevin(_gaussian_score, x0, levels[-1], step=eps, n_steps=steps * n_levels, generator=g, check_every=7)
+            sol = solvers.langevin(_gaussian_score, x0, [levels[-1], 0.0], step=eps, n_steps=steps * n_levels, generator=g, check_every=7)
         else:
             sol = solvers.annealed_langevin(_gaussian_score, x0, levels, eps=eps, steps_per_level=steps, generator=g)
     except FloatingPointError as e:

@@ -11,26 +11,21 @@ from physgen.cli.main import main
 from physgen.data import GaussianMixture, ncsn_mixture
 from physgen.errors import UserError
 from physgen.processes import VE, make_process, process_names
-from physgen.processes.ncsn import (
-    NCSN,
-    choose_eps,
-    choose_num_levels,
-    max_pairwise_distance,
-    ncsnv2_levels,
-    shell_overlap,
-    variance_ratio,
-)
+from physgen.processes.ncsn import NCSN
+from physgen.processes.ncsnv2 import choose_num_levels, max_pairwise_distance, ncsnv2_levels, shell_overlap
+from solvers.langevin import choose_eps, variance_ratio
 
 
 def test_ncsn_is_registered_and_is_ve_with_geometric_levels():
     assert "ncsn" in process_names()
     p = make_process("ncsn", sigma_min=0.1, sigma_max=10.0, num_levels=5)
-    assert isinstance(p, NCSN) and isinstance(p, VE) and p.has_score and p.network_kind == "score"
+    assert isinstance(p, NCSN) and isinstance(p, VE) and "score" in p.capabilities() and p.network_kind == "score"
     lv = p.levels()
     assert lv.dtype == torch.float64 and lv.tolist()[0] == 10.0 and lv.tolist()[-1] == 0.1
     ratios = lv[:-1] / lv[1:]
     assert torch.allclose(ratios, torch.full_like(ratios, 100 ** 0.25), rtol=1e-12)
-    assert torch.equal(p.default_schedule(18), lv)  # the default schedule is the level sequence
+    assert torch.equal(p.grid(18), VE(0.1, 10.0).grid(18))  # ODE solvers integrate on VE's grid: 18 steps
+    assert torch.equal(p.langevin_levels(2), lv)  # annealed Langevin runs on the levels
     x = p.sample_prior((4000, 2), generator=torch.Generator().manual_seed(0))
     assert abs(float(x.std()) - 10.0) < 0.3  # prior N(0, σ_1² I)
 
@@ -68,13 +63,13 @@ def test_loss_is_denoising_score_matching_with_lambda_sigma_squared():
 def test_levels_follow_the_data_dimension_once_known():
     p = make_process("ncsn", sigma_min=0.01, sigma_max=20.0)
     assert p.num_levels is None
-    assert len(p.default_schedule(7)) == 7  # before the dimension is known: `steps` geometric levels
+    assert len(p.grid(7)) == 8  # 7 steps, whatever the dimension
     with pytest.raises(UserError, match="num_levels"):
         p.levels()
     p.analytic_field(ncsn_mixture())  # binds N = 2
     L, gamma, _, reason = choose_num_levels(20.0, 0.01, 2)
     assert p.num_levels == L and reason == "ratio cap" and gamma <= 1.5
-    assert torch.equal(p.default_schedule(18), p.levels())
+    assert torch.equal(p.langevin_levels(2), p.levels())
     with pytest.raises(UserError, match="2-dimensional"):
         p.exact_field(torch.zeros(10, 3))
     q = make_process("ncsn", **p.config())
@@ -181,7 +176,7 @@ def test_toy_ncsn_ald_analytic_writes_all_files(tmp_path, mog_json, capsys):
     for name in ("config.json", "samples.npy", "metrics.json", "samples.png", "trajectories.png"):
         assert (out / name).is_file(), name
     metrics = json.loads((out / "metrics.json").read_text())
-    # the NCSNv2 plan: σ_1 = the largest pairwise distance (set by the toy), L by the ratio rule, 1000-NFE budget
+    # the NCSNv2 plan: σ_1 = the process's σ_max (the toy's prior-matching rule), L by the ratio rule, 1000-NFE budget
     assert metrics["nfe"] == metrics["levels"] * metrics["steps_per_level"] + 1
     assert metrics["levels"] >= 10 and metrics["sigma_min"] == pytest.approx(0.01)
     config = json.loads((out / "config.json").read_text())
@@ -201,10 +196,9 @@ def test_toy_ald_options_override_the_plan(tmp_path, mog_json):
 
 @pytest.mark.parametrize("solver", ["ald", "langevin", "pc", "edm-sde"])
 def test_toy_process_without_score_gives_one_line_error(tmp_path, solver, capsys):
-    pytest.importorskip("physgen.processes.pfgmpp", reason="PFGM++ is not in this checkout")
     rc = main(["toy", "--process", "pfgmpp", "--D", "4", "--solver", solver, "--n-samples", "20", "--n-data", "100",
                "--device", "cpu", "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert len(err.splitlines()) == 1
-    assert f"sampler '{solver}' needs a score; process 'pfgmpp' (D=4) has none: its kernel is not Gaussian" in err
+    assert f"solver '{solver}' needs " in err and "process 'pfgmpp' (D=4)" in err

@@ -38,7 +38,7 @@ def test_trained_ncsn_samples_the_weighted_mixture_with_annealed_langevin():
     noise = SeededNoise(0, range(2000))
     x0 = p.sample_prior((2000, 2), noise=noise)
     with torch.no_grad():
-        sol = sample(p, res.ema, x0, p.default_schedule(18), "ald", noise=noise)
+        sol = sample(p, res.ema, x0, p.grid(18), "ald", noise=noise)
     w = mode_weights(sol.x, ds.mixture.means)
     assert abs(float(w[0]) - 0.8) < 0.05
     assert mmd(sol.x, ref) < 0.03

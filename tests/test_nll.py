@@ -110,8 +110,11 @@ def test_prior_densities_are_the_samplers_priors():
     ve = make_process("ve", sigma_max=7.0)
     expected = torch.distributions.Normal(0.0, 7.0).log_prob(x).sum(1)
     torch.testing.assert_close(prior_log_prob(ve, x), expected)
-    vp = make_process("vp")
-    torch.testing.assert_close(prior_log_prob(vp, x), torch.distributions.Normal(0.0, 1.0).log_prob(x).sum(1))
+    vp = make_process("vp")  # the kernel at t_max around 0: N(0, b(t_max)² I), b(1)² = 1 - a(1)² = 1 - 4.4e-5
+    b = float(vp.coefficients(torch.tensor([1.0], dtype=torch.float64))[1])
+    torch.testing.assert_close(prior_log_prob(vp, x), torch.distributions.Normal(0.0, b).log_prob(x).sum(1))
+    x0 = vp.sample_prior((40_000, 3), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    assert float(x0.std()) == pytest.approx(b, rel=0.01)  # what the sampler draws
     with pytest.raises(UserError, match="divergence"):
         log_likelihood(ve, ve.exact_field(torch.zeros(2, 3)), x, divergence="nope")
 

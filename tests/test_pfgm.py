@@ -83,11 +83,12 @@ def test_constants_and_data_scale_rule():
 
 
 def test_default_schedule():
-    s = PFGM().default_schedule(11)
-    assert s.dtype == torch.float64 and s[0] == math.log(40.0) and s[-1] == math.log(1e-3)
+    s = PFGM().grid(10)  # 10 steps: 11 points, uniform in ln z
+    assert s.dtype == torch.float64 and s[0] == math.log(40.0) and s[-1] == pytest.approx(math.log(1e-3), abs=1e-12)
     assert torch.allclose(s.diff(), torch.full((10,), (math.log(1e-3) - math.log(40.0)) / 10, dtype=torch.float64))
-    sz = PFGM(variable="z").default_schedule(11)
+    sz = PFGM(variable="z").grid(10)
     assert torch.allclose(sz.log(), s)
+    assert len(PFGM().grid()) == PFGM.default_steps + 1 == 41
 
 
 @pytest.mark.parametrize("kwargs", [dict(z_min=50.0), dict(sigma=-1.0), dict(variable="r"), dict(tau=0.0), dict(gamma=-1.0),
@@ -153,7 +154,7 @@ def test_neural_training_lowers_loss(out_extra):
         return  # the N+1 design divides by a learned f_z: it needs far more training to sample well
     with torch.no_grad():  # the trained field samples: finite, and near the data's scale
         x0 = p.sample_prior((200, 2), generator=gen(9))
-        x = sample(p, field, x0, p.default_schedule(20), "heun").x
+        x = sample(p, field, x0, p.grid(20), "heun").x
     assert bool(torch.isfinite(x).all())
     assert float(x.abs().median()) < 5.0
 
@@ -162,8 +163,8 @@ def _pfgm_mixture(process, n_points=2000, n_samples=1500, steps=40, solver="heun
     mix = two_mode_mixture()
     pts = mix.sample(n_points, gen(0)).float()
     x0 = process.sample_prior((n_samples, 2), noise=SeededNoise(1, range(n_samples)))
-    sol = sample(process, process.exact_field(pts), x0, process.default_schedule(steps), solver, **options)
-    x = process.finalize(sol.x)
+    sol = sample(process, process.exact_field(pts), x0, process.grid(steps), solver, **options)
+    x = sol.x
     w = mode_weights(x, mix.means)
     assert float(w[0]) == pytest.approx(0.2, abs=0.03) and float(w[1]) == pytest.approx(0.8, abs=0.03)
     # The hemisphere prior has a Cauchy tail: P(‖x‖ > k z_max) ≈ 1/k in N = 2, and a sample starting
@@ -219,6 +220,6 @@ def test_toy_cli_errors(argv, tmp_path, capsys):
 
 def test_make_process_and_flags():
     p = make_process("pfgm", z_max=10.0, variable="z")
-    assert p.name == "pfgm" and p.network_kind == "velocity" and not p.has_score and not p.denoiser_form
+    assert p.name == "pfgm" and p.network_kind == "velocity" and p.capabilities() == {"flow"} and not p.ends_at_zero
     with pytest.raises(TypeError):
         p.sde(p.exact_field(torch.zeros(3, 2)))

@@ -10,9 +10,10 @@ from physgen.data import two_mode_mixture
 from physgen.errors import UserError
 from physgen.metrics import mode_weights
 from physgen.noise import SeededNoise
-from physgen.processes import EDM, GaussianKernel, make_process
+from physgen.kernels import GaussianKernel, StudentTKernel, check_D
+from physgen.processes import EDM, make_process
 from physgen.processes.pfgm import PFGM
-from physgen.processes.pfgmpp import PFGMpp, StudentTKernel, check_D
+from physgen.processes.pfgmpp import PFGMpp
 from physgen.sampling import sample
 
 P_MIN = 1e-3
@@ -172,12 +173,12 @@ def test_D1_matches_pfgm_field_directions():
 def test_D_inf_is_edm_bit_for_bit():
     pts = torch.randn(300, 2, generator=gen(8))
     a, b = PFGMpp(D=math.inf, sigma_max=5.0, sigma_data=0.7), EDM(sigma_max=5.0, sigma_data=0.7)
-    assert isinstance(a.kernel, GaussianKernel) and a.has_score and not PFGMpp(D=4).has_score
+    assert isinstance(a.kernel, GaussianKernel) and "score" in a.capabilities() and "score" not in PFGMpp(D=4).capabilities()
     noise = SeededNoise(3, range(64))
     xa, xb = a.sample_prior((64, 2), noise=noise), b.sample_prior((64, 2), noise=noise)
     assert torch.equal(xa, xb)
-    sa = sample(a, a.exact_field(pts), xa, a.default_schedule(12), "heun").x
-    sb = sample(b, b.exact_field(pts), xb, b.default_schedule(12), "heun").x
+    sa = sample(a, a.exact_field(pts), xa, a.grid(12), "heun").x
+    sb = sample(b, b.exact_field(pts), xb, b.grid(12), "heun").x
     assert torch.equal(sa, sb)
     assert torch.equal(a.perturb(pts, torch.ones(300), generator=gen(1)), b.perturb(pts, torch.ones(300), generator=gen(1)))
     from physgen.nets.mlp import MLP
@@ -218,7 +219,7 @@ def _mixture_run(process, n_points=2000, n_samples=1500, steps=40):
     mix = two_mode_mixture()
     pts = mix.sample(n_points, gen(0)).float()
     x0 = process.sample_prior((n_samples, 2), noise=SeededNoise(1, range(n_samples)))
-    x = process.finalize(sample(process, process.exact_field(pts), x0, process.default_schedule(steps), "heun").x)
+    x = sample(process, process.exact_field(pts), x0, process.grid(steps), "heun").x
     w = mode_weights(x, mix.means)
     left = x[:, 0] < 0
     stds = (x[left].std(0).mean(), x[~left].std(0).mean())

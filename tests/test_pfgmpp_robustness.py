@@ -65,7 +65,7 @@ def _setup(n=64):
 @pytest.mark.parametrize("method", ["euler", "heun", "rk4"])
 def test_alpha_zero_is_the_plain_solve(method):
     p, field, x0 = _setup()
-    sched = p.default_schedule(8)
+    sched = p.grid(8)
     plain = sample(p, field, x0, sched, method)
     split = sample_with_noise(p, field, x0, sched, method, alpha=0.0)
     assert torch.allclose(split.x, plain.x, atol=1e-5)
@@ -86,7 +86,7 @@ def test_noise_placement_exact():
 
 def test_noise_is_per_sample():
     p, field, x0 = _setup(64)
-    sched = p.default_schedule(6)
+    sched = p.grid(6)
     full = sample_with_noise(p, field, x0, sched, "heun", alpha=0.1, noise=SeededNoise(9, range(64)))
     part = sample_with_noise(p, field, x0[10:20], sched, "heun", alpha=0.1, noise=SeededNoise(9, range(10, 20)))
     assert torch.allclose(full.x[10:20], part.x, atol=1e-5)
@@ -97,23 +97,23 @@ def test_noise_is_per_sample():
 def test_noisy_solve_validation():
     p, field, x0 = _setup(4)
     with pytest.raises(UserError, match="alpha"):
-        sample_with_noise(p, field, x0, p.default_schedule(4), "heun", alpha=-0.1)
+        sample_with_noise(p, field, x0, p.grid(4), "heun", alpha=-0.1)
     with pytest.raises(UserError, match="stochastic"):
-        noisy_solve(p.flow(field), x0, p.default_schedule(4), "euler-maruyama", alpha=0.1)
-    assert torch.equal(budget_schedule(p, 7), p.default_schedule(7))
-    with pytest.raises(UserError):
-        budget_schedule(p, 1)
+        noisy_solve(p.flow(field), x0, p.grid(4), "euler-maruyama", alpha=0.1)
+    assert torch.equal(budget_schedule(p, 7), p.grid(7))
+    with pytest.raises(UserError, match="--steps must be in 1.."):
+        budget_schedule(p, 0)
 
 
 def test_noisy_dopri5_runs():
     p, field, x0 = _setup(16)
-    sol = sample_with_noise(p, field, x0, p.default_schedule(5), "dopri5", alpha=0.1, generator=gen(3), rtol=1e-3, atol=1e-3)
+    sol = sample_with_noise(p, field, x0, p.grid(5), "dopri5", alpha=0.1, generator=gen(3), rtol=1e-3, atol=1e-3)
     assert bool(torch.isfinite(sol.x).all()) and sol.stats.nfe > 0
 
 
 # ------------------------------------------------------------------ the experiment
 def test_spearman():
-    from experiments.d_sweep import spearman
+    from physgen.experiments.d_sweep import spearman
 
     assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
@@ -121,7 +121,7 @@ def test_spearman():
 
 
 def test_hd_dataset_shape():
-    from experiments.d_sweep import make_dataset
+    from physgen.experiments.d_sweep import make_dataset
 
     name, train, test = make_dataset("hd", "moons", 0, n_train=500, n_test=100)
     assert train.shape == (500, 1000) and test.shape == (100, 1000)

@@ -45,7 +45,7 @@ def test_sampling_recovers_weighted_two_mode_mixture(proc, field_kind, method, s
     x0 = proc.sample_prior((n, 2), noise=noise)
     options = {"rtol": 1e-4, "atol": 1e-4} if method == "dopri5" else {}
     with torch.no_grad():
-        sol = sample(proc, field, x0, proc.default_schedule(steps), method, noise=noise, **options)
+        sol = sample(proc, field, x0, proc.grid(steps), method, noise=noise, **options)
     _check_two_modes(sol.x)
 
 
@@ -62,7 +62,7 @@ def test_heun_nfe_on_the_process_schedule_is_2k_minus_1():
             return field(x, s, label)
 
     x0 = proc.sample_prior((10, 2), generator=torch.Generator().manual_seed(0))
-    sol = sample(proc, Counting(), x0, proc.default_schedule(18), "heun")
+    sol = sample(proc, Counting(), x0, proc.grid(18), "heun")
     assert sol.stats.nfe == calls["n"] == 2 * 18 - 1
 
 
@@ -70,7 +70,7 @@ def test_stochastic_sample_does_not_depend_on_its_batch():
     """Per-sample seeded noise: sample i is the same drawn alone, in a batch, or at an offset."""
     proc = VE(sigma_max=10.0)
     field = proc.analytic_field(two_mode_mixture())
-    schedule = proc.default_schedule(30)
+    schedule = proc.grid(30)
 
     def draw(indices):
         noise = SeededNoise(7, indices)

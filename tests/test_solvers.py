@@ -99,7 +99,7 @@ def _x0(b=3, d=2, seed=0, scale=10.0, dtype=torch.float64):
     return torch.randn(b, d, generator=g, dtype=dtype) * scale
 
 
-ODE_SOLVERS = [n for n in solvers.SOLVERS if not solvers.is_stochastic(n)]
+ODE_SOLVERS = [n for n, spec in solvers.SOLVERS.items() if not spec.stochastic and not n.startswith("torchdiffeq:")]
 FIXED_STEP = ["euler", "midpoint", "heun", "rk3", "rk4", "rk4-38", "lms", "dpm2", "dpmpp-2m"]
 
 
@@ -195,11 +195,27 @@ def test_last_step_to_zero_is_denoiser_output():
     flow = GaussianDenoiserFlow(0.5, 1.0)
     x0 = _x0()
     sched = edm_schedule(6, 0.5, 10.0)
-    for method in FIXED_STEP + ["dopri5"]:
+    for method in [m for m in FIXED_STEP if m != "lms"] + ["dopri5", "torchdiffeq:rk4"]:
         traj = solvers.solve(flow, x0, sched, method=method, return_trajectory=True).stats.trajectory
         assert traj.shape == (len(sched),) + x0.shape
         expect = flow.denoise(traj[-2], torch.full((3,), float(sched[-2]), dtype=torch.float64))
         torch.testing.assert_close(traj[-1], expect, rtol=1e-12, atol=1e-12, msg=method)
+
+
+def test_lms_last_step_is_k_diffusions_adams_bashforth_step():
+    """k-diffusion's sample_lms integrates the Lagrange polynomial of the newest derivatives
+    down to sigma = 0 (it never evaluates the flow there); so does ours, unlike the other solvers."""
+    flow = GaussianDenoiserFlow(0.5, 1.0)
+    x0 = _x0()
+    s = edm_schedule(6, 0.5, 10.0).tolist()
+    traj = solvers.lms(flow, x0, s, return_trajectory=True).stats.trajectory
+    d = [flow(traj[i], torch.full((3,), s[i], dtype=torch.float64)) for i in range(len(s) - 1)]
+    nodes = s[-2::-1][:4]
+    c = solvers.adams_bashforth_coefficients(nodes, s[-2], 0.0)
+    expect = traj[-2] + sum(cj * dj for cj, dj in zip(c, d[::-1][:4]))
+    torch.testing.assert_close(traj[-1], expect, rtol=1e-12, atol=1e-12)
+    denoised = flow.denoise(traj[-2], torch.full((3,), s[-2], dtype=torch.float64))
+    assert float((traj[-1] - denoised).abs().max()) > 1e-6
 
 
 # ---------------------------------------------------------------------------------------
@@ -515,26 +531,30 @@ def test_registry_names_and_errors():
         solvers.solve(CosFlow(), _x0(), [1.0, 0.5], method="hune")
     msg = str(e.value)
     assert msg.startswith("unknown solver 'hune'; valid: ") and "heun" in msg and "\n" not in msg
-    assert solvers.is_stochastic("euler-maruyama") and not solvers.is_stochastic("heun")
-    assert not solvers.is_stochastic("torchdiffeq:rk4")
-    assert solvers.needs_denoiser("dpm2") and not solvers.needs_denoiser("euler")
+    get = solvers.get_solver
+    assert get("euler-maruyama").stochastic and not get("heun").stochastic
+    assert not get("torchdiffeq:rk4").stochastic and not get("torchdiffeq:rk4").adaptive and get("torchdiffeq:dopri5").adaptive
+    assert get("dpm2").needs == ("denoiser",) and get("euler").needs == ("flow",)
     with pytest.raises(ValueError, match="unknown solver"):
-        solvers.is_stochastic("nope")
+        get("nope")
 
 
 def test_register_solver_extends_registry():
+    @solvers.spec.takes("test-sde-sampler")
     def mine(flow, x, schedule, **kw):
         return solvers.euler(flow, x, schedule, **kw)
 
     try:
-        solvers.register_solver("test-sde-sampler", mine, stochastic=True)
-        assert solvers.is_stochastic("test-sde-sampler")
+        solvers.register_solver(solvers.Spec("test-sde-sampler", mine, ("flow",), "1", "1", "a test", stochastic=True))
+        assert solvers.get_solver("test-sde-sampler").stochastic
         assert "test-sde-sampler" in solvers.solver_names()
+        assert solvers.solve(CosFlow(), _x0(), [1.0, 0.5], method="test-sde-sampler").stats.nfe == 1
+        with pytest.raises(solvers.OptionError, match="has no option 'snr'; it takes: check_every, return_trajectory"):
+            solvers.solve(CosFlow(), _x0(), [1.0, 0.5], method="test-sde-sampler", snr=0.1)
         with pytest.raises(ValueError, match="already registered"):
-            solvers.register_solver("test-sde-sampler", mine)
+            solvers.register_solver(solvers.get_solver("test-sde-sampler"))
     finally:
         solvers.SOLVERS.pop("test-sde-sampler", None)
-        solvers.STOCHASTIC.discard("test-sde-sampler")
 
 
 @pytest.mark.parametrize("method", ["dpm2", "dpmpp-2m"])

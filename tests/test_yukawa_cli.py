@@ -41,7 +41,7 @@ def test_toy_mlp_trains_and_samples(tmp_path):
 def test_toy_bad_mode_is_one_line(tmp_path, capsys):
     assert main(["toy", "--process", "yukawa", "--m", "1", "--birth-death", "sideways", "--n-data", "20", "--n-samples", "20", "--steps", "3", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "valid: off, smc, transport, weights" in err
+    assert len(err.splitlines()) == 1 and "option birth_death must be one of transport, smc, weights, off; got " in err
     assert main(["toy", "--process", "yukawa", "--m", "-1", "--out", str(tmp_path)]) == 2
     assert "m=-1" in capsys.readouterr().err
 

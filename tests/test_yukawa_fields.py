@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 
 from physgen.genphys.fields import YukawaFields
-from physgen.genphys.nig import nig_offsets, radial_speed, yukawa_green
+from physgen.kernels.nig import nig_offsets, radial_speed, yukawa_green
 from physgen.processes.yukawa import TransportField, Yukawa, YukawaExactField
 
 F64 = torch.float64

@@ -10,7 +10,7 @@ import torch
 from hypothesis import given, settings, strategies as st
 from scipy import integrate, special, stats
 
-from physgen.genphys.nig import (
+from physgen.kernels.nig import (
     RadialSpeedTable,
     death_rate_pair,
     inverse_radial_speed,
@@ -23,7 +23,7 @@ from physgen.genphys.nig import (
     transport_log_profile,
     yukawa_log_density,
 )
-from physgen.genphys.special import bessel_k_ratio, log_bessel_k
+from physgen.kernels.special import bessel_k_ratio, log_bessel_k
 
 F64 = torch.float64
 

@@ -40,7 +40,7 @@ def test_scale_map_and_schedule(m):
     s = p.sigma_of_scale(z)
     assert float(s[0] / z[0]) == pytest.approx(1.0, rel=1e-5)
     assert float(s[1] / torch.sqrt(z[1] / m)) == pytest.approx(1.0, rel=1e-5)
-    sched = p.default_schedule(12)
+    sched = p.grid(12)
     assert sched.dtype == torch.float64 and sched[-1] == 0 and float(sched[0]) == pytest.approx(p.s_max)
     assert bool((sched[1:] < sched[:-1]).all())
     zs = p.sample_scales(5000, generator=torch.Generator().manual_seed(0))
@@ -65,16 +65,16 @@ def test_user_errors():
     pts = two_mode_points(2, 8)
     f = p.exact_field(pts)
     x0 = p.sample_prior((16, 2), generator=torch.Generator().manual_seed(0))
-    sched = p.default_schedule(4)
-    with pytest.raises(UserError, match="birth-death mode 'nope'; valid: off, smc, transport, weights"):
+    sched = p.grid(4)
+    with pytest.raises(UserError, match="option birth_death must be one of transport, smc, weights, off; got 'nope'"):
         sample(p, f, x0, sched, "heun", birth_death="nope")
     with pytest.raises(UserError, match="heun or euler"):
         sample(p, f, x0, sched, "rk4", birth_death="smc")
-    with pytest.raises(UserError, match="no SDE"):
+    with pytest.raises(UserError, match="needs a reverse-time SDE"):
         sample(p, f, x0, sched, "euler-maruyama", birth_death="transport")
-    with pytest.raises(UserError, match="unknown option"):
+    with pytest.raises(UserError, match="solver 'births' has no option 'bogus'; it takes: ess_threshold"):
         sample(p, f, x0, sched, "heun", birth_death="smc", bogus=1)
-    with pytest.raises(UserError, match="apply only to --birth-death smc or weights"):
+    with pytest.raises(UserError, match="solver 'heun' has no option 'ess_threshold'"):  # births options need a births mode
         sample(p, f, x0, sched, "heun", birth_death="transport", ess_threshold=0.3)
     net_field = Yukawa(m=1.0, objective="transport").precondition(_mlp())
     with pytest.raises(UserError, match="no rate head"):
@@ -91,7 +91,7 @@ def test_transport_with_exact_field_samples_the_weighted_mixture(m):
     pts = two_mode_points()
     p = Yukawa(m=m, sigma_min=0.01, sigma_max=20.0, prior_mean=pts.mean(0).tolist())
     x0 = p.sample_prior((1500, 2), generator=torch.Generator().manual_seed(1))
-    sol = sample(p, p.exact_field(pts), x0, p.default_schedule(25), "heun", birth_death="transport")
+    sol = sample(p, p.exact_field(pts), x0, p.grid(25), "heun", birth_death="transport")
     left = float(mode_weights(sol.x, CENTERS)[0])
     assert abs(left - 0.2) < 0.03, left
     assert sol.stats.nfe == 2 * 25 - 1 and sol.stats.extra["birth_death"] == "transport"
@@ -127,7 +127,7 @@ def test_weight_degeneracy_is_reported():
     p = Yukawa(m=0.1, sigma_min=0.01, sigma_max=17.9, prior_mean=pts.mean(0).tolist())
     assert p.s_max == pytest.approx(40.0, abs=0.1)
     x0 = p.sample_prior((1000, 2), generator=torch.Generator().manual_seed(2))
-    sol = sample(p, p.exact_field(pts), x0, p.default_schedule(20), "heun", birth_death="weights")
+    sol = sample(p, p.exact_field(pts), x0, p.grid(20), "heun", birth_death="weights")
     assert sol.stats.extra["ess_final"] < 0.3
     assert float(mode_weights(sol.x, CENTERS)[0]) < 0.12  # still far from 0.2
 
@@ -142,7 +142,7 @@ def test_genphys_2d_table_is_reproduced():
     p = Yukawa(m=0.1, sigma_min=0.002, sigma_max=17.8885, prior_mean=data.mean(0).tolist())
     f = p.exact_field(data)
     x0 = p.sample_prior((2000, 2), generator=torch.Generator().manual_seed(1))
-    sched = p.default_schedule(40)
+    sched = p.grid(40)
     off = float(mode_weights(sample(p, f, x0, sched, "heun", birth_death="off").x, CENTERS)[0])
     w = sample(p, f, x0, sched, "heun", birth_death="weights")
     assert off == pytest.approx(0.049, abs=0.015)
@@ -158,7 +158,7 @@ def test_flow_only_at_small_m_is_pfgm():
     pts = two_mode_points(10, 40)
     p = Yukawa(m=1e-6, sigma_min=0.01, sigma_max=20.0)
     x0 = p.sample_prior((300, 2), generator=torch.Generator().manual_seed(3)).double()
-    sched = p.default_schedule(15)
+    sched = p.grid(15)
     yuk = sample(p, p.exact_field(pts.double()), x0, sched, "heun", birth_death="off").x
 
     class PoissonFlow:
@@ -218,7 +218,7 @@ def test_small_neural_training_lowers_loss_and_samples():
     x0 = p.sample_prior((300, 2), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         for mode in ("transport", "smc", "off"):
-            sol = sample(p, result.ema, x0, p.default_schedule(10), "heun", birth_death=mode)
+            sol = sample(p, result.ema, x0, p.grid(10), "heun", birth_death=mode)
             assert sol.x.shape == x0.shape and bool(torch.isfinite(sol.x).all())
             assert float(mode_weights(sol.x, CENTERS).sum()) == pytest.approx(1.0)
 
@@ -238,5 +238,5 @@ def test_neural_transport_recovers_mode_weights():
     result = train(p, field, batch, TrainConfig(steps=2500, batch=512, lr=2e-3, log_every=500), log_stream=io.StringIO())
     x0 = p.sample_prior((2000, 2), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        sol = sample(p, result.ema, x0, p.default_schedule(25), "heun", birth_death="transport")
+        sol = sample(p, result.ema, x0, p.grid(25), "heun", birth_death="transport")
     assert abs(float(mode_weights(sol.x, CENTERS)[0]) - 0.2) < 0.06
