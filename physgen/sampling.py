@@ -83,14 +83,19 @@ def _split_modes(process: Process, options: dict) -> tuple[dict, dict]:
     return modes, {k: v for k, v in options.items() if k not in declared}
 
 
-def _route(spec: solvers.Spec, offers: dict, options: dict) -> tuple[solvers.Spec, dict]:
+BIRTH_STEPS = ("heun", "euler")
+"""The step rules of the births sampler: ``--solver heun --birth-death smc`` steps births with Heun."""
+
+
+def _route(spec: solvers.Spec, process: Process, offers: dict, options: dict) -> tuple[solvers.Spec, dict]:
     """A process in a births mode offers only ``births``: ``heun``/``euler`` then step the
-    births sampler (``--solver heun --birth-death smc``), with its mode."""
+    births sampler, in the process's mode (log-weights by the trapezoid rule)."""
     births = offers.get("births")
-    if births is None or "flow" in offers or spec.target not in ("flow", "denoiser") or spec.name == "births":
+    if births is None or "flow" in offers or spec.name == "births":
         return spec, options
-    if spec.name not in ("heun", "euler"):
-        raise UserError(f"sampling with births steps with heun or euler (log-weights by the trapezoid rule), got --solver {spec.name!r}")
+    if spec.name not in BIRTH_STEPS:
+        raise UserError(f"solver {spec.name!r} needs {NEEDS[spec.target]}; process {process.describe()} in mode {births.mode!r} "
+                        f"does not offer it (it offers: births; solvers that run here: births, {', '.join(BIRTH_STEPS)})")
     return solvers.get_solver("births"), {**options, "method": spec.name, "mode": births.mode}
 
 
@@ -107,7 +112,7 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
     spec = _spec(method)
     modes, options = _split_modes(process, options)
     offers, caps = process.offers(field, label, **modes), process.capabilities(**modes)
-    spec, options = _route(spec, offers, options)
+    spec, options = _route(spec, process, offers, options)
     if any(n not in caps for n in spec.needs):
         raise _missing(spec, process, caps)
     try:
@@ -161,12 +166,12 @@ def check_result(x: Tensor, x0: Tensor, solver: str, steps: int) -> None:
 
 def sampling_record(process: Process, method: str, schedule_name: Optional[str], schedule: Tensor, stats) -> dict:
     """What a sampling command did, for its JSON (``metrics.json``, ``sampling.json``):
-    solver, integration steps, schedule name, NFE (measured) and the grid's end points."""
+    solver, integration steps, schedule name, NFE (measured) and the grid itself."""
     spec = _spec(method)
     name = schedule_name or ("levels" if spec.grid == "levels" else process.default_schedule_name)
-    s = torch.as_tensor(schedule, dtype=torch.float64)
+    s = torch.as_tensor(schedule, dtype=torch.float64).flatten()
     return {"solver": method, "steps": int(s.numel() - 1), "schedule": name, "nfe": int(stats.nfe), "nfe_per_step": spec.nfe,
-            "s_max": float(s[0]), "s_end": float(s[-1])}
+            "grid": s.tolist()}
 
 
 def solver_rows(process: Optional[Process] = None, **modes) -> list[dict]:
@@ -180,7 +185,7 @@ def solver_rows(process: Optional[Process] = None, **modes) -> list[dict]:
                "options": ", ".join(o.name for o in spec.options)}
         if caps is not None:
             missing = [n for n in spec.needs if n not in caps]
-            if "births" in caps and spec.name in ("heun", "euler"):
+            if "births" in caps and spec.name in BIRTH_STEPS:
                 missing = []
             row["runs"] = "yes" if not missing else f"no: needs {missing[0]}"
         rows.append(row)

@@ -68,7 +68,7 @@ def test_user_errors():
     sched = p.grid(4)
     with pytest.raises(UserError, match="option birth_death must be one of transport, smc, weights, off; got 'nope'"):
         sample(p, f, x0, sched, "heun", birth_death="nope")
-    with pytest.raises(UserError, match="heun or euler"):
+    with pytest.raises(UserError, match="solver .rk4. needs .*solvers that run here: births, heun, euler"):
         sample(p, f, x0, sched, "rk4", birth_death="smc")
     with pytest.raises(UserError, match="needs a reverse-time SDE"):
         sample(p, f, x0, sched, "euler-maruyama", birth_death="transport")

@@ -64,7 +64,7 @@ def run(args) -> int:
         if args.start:
             raise UserError("--start applies to a DIR output, not a grid")
         path, _, record = sample_grid(model.process, model.field, args.n, out, model.shape, nrow=args.nrow, **kw)
-        write_json(path.parent / "sampling.json", {**_metadata(args, model), **record, "grid": path.name, "n": args.n})
+        write_json(path.parent / "sampling.json", {**_metadata(args, model), **record, "image": path.name, "n": args.n})
         print(f"wrote {path} and {path.parent / 'sampling.json'}: {args.n} samples, {record['nfe']} NFE each ({model.process.name}, step {model.step})")
         if "field_transform" in kw:
             print(kw["field_transform"].summary())

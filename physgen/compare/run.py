@@ -317,7 +317,8 @@ def compare(
             say(f"[{i:>{len(str(total))}}/{total}] {name:<14} steps={steps:<4} nfe={row.nfe:<5} error={_fmt(err, '.3e'):<9} "
                 f"sliced_w2={_fmt(row.sliced_w2, '.4f')}  mmd={_fmt(row.mmd, '.2e')}  {wall:.2f} s")
     refs = [{**info, "metrics": metrics} for _, info, metrics in references.values()]
-    settings = {"solvers": names, "steps": list(budgets), "ref_rtol": ref_rtol, "ref_atol": ref_atol, "options": options,
+    grids = {str(b): problem.schedule(b).tolist() for b in budgets}  # the fixed-step grid of each budget (physgen.sampling.grid)
+    settings = {"solvers": names, "steps": list(budgets), "grids": grids, "ref_rtol": ref_rtol, "ref_atol": ref_atol, "options": options,
                 "adaptive_tolerance": "min(0.1, 100 / steps^5)", "error": "sqrt(mean_i ||x_i - x_ref_i||^2)"}
     return Comparison(rows, refs, problem.describe(), floor, skipped, settings)
 

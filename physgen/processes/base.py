@@ -20,8 +20,8 @@ from solvers.schedules import SCHEDULES, make_schedule
 from ..errors import UserError, unknown_name
 from ..fields.kinds import FieldEstimator, expand_as_batch
 
-__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "check_scale_range", "draw", "check_steps", "MAX_STEPS",
-           "DEFAULT_STEPS", "prior_centre"]
+__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "KernelPrior", "NoScoreError", "check_scale_range", "draw", "check_steps",
+           "MAX_STEPS", "DEFAULT_STEPS", "prior_centre", "check_prior_mean"]
 
 DEFAULT_STEPS = 18
 """``--steps`` when none is given: EDM's 18 Heun steps (35 NFE)."""
@@ -230,6 +230,34 @@ class Process(ABC):
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
+
+
+class KernelPrior:
+    """The prior of a process whose perturbation is a radial kernel: the kernel at the largest
+    scale (:meth:`prior_scale`) around ``prior_mean`` (the origin when ``None``).  Mixed into
+    the σ-form processes (EDM, VE, NCSN, PFGM++, Yukawa) and PFGM."""
+
+    prior_mean: Optional[list] = None
+
+    def prior_scale(self) -> float:
+        """The kernel's scale at ``s_max`` (σ_max; PFGM's z_max)."""
+        return float(self.s_max)
+
+    def sample_prior(self, shape, *, generator=None, noise=None, device=None, dtype=torch.float32) -> Tensor:
+        shape = tuple(shape)
+
+        def sampler(n, g):
+            s = torch.full((n,), self.prior_scale(), device=device, dtype=torch.float64)
+            return self.kernel.sample_offsets((n, *shape[1:]), s, g, device, torch.float64).to(dtype)
+
+        x = draw(shape, sampler, generator=generator, noise=noise, device=device)
+        return x if self.prior_mean is None else x + prior_centre(self.prior_mean, x)
+
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        """The kernel's normalised log-density at :meth:`prior_scale` around the prior's centre (float64 ``[B]``)."""
+        s = torch.full((x.shape[0],), self.prior_scale(), dtype=torch.float64, device=x.device)
+        offset = x if self.prior_mean is None else x - prior_centre(self.prior_mean, x)
+        return self.kernel.log_prob(offset, s)
 
 
 class ProcessFlow:

@@ -30,7 +30,7 @@ from ..fields.exact import ExactField, GaussianProfile
 from ..fields.kinds import FieldEstimator, convert_gaussian, expand_as_batch
 from ..fields.neural import DenoiserPreconditioning, EpsPreconditioning, NeuralField, ScorePreconditioning
 from ..kernels import GaussianKernel
-from .base import DenoiserFlow, Process, ProcessFlow, check_prior_mean, check_scale_range, draw, prior_centre
+from .base import DenoiserFlow, KernelPrior, Process, ProcessFlow, check_prior_mean, check_scale_range, draw, prior_centre
 from .ncsnv2 import ncsnv2_levels
 
 __all__ = ["GaussianSDE", "GaussianMarginal", "DenoiserProcess", "SigmaForm", "EDM", "VE", "VP", "data_scales", "GAUSSIAN_NEEDS"]
@@ -137,7 +137,7 @@ class GaussianMarginal:
         return scales
 
 
-class DenoiserProcess(GaussianMarginal, Process):
+class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
     """A process whose ODE is ``dx/ds = (x - D(x, s))/s`` with a radial kernel around the data.
 
     Perturbation ``x = y + offset`` with ``offset ~ kernel(s)``; prior: the kernel at
@@ -179,22 +179,6 @@ class DenoiserProcess(GaussianMarginal, Process):
     # perturbation and prior
     def perturb(self, y: Tensor, s: Tensor, *, generator=None) -> Tensor:
         return y + self.kernel.sample_offsets(y.shape, s, generator, y.device, y.dtype)
-
-    def sample_prior(self, shape, *, generator=None, noise=None, device=None, dtype=torch.float32) -> Tensor:
-        shape = tuple(shape)
-
-        def sampler(n, g):
-            s = torch.full((n,), self.s_max, device=device, dtype=torch.float64)
-            return self.kernel.sample_offsets((n, *shape[1:]), s, g, device, torch.float64).to(dtype)
-
-        x = draw(shape, sampler, generator=generator, noise=noise, device=device)
-        return x if self.prior_mean is None else x + prior_centre(self.prior_mean, x)
-
-    def prior_log_prob(self, x: Tensor) -> Tensor:
-        """The kernel's log-density at ``s_max`` around the prior's centre."""
-        s = torch.full((x.shape[0],), float(self.s_max), dtype=torch.float64, device=x.device)
-        offset = x if self.prior_mean is None else x - prior_centre(self.prior_mean, x)
-        return self.kernel.log_prob(offset, s)
 
     # the field and the ODE
     def denoise(self, field: FieldEstimator, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:

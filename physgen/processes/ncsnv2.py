@@ -16,7 +16,8 @@ levels ``σ_1 > σ_2 > … > σ_L`` (``σ_i = σ_1 γ^{-(i-1)}``); NCSNv2 choose
    therefore also capped at ``max_ratio`` (default 1.5: NCSN's 2-D toy used 20 → 1 in 10
    levels, ratio 1.39).
 4. ``T`` as large as the budget allows, then ``ε`` making Eq. (6) closest to 1
-   (:func:`solvers.langevin.choose_eps`, the Langevin step-size rule itself).
+   (:func:`solvers.langevin.choose_eps`, the Langevin step-size rule itself; in ``N <= 4``
+   dimensions after a quarter of the steps, :func:`solvers.langevin.default_eps` says why).
 
 Step convention: ours is NCSN's Alg. 1, ``x <- x + (α/2) s + √α z``; the NCSN/NCSNv2 code
 (and NCSNv2's Alg. 1) write ``x + a s + √(2a) z``, so ``a = α/2`` and ``ε_code = ε/2``.
@@ -32,7 +33,7 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from solvers.langevin import DEFAULT_BUDGET, choose_eps, variance_ratio
+from solvers.langevin import DEFAULT_BUDGET, LOW_DIM, default_eps, variance_ratio
 
 from ..errors import UserError
 
@@ -235,8 +236,11 @@ def ncsnv2_levels(
         T = _check_int("steps-per-level", steps_per_level, 1)
         sources["steps_per_level"] = "given"
     if eps is None:
-        eps, vr = choose_eps(gamma, sigma_min, T)
-        sources["eps"] = "technique 4, the step size that brings Eq. (6) closest to 1"
+        eps = default_eps(gamma, sigma_min, T, dim)
+        vr = variance_ratio(eps, gamma, sigma_min, T)
+        sources["eps"] = ("technique 4, the step size that brings Eq. (6) closest to 1" if dim > LOW_DIM else
+                          f"technique 4 reached after a quarter of the T steps (in {dim} <= {LOW_DIM} dimensions the chain must "
+                          "also mix between modes: solvers.langevin.default_eps)")
     else:
         eps = float(eps)
         if not (eps > 0 and math.isfinite(eps)):

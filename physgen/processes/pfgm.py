@@ -54,7 +54,7 @@ from ..fields.exact import DEFAULT_CHUNK_ELEMS, posterior_mean
 from ..fields.kinds import FieldEstimator, expand_as_batch
 from ..fields.neural import NeuralField
 from ..kernels import StudentTKernel
-from .base import Process, check_prior_mean, draw, prior_centre
+from .base import KernelPrior, Process, check_prior_mean
 from .gaussian import data_scales
 
 __all__ = ["PFGM", "PoissonExactField", "PoissonPreconditioning", "normalised_poisson_field", "poisson_field", "poisson_log_profile"]
@@ -211,7 +211,7 @@ class PoissonPreconditioning:
         return self.process.velocity_from_ratio(ratio, z, x)
 
 
-class PFGM(Process):
+class PFGM(KernelPrior, Process):
     """PFGM (arXiv 2209.11178): the Poisson field in ``N+1`` dimensions, sampled backwards in ``z``.
 
     ``variable``: ``"log_z"`` (default, the paper: integrate ``dx/dt = z E_x/E_z`` in
@@ -336,16 +336,9 @@ class PFGM(Process):
         return (f - target).pow(2).mean(1)
 
     # --- sampling -------------------------------------------------------------------
-    def sample_prior(self, shape, *, generator=None, noise=None, device=None, dtype=torch.float32) -> Tensor:
-        """The hemisphere prior on ``z = z_max``: ``x = z_max √(β/(1-β)) u``, ``β ~ Beta(N/2, 1/2)``."""
-        shape = tuple(shape)
-
-        def sampler(n, g):
-            z = torch.full((n,), self.z_max, device=device, dtype=torch.float64)
-            return self.kernel.sample_offsets((n, *shape[1:]), z, g, device, torch.float64).to(dtype)
-
-        x = draw(shape, sampler, generator=generator, noise=noise, device=device)
-        return x if self.prior_mean is None else x + prior_centre(self.prior_mean, x)
+    def prior_scale(self) -> float:
+        """The hemisphere prior is the Poisson kernel at ``z_max``: ``x = z_max √(β/(1-β)) u``, ``β ~ Beta(N/2, 1/2)``."""
+        return self.z_max
 
     def velocity(self, field: FieldEstimator, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
         """``dx/ds``: a ``velocity`` field's own output; a ``denoiser`` field ``D`` gives ``(x - D)/z · dz/ds``."""
@@ -355,12 +348,6 @@ class PFGM(Process):
             z = self.z_of(s)
             return self.velocity_from_ratio((x - field(x, z, label)) / expand_as_batch(z, x), z, x)
         raise UserError(f"process 'pfgm' needs a velocity (normalised Poisson field) or denoiser field, got a {field.kind!r} field")
-
-    def prior_log_prob(self, x: Tensor) -> Tensor:
-        """The hemisphere (Cauchy) prior's log-density at ``z_max`` around its centre."""
-        z = torch.full((x.shape[0],), self.z_max, dtype=torch.float64, device=x.device)
-        offset = x if self.prior_mean is None else x - prior_centre(self.prior_mean, x)
-        return self.kernel.log_prob(offset, z)
 
     def schedule_bounds(self) -> tuple[float, float]:
         return self.z_min, self.z_max
