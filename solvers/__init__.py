@@ -90,7 +90,7 @@ SOLVERS: dict[str, Spec] = {spec.name: spec for spec in (
          "DPM-Solver++ SDE (arXiv 2211.01095); k-diffusion's sample_dpmpp_sde", stochastic=True),
     Spec("dpmpp-2m-sde", dpmpp_2m_sde, ("denoiser", "gaussian"), "2 (eta=0); weak 2 on Gaussian data", "1",
          "DPM-Solver++(2M) SDE (arXiv 2211.01095); k-diffusion's sample_dpmpp_2m_sde", stochastic=True),
-    Spec("dpmpp-3m-sde", dpmpp_3m_sde, ("denoiser", "gaussian"), "2 (eta=0; k-diffusion's phi_3 term); weak 2 on Gaussian data", "1",
+    Spec("dpmpp-3m-sde", dpmpp_3m_sde, ("denoiser", "gaussian"), "2 (eta=0, k-diffusion's phi_3); weak 2 on Gaussian data", "1",
          "DPM-Solver++(3M) SDE (arXiv 2211.01095); k-diffusion's sample_dpmpp_3m_sde", stochastic=True),
     Spec("ddpm", ddpm_ancestral, ("transition",), "1 weak", "1", "ancestral sampling, DDPM, arXiv 2006.11239, Alg. 2", stochastic=True),
     Spec("ald", annealed_langevin, ("score",), "-", "steps_per_level per level (+1 final denoising)",
