@@ -23,8 +23,8 @@ That argument needs ``∇log p_σ = (D - x)/σ²``, i.e. a Gaussian kernel: for 
 ``D``, Yukawa and PFGM the injected Gaussian noise has the wrong law, so the table says
 ``needs = ("denoiser", "gaussian")`` and :func:`physgen.sampling.sample` refuses them.
 
-**The ancestral step** (:func:`ancestral_step`; EDM arXiv 2206.00364 App. B.5 / DDIM
-arXiv 2010.02502 eq. 16).  From ``σ`` to ``σ'`` with ``η``::
+**The ancestral step** (:func:`ancestral_step`: k-diffusion's ``get_ancestral_step``, a
+discretisation of the SDE family above, EDM arXiv 2206.00364 eq. 6; DDIM arXiv 2010.02502 eq. 16).  From ``σ`` to ``σ'`` with ``η``::
 
     σ_up   = min(σ', η σ' √(1 - σ'²/σ²)),     σ_down = √(σ'² - σ_up²)
     x'     = D + (σ_down/σ)(x - D) + S_noise σ_up z
@@ -77,7 +77,7 @@ dpmpp-2m: 0.317 and 0.296).  Prefer grids smooth in ``λ`` (``edm``, ``log-unifo
 from __future__ import annotations
 
 import math
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor
@@ -232,10 +232,9 @@ class DPMppSDE(StochasticDenoiserRule):
         d = torch.lerp(d, ctx.f.denoise(u, at[1]), fac)  # (1 - 1/(2r)) D + 1/(2r) D_2
         x = torch.lerp(x, d, w2)
         if std2 > 0.0:
-            z2 = ctx.noise(2 * i + 1, x).mul_(b)
+            x.add_(ctx.noise(2 * i + 1, x), alpha=std2 * b)
             if z1 is not None:
-                z2.add_(z1, alpha=a)
-            x.add_(z2, alpha=std2)
+                x.add_(z1, alpha=std2 * a)
         return x
 
 
