@@ -414,3 +414,18 @@ def test_physgen_toy_samples_the_two_mode_mixture(tmp_path, name, field):
     assert abs(float(mode_weights(x, two_mode_mixture().means)[0]) - 0.2) < 0.03
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["nfe"] == NFE_PER_STEP.get(name, 1) * (steps - 1) + 1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("name,opts", VARIANTS, ids=IDS)
+def test_cuda_matches_cpu_with_the_same_noise(name, opts):
+    s = solvers.edm_schedule(10, 0.01, 10.0)
+    g = torch.Generator().manual_seed(0)
+    x0 = 10.0 * torch.randn(64, 2, generator=g)
+    table = torch.randn(noise_draws(name, 10), 64, 2, generator=g)
+    results = []
+    for device in ("cpu", "cuda"):
+        draws = table.to(device)
+        noise = lambda k, like: draws[k]  # noqa: E731
+        results.append(solvers.solve(GaussianDenoiser(), x0.to(device), s, method=name, noise=noise, **opts).x.cpu())
+    torch.testing.assert_close(results[1], results[0], rtol=1e-4, atol=1e-4)
