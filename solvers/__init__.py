@@ -11,6 +11,7 @@ one function and one row (:func:`register_solver` for solvers defined elsewhere)
 from __future__ import annotations
 
 from .adaptive import dopri5
+from .ancestral import dpm2_ancestral, dpmpp_2m_sde, dpmpp_3m_sde, dpmpp_sde, euler_ancestral
 from .base import (
     SDE,
     Counted,
@@ -81,6 +82,16 @@ SOLVERS: dict[str, Spec] = {spec.name: spec for spec in (
     Spec("pc", pc, ("transition",), "1 weak", "1 + corrector_steps", "predictor-corrector, arXiv 2011.13456, Alg. 4/5", stochastic=True),
     Spec("edm-sde", edm_sde, ("denoiser", "gaussian"), "2 (between churns)", "2" + _LAST, "EDM's stochastic sampler, arXiv 2206.00364, Alg. 2",
          stochastic=True),
+    Spec("euler-ancestral", euler_ancestral, ("denoiser", "gaussian"), "1 (eta=0); weak 1 on Gaussian data", "1",
+         "ancestral Euler = DDIM(eta), arXiv 2010.02502; k-diffusion's sample_euler_ancestral", stochastic=True),
+    Spec("dpm2-ancestral", dpm2_ancestral, ("denoiser", "gaussian"), "2 (eta=0); weak 2 on Gaussian data", "2" + _LAST,
+         "DPM-Solver-2 (arXiv 2206.00927) with ancestral noise; k-diffusion's sample_dpm_2_ancestral", stochastic=True),
+    Spec("dpmpp-sde", dpmpp_sde, ("denoiser", "gaussian"), "2 (eta=0); weak 2 on Gaussian data", "2" + _LAST,
+         "DPM-Solver++ SDE (arXiv 2211.01095); k-diffusion's sample_dpmpp_sde", stochastic=True),
+    Spec("dpmpp-2m-sde", dpmpp_2m_sde, ("denoiser", "gaussian"), "2 (eta=0); weak 2 on Gaussian data", "1",
+         "DPM-Solver++(2M) SDE (arXiv 2211.01095); k-diffusion's sample_dpmpp_2m_sde", stochastic=True),
+    Spec("dpmpp-3m-sde", dpmpp_3m_sde, ("denoiser", "gaussian"), "2 (eta=0, k-diffusion's phi_3); weak 2 on Gaussian data", "1",
+         "DPM-Solver++(3M) SDE (arXiv 2211.01095); k-diffusion's sample_dpmpp_3m_sde", stochastic=True),
     Spec("ddpm", ddpm_ancestral, ("transition",), "1 weak", "1", "ancestral sampling, DDPM, arXiv 2006.11239, Alg. 2", stochastic=True),
     Spec("ald", annealed_langevin, ("score",), "-", "steps_per_level per level (+1 final denoising)",
          "annealed Langevin, NCSN arXiv 1907.05600 / NCSNv2 arXiv 2006.09011", stochastic=True, grid="levels"),
