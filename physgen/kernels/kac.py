@@ -191,21 +191,29 @@ def kac_log_profile(delta: Tensor, t: Tensor, a: float, c: float, atom_band: flo
     return kac_profile_and_speed(delta, t, a, c, atom_band)[0]
 
 
-def kac_profile_and_speed(delta: Tensor, t: Tensor, a: float, c: float, atom_band: float) -> tuple[Tensor, Tensor]:
-    """``(kac_log_profile, h)`` from one Bessel evaluation: what an exact field needs per pair.
+def kac_profile_and_speed(delta: Tensor, t: Tensor, a: float, c: float, atom_band: float, atol=0.0) -> tuple[Tensor, Tensor]:
+    """``(kac_log_profile, h)`` in one pass: what an exact field needs per pair and coordinate.
 
     ``h`` is :func:`kac_speed` with the band on the atom (``h = 1``: velocity ``δ/t``).
+    ``atol`` (broadcast against ``delta``) widens the atom by the rounding of ``δ = x − y``
+    itself, ``~ ulp(max(|x|, |y|))``, which exceeds 16 ulps of ``ct`` when ``ct ≪ |y|``.
+    Temporaries are reused in place: the exact field calls this on ``[queries, points, N]``
+    blocks, where allocation is a visible share of the cost on the CPU.
     """
     tol = 16.0 * torch.finfo(delta.dtype).eps
     ct = c * t
     d = delta.abs()
-    _, zm, i0e, atg = _inside(delta, t, a, c)
-    inside = d < ct * (1.0 - tol)
-    logp = math.log(a / (2.0 * c)) + zm + torch.log(i0e + atg)
-    band = atom_log_mass(t, a) - torch.log(atom_band * ct) - torch.clamp(d / ct - 1.0, min=0.0) / atom_band
-    logw = torch.where(inside, logp, band)
-    h = torch.where(inside, atg / (i0e + atg), torch.ones_like(logp))
-    return logw, h
+    inside = d < ct * (1.0 - tol) - atol
+    r = (ct - d).clamp_(min=0.0).mul_(ct + d).sqrt_()
+    z = r * (a / c)
+    s = torch.special.i0e(z)
+    atg = torch.special.i1e(z).div_(z.clamp_(min=torch.finfo(z.dtype).tiny)).mul_(a * t)  # a t g(z); z = 0 only off the inside
+    s.add_(atg)
+    h = atg.div_(s)
+    # log p = log(a/2c) − (a/c) δ²/(r + ct) + log(i0e + a t g)   (no cancellation, see _inside)
+    logp = torch.minimum(d, ct).square_().div_(r.add_(ct)).mul_(-a / c).add_(s.log_()).add_(math.log(a / (2.0 * c)))
+    band = d.div_(ct).sub_(1.0).clamp_(min=0.0).mul_(-1.0 / atom_band).add_(atom_log_mass(t, a) - torch.log(atom_band * ct))
+    return torch.where(inside, logp, band), h.masked_fill_(~inside, 1.0)
 
 
 def kac_variance(t: Tensor, a: float, c: float) -> Tensor:
@@ -266,8 +274,9 @@ def kac_offsets(shape: Sequence[int], t: Tensor, a: float, c: float, generator: 
     frac = (g1 - g2) / (g1 + g2)  # 2B − 1, B ~ Beta(⌊n/2⌋ + 1, ⌈n/2⌉)
     atom = n == 0
     frac = torch.where(atom, torch.ones_like(frac), frac)
-    sign = torch.where(torch.rand(shape, generator=generator, device=device, dtype=f64) < 0.5, -1.0, 1.0)
-    delta = (sign * c * tt * frac).to(dtype)
+    # the sign in float64 (torch.where with scalars gives float32, which would round c)
+    sign = 1.0 - 2.0 * (torch.rand(shape, generator=generator, device=device, dtype=f64) < 0.5).to(f64)
+    delta = (c * tt * frac * sign).to(dtype)
     return (delta, atom) if return_atoms else delta
 
 
@@ -281,7 +290,7 @@ class KacKernel:
 
     gaussian = False
 
-    def __init__(self, a: float, c: float, atom_band: float = 0.1):
+    def __init__(self, a: float, c: float, atom_band: float = 0.01):
         self.a, self.c = check_kac_parameters(a, c)
         atom_band = float(atom_band)
         if not (0 < atom_band <= 10):

@@ -21,6 +21,7 @@ PROCESSES: dict[str, str] = {
     "ncsn": "physgen.processes.ncsn:NCSN",
     "pfgmpp": "physgen.processes.pfgmpp:PFGMpp",
     "pfgm": "physgen.processes.pfgm:PFGM",
+    "telegrapher": "physgen.processes.telegrapher:Telegrapher",
 }
 
 
