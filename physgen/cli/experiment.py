@@ -10,6 +10,7 @@ EXPERIMENTS = {
     "langevin-mixture": "experiments.langevin_mixture",
     "yukawa": "experiments.yukawa",
     "guidance": "experiments.guidance",
+    "telegrapher": "physgen.experiments.telegrapher",
 }
 
 

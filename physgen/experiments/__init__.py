@@ -1,0 +1,1 @@
+"""Experiments run by ``physgen experiment NAME`` (see physgen/cli/experiment.py)."""
