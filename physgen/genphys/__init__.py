@@ -2,15 +2,17 @@
 
 * :mod:`~physgen.genphys.framework`: :class:`PhysicalProcess` (a PDE as one class), the C1
   (positive kernel) and C2 (smoothing dispersion) checks, :func:`classify`;
-* :mod:`~physgen.genphys.catalogue`: heat, Poisson, Laplace, Yukawa (generative) and
-  Helmholtz, wave, Klein-Gordon, Schrödinger, hyper-diffusion (not), by name;
+* :mod:`~physgen.genphys.catalogue`: heat, Poisson, Laplace, Yukawa, the damped wave per
+  coordinate (telegrapher, Kac flows; generative) and Helmholtz, wave, the isotropic damped
+  wave in N ≥ 2, Klein-Gordon, Schrödinger, hyper-diffusion (not), by name;
 * :mod:`~physgen.genphys.nig`: the Yukawa (Normal-Inverse-Gaussian) kernel, its death rate
   and radial transport speed; :mod:`~physgen.genphys.special`: log-space Bessel K;
 * :mod:`~physgen.genphys.fields`: density-flow fields of a point set;
 * :mod:`~physgen.genphys.births`: sampling a process with births (SMC) via
   :func:`solvers.births.births`.
 
-The Yukawa process itself is :class:`physgen.processes.yukawa.Yukawa` (``--process yukawa``).
+The Yukawa process itself is :class:`physgen.processes.yukawa.Yukawa` (``--process yukawa``),
+the telegrapher :class:`physgen.processes.telegrapher.Telegrapher` (``--process telegrapher``).
 Names below import lazily.
 """
 from __future__ import annotations
