@@ -213,3 +213,14 @@ def test_neural_field_trains_and_samples(tmp_path):
                 "--n-samples", "200", "--steps", "8", "--train-steps", "40", "--batch", "128", "--out", str(out)]
         assert main(args) == 0
         assert (out / "samples.npy").exists()
+
+
+@pytest.mark.slow
+def test_experiment_quick_writes_outputs(tmp_path):
+    out = tmp_path / "tg"
+    assert main(["experiment", "telegrapher", "--out", str(out), "--quick"]) == 0
+    for name in ("ladder.csv", "prior.csv", "nfe.csv", "summary.md", "kernel.png", "ladder.png", "nfe.png"):
+        assert (out / name).stat().st_size > 0, name
+    summary = (out / "summary.md").read_text()
+    assert "Ladder of a" in summary and "Prior mismatch" in summary and "| edm |" in summary
+    assert main(["experiment", "telegrapher", "--out", str(out), "--a-values", "0,1"]) == 2  # one-line error
