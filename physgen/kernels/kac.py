@@ -222,34 +222,39 @@ def kac_variance(t: Tensor, a: float, c: float) -> Tensor:
 
 
 def _f(tau: Tensor) -> Tensor:
-    small = tau < 1e-3  # f = τ² − (2/3)τ³ + (1/3)τ⁴ − …: the direct form cancels
-    series = tau * tau * (1.0 - tau * (2.0 / 3.0) + tau * tau / 3.0)
+    """``f(τ) = τ − (1 − e^{−2τ})/2``; below ``τ = 0.01`` its series ``Σ_{k≥2} (−2)^k τ^k/(2 k!)``
+    to ``k = 8`` (truncation < 1e-17 relative), where the direct form would lose ``eps/τ``."""
+    small = tau < 1e-2
+    coeffs = [(-2.0) ** k / (2.0 * math.factorial(k)) for k in range(2, 9)]
+    series = torch.full_like(tau, coeffs[-1])
+    for co in reversed(coeffs[:-1]):
+        series = series * tau + co
+    series = series * tau * tau
     return torch.where(small, series, tau + 0.5 * torch.expm1(-2.0 * tau))
 
 
 def kac_sigma_rate(t: Tensor, a: float, c: float) -> Tensor:
-    """``dσ/dt`` for ``σ = √(kac_variance)``: ``(c²/a)(1 − e^{−2at}) / (2σ)`` (``→ c`` as t → 0)."""
+    """``dσ/dt`` for ``σ = √(kac_variance)``: ``c f'(τ)/(2√f(τ))``, ``f' = 1 − e^{−2τ}``, ``τ = at`` (``→ c`` as t → 0)."""
     tau = a * t
     f = _f(tau)
-    # (c/a) f'(τ) / (2 √f) with f' = −expm1(−2τ); series near 0: f'/(2√f) → 1
-    small = tau < 1e-3
-    ratio = -torch.expm1(-2.0 * tau) / (2.0 * torch.sqrt(torch.where(small, torch.ones_like(f), f)))
-    series = 1.0 - tau * (2.0 / 3.0) + tau * tau / 3.0
-    return c * torch.where(small, series, ratio)
+    pos = f > 0
+    ratio = -torch.expm1(-2.0 * tau) / (2.0 * torch.sqrt(torch.where(pos, f, torch.ones_like(f))))
+    return c * torch.where(pos, ratio, torch.ones_like(f))
 
 
 def kac_t_of_sigma(sigma, a: float, c: float):
     """Inverse of ``σ(t) = √(kac_variance(t))`` (float or tensor): Newton on ``f(τ) = (aσ/c)²``.
 
     ``f`` is convex and increasing with ``f(τ) ≤ τ²`` and ``f(τ) ≥ τ − 1/2``, so Newton from
-    ``τ_0 = √y + y ≥ τ*`` decreases monotonically to the root; 60 steps reach float64
-    precision from any ``y`` in ``[1e-30, 1e30]``.
+    ``τ_0 = √y + y ≥ τ*`` decreases monotonically to the root: 5 steps reach the rounding
+    floor for every ``y`` in ``[1e-30, 1e30]`` (measured); 8 are taken.  (The exact fields
+    call this on every evaluation, so the count matters for small problems.)
     """
     scalar = not isinstance(sigma, Tensor)
     s = torch.as_tensor(sigma, dtype=torch.float64)
     y = (a * s / c) ** 2
     tau = torch.sqrt(y) + y
-    for _ in range(60):
+    for _ in range(8):
         fp = -torch.expm1(-2.0 * tau)
         tau = torch.clamp(tau - (_f(tau) - y) / torch.clamp(fp, min=1e-300), min=0.0)
     t = tau / a

@@ -319,7 +319,7 @@ class TelegrapherExactField:
                 safe = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
                 w = torch.exp(logw - safe)
                 run_sum = run_sum * torch.exp(run_max - safe) + w.sum(1, keepdim=True)
-                run_num = run_num * torch.exp(run_max - safe) + torch.einsum("mc,mcn->mn", w, hd)
+                run_num = run_num * torch.exp(run_max - safe) + torch.bmm(w[:, None, :], hd)[:, 0]
                 run_max = new_max
             if label is not None and not bool(torch.isfinite(run_max).all()):
                 raise ValueError("a requested label has no points in this exact field")
