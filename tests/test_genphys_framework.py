@@ -20,6 +20,8 @@ EXPECTED = {
     "yukawa": (True, True),
     "helmholtz": (False, False),
     "wave": (False, False),  # C2 fails (GENPHYS.md); the 2-D displacement kernel also changes sign
+    "damped-wave": (False, True),  # damping fixes C2; the isotropic 2-D Green's function still changes sign
+    "telegrapher": (True, True),  # the damped wave per coordinate: Kac flows
     "klein-gordon": (False, False),
     "schrodinger": (True, False),
     "hyper-diffusion": (False, True),
@@ -38,13 +40,14 @@ def test_catalogue_verdicts_at_n2():
     assert verdicts["hyper-diffusion"].verdict == "fails C1"
     assert verdicts["wave"].verdict.startswith("fails")
     # the samplers of the passing kernels draw their kernel's radial law
-    for name in ("heat", "poisson", "laplace", "yukawa"):
+    for name in ("heat", "poisson", "laplace", "yukawa", "telegrapher"):
         assert verdicts[name].extra["sampler_ks"] < 0.04
+    assert verdicts["telegrapher"].verdict == "s-generative -> telegrapher"
 
 
 @pytest.mark.parametrize("n_dim", [1, 3])
 def test_c2_is_dimension_free_and_c1_holds_for_the_generative_ones(n_dim):
-    for v in classify_all(n_dim, ["heat", "poisson", "laplace", "yukawa", "hyper-diffusion", "schrodinger"]):
+    for v in classify_all(n_dim, ["heat", "poisson", "laplace", "yukawa", "telegrapher", "hyper-diffusion", "schrodinger"]):
         assert v.c2 == EXPECTED[v.name][1]
         assert v.c1 == EXPECTED[v.name][0], (v.name, v.c1_detail)
 
@@ -89,7 +92,7 @@ def test_hankel_inverse_of_a_gaussian(n_dim):
 
 
 def test_unknown_and_bad_parameters():
-    with pytest.raises(UserError, match="unknown PDE 'nope'; valid: heat, helmholtz"):
+    with pytest.raises(UserError, match="unknown PDE .nope.; valid: damped-wave, heat, helmholtz"):
         get_physical_process("nope")
     with pytest.raises(UserError, match="D must be a positive integer"):
         get_physical_process("laplace", D=0)
@@ -124,6 +127,37 @@ def test_make_process_maps_to_physgen_processes():
     assert get_physical_process("poisson").make_process().name == "pfgm"
     with pytest.raises(UserError, match="not a generative process"):
         get_physical_process("wave").make_process()
+    tg = get_physical_process("telegrapher", a=2.0, c=0.5).make_process(sigma_max=3.0)
+    assert tg.name == "telegrapher" and (tg.a, tg.c) == (2.0, 0.5)
+
+
+@pytest.mark.parametrize("name", ["damped-wave", "telegrapher"])
+def test_damped_wave_classification_follows_from_its_dispersion(name):
+    """C2 is read off ω = −ia ± √(c²k² − a²): the slow branch passes, the fast one alone fails, a = 0 fails like the wave."""
+    a, c = 1.5, 2.0
+    proc = get_physical_process(name, a=a, c=c)
+    ok, why = check_c2(proc)
+    assert ok and "branch 1/2" in why
+    k = np.array([0.0, 1e-3, 1e-2, 2 * a / c, 100.0])
+    slow, fast = proc.dispersion(k)
+    assert slow[0] == 0 and np.allclose(fast[0], -2j * a)
+    assert np.imag(slow[1:3]) == pytest.approx(-(c * k[1:3]) ** 2 / (2 * a), rel=1e-3)  # diffusive: Im ω ≈ −c²k²/2a
+    assert np.imag(slow[3:]) == pytest.approx([-a, -a]) and np.imag(fast[3:]) == pytest.approx([-a, -a])  # ck > a: −a
+    assert not check_c2(_Toy([lambda kk: proc.dispersion(kk)[1]]))[0]  # the fast branch alone: Im ω(k) > Im ω(0) = −2a
+    undamped = get_physical_process(name, a=0.0, c=c)
+    ok0, why0 = check_c2(undamped)
+    assert not ok0 and "no admissible branch" in why0
+    assert np.allclose(undamped.dispersion(k[1:]), get_physical_process("wave", c=c).dispersion(k[1:]))
+    assert classify_all(2, [name])[0].verdict.startswith("fails C1" if name == "damped-wave" else "s-generative")
+
+
+def test_damped_wave_c1_depends_on_dimension_and_the_kac_kernel_is_a_product():
+    iso = get_physical_process("damped-wave")
+    assert check_c1(iso, n_dim=1)[0]  # in 1-D the Green's function is the Kac law
+    ok, why, _ = check_c1(iso, n_dim=2)
+    assert not ok and "changes sign" in why
+    ok, why, extra = check_c1(get_physical_process("telegrapher"), n_dim=3)
+    assert ok and "product of this 1-D kernel" in why and extra["sampler_ks"] < 0.04
 
 
 def test_cli_check_table(capsys):
@@ -144,6 +178,6 @@ def test_cli_check_one_pde_and_errors(capsys):
     assert main(["genphys", "check", "--pde", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert "unknown PDE 'nope'; valid: heat, helmholtz, hyper-diffusion, klein-gordon, laplace, poisson, schrodinger, wave, yukawa" in err
+    assert "unknown PDE 'nope'; valid: damped-wave, heat, helmholtz, hyper-diffusion, klein-gordon, laplace, poisson, schrodinger, telegrapher, wave, yukawa" in err
     assert main(["genphys", "check", "--dim", "7"]) == 2
     assert "--dim" in capsys.readouterr().err

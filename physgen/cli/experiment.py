@@ -3,13 +3,14 @@ Each experiment module defines ``add_arguments(parser)`` and ``run(args) -> int`
 one-line docstring; the table below maps CLI names to modules (static imports)."""
 from __future__ import annotations
 
-from ..experiments import d_sweep, guidance, langevin_mixture, yukawa
+from ..experiments import d_sweep, guidance, langevin_mixture, telegrapher, yukawa
 
 EXPERIMENTS = {
     "d-sweep": d_sweep,
     "langevin-mixture": langevin_mixture,
     "yukawa": yukawa,
     "guidance": guidance,
+    "telegrapher": telegrapher,
 }
 
 

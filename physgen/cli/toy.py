@@ -29,6 +29,8 @@ def add_process_arguments(p) -> None:
     p.add_argument("--sigma-max", type=float, default=None, help="largest scale (toy default: the data's largest pairwise distance)")
     p.add_argument("--D", default=None, help="PFGM++ extra dimensions: a positive integer or inf")
     p.add_argument("--m", type=float, default=None, help="Yukawa mass")
+    p.add_argument("--a", type=float, default=None, help="telegrapher: Kac flip rate (damping)")
+    p.add_argument("--c", type=float, default=None, help="telegrapher: Kac speed")
     p.add_argument("--process-opt", action="append", default=[], metavar="KEY=VALUE", help="any other process option (JSON value)")
 
 
@@ -47,7 +49,7 @@ def parse_key_values(items, flag: str) -> dict:
 
 
 def process_options(args) -> dict:
-    opts = {"sigma_min": args.sigma_min, "sigma_max": args.sigma_max, "m": args.m, "D": None if args.D is None else parse_D(args.D)}
+    opts = {"sigma_min": args.sigma_min, "sigma_max": args.sigma_max, "m": args.m, "a": args.a, "c": args.c, "D": None if args.D is None else parse_D(args.D)}
     return {**opts, **parse_key_values(args.process_opt, "--process-opt")}
 
 

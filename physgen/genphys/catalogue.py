@@ -1,8 +1,11 @@
 """The catalogue of physical processes (GENPHYS.md; GenPhys, arXiv 2304.02637, §3-4).
 
 s-generative (pass C1 and C2): heat (= diffusion, physgen's EDM/VE with ``σ² = 2t``),
-Poisson in N+1 (= PFGM), Laplace in N+D (= PFGM++), Yukawa (new, with deaths).  Described
-and failing, with the reason: Helmholtz, wave, Klein-Gordon, Schrödinger, hyper-diffusion.
+Poisson in N+1 (= PFGM), Laplace in N+D (= PFGM++), Yukawa (new, with deaths), the damped
+wave per coordinate (telegrapher = Kac flows, arXiv 2506.20641).  Described and failing,
+with the reason: Helmholtz, wave, the isotropic damped wave in N ≥ 2 (C2 holds on its slow
+branch, but its Green's function changes sign near the light cone), Klein-Gordon,
+Schrödinger, hyper-diffusion.
 Adding a process is one class here plus one line in :data:`CATALOGUE`.
 """
 from __future__ import annotations
@@ -18,7 +21,8 @@ from .framework import PhysicalProcess, Verdict, classify
 from ..kernels.nig import nig_log_density, nig_offsets
 
 __all__ = [
-    "Heat", "Poisson", "Laplace", "YukawaPDE", "Helmholtz", "Wave", "KleinGordon", "Schrodinger", "HyperDiffusion",
+    "Heat", "Poisson", "Laplace", "YukawaPDE", "Helmholtz", "Wave", "DampedWave", "Telegrapher", "KleinGordon", "Schrodinger",
+    "HyperDiffusion",
     "CATALOGUE", "physical_process_names", "get_physical_process", "classify_all",
 ]
 
@@ -235,6 +239,119 @@ class Wave(PhysicalProcess):
         return self.c * t
 
 
+def _damped_wave_branches(k: np.ndarray, a: float, c: float) -> np.ndarray:
+    """``ω = −ia ± √(c²k² − a²)`` as ``[slow, fast]``; the slow one from ``ω_slow ω_fast = −c²k²``
+    (Vieta), since ``−ia + i√(a² − c²k²)`` cancels catastrophically for ``ck ≪ a``."""
+    k = np.asarray(k, dtype=float)
+    fast = -1j * a - np.sqrt(c * c * k * k - a * a + 0j)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        slow = np.where(np.abs(fast) > 0, -(c * c * k * k) / fast, 0j)
+    return np.stack([slow, fast])
+
+
+class _DampedWaveBase(PhysicalProcess):
+    """What the isotropic damped wave and its per-coordinate (Kac) version share: ``a``, ``c``, ω(k)."""
+
+    order = 2
+    omega_text = "-ia ± √(c²k² - a²) (slow branch: -ic²k²/2a for small k, -ia ± real for ck > a)"
+
+    def __init__(self, a: float = 1.0, c: float = 1.0):
+        a, c = float(a), float(c)
+        if not (a >= 0 and math.isfinite(a)):
+            raise UserError(f"{self.name}: a must be >= 0 (a = 0 is the wave equation), got {a}")
+        if not (c > 0 and math.isfinite(c)):
+            raise UserError(f"{self.name}: c must be > 0, got {c}")
+        self.a, self.c = a, c
+        self.params = {"a": a, "c": c}
+
+    def dispersion(self, k):
+        return _damped_wave_branches(k, self.a, self.c)
+
+    def times(self):
+        s = 1.0 / self.a if self.a > 0 else 1.0
+        return (0.5 * s, 2.0 * s, 8.0 * s)
+
+    def make_process(self, **options):
+        options.setdefault("a", self.a)
+        options.setdefault("c", self.c)
+        return super().make_process(**options)
+
+
+class DampedWave(_DampedWaveBase):
+    name = "damped-wave"
+    title = "damped wave (telegrapher) equation, isotropic in N dims"
+    density, velocity, source = "φ (data as initial displacement, ∂_tφ = 0)", "- (1-D: the Kac flow)", "0"
+    prior = "- (1-D: the Kac law at t_max)"
+    generative_process = "telegrapher"  # in 1-D it is the Kac process; its verdict decides per N
+    expected = "fails C1 in N >= 2 (s-generative in 1-D; per coordinate -> telegrapher)"
+
+    def __init__(self, a: float = 1.0, c: float = 1.0):
+        super().__init__(a, c)
+        self.pde = f"∂_t²φ + 2a ∂_tφ = c²∇²φ (a={self.a:g}, c={self.c:g})"
+        self.kernel_text = "e^{-at}[cosh(t√(a²-c²k²)) + a sinh(t√(a²-c²k²))/√(a²-c²k²)] in Fourier space"
+        self.reason = ("damping fixes C2 on the slow branch (Im ω ≈ -c²k²/2a for small k, -a for ck > a, 0 at k = 0), but in "
+                       "N >= 2 the Green's function (φ = δ, ∂_tφ = 0) is negative just inside the light cone, like the wave "
+                       "equation's; in 1-D it is the positive Kac law, so the equation applied per coordinate (telegrapher) is "
+                       "s-generative")
+
+    def propagator(self, k, t):
+        """``e^{-at}[cosh(st) + a sinh(st)/s]``, ``s = √(a² − c²k²)``, as exponentials (no overflow at large at)."""
+        k = np.asarray(k, dtype=float)
+        s = np.sqrt(self.a**2 - (self.c * k) ** 2 + 0j)
+        up, down = np.exp((s - self.a) * t), np.exp(-(s + self.a) * t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(np.abs(s) > 1e-12, (up - down) / (2 * s), t * np.exp(-self.a * t))  # sinh(st)e^{-at}/s
+        return np.real(0.5 * (up + down) + self.a * ratio)
+
+    def length(self, t):
+        return self.c * t
+
+
+class Telegrapher(_DampedWaveBase):
+    name = "telegrapher"
+    title = "damped wave per coordinate: the Kac process (telegrapher's generative model, arXiv 2506.20641)"
+    density, velocity, source = "the Kac law of the data", "E[c D_t | x] per coordinate (Kac flow)", "0"
+    prior = "the Kac law at t_max around the data mean"
+    generative_process = "telegrapher"
+    expected = "s-generative: Kac flows"
+    coordinatewise = True
+
+    def __init__(self, a: float = 1.0, c: float = 1.0):
+        super().__init__(a, c)
+        self.pde = f"∂_t²φ + 2a ∂_tφ = c²∂_i²φ in each coordinate i, independently (a={self.a:g}, c={self.c:g})"
+        self.kernel_text = "Π_i Kac law: atoms e^{-at}/2 at ±ct and (a e^{-at}/2c)[I0(z) + (ct/r)I1(z)] inside, r = √(c²t²-δ²), z = ar/c"
+        self.reason = ("per coordinate the slow branch decays (Im ω ≈ -c²k²/2a for small k, -a for ck > a, 0 at k = 0; a mode k "
+                       "decays as the sum over its coordinates) and the 1-D Green's function is the positive Kac law (a particle "
+                       "at speed c flipping at rate a); with a = 0 it is the wave equation and fails C2")
+
+    def kernel(self, rho, t, n_dim):
+        """The 1-D Kac law's density (continuous part) at ``|δ| = ρ`` (the checker asks for ``n_dim = 1``)."""
+        rho = np.asarray(rho, dtype=float)
+        if self.a == 0:
+            return np.zeros_like(rho)
+        from ..kernels.kac import kac_log_density
+
+        return kac_log_density(torch.from_numpy(rho), torch.tensor(float(t), dtype=torch.float64), self.a, self.c).exp().numpy()
+
+    def atoms(self, t):
+        return ((self.c * t, math.exp(-self.a * t)),)
+
+    def length(self, t):
+        if self.a == 0:
+            return self.c * t
+        from ..kernels.kac import kac_variance
+
+        return math.sqrt(float(kac_variance(torch.tensor(float(t), dtype=torch.float64), self.a, self.c)))
+
+    def sample_kernel(self, n, t, n_dim, generator=None):
+        if self.a == 0:
+            sign = torch.randint(0, 2, (n, n_dim), generator=generator, dtype=torch.float64) * 2 - 1
+            return self.c * t * sign
+        from ..kernels.kac import kac_offsets
+
+        return kac_offsets((n, n_dim), torch.full((n,), float(t), dtype=torch.float64), self.a, self.c, generator, dtype=torch.float64)
+
+
 class KleinGordon(PhysicalProcess):
     name = "klein-gordon"
     title = "Klein-Gordon equation"
@@ -313,6 +430,8 @@ CATALOGUE = {
     "yukawa": YukawaPDE,
     "helmholtz": Helmholtz,
     "wave": Wave,
+    "damped-wave": DampedWave,
+    "telegrapher": Telegrapher,
     "klein-gordon": KleinGordon,
     "schrodinger": Schrodinger,
     "hyper-diffusion": HyperDiffusion,

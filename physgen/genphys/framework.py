@@ -18,6 +18,12 @@ data as its initial (or boundary) condition is a generative model ("s-generative
   ``[1e-3, 1e3]`` (log-spaced) and reports the first admissible branch or the worst
   violation.
 
+A process whose N-dim kernel is a product of 1-D kernels (independent coordinates, e.g.
+the Kac process of the telegrapher) sets ``coordinatewise``: C1 is then checked on the 1-D
+factor (a product of non-negative factors is non-negative) and its sampler on one
+coordinate.  Point masses of the (radial or 1-D) law are declared by ``atoms(t)`` and enter
+the sampler's KS comparison as steps of the model CDF.
+
 A process declares: ``pde`` (text), ``order`` in t, ``dispersion(k)`` (all branches,
 ``[branches, K]`` complex) and its text, the density-flow triple (text, plus callables on
 a point set via :meth:`PhysicalProcess.point_fields` where they exist), its kernel
@@ -58,6 +64,7 @@ class PhysicalProcess(ABC):
     expected: str = ""  # GENPHYS.md's verdict, for the table's reason column
     reason: str = ""  # why (from GENPHYS.md / the paper)
     params: dict = {}
+    coordinatewise: bool = False  # the N-dim kernel is the product of the 1-D kernel over coordinates
 
     # --- dispersion -----------------------------------------------------------------
     def dispersion(self, k: np.ndarray) -> np.ndarray:
@@ -80,6 +87,10 @@ class PhysicalProcess(ABC):
     def sample_kernel(self, n: int, t: float, n_dim: int, generator: Optional[torch.Generator] = None) -> Optional[Tensor]:
         """Offsets ``[n, N]`` drawn from the normalised kernel at ``t``, or None."""
         return None
+
+    def atoms(self, t: float) -> tuple:
+        """Point masses ``((radius, mass), ...)`` of the kernel's radial law at ``t`` (none by default)."""
+        return ()
 
     def point_fields(self, points: Tensor):
         """The density-flow fields (``density``, ``velocity``, ``source``) of a point set, or None."""
@@ -196,6 +207,8 @@ def _radial_ks(proc: PhysicalProcess, t: float, n_dim: int, n: int = 4000, seed:
     draws = proc.sample_kernel(n, t, n_dim, g)
     if draws is None:
         return None
+    if proc.coordinatewise:  # one coordinate of the product kernel
+        draws, n_dim = draws[:, :1], 1
     radii = np.sort(draws.double().norm(dim=1).numpy())
     L = proc.length(t)
     hi = max(float(radii[-1]), 10 * L) * 1.01
@@ -207,17 +220,25 @@ def _radial_ks(proc: PhysicalProcess, t: float, n_dim: int, n: int = 4000, seed:
     sphere = 2 * math.pi ** (0.5 * n_dim) / math.gamma(0.5 * n_dim)
     dens = sphere * rho ** (n_dim - 1) * kern
     cdf = np.concatenate([[0.0], np.cumsum(0.5 * (dens[1:] + dens[:-1]) * np.diff(rho))])
-    model = np.interp(radii, rho, cdf)
-    emp_hi = np.arange(1, n + 1) / n
-    emp_lo = np.arange(0, n) / n
-    return float(max(np.max(np.abs(emp_hi - model)), np.max(np.abs(model - emp_lo))))
+    # sup |F_n − F| on both sides of every sample: exact for continuous laws and at the atoms' jumps
+    values, counts = np.unique(radii, return_counts=True)
+    emp_right = np.cumsum(counts) / n
+    emp_left = emp_right - counts / n
+    model_left = np.interp(values, rho, cdf)
+    model_right = model_left.copy()
+    for radius, mass in proc.atoms(t):
+        on = np.abs(values - radius) <= 1e-12 * max(radius, 1e-300)
+        model_right += mass * ((values > radius) | on)
+        model_left += mass * ((values > radius) & ~on)
+    return float(max(np.max(np.abs(emp_right - model_right)), np.max(np.abs(emp_left - model_left))))
 
 
 def check_c1(proc: PhysicalProcess, n_dim: int = 2, rtol: float = 1e-6) -> tuple[bool, str, dict]:
     """Non-negativity of the kernel on a grid of radii at each of ``proc.times()``."""
     worst, how_used, extra = 0.0, "", {}
+    grid_dim = 1 if proc.coordinatewise else n_dim
     for t in proc.times():
-        rho, vals, how = radial_kernel_grid(proc, t, n_dim)
+        rho, vals, how = radial_kernel_grid(proc, t, grid_dim)
         how_used = how
         scale = float(np.max(np.abs(vals))) or 1.0
         rel = float(np.min(vals)) / scale
@@ -230,6 +251,8 @@ def check_c1(proc: PhysicalProcess, n_dim: int = 2, rtol: float = 1e-6) -> tuple
     if ks is not None:
         extra["sampler_ks"] = ks
     tail = f"; sampler vs kernel KS D = {ks:.3f}" if ks is not None else ""
+    if proc.coordinatewise:
+        how_used += f"; the {n_dim}-dim kernel is the product of this 1-D kernel over coordinates"
     if worst >= -rtol:
         return True, f"kernel >= 0 on the grid at {proc.time} in {list(proc.times())} ({how_used}){tail}", extra
     t, r = extra["negative_at"]

@@ -10,9 +10,13 @@ the Gaussian) gives the posterior weights of the exact fields.
   (Cauchy) kernel; :func:`check_D` validates ``D``.
 * :class:`NIGKernel` and :mod:`physgen.kernels.nig`: Yukawa's Normal-Inverse-Gaussian law,
   its death rate and radial transport; :mod:`physgen.kernels.special`: log Bessel K.
+* :class:`KacKernel` and :mod:`physgen.kernels.kac`: the Kac (telegraph-process) law of the
+  damped wave equation per coordinate (arXiv 2506.20641), atoms included.
 """
 from .gaussian import GaussianKernel, per_row
+from .kac import KacKernel, kac_log_density, kac_offsets, kac_velocity
 from .nig import NIGKernel
 from .student_t import StudentTKernel, check_D
 
-__all__ = ["GaussianKernel", "StudentTKernel", "NIGKernel", "check_D", "per_row"]
+__all__ = ["GaussianKernel", "StudentTKernel", "NIGKernel", "KacKernel", "check_D", "per_row", "kac_offsets", "kac_log_density",
+           "kac_velocity"]

@@ -11,13 +11,14 @@ from .gaussian import EDM, VE, VP, DenoiserProcess, GaussianSDE, SigmaForm
 from .ncsn import NCSN
 from .pfgm import PFGM
 from .pfgmpp import PFGMpp
+from .telegrapher import Telegrapher
 from .yukawa import Yukawa
 
-__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "EDM", "VE", "VP", "NCSN", "PFGM", "PFGMpp", "Yukawa",
+__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "EDM", "VE", "VP", "NCSN", "PFGM", "PFGMpp", "Yukawa", "Telegrapher",
            "DenoiserProcess", "GaussianSDE", "SigmaForm", "PROCESSES", "process_names", "process_class", "make_process",
            "data_defaults", "DEFAULT_STEPS", "MAX_STEPS"]
 
-PROCESSES: dict[str, type] = {cls.name: cls for cls in (VE, VP, EDM, NCSN, PFGMpp, PFGM, Yukawa)}
+PROCESSES: dict[str, type] = {cls.name: cls for cls in (VE, VP, EDM, NCSN, PFGMpp, PFGM, Yukawa, Telegrapher)}
 """name -> Process class (``--process``)."""
 
 
