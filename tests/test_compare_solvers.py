@@ -138,8 +138,10 @@ def _exact_problem(name):
         raise
 
 
-@pytest.mark.parametrize("name", process_names())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "telegrapher" else n for n in process_names()])
 def test_every_registered_process_with_an_exact_field(name):
+    """(The telegrapher's exact velocity jumps at every point's light cone: its dopri5 reference
+    needs thousands of NFE, so it runs in the slow tier.)"""
     problem = _exact_problem(name)
     if problem is None:
         pytest.skip(f"process {name!r} has no exact field")
