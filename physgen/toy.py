@@ -19,6 +19,7 @@ from torch import Tensor
 
 from .data import load_toy
 from .errors import UserError, unknown_name
+from .fields.labels import drop_labels
 from .guidance import (GUIDANCE_KINDS, ClassifierFreeGuidance, ClassifierGuidance, bayes_classifier, load_classifier, make_classifier,
                        parse_interval, sample_guided)
 from .guidance.wrappers import check_w
@@ -118,8 +119,7 @@ def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tens
         idx = torch.randint(0, data.shape[0], (n,), generator=g, device=g.device)
         if labels is None:
             return data[idx], None
-        drop = torch.rand(n, generator=g, device=g.device) < config.cond_drop
-        return data[idx], torch.where(drop, torch.full_like(labels[idx], num_classes), labels[idx])
+        return data[idx], drop_labels(labels[idx], config.cond_drop, num_classes, torch.rand(n, generator=g, device=g.device))
 
     result = train(process, field.to(device), batch, tcfg, device=device, log_stream=log_stream)
     return result.ema, result

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from ..errors import UserError
 
-__all__ = ["NULL", "check_label", "null_mask", "label_tensor"]
+__all__ = ["NULL", "check_label", "null_mask", "label_tensor", "drop_labels"]
 
 NULL = "null"
 """The string spelling of the null (unconditional) label."""
@@ -126,3 +126,11 @@ def null_mask(label: Tensor, num_classes: int) -> Tensor:
 def _values(t: Tensor) -> str:
     vals = sorted(set(t.flatten().tolist()))
     return str(vals[0]) if len(vals) == 1 else str(vals[:8])[:-1] + (", ...]" if len(vals) > 8 else "]")
+
+
+def drop_labels(labels: Tensor, p: float, null_label: int, uniform: Tensor) -> Tensor:
+    """Label dropout for classifier-free guidance (Ho & Salimans, arXiv 2207.12598): the labels
+    with ``uniform < p`` replaced by the null class, so one network is also unconditional.
+    ``uniform`` (``U[0, 1)``, one per label) is drawn by the caller from its own generator, so
+    the mask is reproducible and rank-consistent."""
+    return torch.where(uniform.to(labels.device) < p, torch.full_like(labels, int(null_label)), labels)

@@ -40,6 +40,7 @@ from typing import Any, Callable, Dict, Optional, Union
 import torch
 
 from ..errors import UserError, unknown_name
+from ..fields.labels import drop_labels
 from ..io import ensure_dir, write_json
 from ..training import TrainConfig, TrainResult, dist_info, init_distributed, latest_checkpoint, load_checkpoint_file, train
 from .data import ImageDataset, ImageSampler, load_image_dataset
@@ -348,8 +349,8 @@ class LabelledStream:
             return y, None
         if self.p > 0:
             s = self.sampler
-            drop = torch.rand(s.batch_size * s.world_size, generator=s.generator)[s.rank * s.batch_size : (s.rank + 1) * s.batch_size]
-            label = torch.where(drop.to(label.device) < self.p, torch.full_like(label, self.null_label), label)
+            u = torch.rand(s.batch_size * s.world_size, generator=s.generator)[s.rank * s.batch_size : (s.rank + 1) * s.batch_size]
+            label = drop_labels(label, self.p, self.null_label, u)
         return y, label
 
     def state_dict(self):
