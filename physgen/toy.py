@@ -23,21 +23,12 @@ from .io import ensure_dir, save_figure, save_npy, write_json
 from .metrics import sample_metrics
 from .noise import SeededNoise
 from .processes import make_process, process_class
+from .runtime import resolve_device
 from .sampling import check_finite, sample
 
-__all__ = ["ToyConfig", "run_toy", "build_field", "pick_device", "auto_process_options", "FIELDS"]
+__all__ = ["ToyConfig", "run_toy", "build_field", "auto_process_options", "FIELDS"]
 
 FIELDS = ("exact", "analytic", "mlp")
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise UserError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
-    return torch.device(name)
 
 
 @dataclass
@@ -159,7 +150,7 @@ def toy_data(dataset, config: ToyConfig, device) -> tuple[Tensor, Optional[Tenso
 
 
 def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
-    device = pick_device(config.device)
+    device = resolve_device(config.device)
     dataset = load_toy(config.dataset)
     data, labels, reference = toy_data(dataset, config, device)
 

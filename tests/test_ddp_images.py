@@ -13,7 +13,8 @@ import socket
 import pytest
 import torch
 
-from physgen.training import TrainConfig, latest_checkpoint, load_checkpoint_file
+from physgen import checkpoints
+from physgen.training import TrainConfig
 
 
 def _cfg(out, **train):
@@ -70,8 +71,8 @@ def test_two_process_gloo_step_equals_one_process_step(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(threads)
 
-    ddp = load_checkpoint_file(latest_checkpoint(tmp_path / "ddp"))
-    one = load_checkpoint_file(latest_checkpoint(tmp_path / "one"))
+    ddp = checkpoints.read(checkpoints.find(tmp_path / "ddp").path).payload
+    one = checkpoints.read(checkpoints.find(tmp_path / "one").path).payload
     assert ddp["world_size"] == 2 and one["world_size"] == 1 and ddp["step"] == one["step"] == 2
     for key in ("model", "ema"):
         for name, value in one[key].items():

@@ -92,7 +92,8 @@ def register(sub) -> None:
 
 def build_problem(args, log_stream=None):
     """The :class:`~physgen.compare.Problem` the arguments describe."""
-    from ..compare.problems import ImageProblem, read_checkpoint
+    from .. import checkpoints
+    from ..compare.problems import ImageProblem
     from ..toy import FIELDS, ToyConfig
 
     if args.field not in FIELDS:
@@ -107,17 +108,17 @@ def build_problem(args, log_stream=None):
     popts = process_options(args)
     process, dataset = args.process, args.dataset
     if args.ckpt is not None:
-        ckpt = read_checkpoint(args.ckpt)
-        meta = ckpt.get("meta") or {}
-        stored = (ckpt.get("process") or {}).get("name")
+        found = checkpoints.find(args.ckpt, kind=("train", "toy-mlp"))
+        meta = found.header.meta
+        stored = (meta.get("process") or {}).get("name")
         if process is not None and stored is not None and process != stored:
             raise UserError(f"--process {process} does not match the checkpoint's process {stored!r}")
         if any(v is not None for v in popts.values()):
             raise UserError("process options (--D, --sigma-*, --m, --process-opt) come from the checkpoint; drop them with --ckpt")
         if meta.get("image"):
-            from ..toy import pick_device
+            from ..runtime import resolve_device
 
-            return ImageProblem(ckpt["_path"], n_samples=args.n_samples, seed=args.seed, device=pick_device(args.device), dataset=dataset,
+            return ImageProblem(found.path, n_samples=args.n_samples, seed=args.seed, device=resolve_device(args.device), dataset=dataset,
                                 inception=args.inception, label=args.label, schedule_name=args.schedule, batch=args.solve_batch)
         process = process or stored
         dataset = dataset or (meta.get("toy") or {}).get("dataset")

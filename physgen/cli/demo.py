@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+from .toy import SAMPLES, SEED, THREADS, TRAIN_STEPS
+
 DEMO_PROCESSES = ("edm", "ve", "vp", "pfgmpp")
 
 
@@ -18,11 +20,11 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="train and sample several processes on a toy set; write a figure and a metrics table")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--dataset", default="moons")
-    p.add_argument("--train-steps", type=int, default=1200)
-    p.add_argument("--n-samples", type=int, default=2000)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (toy-sized work runs fastest on one; 0: torch's default)")
+    p.add_argument("--train-steps", type=TRAIN_STEPS, default=1200)
+    p.add_argument("--n-samples", type=SAMPLES, default=2000)
+    p.add_argument("--threads", type=THREADS, default=1, help="CPU threads for torch (toy-sized work runs fastest on one; 0: torch's default)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.set_defaults(func=run)
 
 
@@ -35,7 +37,7 @@ def run(args) -> int:
     from ..processes import PROCESSES
     from ..toy import ToyConfig, run_toy
 
-    from .toy import set_threads
+    from ..runtime import set_threads
 
     set_threads(args.threads)
     out = ensure_dir(args.out)

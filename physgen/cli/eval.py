@@ -59,7 +59,7 @@ def register(sub) -> None:
 
 def _net(args):
     from ..images.evaluate import load_feature_net
-    from ..training import resolve_device
+    from ..runtime import resolve_device
 
     device = resolve_device(args.device)
     net, net_id = load_feature_net(args.feature_net, args.inception, device=device)

@@ -19,8 +19,20 @@ from solvers.base import DenoiserFormError
 COMMANDS = ("toy", "demo", "experiment", "compare_solvers", "nll", "genphys", "train", "sample", "eval", "train_classifier")
 
 
+class UsageError(Exception):
+    """A command line argparse refuses (unknown flag, bad value): one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with its error as one line (no usage block), raised instead of exiting, so
+    that ``main`` returns 2 in-process too (subcommand parsers inherit the class)."""
+
+    def error(self, message: str):
+        raise UsageError(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="physgen", description="Physics-inspired generative models: diffusion, NCSN, PFGM, PFGM++, GenPhys.")
+    parser = Parser(prog="physgen", description="Physics-inspired generative models: diffusion, NCSN, PFGM, PFGM++, GenPhys.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name in COMMANDS:
@@ -36,7 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(str(e).replace("\n", " "), file=sys.stderr)
+        return 2
     try:
         result = args.func(args)
     except (ValueError, FileNotFoundError, FloatingPointError, NoScoreError, DenoiserFormError) as e:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from ..errors import UserError
 from .toy import add_process_arguments, process_options
 
-__all__ = ["register", "run", "load_field_checkpoint", "find_checkpoint"]
+__all__ = ["register", "run", "load_field_checkpoint"]
 
 
 def register(sub) -> None:
@@ -53,51 +52,31 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def find_checkpoint(path) -> Path:
-    """``path`` itself when it is a file, else the newest ``checkpoints/ckpt-*.pt`` under it."""
-    from ..training import latest_checkpoint
-
-    p = Path(path)
-    if p.is_file():
-        return p
-    if p.is_dir():
-        found = latest_checkpoint(p) or (latest_checkpoint(p.parent) if p.name == "checkpoints" else None)
-        if found is None:
-            found = max(p.glob("ckpt-*.pt"), default=None)
-        if found is not None:
-            return found
-        raise UserError(f"no checkpoint in {str(p)!r} (expected {str(p / 'checkpoints')}/ckpt-*.pt)")
-    raise UserError(f"checkpoint {str(p)!r} does not exist")
-
-
 def load_field_checkpoint(path, device="cpu", weights: str = "ema"):
-    """``(process, field, info)`` from a training checkpoint (file or run directory).
+    """``(process, field, info)`` from a checkpoint (file or run directory: its newest
+    checkpoint that verifies).
 
-    The process is rebuilt from the checkpoint's ``process`` entry.  Image checkpoints
-    (``meta.image``, written by ``physgen train``) are rebuilt by
-    :func:`physgen.images.train.load_trained`; toy MLPs by :func:`physgen.compare.problems.load_toy_checkpoint` (sizes from the
-    checkpoint's metadata, else from the shapes of its state dict).
+    Image checkpoints (``meta.image``, written by ``physgen train``) are rebuilt by
+    :func:`physgen.images.train.load_trained`; toy MLPs by
+    :func:`physgen.compare.problems.load_toy_checkpoint` (sizes from the checkpoint's
+    metadata, else from the shapes of its state dict).
     """
-    from ..training import load_checkpoint_file
+    from .. import checkpoints
 
-    file = find_checkpoint(path)
-    ckpt = load_checkpoint_file(file)
-    if weights not in ckpt:
-        raise UserError(f"checkpoint {str(file)!r} has no {weights!r} weights (keys: {', '.join(sorted(ckpt))})")
-    meta = ckpt.get("meta") or {}
+    found = checkpoints.find(path, kind=("train", "toy-mlp"))
+    meta = found.header.meta
     if "image" in meta:
         from ..images.train import load_trained
 
-        model = load_trained(file, device=device, ema=weights == "ema")
-        return model.process, model.field, {"kind": "image", "path": str(file), "step": model.step, "shape": list(model.shape)}
-    if "process" not in ckpt:
-        raise UserError(f"checkpoint {str(file)!r} does not record its process; pass a checkpoint written by physgen.training")
+        model = load_trained(found.path, device=device, ema=weights == "ema")
+        return model.process, model.field, {"kind": "image", "path": str(found.path), "step": model.step, "shape": list(model.shape)}
+    if "process" not in meta:
+        raise UserError(f"checkpoint {str(found.path)!r} does not record its process; pass a checkpoint written by physgen.training")
     from ..compare.problems import load_toy_checkpoint
 
-    loaded = load_toy_checkpoint(file, device=device, ema=weights == "ema")
-    process, field = loaded["process"], loaded["field"]
+    loaded = load_toy_checkpoint(found.path, device=device, ema=weights == "ema")
     spec = {"dim": loaded["dim"], **((loaded["meta"].get("toy") or {}).get("net") or {})}
-    return process, field, {"kind": "mlp", "path": str(file), "step": int(ckpt.get("step", 0)), "mlp": spec}
+    return loaded["process"], loaded["field"], {"kind": "mlp", "path": str(found.path), "step": loaded["step"], "mlp": spec}
 
 
 def run(args) -> int:
@@ -106,12 +85,13 @@ def run(args) -> int:
     from ..likelihood import LikelihoodResult, log_likelihood
     from ..noise import SeededNoise
     from ..processes import make_process
-    from ..toy import ToyConfig, auto_process_options, build_field, pick_device
+    from ..runtime import resolve_device
+    from ..toy import ToyConfig, auto_process_options, build_field
 
     for name in ("n", "n_data", "batch"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     opts = process_options(args)
     info: dict = {}
     labels = None

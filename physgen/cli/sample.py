@@ -50,7 +50,7 @@ def _options(args) -> dict:
 def run(args) -> int:
     from ..images.generate import sample_grid, sample_to_dir
     from ..images.train import load_trained
-    from ..training import dist_info, resolve_device
+    from ..runtime import dist_info, resolve_device
 
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")

@@ -51,7 +51,8 @@ def run(args) -> int:
     from ..guidance import SCALE_LAWS, classifier_accuracy, make_classifier, save_classifier, train_classifier
     from ..io import ensure_dir, write_json
     from ..processes import make_process
-    from ..toy import auto_process_options, pick_device
+    from ..runtime import resolve_device
+    from ..toy import auto_process_options
     from ..training import TrainConfig
 
     for name in ("steps", "batch", "n_data", "hidden", "depth", "width"):
@@ -59,7 +60,7 @@ def run(args) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.scales not in SCALE_LAWS:
         raise unknown_name("--scales", args.scales, SCALE_LAWS)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     g = torch.Generator(device=device).manual_seed(args.seed)
     if _is_image(args.dataset):
         from ..images.data import load_image_dataset

@@ -97,7 +97,7 @@ def generate(
     a class, or one class per entry of ``indices``.  ``precision="bf16"`` runs the field
     under bf16 autocast on CUDA (fp32 elsewhere).
     """
-    from ..training import resolve_precision
+    from ..runtime import resolve_precision
 
     if batch < 1:
         raise UserError(f"batch must be >= 1, got {batch}")

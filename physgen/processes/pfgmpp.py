@@ -24,6 +24,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from ..config import parse_D
 from ..errors import UserError
 from ..fields.exact import ExactField
 from ..fields.kinds import expand_as_batch
@@ -34,26 +35,8 @@ __all__ = ["StudentTKernel", "PFGMpp", "check_D"]
 
 
 def check_D(D) -> Union[int, float]:
-    """``D`` as an ``int`` (a positive integer) or ``math.inf``; :class:`UserError` otherwise.
-
-    Accepts ints, integral floats, ``inf`` and the strings ``"128"``, ``"inf"``.
-    """
-    value = D
-    if isinstance(D, str):
-        text = D.strip().lower()
-        if text in ("inf", "infinity", "+inf"):
-            return math.inf
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"D must be a positive integer or inf, got {D!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"D must be a positive integer or inf, got {D!r}")
-    if value == math.inf:
-        return math.inf
-    if not (math.isfinite(value) and value > 0 and float(value).is_integer()):
-        raise UserError(f"D must be a positive integer or inf, got {D!r}")
-    return int(value)
+    """``D`` as an ``int`` (a positive integer) or ``math.inf``: :func:`physgen.config.parse_D`."""
+    return parse_D(D)
 
 
 class StudentTKernel:
