@@ -53,6 +53,7 @@ from torch import Tensor
 __all__ = ["add_arguments", "run", "make_dataset", "parse_D_values", "spearman"]
 
 DEFAULT_D = "1,4,16,64,128,2048,inf"
+OUTPUTS = ("results.csv", "d_sweep.png", "summary.md")  # what the experiment writes into --out
 DIMS = ("toy", "digits", "hd")
 
 

@@ -38,6 +38,10 @@ import torch
 
 __all__ = ["add_arguments", "run", "shift_errors"]
 
+# what the experiment writes into --out
+OUTPUTS = ("shift_error.csv", "shift_error.png", "toy_guidance.png", "toy_samples.png", "digits_guidance.png", "digits_samples.png",
+           "guidance.csv", "summary.json")
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/guidance", help="output folder")

@@ -106,7 +106,7 @@ def test_cli_resume_with_new_total_equals_straight_run(run_dir, tmp_path):
 
 def test_resume_refuses_model_changes(run_dir, capsys):
     _one_line_error(capsys, ["train", "--resume", str(run_dir), "--arch", "small"], "--arch", "cannot change")
-    _one_line_error(capsys, TRAIN + ["--steps", "3", "--out", str(run_dir)], "already holds checkpoints")
+    _one_line_error(capsys, TRAIN + ["--steps", "3", "--out", str(run_dir)], "already holds another run", "--resume")
 
 
 def test_missing_dataset_path_is_one_line(tmp_path, capsys):

@@ -15,7 +15,11 @@ from __future__ import annotations
 import sys
 
 from ..errors import UserError
+from ..runfolder import add_overwrite_argument, prepare
 from .toy import add_process_arguments, process_options, sampler_options
+
+# what compare-solvers writes (the toy MLP's checkpoint only when it trains one)
+OUTPUTS = ("results.csv", "results.json", "error_vs_nfe.png", "quality_vs_nfe.png", "time_vs_nfe.png", "config.json", "checkpoints/ckpt-*.pt")
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -87,6 +91,7 @@ def register(sub) -> None:
     p.add_argument("--birth-death", default=None, help="Yukawa: transport, smc, weights, off")
     p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE", help="option passed to every solver/sampler (JSON value)")
     p.add_argument("--out", default="runs/compare-solvers")
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -137,7 +142,7 @@ def build_problem(args, log_stream=None):
 
 def run(args) -> int:
     from ..compare.run import compare, markdown_table, stderr_log, write_outputs
-    from ..io import ensure_dir, write_json
+    from ..io import write_json
 
     from ..sampling import sampler_names
 
@@ -151,7 +156,10 @@ def run(args) -> int:
             raise unknown_name("solver", name, valid)
     if not (args.ref_rtol > 0 and args.ref_atol > 0):
         raise UserError(f"--ref-rtol and --ref-atol must be > 0, got {args.ref_rtol}, {args.ref_atol}")
-    ensure_dir(args.out)
+    # with --ckpt nothing is trained here: a checkpoint in --out is the input, not an old output
+    keep_input = (lambda path: path.parent.name == "checkpoints") if args.ckpt is not None else None
+    prepare(args.out, "compare-solvers", OUTPUTS, overwrite=args.overwrite, keep=keep_input,
+            conflicts=[o for o in OUTPUTS if not o.startswith("checkpoints/")] if args.ckpt is not None else None)
     log = stderr_log()
     problem = build_problem(args, log_stream=sys.stderr)
     result = compare(problem, names, steps, ref_rtol=args.ref_rtol, ref_atol=args.ref_atol, check_reference=args.ref_check,

@@ -11,9 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-from .toy import SAMPLES, SEED, THREADS, TRAIN_STEPS
+from ..runfolder import add_overwrite_argument, prepare
+from .toy import OUTPUTS as TOY_OUTPUTS, SAMPLES, SEED, THREADS, TRAIN_STEPS
 
 DEMO_PROCESSES = ("edm", "ve", "vp", "pfgmpp")
+OUTPUTS = ("demo.png", "metrics.md", "metrics.json", *(f"{p}/{name}" for p in DEMO_PROCESSES for name in TOY_OUTPUTS))
 
 
 def register(sub) -> None:
@@ -25,6 +27,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=THREADS, default=1, help="CPU threads for torch (toy-sized work runs fastest on one; 0: torch's default)")
     p.add_argument("--device", default="auto")
     p.add_argument("--seed", type=SEED, default=0)
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -33,14 +36,14 @@ def run(args) -> int:
     import torch
 
     from ..data import load_toy
-    from ..io import ensure_dir, save_figure, write_json
+    from ..io import save_figure, write_json
     from ..processes import PROCESSES
     from ..toy import ToyConfig, run_toy
 
     from ..runtime import set_threads
 
     set_threads(args.threads)
-    out = ensure_dir(args.out)
+    out = prepare(args.out, "demo", OUTPUTS, overwrite=args.overwrite).path
     rows = []
     processes = [p for p in DEMO_PROCESSES if p in PROCESSES]
     t_start = time.perf_counter()

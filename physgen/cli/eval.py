@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 from ..errors import UserError
+from ..runfolder import add_overwrite_argument, prepare_file
 
 
 def _add_net(p) -> None:
@@ -47,6 +48,7 @@ def register(sub) -> None:
     r.add_argument("--ref", required=True, help="cifar10:PATH | folder:PATH | npz:PATH | digits")
     _add_net(r)
     r.add_argument("--out", required=True, metavar="FILE.npz")
+    add_overwrite_argument(r)
     r.set_defaults(func=run_ref_stats)
 
     s = evsub.add_parser("ssim", help="SSIM between images of the same name in two directories")
@@ -98,8 +100,9 @@ def run_ref_stats(args) -> int:
         raise UserError(f"--out must end in .npz, got {args.out!r}")
     from pathlib import Path
 
+    prepare_file(args.out, "eval ref-stats", overwrite=args.overwrite)
     net, net_id, device = _net(args)
-    Path(args.out).unlink(missing_ok=True)  # recompute, do not read it back as a cache
+    Path(args.out).unlink(missing_ok=True)  # --overwrite: recompute, do not read it back as a cache
     res = reference_features(args.ref, net, net_id, split=args.ref_split, resolution=args.resolution, cache=args.out, batch=args.batch, device=device)
     print(f"wrote {args.out}: statistics of {res['n']} images of {args.ref} ({net_id})")
     return 0

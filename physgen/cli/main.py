@@ -13,6 +13,7 @@ import sys
 from typing import Optional, Sequence
 
 from ..processes.base import NoScoreError
+from ..runfolder import release_all
 from solvers.base import DenoiserFormError
 
 # subcommand modules, in help order; a module that is not written yet is skipped
@@ -63,6 +64,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"physgen {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        release_all()  # the run-folder locks of this command
     return int(result or 0)
 
 

@@ -17,6 +17,7 @@ import time
 import torch
 
 from ..errors import UserError
+from ..runfolder import add_overwrite_argument, prepare
 from .toy import add_process_arguments, process_options
 
 __all__ = ["register", "run", "load_field_checkpoint"]
@@ -49,6 +50,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--out", default="runs/nll")
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -81,7 +83,7 @@ def load_field_checkpoint(path, device="cpu", weights: str = "ema"):
 
 def run(args) -> int:
     from ..data import load_toy
-    from ..io import ensure_dir, write_json
+    from ..io import write_json
     from ..likelihood import LikelihoodResult, log_likelihood
     from ..noise import SeededNoise
     from ..processes import make_process
@@ -92,6 +94,7 @@ def run(args) -> int:
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     device = resolve_device(args.device)
+    out = prepare(args.out, "nll", ("nll.json",), overwrite=args.overwrite).path
     opts = process_options(args)
     info: dict = {}
     labels = None
@@ -161,7 +164,6 @@ def run(args) -> int:
         s = torch.full((n,), result.s_min, dtype=torch.float64, device=x.device)
         summary["analytic_nll_nats"] = float(-ref.log_prob(x.double(), s).mean())
         summary["data_nll_nats"] = float(-dataset.mixture.log_prob(x.double().cpu()).mean())
-    out = ensure_dir(args.out)
     write_json(out / "nll.json", summary)
     ref_text = f"  (analytic at s_min: {summary['analytic_nll_nats']:.4f})" if "analytic_nll_nats" in summary else ""
     print(f"nll = {result.nll:.4f} ± {result.nll_std_err:.4f} nats ({result.bits_per_dim:.4f} bits/dim) over {n} points, "

@@ -7,7 +7,10 @@ from ..config import (
     LIMIT_REASONS, MAX_BATCH, MAX_DEPTH, MAX_LEVELS, MAX_SAMPLES, MAX_STEPS, MAX_TRAIN_STEPS, MAX_WIDTH, arg, parse_D, parse_float,
     parse_int, parse_key_values, parse_probability, parse_seed,
 )
+from ..runfolder import add_overwrite_argument, prepare
 from ..runtime import available_cpus
+
+OUTPUTS = ("config.json", "samples.npy", "metrics.json", "samples.png", "trajectories.png")  # what physgen toy writes
 
 # typed, bounded option values (physgen.config): a bad one is one line naming the flag
 POSITIVE = arg(parse_float, 0.0, lo_open=True)
@@ -92,6 +95,7 @@ def register(sub) -> None:
     p.add_argument("--label", type=LABEL, default=None, help="class label to condition on")
     add_guidance_arguments(p)
     p.add_argument("--out", default="runs/toy")
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -107,6 +111,7 @@ def run(args) -> int:
         process_options=process_options(args), sampler_options=sampler_options(args), label=args.label, out=args.out,
         cond_drop=args.cond_drop, **guidance_options(args),
     )
+    prepare(args.out, "toy", OUTPUTS, overwrite=args.overwrite)
     metrics = run_toy(config, log_stream=sys.stderr)
     keys = ("sliced_w2", "mmd", "energy", "nfe", "wall_s")
     print("  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}" for k in keys if k in metrics))

@@ -19,7 +19,10 @@ from ..config import (
     parse_optional, parse_probability, parse_seed,
 )
 from ..errors import UserError
+from ..runfolder import add_overwrite_argument, prepare
 from .toy import add_process_arguments, process_options
+
+OUTPUTS = ("config.json", "summary.json", "checkpoints/ckpt-*.pt", "samples/grid-*.png")  # what physgen train writes
 
 S = argparse.SUPPRESS
 
@@ -97,6 +100,7 @@ def register(sub) -> None:
     p.set_defaults(process=None)
     for flag, (_, kw) in FLAGS.items():
         p.add_argument(flag, default=S, **kw)
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -178,12 +182,15 @@ def _differs(base: dict, key: str, value) -> bool:
 
 def run(args) -> int:
     from ..images.train import dump_config, run_training
+    from ..runtime import dist_info
 
     config, resume = resolve_config(args)
     if args.dump_config:
         dump_config(config, args.dump_config)
         print(f"wrote {args.dump_config}")
         return 0
+    if dist_info().is_main:  # only rank 0 writes
+        prepare(config.out, "train", OUTPUTS, overwrite=args.overwrite, resume=bool(resume), hint=f", continue with --resume {config.out}")
     try:
         result = run_training(config, resume=resume, log_stream=sys.stderr)
     finally:

@@ -14,7 +14,10 @@ import sys
 from dataclasses import asdict
 
 from ..errors import UserError
+from ..runfolder import add_overwrite_argument, prepare
 from .toy import add_process_arguments, process_options
+
+OUTPUTS = ("classifier.pt", "config.json", "metrics.json", "checkpoints/ckpt-*.pt")  # what train-classifier writes
 
 IMAGE_PREFIXES = ("cifar10:", "folder:", "npz:")
 
@@ -37,6 +40,7 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--out", default="runs/classifier")
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -49,7 +53,7 @@ def run(args) -> int:
 
     from ..errors import unknown_name
     from ..guidance import SCALE_LAWS, classifier_accuracy, make_classifier, save_classifier, train_classifier
-    from ..io import ensure_dir, write_json
+    from ..io import write_json
     from ..processes import make_process
     from ..runtime import resolve_device
     from ..toy import auto_process_options
@@ -61,6 +65,8 @@ def run(args) -> int:
     if args.scales not in SCALE_LAWS:
         raise unknown_name("--scales", args.scales, SCALE_LAWS)
     device = resolve_device(args.device)
+    out = prepare(args.out, "train-classifier", OUTPUTS, overwrite=args.overwrite, resume=args.resume,
+                  hint=", continue with --resume").path
     g = torch.Generator(device=device).manual_seed(args.seed)
     if _is_image(args.dataset):
         from ..images.data import load_image_dataset
@@ -91,7 +97,6 @@ def run(args) -> int:
         idx = torch.randint(0, data.shape[0], (n,), generator=gen, device=gen.device)
         return data[idx], labels[idx]
 
-    out = ensure_dir(args.out)
     result = train_classifier(process, classifier, batch, tcfg, scales=args.scales, out_dir=out, resume=args.resume, device=device,
                               log_stream=sys.stderr)
     clf = result.ema.eval()
