@@ -344,10 +344,12 @@ def _expected(annotation: Any, default: Any) -> Any:
     return Any
 
 
-def check_options(fn: Callable[..., Any], options: Mapping[str, Any], where: str, *, skip: Sequence[str] = ("self",)) -> dict:
+def check_options(fn: Callable[..., Any], options: Mapping[str, Any], where: str, *, skip: Sequence[str] = ("self",),
+                  custom: Optional[Mapping[str, Callable[[Any, str], Any]]] = None) -> dict:
     """``options`` checked against ``fn``'s keywords: unknown names list the valid ones, values
     are coerced to the annotated type (or the type of the default; ``None`` stays ``None``,
-    meaning "default") with errors naming ``where KEY``.  Returns the coerced options."""
+    meaning "default") with errors naming ``where KEY``; ``custom`` maps a keyword to its own
+    parser ``parse(value, name)`` (e.g. ``{"D": parse_D}``).  Returns the coerced options."""
     params = {k: p for k, p in inspect.signature(fn).parameters.items() if k not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
     try:
         hints = typing.get_type_hints(fn)
@@ -356,9 +358,12 @@ def check_options(fn: Callable[..., Any], options: Mapping[str, Any], where: str
     out = {}
     for key, value in options.items():
         if key not in params:
-            raise UserError(f"{where} has no option {key!r}; it takes: {', '.join(params) or 'none'}")
+            raise UserError(f"{where} has no option {key!r} (unknown {where.split()[0]} option); it takes: {', '.join(params) or 'none'}")
         if value is None:
             out[key] = None
+            continue
+        if custom and key in custom:
+            out[key] = custom[key](value, f"{where} {key}")
             continue
         expected = _expected(hints.get(key, params[key].annotation), params[key].default)
         out[key] = _coerce(expected, value, f"{where} {key}")

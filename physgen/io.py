@@ -40,8 +40,13 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[Any]:
     ``mkstemp``'s private ``0o600``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a parent is a file, no permission, disk full: the user's path
+        from .errors import UserError
+
+        raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     try:
         os.chmod(tmp, output_mode())
         with os.fdopen(fd, mode) as handle:

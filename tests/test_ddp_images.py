@@ -78,6 +78,6 @@ def test_two_process_gloo_step_equals_one_process_step(tmp_path, monkeypatch):
         for name, value in one[key].items():
             torch.testing.assert_close(ddp[key][name], value, atol=2e-6, rtol=1e-5, msg=f"{key}.{name}")
     assert ddp["losses"] == pytest.approx(one["losses"], rel=1e-5)
-    e0, e1 = torch.load(side / "ema-0.pt"), torch.load(side / "ema-1.pt")
+    e0, e1 = torch.load(side / "ema-0.pt", weights_only=True), torch.load(side / "ema-1.pt", weights_only=True)
     assert all(torch.equal(e0[k], e1[k]) for k in e0)  # the EMA is the same on every rank
     assert not (tmp_path / "ddp" / "checkpoints" / "ckpt-00000001.pt").exists()

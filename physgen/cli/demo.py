@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from ..runfolder import add_overwrite_argument, prepare
-from .toy import OUTPUTS as TOY_OUTPUTS, SAMPLES, SEED, THREADS, TRAIN_STEPS
+from .argtypes import SAMPLES, SEED, THREADS, TRAIN_STEPS
+from .toy import OUTPUTS as TOY_OUTPUTS
 
 DEMO_PROCESSES = ("edm", "ve", "vp", "pfgmpp")
 OUTPUTS = ("demo.png", "metrics.md", "metrics.json", *(f"{p}/{name}" for p in DEMO_PROCESSES for name in TOY_OUTPUTS))

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
+from .argtypes import BATCH, DEPTH, POSITIVE, SAMPLES, SEED, TRAIN_STEPS, WIDTH
 from .toy import add_process_arguments, process_options
 
 __all__ = ["register", "run", "load_field_checkpoint"]
@@ -31,23 +32,23 @@ def register(sub) -> None:
     p.add_argument("--field", default=None, help="exact, analytic or mlp (default: analytic for a Gaussian-mixture dataset, else mlp: from --ckpt or trained here)")
     p.add_argument("--ckpt", default=None, help="checkpoint file or run directory (state dicts under 'model'/'ema')")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="which weights of the checkpoint")
-    p.add_argument("--n", type=int, default=1000, help="number of points to evaluate")
-    p.add_argument("--n-data", type=int, default=10_000, help="points behind an exact field / MLP training")
-    p.add_argument("--batch", type=int, default=500, help="points per ODE solve")
+    p.add_argument("--n", type=SAMPLES, default=1000, help="number of points to evaluate")
+    p.add_argument("--n-data", type=SAMPLES, default=10_000, help="points behind an exact field / MLP training")
+    p.add_argument("--batch", type=BATCH, default=500, help="points per ODE solve")
     div = p.add_mutually_exclusive_group()
     div.add_argument("--exact-divergence", dest="divergence", action="store_const", const="exact", help="exact divergence (N backward passes)")
     div.add_argument("--hutchinson", dest="divergence", action="store_const", const="hutchinson", help="Hutchinson's estimator (one Rademacher probe per sample)")
     p.set_defaults(divergence="auto")
-    p.add_argument("--rtol", type=float, default=1e-5)
-    p.add_argument("--atol", type=float, default=1e-5)
-    p.add_argument("--s-min", type=float, default=None, help="start of the integration (default: the process's sigma_min / t_eps)")
-    p.add_argument("--dequantize", type=float, default=None, metavar="WIDTH",
+    p.add_argument("--rtol", type=POSITIVE, default=1e-5)
+    p.add_argument("--atol", type=POSITIVE, default=1e-5)
+    p.add_argument("--s-min", type=POSITIVE, default=None, help="start of the integration (default: the process's sigma_min / t_eps)")
+    p.add_argument("--dequantize", type=POSITIVE, default=None, metavar="WIDTH",
                    help="uniform dequantisation with this bin width (8-bit images in [-1,1]: 2/255, the default for image data)")
-    p.add_argument("--train-steps", type=int, default=2000, help="--field mlp without --ckpt: training steps")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-steps", type=TRAIN_STEPS, default=2000, help="--field mlp without --ckpt: training steps")
+    p.add_argument("--hidden", type=WIDTH, default=256)
+    p.add_argument("--depth", type=DEPTH, default=3)
+    p.add_argument("--lr", type=POSITIVE, default=2e-3)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--out", default="runs/nll")
     add_overwrite_argument(p)

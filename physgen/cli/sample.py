@@ -13,7 +13,8 @@ from pathlib import Path
 from ..config import LIMIT_REASONS, MAX_SAMPLES, arg, parse_int
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, join, prepare, prepare_file
-from .toy import BATCH, LABEL, POSITIVE, SAMPLES, SEED, STEPS, add_guidance_arguments, sampler_options
+from .argtypes import BATCH, LABEL, POSITIVE, SAMPLES, SEED, STEPS
+from .toy import add_guidance_arguments, sampler_options
 
 OUTPUTS = ("sampling.json", "[0-9][0-9][0-9][0-9][0-9][0-9]*.png")  # what sample --out DIR writes
 

@@ -3,28 +3,11 @@ from __future__ import annotations
 
 import sys
 
-from ..config import (
-    LIMIT_REASONS, MAX_BATCH, MAX_DEPTH, MAX_LEVELS, MAX_SAMPLES, MAX_STEPS, MAX_TRAIN_STEPS, MAX_WIDTH, arg, parse_D, parse_float,
-    parse_int, parse_key_values, parse_probability, parse_seed,
-)
+from ..config import parse_key_values
 from ..runfolder import add_overwrite_argument, prepare
-from ..runtime import available_cpus
+from .argtypes import BATCH, DEPTH, FINITE, FRACTION, LABEL, LEVELS, POSITIVE, SAMPLES, SEED, STEPS, THREADS, TRAIN_STEPS, WIDTH, D
 
 OUTPUTS = ("config.json", "samples.npy", "metrics.json", "samples.png", "trajectories.png")  # what physgen toy writes
-
-# typed, bounded option values (physgen.config): a bad one is one line naming the flag
-POSITIVE = arg(parse_float, 0.0, lo_open=True)
-FINITE = arg(parse_float)
-STEPS = arg(parse_int, 1, MAX_STEPS, LIMIT_REASONS["steps"])
-TRAIN_STEPS = arg(parse_int, 1, MAX_TRAIN_STEPS, LIMIT_REASONS["train_steps"])
-SAMPLES = arg(parse_int, 1, MAX_SAMPLES, LIMIT_REASONS["samples"])
-BATCH = arg(parse_int, 1, MAX_BATCH, LIMIT_REASONS["batch"])
-WIDTH = arg(parse_int, 1, MAX_WIDTH, LIMIT_REASONS["width"])
-DEPTH = arg(parse_int, 1, MAX_DEPTH, LIMIT_REASONS["depth"])
-LEVELS = arg(parse_int, 1, MAX_LEVELS, LIMIT_REASONS["levels"])
-SEED = arg(parse_seed)
-LABEL = arg(parse_int, 0, MAX_SAMPLES)
-THREADS = arg(parse_int, 0, available_cpus(), "the CPUs available here: more threads only slow torch down, and huge counts abort OpenMP")
 
 
 def add_process_arguments(p) -> None:
@@ -32,7 +15,7 @@ def add_process_arguments(p) -> None:
     p.add_argument("--process", default="edm", help="ve, vp, edm, ... (see the README)")
     p.add_argument("--sigma-min", type=POSITIVE, default=None, help="smallest scale (default: the process's)")
     p.add_argument("--sigma-max", type=POSITIVE, default=None, help="largest scale (toy default: the data's largest pairwise distance)")
-    p.add_argument("--D", type=arg(parse_D), default=None, help="PFGM++ extra dimensions: a positive integer or inf")
+    p.add_argument("--D", type=D, default=None, help="PFGM++ extra dimensions: a positive integer or inf")
     p.add_argument("--m", type=FINITE, default=None, help="Yukawa mass")
     p.add_argument("--process-opt", action="append", default=[], metavar="KEY=VALUE", help="any other process option (JSON value)")
 
@@ -69,7 +52,7 @@ def add_guidance_arguments(p, cond_drop: bool = True) -> None:
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI", help="guide only for scales in [LO, HI] (the process's s)")
     p.add_argument("--classifier-ckpt", default=None, help="classifier.pt from `physgen train-classifier` (default: the Bayes classifier of an exact/analytic field, or one trained here)")
     if cond_drop:
-        p.add_argument("--cond-drop", type=arg(parse_probability, hi_open=True), default=0.1, help="label dropout when training a conditional network")
+        p.add_argument("--cond-drop", type=FRACTION, default=0.1, help="label dropout when training a conditional network")
 
 
 def guidance_options(args) -> dict:

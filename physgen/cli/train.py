@@ -14,12 +14,10 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import (
-    LIMIT_REASONS, MAX_BATCH, MAX_RESOLUTION, MAX_SAMPLES, MAX_STEPS, MAX_TRAIN_STEPS, arg, parse_float, parse_int, parse_key_values,
-    parse_optional, parse_probability, parse_seed,
-)
+from ..config import arg, parse_float, parse_key_values, parse_optional
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
+from .argtypes import BATCH, COUNT, FRACTION, OPTIONAL_POSITIVE, POSITIVE, RESOLUTION, SAMPLES, SEED, STEPS, TRAIN_STEPS
 from .toy import add_process_arguments, process_options
 
 OUTPUTS = ("config.json", "summary.json", "checkpoints/ckpt-*.pt", "samples/grid-*.png")  # what physgen train writes
@@ -35,49 +33,43 @@ def _kv(text: str):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-_positive = arg(parse_float, 0.0, lo_open=True)
-_optional_positive = arg(parse_optional(parse_float), 0.0, lo_open=True)
-_steps = arg(parse_int, 1, MAX_TRAIN_STEPS, LIMIT_REASONS["train_steps"])
-_batch = arg(parse_int, 1, MAX_BATCH, LIMIT_REASONS["batch"])
-_count = arg(parse_int, 0, MAX_TRAIN_STEPS)
-_period = arg(parse_int, 1, MAX_TRAIN_STEPS)
 
 # flag -> (config key, argparse kwargs); train.* keys live in the [train] table
 FLAGS = {
     "--dataset": ("dataset", dict(help="digits | cifar10:PATH | folder:PATH | npz:PATH")),
-    "--resolution": ("resolution", dict(type=arg(parse_int, 1, MAX_RESOLUTION, LIMIT_REASONS["resolution"]), help="resize to this side (default: the data's own)")),
+    "--resolution": ("resolution", dict(type=RESOLUTION, help="resize to this side (default: the data's own)")),
     "--xflip": ("xflip", dict(action=argparse.BooleanOptionalAction, help="random horizontal flips")),
     "--cond": ("cond", dict(action=argparse.BooleanOptionalAction, help="class-conditional network (labels from the data)")),
-    "--label-dropout": ("label_dropout", dict(type=arg(parse_probability, hi_open=True), help="with --cond: fraction of labels replaced by the null class (default 0.1)")),
-    "--cond-drop": ("label_dropout", dict(type=arg(parse_probability, hi_open=True), help="alias of --label-dropout (classifier-free guidance)")),
-    "--sigma-data": ("sigma_data", dict(type=_positive, help="data standard deviation for the preconditioning (default 0.5)")),
+    "--label-dropout": ("label_dropout", dict(type=FRACTION, help="with --cond: fraction of labels replaced by the null class (default 0.1)")),
+    "--cond-drop": ("label_dropout", dict(type=FRACTION, help="alias of --label-dropout (classifier-free guidance)")),
+    "--sigma-data": ("sigma_data", dict(type=POSITIVE, help="data standard deviation for the preconditioning (default 0.5)")),
     "--arch": ("arch", dict(help="U-Net preset: tiny, small, ddpmpp (= ddpmpp-cifar10), ddpmpp-ffhq64")),
     "--unet-opt": ("unet", dict(type=_kv, action="append", metavar="KEY=VALUE", help="U-Net preset override, e.g. dropout=0.1 (JSON value)")),
     "--device": ("device", dict(help="auto, cpu, cuda, cuda:N (torchrun: cuda:LOCAL_RANK)")),
     "--out": ("out", dict(help="run directory (config, checkpoints, sample grids)")),
-    "--sample-every": ("sample_every", dict(type=_count, help="write a grid of EMA samples every N steps (0: at the end only)")),
-    "--sample-n": ("sample_n", dict(type=arg(parse_int, 1, MAX_SAMPLES, LIMIT_REASONS["samples"]), help="images per grid (default 64)")),
-    "--sample-steps": ("sample_steps", dict(type=arg(parse_int, 1, MAX_STEPS, LIMIT_REASONS["steps"]), help="solver steps for the grids (default 18)")),
+    "--sample-every": ("sample_every", dict(type=COUNT, help="write a grid of EMA samples every N steps (0: at the end only)")),
+    "--sample-n": ("sample_n", dict(type=SAMPLES, help="images per grid (default 64)")),
+    "--sample-steps": ("sample_steps", dict(type=STEPS, help="solver steps for the grids (default 18)")),
     "--sample-solver": ("sample_solver", dict(help="solver for the grids (default heun)")),
-    "--sample-seed": ("sample_seed", dict(type=arg(parse_seed), help="seed of the grid samples")),
-    "--steps": ("train.steps", dict(type=_steps, help="total optimiser steps (clears --duration-mimg)")),
-    "--duration-mimg": ("train.duration_mimg", dict(type=_positive, help="total training images in millions (EDM: 200)")),
-    "--batch": ("train.batch", dict(type=_batch, help="global batch over all processes (default 512)")),
-    "--micro-batch": ("train.micro_batch", dict(type=_batch, help="samples per forward pass (gradient accumulation)")),
-    "--lr": ("train.lr", dict(type=_positive, help="Adam learning rate (default 1e-3)")),
-    "--warmup-steps": ("train.warmup_steps", dict(type=_count, help="linear lr warm-up in steps (clears --warmup-mimg)")),
+    "--sample-seed": ("sample_seed", dict(type=SEED, help="seed of the grid samples")),
+    "--steps": ("train.steps", dict(type=TRAIN_STEPS, help="total optimiser steps (clears --duration-mimg)")),
+    "--duration-mimg": ("train.duration_mimg", dict(type=POSITIVE, help="total training images in millions (EDM: 200)")),
+    "--batch": ("train.batch", dict(type=BATCH, help="global batch over all processes (default 512)")),
+    "--micro-batch": ("train.micro_batch", dict(type=BATCH, help="samples per forward pass (gradient accumulation)")),
+    "--lr": ("train.lr", dict(type=POSITIVE, help="Adam learning rate (default 1e-3)")),
+    "--warmup-steps": ("train.warmup_steps", dict(type=COUNT, help="linear lr warm-up in steps (clears --warmup-mimg)")),
     "--warmup-mimg": ("train.warmup_mimg", dict(type=arg(parse_optional(parse_float), 0.0), help="linear lr warm-up in millions of images (default 10)")),
-    "--ema-halflife": ("train.ema_halflife", dict(type=_positive, help="EMA half-life in images (default 500000)")),
-    "--ema-rampup": ("train.ema_rampup", dict(type=_optional_positive, help="EMA ramp-up ratio, or none (default 0.05)")),
-    "--grad-clip": ("train.grad_clip", dict(type=_optional_positive, help="clip the gradient norm to this, or none (default none)")),
-    "--log-every": ("train.log_every", dict(type=_period, help="progress line every N steps")),
-    "--checkpoint-every": ("train.checkpoint_every", dict(type=_count, help="checkpoint every N steps (0: at the end)")),
-    "--keep-checkpoints": ("train.keep_checkpoints", dict(type=_period, help="keep the last K checkpoints")),
-    "--seed": ("train.seed", dict(type=arg(parse_seed), help="seed of initialisation, data order and noise")),
+    "--ema-halflife": ("train.ema_halflife", dict(type=POSITIVE, help="EMA half-life in images (default 500000)")),
+    "--ema-rampup": ("train.ema_rampup", dict(type=OPTIONAL_POSITIVE, help="EMA ramp-up ratio, or none (default 0.05)")),
+    "--grad-clip": ("train.grad_clip", dict(type=OPTIONAL_POSITIVE, help="clip the gradient norm to this, or none (default none)")),
+    "--log-every": ("train.log_every", dict(type=TRAIN_STEPS, help="progress line every N steps")),
+    "--checkpoint-every": ("train.checkpoint_every", dict(type=COUNT, help="checkpoint every N steps (0: at the end)")),
+    "--keep-checkpoints": ("train.keep_checkpoints", dict(type=TRAIN_STEPS, help="keep the last K checkpoints")),
+    "--seed": ("train.seed", dict(type=SEED, help="seed of initialisation, data order and noise")),
     "--precision": ("train.precision", dict(choices=["auto", "fp32", "bf16"], help="auto: bf16 autocast on CUDA, fp32 on CPU")),
     "--channels-last": ("train.channels_last", dict(action=argparse.BooleanOptionalAction, help="channels_last memory format (default on)")),
     "--compile": ("train.compile", dict(action=argparse.BooleanOptionalAction, help="torch.compile the network")),
-    "--max-minutes": ("train.max_minutes", dict(type=_optional_positive, help="stop (with a checkpoint) after this wall time; resume to continue")),
+    "--max-minutes": ("train.max_minutes", dict(type=OPTIONAL_POSITIVE, help="stop (with a checkpoint) after this wall time; resume to continue")),
 }
 PROCESS_KEYS = ("process", "D", "sigma_min", "sigma_max")
 RESUMABLE = {

@@ -3,10 +3,10 @@ invalid options raise :class:`physgen.errors.UserError` listing what is valid.""
 from __future__ import annotations
 
 import importlib
-import inspect
 from typing import Any
 
-from ..errors import UserError, unknown_name
+from ..config import check_options, parse_D
+from ..errors import unknown_name
 from .base import DenoiserFlow, NoScoreError, Process, ProcessFlow
 from .gaussian import EDM, VE, VP, DenoiserProcess, GaussianKernel
 
@@ -42,13 +42,6 @@ def make_process(name: str, **options: Any) -> Process:
     naming the option (e.g. ``--D`` for a process with no D).
     """
     cls = process_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    kwargs = {}
-    for key, value in options.items():
-        if value is None:
-            continue
-        if key not in params:
-            accepted = [p for p in params if p != "self"]
-            raise UserError(f"process {name!r} has no option {key!r}; it takes: {', '.join(accepted) or 'none'}")
-        kwargs[key] = value
-    return cls(**kwargs)
+    given = {key: value for key, value in options.items() if value is not None}
+    # names and value types against the constructor (physgen.config.check_options)
+    return cls(**check_options(cls.__init__, given, f"process {name!r}", custom={"D": parse_D}))
