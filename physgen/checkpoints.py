@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 import re
 import struct
 import sys
@@ -61,6 +62,7 @@ __all__ = [
     "prune",
     "sweep_temporaries",
     "load_state",
+    "torch_load",
 ]
 
 FORMAT = "physgen-checkpoint"
@@ -202,9 +204,27 @@ class _Window(io.RawIOBase):
         return self.handle.tell() - self.offset
 
 
+def _stream(log: Any):
+    """``"stderr"``: the current ``sys.stderr`` (looked up per call, so redirections apply)."""
+    return sys.stderr if isinstance(log, str) and log == "stderr" else log
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def torch_load(source, what: str, *, map_location: Any = "cpu", mmap: bool = False) -> Any:
+    """The project's one ``torch.load``: ``weights_only=True`` (tensors, numbers, strings,
+    lists, dicts; no other Python object is built, so nothing in the file can run), every
+    failure one :class:`UserError` naming ``what``.  ``source``: a path or a binary stream."""
+    try:
+        return torch.load(source, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError:  # torch's weights-only refusal of a Python object
+        raise UserError(f"{what} holds Python objects other than tensors, numbers and strings (a pickle that could run code "
+                        f"when loaded); it is not loaded") from None
+    except Exception as exc:  # zip and format errors differ by torch version
+        raise UserError(f"{what} is damaged or not a torch file ({_first_line(exc)})") from None
 
 
 def _legacy_kind(obj: dict) -> str:
@@ -214,10 +234,7 @@ def _legacy_kind(obj: dict) -> str:
 
 
 def _load_legacy(path: Path, map_location: Any = "cpu", mmap: bool = True) -> dict:
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except Exception as exc:  # zip, pickle and "unsupported global" errors differ by torch version
-        raise UserError(f"checkpoint {str(path)!r} is damaged or not a checkpoint ({_first_line(exc)})") from None
+    obj = torch_load(path, f"checkpoint {str(path)!r}", map_location=map_location, mmap=mmap)
     if not isinstance(obj, dict):
         raise UserError(f"{str(path)!r} is not a physgen checkpoint (it holds a {type(obj).__name__}, not a dict)")
     return obj
@@ -288,23 +305,21 @@ def _check_kind(header: Header, kind: Union[None, str, Sequence[str]]) -> None:
         raise UserError(f"{str(header.path)!r} is {KINDS[header.kind].split(' (')[0]}, not {want}")
 
 
-def read(path, *, kind: Union[None, str, Sequence[str]] = None, map_location: Any = "cpu", log=sys.stderr) -> Checkpoint:
+def read(path, *, kind: Union[None, str, Sequence[str]] = None, map_location: Any = "cpu", log: Any = "stderr") -> Checkpoint:
     """Verify and load the checkpoint at ``path`` (``kind``: the kind(s) expected).
 
     The payload is loaded with ``weights_only=True``.  A legacy file says so once on ``log``
     ("no checksum: legacy format")."""
     header = verify(path)
     _check_kind(header, kind)
+    log = _stream(log)
     if header.legacy:
         if log is not None and header.path.resolve() not in _noted_legacy:
             _noted_legacy.add(header.path.resolve())
             print(f"note: checkpoint {str(header.path)!r}: no checksum: legacy format", file=log, flush=True)
         return Checkpoint(header, _load_legacy(header.path, map_location, mmap=False))
-    try:
-        with open(header.path, "rb") as f:
-            payload = torch.load(_Window(f, header.payload_offset), map_location=map_location, weights_only=True)
-    except Exception as exc:  # verified bytes that torch cannot read: written by an incompatible torch
-        raise UserError(f"cannot read checkpoint {str(header.path)!r}: {_first_line(exc)}") from None
+    with open(header.path, "rb") as f:
+        payload = torch_load(_Window(f, header.payload_offset), f"checkpoint {str(header.path)!r}", map_location=map_location)
     if not isinstance(payload, dict):
         raise UserError(f"{str(header.path)!r} is not a physgen checkpoint (its payload is a {type(payload).__name__})")
     return Checkpoint(header, payload)
@@ -336,12 +351,14 @@ def list_checkpoints(path) -> list[Path]:
     return sorted(found, key=lambda c: (_step_of(c), c.name), reverse=True)
 
 
-def find(path, *, kind: Union[None, str, Sequence[str]] = None, log=sys.stderr) -> Found:
+def find(path, *, kind: Union[None, str, Sequence[str]] = None, log: Any = "stderr") -> Found:
     """The checkpoint to use for ``path``: the file itself (verified: a damaged file is an
     error, never silently replaced), or the newest checkpoint of a run folder that verifies.
 
     Newer checkpoints that do not verify (or are of another ``kind``) are skipped, each
-    reported on ``log`` with the reason, and listed in :attr:`Found.skipped`."""
+    reported on ``log`` (default: the current ``sys.stderr``; ``None``: silent) with the
+    reason, and listed in :attr:`Found.skipped`."""
+    log = _stream(log)
     p = Path(path)
     if p.is_file():
         header = verify(p)

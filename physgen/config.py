@@ -373,50 +373,54 @@ def check_options(fn: Callable[..., Any], options: Mapping[str, Any], where: str
 # --------------------------------------------------------------------------- typed coercion
 
 
-def _coerce(tp: Any, value: Any, key: str) -> Any:
-    """``value`` as type ``tp`` (names ``key`` in the error)."""
+def _coerce(tp: Any, value: Any, key: str, label: str = "{}") -> Any:
+    """``value`` as type ``tp``; errors name ``label.format(key)`` (nested keys: ``key.sub``, ``key[i]``)."""
+    name = label.format(key)
     origin, targs = typing.get_origin(tp), typing.get_args(tp)
     if tp is Any or tp is object:
-        return _check_json(value, key) if isinstance(value, (int, float, list, dict)) else value
+        return _check_json(value, name) if isinstance(value, (int, float, list, dict)) else value
     if origin is Union:
         if value is None or (isinstance(value, str) and value.strip().lower() in NONE_STRINGS and type(None) in targs):
             if type(None) in targs:
                 return None
-            raise UserError(f"{key} cannot be none")
+            raise UserError(f"{name} cannot be none")
+        options = [t for t in targs if t is not type(None)]
         errors = []
-        for option in (t for t in targs if t is not type(None)):
+        for option in options:
             try:
-                return _coerce(option, value, key)
+                return _coerce(option, value, key, label)
             except UserError as exc:
                 errors.append(exc)
-        raise errors[-1] if len(errors) == 1 else UserError(f"{key}: {_show(value)} is not a {' or '.join(_type_name(t) for t in targs if t is not type(None))}")
+        if len(errors) == 1:
+            raise errors[0]
+        raise UserError(f"{name} must be {' or '.join(_type_name(t) for t in options)}, got {_show(value)}")
     if value is None:
-        raise UserError(f"{key} cannot be none")
+        raise UserError(f"{name} cannot be none")
     if dataclasses.is_dataclass(tp):
-        return config_from_dict(tp, value, where=key) if isinstance(value, dict) else _type_error(key, tp, value)
+        return config_from_dict(tp, value, where=name) if isinstance(value, dict) else _type_error(name, tp, value)
     if tp is bool:
-        return value if isinstance(value, bool) else _type_error(key, tp, value)
+        return value if isinstance(value, bool) else _type_error(name, tp, value)
     if tp is int:
-        if isinstance(value, str):
-            _type_error(key, tp, value)
-        return parse_int(value, key, -INT64_MAX - 1, INT64_MAX)
+        if isinstance(value, (str, bool)) or not isinstance(value, (int, float, np.integer, np.floating)):
+            _type_error(name, tp, value)
+        return parse_int(value, name, -INT64_MAX - 1, INT64_MAX)
     if tp is float:
-        if isinstance(value, str) and decode_inf(value) == value:
-            _type_error(key, tp, value)
-        return parse_float(decode_inf(value), key, allow_inf=True)
+        if isinstance(value, str) and decode_inf(value) == value or isinstance(value, bool) or not isinstance(value, (int, float, str, np.number)):
+            _type_error(name, tp, value)
+        return parse_float(decode_inf(value), name, allow_inf=True)
     if tp is str:
-        return value if isinstance(value, str) else _type_error(key, tp, value)
+        return value if isinstance(value, str) else _type_error(name, tp, value)
     if tp is dict or origin in (dict, abc.Mapping, abc.MutableMapping):
         if not isinstance(value, dict):
-            _type_error(key, tp, value)
+            _type_error(name, tp, value)
         inner = targs[1] if len(targs) == 2 else Any
-        return {k: _coerce(inner, v, f"{key}.{k}") for k, v in value.items()}
+        return {k: _coerce(inner, v, f"{key}.{k}", label) for k, v in value.items()}
     if tp in (list, tuple) or origin in (list, tuple) or _is_abc_sequence(origin):
         if not isinstance(value, (list, tuple)):
-            _type_error(key, tp, value)
+            _type_error(name, tp, value)
         homogeneous = len(targs) == 1 or (len(targs) == 2 and targs[1] is Ellipsis)
         inner = targs[0] if homogeneous else Any
-        items = [_coerce(inner, v, f"{key}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(inner, v, f"{key}[{i}]", label) for i, v in enumerate(value)]
         return tuple(items) if origin is tuple or tp is tuple else items
     return value  # types this codec does not know are passed through to the receiver's own checks
 
@@ -439,9 +443,8 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
-def _type_error(key: str, tp: Any, value: Any) -> Any:
-    article = _type_name(tp)
-    raise UserError(f"{key} must be {article}, got {_show(value)}")
+def _type_error(name: str, tp: Any, value: Any) -> Any:
+    raise UserError(f"{name} must be {_type_name(tp)}, got {_show(value)}")
 
 
 # --------------------------------------------------------------------------- dataclasses <-> files
@@ -479,12 +482,12 @@ def config_from_dict(cls: type, d: Any, where: str = "config", *, prefix: str = 
         if name in nested:
             f = fields[name]
             base = f.default_factory() if f.default_factory is not dataclasses.MISSING else nested[name]()
-            table = {**config_to_dict(base, encode=False), **(value if isinstance(value, dict) else _type_error(key, dict, value))}
+            table = {**config_to_dict(base, encode=False), **(value if isinstance(value, dict) else _type_error(f"config key {key!r}", dict, value))}
             kwargs[name] = config_from_dict(nested[name], table, where, prefix=key + ".")
         elif "parse" in fields[name].metadata:  # a field with its own parser (e.g. D: parse_D)
             kwargs[name] = fields[name].metadata["parse"](value, f"config key {key!r}")
         else:
-            kwargs[name] = _coerce(hints[name], value, f"config key {key!r}")
+            kwargs[name] = _coerce(hints[name], value, key, "config key '{}'")
     try:
         return cls(**kwargs)
     except TypeError as exc:  # a dataclass without defaults for some fields
@@ -546,8 +549,8 @@ def _toml_value(v: Any, key: str) -> str:
         return str(v)
     if isinstance(v, float):
         return ("inf" if v > 0 else "-inf") if math.isinf(v) else repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
+    if isinstance(v, str):  # a TOML basic string: JSON's escapes, raw non-ASCII (TOML has no surrogate pairs), DEL escaped
+        return json.dumps(v, ensure_ascii=False).replace("\x7f", "\\u007f")
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x, key) for x in v) + "]"
     raise UserError(f"cannot write {key} = {v!r} to TOML")

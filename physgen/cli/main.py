@@ -59,7 +59,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, FileNotFoundError, FloatingPointError, NoScoreError, DenoiserFormError) as e:
         if os.environ.get("PHYSGEN_DEBUG"):
             raise
-        print(f"physgen {args.command}: error: {e}", file=sys.stderr)
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        print(f"physgen {args.command}: error: {lines[0] if lines else type(e).__name__}", file=sys.stderr)  # one line
         return 2
     except KeyboardInterrupt:
         print(f"physgen {args.command}: interrupted", file=sys.stderr)
