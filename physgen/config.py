@@ -48,6 +48,7 @@ __all__ = [
     "config_from_dict",
     "config_to_dict",
     "load_config_file",
+    "read_json",
     "dump_config_file",
     "toml_text",
     "parse_int",
@@ -500,6 +501,23 @@ def config_to_dict(obj: Any, *, encode: bool = True) -> dict:
     return jsonable(d) if encode else d
 
 
+def read_json(path: Any, what: str = "JSON file") -> Any:
+    """The JSON value in ``path``, read strictly: numbers that overflow (``1e400``), ``NaN``
+    and ``Infinity`` literals and integers beyond 64 bits are refused; every failure (missing,
+    unreadable, invalid, absurdly nested) is one UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {str(path)!r} does not exist")
+    try:
+        return json.loads(path.read_text(), parse_float=_file_float, parse_constant=_file_float, parse_int=_file_int)
+    except _Bad as bad:
+        raise UserError(f"{what} {str(path)!r}: {bad}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{what} {str(path)!r}: cannot read: {exc}") from None
+    except (json.JSONDecodeError, RecursionError, ValueError) as exc:
+        raise UserError(f"{what} {str(path)!r}: invalid JSON: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+
+
 def load_config_file(path: Any, what: str = "config file") -> dict:
     """The dict in a ``.toml`` or ``.json`` file (UserError naming the file when unreadable)."""
     path = Path(path)
@@ -507,16 +525,15 @@ def load_config_file(path: Any, what: str = "config file") -> dict:
         raise UserError(f"{what} {str(path)!r} must end in .toml or .json")
     if not path.is_file():
         raise UserError(f"{what} {str(path)!r} does not exist")
-    try:
-        text = path.read_text()
-        if path.suffix.lower() == ".toml":
-            data = tomllib.loads(text, parse_float=_file_float)
-        else:
-            data = json.loads(text, parse_float=_file_float, parse_constant=_file_float, parse_int=_file_int)
-    except _Bad as bad:
-        raise UserError(f"{what} {str(path)!r}: {bad}") from None
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
-        raise UserError(f"cannot parse {what} {str(path)!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    if path.suffix.lower() == ".json":
+        data = read_json(path, what)
+    else:
+        try:
+            data = tomllib.loads(path.read_text(), parse_float=_file_float)
+        except _Bad as bad:
+            raise UserError(f"{what} {str(path)!r}: {bad}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError, ValueError) as exc:
+            raise UserError(f"cannot parse {what} {str(path)!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     if not isinstance(data, dict):
         raise UserError(f"{what} {str(path)!r} must hold a table/object of settings")
     return data

@@ -200,6 +200,11 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
     return metrics
 
 
+def _plane(x: Tensor) -> Tensor:
+    """The two coordinates a figure shows: the first two, or 1-D data on the line y = 0."""
+    return x[..., :2] if x.shape[-1] >= 2 else torch.cat([x, torch.zeros_like(x)], -1)
+
+
 def plot_samples(data: Tensor, samples: Tensor, path: Path, title: str = "") -> None:
     import matplotlib
 
@@ -208,7 +213,7 @@ def plot_samples(data: Tensor, samples: Tensor, path: Path, title: str = "") -> 
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
     lim = float(torch.quantile(data.abs().flatten().double(), 0.995)) * 1.3
-    for ax, pts, name in zip(axes, (data, samples), ("data (fresh)", "samples")):
+    for ax, pts, name in zip(axes, (_plane(data), _plane(samples)), ("data (fresh)", "samples")):
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5)
         ax.set_title(name)
         ax.set_xlim(-lim, lim)
@@ -225,7 +230,7 @@ def plot_trajectories(traj: Tensor, path: Path, n_paths: int = 64, process: str 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    t = traj[:, :n_paths]
+    t = _plane(traj[:, :n_paths])
     for i in range(t.shape[1]):
         ax.plot(t[:, i, 0], t[:, i, 1], lw=0.6, alpha=0.7)
     ax.scatter(t[-1, :, 0], t[-1, :, 1], s=6, c="k", zorder=3, label="end")

@@ -38,7 +38,7 @@ import torch
 
 from .. import checkpoints
 from ..config import (
-    LIMIT_REASONS, MAX_RESOLUTION, MAX_SAMPLES, MAX_STEPS, config_from_dict as _from_dict, config_to_dict, dump_config_file, jsonable,
+    LIMIT_REASONS, MAX_RESOLUTION, MAX_SAMPLES, MAX_STEPS, check_options, config_from_dict as _from_dict, config_to_dict, dump_config_file, jsonable,
     load_config_file, parse_D, parse_float, parse_int, parse_optional, parse_probability, parse_seed,
 )
 from ..errors import UserError, unknown_name
@@ -158,6 +158,17 @@ class ImageTrainConfig:
         self.sample_seed = parse_seed(self.sample_seed, "sample_seed")
         if not isinstance(self.process_options, dict) or not isinstance(self.unet, dict):
             raise UserError("process_options and unet must be tables (dicts)")
+        self._check_options()
+
+    def _check_options(self) -> None:
+        """Process options and U-Net overrides by name and type now, not when a run starts."""
+        from ..nets.unet import UNet
+        from ..processes import process_class
+
+        given = {**self.process_options, **{k: getattr(self, k) for k in ("D", "sigma_min", "sigma_max", "sigma_data")}}
+        check_options(process_class(self.process).__init__, {k: v for k, v in given.items() if v is not None}, f"process_options (process {self.process!r})",
+                      custom={"D": parse_D})
+        check_options(UNet.__init__, self.unet, "unet", skip=("self", "img_resolution", "in_channels", "out_channels", "num_classes"))
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-able dict (``D = inf`` written as ``"inf"``)."""
@@ -370,14 +381,17 @@ def load_trained(path, device="cpu", ema: bool = True) -> TrainedModel:
     if not meta:
         raise UserError(f"{str(found.path)!r} is not an image checkpoint (no U-Net spec inside); was it written by physgen train?")
     ckpt = checkpoints.read(found.path, kind="train")
+    if not isinstance(ckpt.payload.get("process"), dict) or "name" not in ckpt.payload["process"]:
+        raise UserError(f"checkpoint {str(found.path)!r} does not record its process; was it written by physgen train?")
     pconf = dict(ckpt.payload["process"])
     process = make_process(pconf.pop("name"), **pconf)
     try:
         net = build_network(meta["unet"])
-    except (KeyError, TypeError) as exc:
+        shape = tuple(int(v) for v in meta["shape"])
+    except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"checkpoint {str(found.path)!r}: its U-Net spec is incomplete ({exc})") from None
     field_ = process.precondition(net)
     weights = "ema" if ema else "model"
     checkpoints.load_state(field_, ckpt.payload.get(weights), path=found.path, what=f"{weights} weights")
     field_.to(device).eval().requires_grad_(False)
-    return TrainedModel(process, field_, tuple(meta["shape"]), int(meta["unet"]["num_classes"]), ckpt.step, found.path, meta)
+    return TrainedModel(process, field_, shape, int(meta["unet"]["num_classes"]), ckpt.step, found.path, meta)
