@@ -438,6 +438,10 @@ def _child(case: Case, w: Path, argv: list, result_path: Path) -> None:
     """In the forked child: run main(argv) with fds 1/2 into files, write the outcome."""
     os.chdir(w)
     sys.path.insert(0, str(w))  # a case's own plug-in modules (--feature-net featnet_audit:make)
+    import resource
+
+    limit = int(float(os.environ.get("AUDIT_MEMORY_GB", "6")) * 2**30)  # an unbounded size must not take the machine down
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     out_fd, err_fd = os.open(w / ".stdout", os.O_WRONLY | os.O_CREAT), os.open(w / ".stderr", os.O_WRONLY | os.O_CREAT)
     os.dup2(out_fd, 1)
     os.dup2(err_fd, 2)
@@ -554,7 +558,9 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default="audit_cli.json", help="JSON of every case and its outcome")
     parser.add_argument("--only", default=None, help="run only cases whose id or area contains this text")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-case limit in seconds (a case past it is a hang)")
+    parser.add_argument("--memory-gb", type=float, default=6.0, help="address-space limit of each case (a case past it fails or crashes)")
     args = parser.parse_args(argv)
+    os.environ["AUDIT_MEMORY_GB"] = str(args.memory_gb)
     import torch
 
     torch.set_num_threads(1)  # forked children must not inherit a running thread pool

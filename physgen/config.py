@@ -83,7 +83,7 @@ D_MAX = 2**53  # beyond this D is not an exact float64 and D/2 rounds; use inf f
 
 # Upper bounds on sizes, each with the reason it is there (quoted in the error).
 SEED_MAX = 2**62  # seeds are offset by small constants for held-out sets and must stay a 64-bit generator seed
-MAX_STEPS = 1_000_000  # a step is at least one field evaluation and the schedule is held in memory
+MAX_STEPS = 100_000  # a step is at least one field evaluation; past this an adaptive solver (dopri5) is the tool
 MAX_TRAIN_STEPS = 100_000_000  # the loss history keeps one number per step
 MAX_SAMPLES = 10_000_000  # samples (and their trajectories) are held in memory at once
 MAX_BATCH = 1_000_000  # one forward pass holds the whole batch
@@ -94,7 +94,7 @@ MAX_LEVELS = 100_000  # annealed Langevin: levels x steps per level network eval
 
 LIMIT_REASONS = {
     "seed": "a 64-bit generator seed, with room for the held-out offsets",
-    "steps": "each step is at least one field evaluation",
+    "steps": "each step is at least one field evaluation; above that use an adaptive solver such as dopri5",
     "train_steps": "the loss history keeps one number per step",
     "samples": "samples are held in memory at once",
     "batch": "one forward pass holds the whole batch",

@@ -60,14 +60,24 @@ def npz_pickle(path: Path, marker: Path) -> Path:
 
 
 def pt2_pickle(path: Path, marker: Path) -> Path:
-    """A ``.pt2``-named zip archive whose entries are pickles (what torch.export.load's
-    fallback would unpickle)."""
+    """A real ``torch.export`` archive whose ``sample_inputs`` entry is the pickle:
+    ``torch.export.load`` tries ``weights_only=True`` on it, fails, and falls back to full
+    unpickling (torch 2.13), which runs the payload."""
+
+    class Double(torch.nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    torch.export.save(torch.export.export(Double(), (torch.zeros(2),)), str(path))
     buf = io.BytesIO()
-    torch.save(Payload(marker), buf)
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("archive/version", "1")
-        z.writestr("archive/data.pkl", buf.getvalue())
-        z.writestr("archive/sample_inputs.pt", buf.getvalue())
+    torch.save((Payload(marker),), buf)
+    entries = []
+    with zipfile.ZipFile(path) as src:
+        for info in src.infolist():
+            entries.append((info, buf.getvalue() if info.filename.endswith("sample_inputs/model.pt") else src.read(info.filename)))
+    with zipfile.ZipFile(path, "w") as out:
+        for info, data in entries:
+            out.writestr(info, data)
     return path
 
 

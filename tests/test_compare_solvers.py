@@ -203,7 +203,7 @@ def test_mlp_is_saved_and_reloaded_with_ckpt(tmp_path):
         (["--steps", "4,0"], "--steps must be >= 1, got '0'"),
         (["--steps", "4,-2"], "--steps must be >= 1, got '-2'"),
         (["--steps", "four"], "--steps got 'four', not an integer"),
-        (["--steps", "4,1e12"], "--steps must be <= 1000000"),
+        (["--steps", "4,1e12"], "--steps must be <= 100000 (each step"),
         (["--field", "nope"], "unknown field 'nope'; valid: analytic, exact, mlp"),
         (["--process", "nope"], "unknown process 'nope'; valid: "),
         (["--process", "vp", "--solvers", "dpmpp-2m"], "solver 'dpmpp-2m' cannot run on process 'vp'"),
