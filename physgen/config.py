@@ -39,40 +39,11 @@ import numpy as np
 
 from .errors import UserError
 
-__all__ = [
-    "INF_STRINGS",
-    "decode_inf",
-    "jsonable",
-    "parse_D",
-    "D_MAX",
-    "config_from_dict",
-    "config_to_dict",
-    "load_config_file",
-    "read_json",
-    "dump_config_file",
-    "toml_text",
-    "parse_int",
-    "parse_float",
-    "parse_probability",
-    "parse_seed",
-    "parse_optional",
-    "arg",
-    "parse_key_values",
-    "check_options",
-    "FLOAT32_MAX",
-    "FLOAT32_TINY",
-    "INT64_MAX",
-    "SEED_MAX",
-    "MAX_STEPS",
-    "MAX_TRAIN_STEPS",
-    "MAX_SAMPLES",
-    "MAX_BATCH",
-    "MAX_WIDTH",
-    "MAX_DEPTH",
-    "MAX_RESOLUTION",
-    "MAX_LEVELS",
-    "LIMIT_REASONS",
-]
+__all__ = ["INF_STRINGS", "decode_inf", "jsonable", "parse_D", "D_MAX", "config_from_dict", "config_to_dict", "load_config_file",
+           "read_json", "dump_config_file", "toml_text", "parse_int", "parse_float", "parse_probability", "parse_seed",
+           "parse_optional", "arg", "parse_key_values", "check_options", "FLOAT32_MAX", "FLOAT32_TINY", "INT64_MAX", "SEED_MAX",
+           "MAX_STEPS", "MAX_TRAIN_STEPS", "MAX_SAMPLES", "MAX_BATCH", "MAX_WIDTH", "MAX_DEPTH", "MAX_RESOLUTION", "MAX_LEVELS",
+           "LIMIT_REASONS"]
 
 INF_STRINGS = ("inf", "+inf", "infinity", "+infinity")
 NONE_STRINGS = ("none", "null")
