@@ -63,7 +63,8 @@ def d_label(D) -> str:
 
 def train_one(D, args, device, log) -> dict:
     from physgen.images.train import ImageTrainConfig, run_training
-    from physgen.training import TrainConfig, latest_checkpoint
+    from physgen.checkpoints import list_checkpoints
+    from physgen.training import TrainConfig
 
     out = Path(args.out) / f"D{d_label(D)}"
     tcfg = TrainConfig(
@@ -74,7 +75,7 @@ def train_one(D, args, device, log) -> dict:
     )
     cfg = ImageTrainConfig(dataset="digits", resolution=args.resolution, process="pfgmpp", D=D, arch=args.arch, device=str(device),
                            out=str(out), sample_every=args.sample_every, sample_n=64, sample_steps=args.sample_steps, train=tcfg)
-    resume = latest_checkpoint(out) is not None and args.resume
+    resume = bool(list_checkpoints(out)) and args.resume
     t0 = time.perf_counter()
     result = run_training(cfg, resume=resume, log_stream=log)
     wall = time.perf_counter() - t0
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
     from physgen.images.train import load_trained
     from physgen.io import ensure_dir, save_figure, write_json
     from physgen.processes import PROCESSES
-    from physgen.training import resolve_device
+    from physgen.runtime import resolve_device
 
     if "pfgmpp" not in PROCESSES:
         print("error: process 'pfgmpp' is not registered in physgen.processes; this script compares PFGM++ D values", file=sys.stderr)

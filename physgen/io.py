@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Union
@@ -12,19 +13,42 @@ import numpy as np
 
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["atomic_write", "write_json", "save_npy", "save_torch", "save_figure", "ensure_dir"]
+__all__ = ["atomic_write", "write_json", "save_npy", "save_torch", "save_figure", "ensure_dir", "stale_temporaries", "output_mode"]
+
+# atomic_write's temporary files: ".NAME.<mkstemp's 8 random characters>.tmp" beside NAME
+_TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def output_mode() -> int:
+    """The mode a new file gets from ``open``: ``0o666`` less the process's umask."""
+    try:  # Linux: read it without changing it (os.umask sets it, briefly, for every thread)
+        with open("/proc/self/status") as f:
+            mask = next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+    return 0o666 & ~mask
 
 
 @contextlib.contextmanager
 def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success ``os.replace`` it into place.
 
-    A crash (or kill) mid-write leaves the old file, or none, never a half-written one.
+    A crash (or kill) mid-write leaves the old file, or none, never a half-written one (a
+    killed writer leaves its temporary ``.NAME.XXXXXXXX.tmp``, which :func:`stale_temporaries`
+    finds).  The file gets the mode of any new file (``0o666`` less the umask), not
+    ``mkstemp``'s private ``0o600``.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a parent is a file, no permission, disk full: the user's path
+        from .errors import UserError
+
+        raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
+    try:
+        os.chmod(tmp, output_mode())
         with os.fdopen(fd, mode) as handle:
             yield handle
             handle.flush()
@@ -34,6 +58,15 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def stale_temporaries(folder: PathLike, recursive: bool = True) -> list[Path]:
+    """The temporary files that :func:`atomic_write` left in ``folder`` (killed writers)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")
+    return sorted(p for p in found if p.is_file() and _TEMPORARY.match(p.name))
 
 
 def write_json(path: PathLike, obj: Any) -> None:

@@ -14,16 +14,11 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .runtime import mix_seed
+
 __all__ = ["SeededNoise", "BLOCK"]
 
 BLOCK = 1024
-_MIX = 0x9E3779B97F4A7C15  # golden-ratio constant: spreads (seed, step, block) over 63 bits
-
-
-def _mix(seed: int, step: int, block: int) -> int:
-    h = (seed * _MIX + (step + 1) * 0xBF58476D1CE4E5B9 + (block + 1) * 0x94D049BB133111EB) & ((1 << 64) - 1)
-    h ^= h >> 31
-    return h & ((1 << 63) - 1)
 
 
 class SeededNoise:
@@ -59,7 +54,7 @@ class SeededNoise:
         chunks = []
         for block in self._blocks:
             g = torch.Generator(device=device)
-            g.manual_seed(_mix(self.seed, step, block))
+            g.manual_seed(mix_seed(self.seed, step, block, stream="noise"))
             chunks.append(sampler(BLOCK, g))
         table = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
         return table.index_select(0, self._rows.to(table.device))

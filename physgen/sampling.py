@@ -117,8 +117,9 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
         raise _missing(spec, process, caps)
     try:
         options = spec.check_options(options)
-    except OptionError as exc:
-        raise UserError(str(exc)) from None
+    except OptionError as exc:  # name the flag too: --steps-per-level, --snr, ... or --sampler-opt KEY=VALUE
+        flag = f" (given as --{exc.option.replace('_', '-')} or --sampler-opt {exc.option}=...)" if exc.option else ""
+        raise UserError(f"{exc}{flag}") from None
     if spec.stochastic and noise is not None:
         options["noise"] = noise
     target = offers[spec.target]

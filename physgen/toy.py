@@ -27,23 +27,14 @@ from .io import ensure_dir, save_figure, save_npy, write_json
 from .metrics import sample_metrics
 from .noise import SeededNoise
 from .processes import data_defaults, make_process, process_class
-from .training import TrainConfig, train, train_classifier
+from .runtime import resolve_device
 from .sampling import grid, sample, sampling_record
+from .training import TrainConfig, train, train_classifier
 
-__all__ = ["ToyConfig", "run_toy", "build_field", "pick_device", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
+__all__ = ["ToyConfig", "run_toy", "build_field", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
            "class_fraction", "class_reference"]
 
 FIELDS = ("exact", "analytic", "mlp")
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
-    if not (name == "cpu" or name.startswith("cuda")):
-        raise UserError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
-    return torch.device(name)
 
 
 @dataclass
@@ -146,7 +137,7 @@ def toy_data(dataset, config: ToyConfig, device) -> tuple[Tensor, Optional[Tenso
 
 
 def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
-    device = pick_device(config.device)
+    device = resolve_device(config.device)
     dataset = load_toy(config.dataset)
     data, labels, reference = toy_data(dataset, config, device)
 
@@ -189,6 +180,11 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
     return metrics
 
 
+def _plane(x: Tensor) -> Tensor:
+    """The two coordinates a figure shows: the first two, or 1-D data on the line y = 0."""
+    return x[..., :2] if x.shape[-1] >= 2 else torch.cat([x, torch.zeros_like(x)], -1)
+
+
 def plot_samples(data: Tensor, samples: Tensor, path: Path, title: str = "") -> None:
     import matplotlib
 
@@ -197,7 +193,7 @@ def plot_samples(data: Tensor, samples: Tensor, path: Path, title: str = "") -> 
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
     lim = float(torch.quantile(data.abs().flatten().double(), 0.995)) * 1.3
-    for ax, pts, name in zip(axes, (data, samples), ("data (fresh)", "samples")):
+    for ax, pts, name in zip(axes, (_plane(data), _plane(samples)), ("data (fresh)", "samples")):
         ax.scatter(pts[:, 0], pts[:, 1], s=1, alpha=0.5)
         ax.set_title(name)
         ax.set_xlim(-lim, lim)
@@ -214,7 +210,7 @@ def plot_trajectories(traj: Tensor, path: Path, n_paths: int = 64, process: str 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5, 5))
-    t = traj[:, :n_paths]
+    t = _plane(traj[:, :n_paths])
     for i in range(t.shape[1]):
         ax.plot(t[:, i, 0], t[:, i, 1], lw=0.6, alpha=0.7)
     ax.scatter(t[-1, :, 0], t[-1, :, 1], s=6, c="k", zorder=3, label="end")

@@ -27,12 +27,14 @@ remember the random initialisation.  The EMA is identical on every rank (DDP kee
 parameters identical).  ``precision="auto"`` uses bf16 autocast on CUDA (fp32 on CPU);
 ``channels_last`` and ``compile`` are opt-in speed-ups.
 
-A checkpoint is a plain dict of state dicts (model, EMA, optimiser, data generator and
-image-sampler states, RNG states, step, loss history, config, the process and any
-``checkpoint_meta``), written atomically by rank 0 as ``checkpoints/ckpt-<step>.pt``;
-the last ``keep_checkpoints`` are kept.  ``resume=True`` continues from the newest one
-(``config.steps`` may be a new total) and reproduces an uninterrupted run bit for bit on
-CPU.
+A checkpoint (:mod:`physgen.checkpoints`, kind ``"train"``) holds the state dicts (model,
+EMA, optimiser, data generator and image-sampler states, RNG states, step, loss history,
+config, the process and any ``checkpoint_meta``, which with the process is also its
+header's ``meta``), written atomically by rank 0 as ``checkpoints/ckpt-<step>.pt``; the last
+``keep_checkpoints`` are kept.  ``resume=True`` continues from the newest one that verifies
+(newer damaged ones are skipped and reported; ``config.steps`` may be a new total) and
+reproduces an uninterrupted run bit for bit on CPU.  A run with an out dir first removes
+the temporary files of killed writers in it.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
 
@@ -50,31 +52,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import checkpoints
+from .config import LIMIT_REASONS, MAX_BATCH, MAX_TRAIN_STEPS, config_from_dict, parse_float, parse_int, parse_optional, parse_seed
 from .errors import UserError, unknown_name
-from .io import save_torch
+from .runtime import PRECISIONS, DistInfo, Progress, dist_info, mix_seed, resolve_precision
 
-__all__ = [
-    "TrainConfig",
-    "TrainResult",
-    "train",
-    "latest_checkpoint",
-    "load_checkpoint_file",
-    "Progress",
-    "DistInfo",
-    "dist_info",
-    "init_distributed",
-    "resolve_device",
-    "resolve_precision",
-    "chunk_seed",
-    "PRECISIONS",
-    "ClassifierObjective",
-    "SCALE_LAWS",
-    "train_classifier",
-    "classifier_accuracy",
-]
+__all__ = ["TrainConfig", "TrainResult", "train", "ClassifierObjective", "SCALE_LAWS", "train_classifier", "classifier_accuracy"]
 
 BatchFn = Callable[[int, torch.Generator], tuple[Tensor, Optional[Tensor]]]
-PRECISIONS = ("auto", "fp32", "bf16")
 CHECKPOINT_FORMAT = "physgen-train/2"
 
 
@@ -111,31 +96,28 @@ class TrainConfig:
     max_minutes: Optional[float] = None
 
     def __post_init__(self):
-        for name in ("steps", "batch", "log_every", "keep_checkpoints"):
-            if int(getattr(self, name)) <= 0:
-                raise UserError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("warmup_steps", "checkpoint_every"):
-            if int(getattr(self, name)) < 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise UserError(f"lr must be a positive number, got {self.lr}")
-        if not self.ema_halflife > 0:
-            raise UserError(f"ema_halflife must be > 0, got {self.ema_halflife}")
-        if self.ema_rampup is not None and not self.ema_rampup > 0:
-            raise UserError(f"ema_rampup must be > 0 or None, got {self.ema_rampup}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise UserError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-        if self.duration_mimg is not None and not (self.duration_mimg > 0 and math.isfinite(self.duration_mimg)):
-            raise UserError(f"duration_mimg must be a positive number or None, got {self.duration_mimg}")
-        if self.warmup_mimg is not None and not (self.warmup_mimg >= 0 and math.isfinite(self.warmup_mimg)):
-            raise UserError(f"warmup_mimg must be >= 0 or None, got {self.warmup_mimg}")
+        reason = LIMIT_REASONS["train_steps"]
+        self.steps = parse_int(self.steps, "steps", 1, MAX_TRAIN_STEPS, reason)
+        self.batch = parse_int(self.batch, "batch", 1, MAX_BATCH, LIMIT_REASONS["batch"])
+        self.log_every = parse_int(self.log_every, "log_every", 1)
+        self.keep_checkpoints = parse_int(self.keep_checkpoints, "keep_checkpoints", 1)
+        self.warmup_steps = parse_int(self.warmup_steps, "warmup_steps", 0, MAX_TRAIN_STEPS, reason)
+        self.checkpoint_every = parse_int(self.checkpoint_every, "checkpoint_every", 0)
+        self.seed = parse_seed(self.seed, "seed")
+        self.lr = parse_float(self.lr, "lr", 0.0, lo_open=True)
+        self.ema_halflife = parse_float(self.ema_halflife, "ema_halflife", 0.0, lo_open=True)
+        positive_or_none = parse_optional(parse_float)
+        for name in ("ema_rampup", "grad_clip", "duration_mimg", "max_minutes"):
+            setattr(self, name, positive_or_none(getattr(self, name), name, 0.0, lo_open=True))
+        self.warmup_mimg = positive_or_none(self.warmup_mimg, "warmup_mimg", 0.0)
         if self.micro_batch is not None:
-            if int(self.micro_batch) <= 0 or self.batch % int(self.micro_batch):
+            self.micro_batch = parse_int(self.micro_batch, "micro_batch", 1, self.batch)
+            if self.batch % self.micro_batch:
                 raise UserError(f"micro_batch must be > 0 and divide batch={self.batch}, got {self.micro_batch}")
         if self.precision not in PRECISIONS:
             raise UserError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
-        if self.max_minutes is not None and not self.max_minutes > 0:
-            raise UserError(f"max_minutes must be > 0 or None, got {self.max_minutes}")
+        if self.duration_mimg is not None and self.total_steps > MAX_TRAIN_STEPS:
+            raise UserError(f"duration_mimg {self.duration_mimg} at batch {self.batch} is {self.total_steps} steps, over {MAX_TRAIN_STEPS} ({reason})")
 
     @property
     def total_steps(self) -> int:
@@ -153,11 +135,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "training config") -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        bad = sorted(set(d) - known)
-        if bad:
-            raise UserError(f"unknown {where} key(s) {bad}; valid: {', '.join(sorted(known))}")
-        return cls(**d)
+        """From a dict: unknown keys and wrongly typed values name the key."""
+        return config_from_dict(cls, d, where)
 
 
 @dataclass
@@ -170,142 +149,26 @@ class TrainResult:
     checkpoint: Optional[Path] = None
 
 
-# --------------------------------------------------------------------------- devices / DDP
+_TRAIN_KEYS = ("model", "ema", "optimizer", "generator", "losses", "step")
 
 
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in a ``torchrun`` job (``rank 0 of 1`` when alone)."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def dist_info() -> DistInfo:
-    """From the initialised process group, else from ``torchrun``'s environment variables
-    (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), else a single process."""
-    import torch.distributed as dist
-
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    if dist.is_available() and dist.is_initialized():
-        return DistInfo(dist.get_rank(), dist.get_world_size(), local)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    if world < 1 or not 0 <= rank < world:
-        raise UserError(f"bad torchrun environment: RANK={rank}, WORLD_SIZE={world}")
-    return DistInfo(rank, world, local)
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``; under torchrun a bare
-    ``cuda``/``auto`` becomes ``cuda:LOCAL_RANK``."""
-    name = str(name or "auto")
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise UserError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu")
-        if name == "cuda":
-            name = f"cuda:{local_rank % max(torch.cuda.device_count(), 1)}"
-        return torch.device(name)
-    if name != "cpu":
-        raise UserError(f"unknown device {name!r}; valid: auto, cpu, cuda, cuda:N")
-    return torch.device("cpu")
-
-
-def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
-    """Join the process group when started by ``torchrun`` (``WORLD_SIZE > 1``): NCCL on
-    CUDA, gloo on CPU, rendezvous from the environment (``MASTER_ADDR``/``MASTER_PORT``,
-    multi-node included).  Returns this process's :class:`DistInfo` and device."""
-    import torch.distributed as dist
-
-    info = dist_info()
-    dev = resolve_device(device, info.local_rank)
-    if info.world_size > 1 and not dist.is_initialized():
-        if dev.type == "cuda":
-            torch.cuda.set_device(dev)
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo", init_method="env://")
-        info = dist_info()
-    return info, dev
-
-
-def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for ``precision`` on ``device`` (``None``: plain fp32)."""
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
-    if precision == "fp32" or torch.device(device).type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class Progress:
-    """A periodic log line with loss, rate (``unit``/s), samples seen and ETA (stderr by
-    default; ``enabled=False`` prints nothing, e.g. on ranks other than 0)."""
-
-    def __init__(self, total: int, unit: str = "samples", every: int = 200, stream=None, start: int = 0, enabled: bool = True):
-        self.total, self.unit, self.every, self.stream = total, unit, every, stream or sys.stderr
-        self.t0, self.start, self.enabled = time.perf_counter(), start, enabled
-
-    def update(self, step: int, per_step: int, force: bool = False, **values: float) -> None:
-        if not self.enabled or (step % self.every and step != self.total and not force):
-            return
-        elapsed = time.perf_counter() - self.t0
-        done = step - self.start
-        rate = done / elapsed if elapsed > 0 else float("nan")
-        eta = (self.total - step) / rate if rate > 0 else float("nan")
-        vals = "  ".join(f"{k} {v:.4g}" for k, v in values.items())
-        eta_s = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) and eta < 8.6e6 else "?"
-        seen = step * per_step
-        seen_s = f"{seen / 1e6:.2f}M" if seen >= 1e6 else (f"{seen / 1e3:.1f}k" if seen >= 1e4 else str(seen))
-        print(
-            f"step {step}/{self.total}  {vals}  {rate * per_step:.0f} {self.unit}/s  seen {seen_s}  ETA {eta_s}",
-            file=self.stream,
-            flush=True,
-        )
-
-
-# --------------------------------------------------------------------------- checkpoints
-
-
-def latest_checkpoint(out_dir) -> Optional[Path]:
-    d = Path(out_dir) / "checkpoints"
-    ckpts = sorted(d.glob("ckpt-*.pt")) if d.is_dir() else []
-    return ckpts[-1] if ckpts else None
-
-
-def load_checkpoint_file(path, map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`train` (tensors, numbers, strings only:
-    ``weights_only=True``, so a checkpoint cannot run code)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {str(path)!r} does not exist")
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-    except Exception as exc:  # zip / pickle errors differ by torch version
-        raise UserError(f"cannot read checkpoint {str(path)!r}: {exc}") from exc
-    if not isinstance(obj, dict) or "model" not in obj or "step" not in obj:
-        raise UserError(f"{str(path)!r} is not a physgen training checkpoint (no 'model'/'step')")
-    return obj
-
-
-_MIX = 0x9E3779B97F4A7C15
-
-
-def chunk_seed(seed: int, step: int, chunk: int) -> int:
-    """Seed of the randomness of chunk ``chunk`` at step ``step`` (a 63-bit mix)."""
-    h = (int(seed) * _MIX + (step + 1) * 0xBF58476D1CE4E5B9 + (chunk + 1) * 0x94D049BB133111EB + 0x2545F4914F6CDD1D) & ((1 << 64) - 1)
-    h ^= h >> 29
-    h = (h * 0xD6E8FEB86659FD93) & ((1 << 64) - 1)
-    h ^= h >> 32
-    return h & ((1 << 63) - 1)
+def _resume_checkpoint(resume, out_dir, log) -> "checkpoints.Checkpoint":
+    """The checkpoint ``resume`` names: a file (verified), else the newest checkpoint of
+    ``out_dir`` that verifies (newer damaged ones are skipped and reported on ``log``)."""
+    if isinstance(resume, (str, os.PathLike)) and Path(resume).is_file():
+        target = Path(resume)
+    elif out_dir is not None:
+        target = Path(out_dir)
+        if not checkpoints.list_checkpoints(target):
+            raise UserError(f"--resume: no checkpoint found in {str(target / 'checkpoints')}")
+    else:
+        raise UserError("--resume: no checkpoint found (no out dir)")
+    found = checkpoints.find(target, kind="train", log=log)
+    ckpt = checkpoints.read(found.path, kind="train", log=log)
+    missing = [k for k in _TRAIN_KEYS if k not in ckpt.payload]
+    if missing:
+        raise UserError(f"checkpoint {str(found.path)!r} is not a complete training checkpoint (no {', '.join(missing)})")
+    return ckpt
 
 
 def _ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
@@ -403,28 +266,25 @@ def train(
     losses: list[float] = []
     step = 0
     resumed_from: Optional[Path] = None
+    if out_dir is not None and rank == 0:
+        checkpoints.sweep_temporaries(out_dir)  # what killed writers left behind
     if resume:
-        if isinstance(resume, (str, os.PathLike)) and Path(resume).is_file():
-            ckpt_path: Optional[Path] = Path(resume)
-        else:
-            ckpt_path = latest_checkpoint(out_dir) if out_dir is not None else None
-        if ckpt_path is None:
-            where = str(Path(out_dir) / "checkpoints") if out_dir is not None else "(no out dir)"
-            raise UserError(f"--resume: no checkpoint found in {where}")
-        ckpt = load_checkpoint_file(ckpt_path)
-        field.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema"])
-        opt.load_state_dict(ckpt["optimizer"])
+        ckpt = _resume_checkpoint(resume, out_dir, (log_stream or sys.stderr) if rank == 0 else None)
+        ckpt_path = ckpt.path
+        state = ckpt.payload
+        checkpoints.load_state(field, state["model"], path=ckpt_path, what="model weights")
+        checkpoints.load_state(ema, state["ema"], path=ckpt_path, what="EMA weights")
         try:
-            gen.set_state(ckpt["generator"].cpu())
-        except RuntimeError as exc:
-            raise UserError(f"checkpoint {str(ckpt_path)!r}: its data generator was saved on another device type ({exc})") from None
-        if stream is not None and ckpt.get("sampler") is not None:
-            stream.load_state_dict(ckpt["sampler"])
-        losses = [float(v) for v in ckpt["losses"]]
-        step = int(ckpt["step"])
+            opt.load_state_dict(state["optimizer"])
+            gen.set_state(state["generator"].cpu())
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UserError(f"checkpoint {str(ckpt_path)!r}: its optimiser or data-generator state does not fit this run ({str(exc).splitlines()[0]})") from None
+        if stream is not None and state.get("sampler") is not None:
+            stream.load_state_dict(state["sampler"])
+        losses = [float(v) for v in state["losses"]]
+        step = int(state["step"])
         resumed_from = ckpt_path
-        del ckpt
+        del ckpt, state
     start_step = step
 
     module: Callable = field
@@ -445,7 +305,6 @@ def train(
     def save(at: int) -> None:
         if out_dir is None or rank != 0:
             return
-        d = Path(out_dir) / "checkpoints"
         state = {
             "format": CHECKPOINT_FORMAT,
             "step": at,
@@ -461,11 +320,8 @@ def train(
             "world_size": world,
             "meta": checkpoint_meta or {},
         }
-        path = d / f"ckpt-{at:08d}.pt"
-        save_torch(path, state)
-        last_ckpt[0] = path
-        for old in sorted(d.glob("ckpt-*.pt"))[: -config.keep_checkpoints]:
-            old.unlink(missing_ok=True)
+        meta = {"process": state["process"], "world_size": world, **(checkpoint_meta or {})}
+        last_ckpt[0] = checkpoints.save(out_dir, state, kind="train", step=at, meta=meta, keep_last=config.keep_checkpoints)
 
     progress = Progress(total, unit=unit, every=config.log_every, stream=log_stream, start=step, enabled=rank == 0)
     t_start = time.perf_counter()
@@ -512,7 +368,7 @@ def train(
                 lc = None if label is None else (label[part] if accum > 1 else label)
                 if config.channels_last and yc.ndim == 4:
                     yc = yc.contiguous(memory_format=torch.channels_last)
-                seed = chunk_seed(config.seed, step, rank * accum + a)
+                seed = mix_seed(config.seed, step, rank * accum + a, stream="train")
                 noise_gen.manual_seed(seed)
                 _seed_global(seed, device)
                 no_sync = ddp_module.no_sync() if (ddp_module is not None and a < accum - 1) else contextlib.nullcontext()

@@ -53,7 +53,12 @@ MAX_INT_OPTION = 10**7  # no solver option counts more than this (steps, orders,
 
 
 class OptionError(ValueError):
-    """A solver option that the solver does not take, or a value of the wrong type or range."""
+    """A solver option that the solver does not take, or a value of the wrong type or range
+    (``option``: its name)."""
+
+    def __init__(self, message: str, option: Optional[str] = None):
+        super().__init__(message)
+        self.option = option
 
 
 @dataclass(frozen=True)
@@ -190,7 +195,7 @@ def parse_options(opts: Sequence[Option], given: dict, owner: str, passthrough: 
     unknown = sorted(k for k in given if k not in known and k not in passthrough)
     if unknown:
         takes = ", ".join(sorted(known)) or "no options"
-        raise OptionError(f"{owner} has no option {unknown[0]!r}; it takes: {takes}")
+        raise OptionError(f"{owner} has no option {unknown[0]!r}; it takes: {takes}", unknown[0])
     out = {k: v for k, v in given.items() if k in passthrough}
     for name, o in known.items():
         out[name] = o.parse(given[name], owner) if name in given else o.default

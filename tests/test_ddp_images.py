@@ -13,7 +13,8 @@ import socket
 import pytest
 import torch
 
-from physgen.training import TrainConfig, latest_checkpoint, load_checkpoint_file
+from physgen import checkpoints
+from physgen.training import TrainConfig
 
 
 def _cfg(out, **train):
@@ -70,13 +71,13 @@ def test_two_process_gloo_step_equals_one_process_step(tmp_path, monkeypatch):
     finally:
         torch.set_num_threads(threads)
 
-    ddp = load_checkpoint_file(latest_checkpoint(tmp_path / "ddp"))
-    one = load_checkpoint_file(latest_checkpoint(tmp_path / "one"))
+    ddp = checkpoints.read(checkpoints.find(tmp_path / "ddp").path).payload
+    one = checkpoints.read(checkpoints.find(tmp_path / "one").path).payload
     assert ddp["world_size"] == 2 and one["world_size"] == 1 and ddp["step"] == one["step"] == 2
     for key in ("model", "ema"):
         for name, value in one[key].items():
             torch.testing.assert_close(ddp[key][name], value, atol=2e-6, rtol=1e-5, msg=f"{key}.{name}")
     assert ddp["losses"] == pytest.approx(one["losses"], rel=1e-5)
-    e0, e1 = torch.load(side / "ema-0.pt"), torch.load(side / "ema-1.pt")
+    e0, e1 = torch.load(side / "ema-0.pt", weights_only=True), torch.load(side / "ema-1.pt", weights_only=True)
     assert all(torch.equal(e0[k], e1[k]) for k in e0)  # the EMA is the same on every rank
     assert not (tmp_path / "ddp" / "checkpoints" / "ckpt-00000001.pt").exists()

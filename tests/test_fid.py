@@ -204,7 +204,7 @@ def test_inception_state_dict_round_trip_and_key_errors(tmp_path):
     for k, v in fid_net.state_dict().items():
         assert torch.equal(v, loaded.state_dict()[k]), k
     fresh = InceptionV3("fid")
-    fresh.load_state_dict(torch.load(fid_path), strict=True)
+    fresh.load_state_dict(torch.load(fid_path, weights_only=True), strict=True)
 
     tv = load_inception(tv_path)
     assert tv.flavour == "torchvision" and tv.AuxLogits is not None

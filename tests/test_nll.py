@@ -189,7 +189,7 @@ def test_nll_command_reads_a_training_checkpoint(tmp_path):
     direct = log_likelihood(p, result.ema.eval(), x)
     assert got["nll_nats"] == pytest.approx(direct.nll, abs=1e-4)
     with pytest.raises(UserError, match="disagrees"):
-        main_raise(["nll", "--ckpt", str(run), "--process", "edm", "--dataset", "moons", "--out", str(out)])
+        main_raise(["nll", "--ckpt", str(run), "--process", "edm", "--dataset", "moons", "--out", str(tmp_path / "nll2")])
 
 
 def main_raise(argv):

@@ -10,7 +10,8 @@ import torch
 
 from physgen.errors import UserError
 from physgen.images.train import ImageTrainConfig, config_from_dict, dump_config, load_config, run_training
-from physgen.training import TrainConfig, latest_checkpoint, load_checkpoint_file
+from physgen import checkpoints
+from physgen.training import TrainConfig
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -31,8 +32,7 @@ def _cfg(out, process="edm", **train):
 
 
 def _state(path):
-    ck = load_checkpoint_file(path)
-    return ck
+    return checkpoints.read(path).payload
 
 
 def _assert_same_tensors(a, b, what):
@@ -76,10 +76,10 @@ def test_resume_after_kill_is_bit_identical(tmp_path, micro):
 
     with pytest.raises(KeyboardInterrupt):
         run_training(cfg(tmp_path / "b"), log_stream=open(tmp_path / "b.log", "w"), on_step=kill)
-    assert latest_checkpoint(tmp_path / "b").name == "ckpt-00000003.pt"
+    assert checkpoints.find(tmp_path / "b").path.name == "ckpt-00000003.pt"
     resumed = run_training(cfg(tmp_path / "b"), resume=True, log_stream=open(tmp_path / "b.log", "a"))
     assert straight.step == resumed.step == 6
-    a, b = _state(latest_checkpoint(tmp_path / "a")), _state(latest_checkpoint(tmp_path / "b"))
+    a, b = _state(checkpoints.find(tmp_path / "a").path), _state(checkpoints.find(tmp_path / "b").path)
     for key in ("model", "ema", "optimizer", "sampler"):
         _assert_same_tensors(a[key], b[key], key)
     assert a["losses"] == b["losses"] and len(a["losses"]) == 6
@@ -91,7 +91,7 @@ def test_resume_with_a_new_steps_total(tmp_path):
     with pytest.raises(UserError, match="--resume"):
         run_training(_cfg(tmp_path / "b", steps=5), log_stream=open(tmp_path / "b.log", "w"))
     run_training(_cfg(tmp_path / "b", steps=5), resume=True, log_stream=open(tmp_path / "b.log", "a"))
-    a, b = _state(latest_checkpoint(tmp_path / "a")), _state(latest_checkpoint(tmp_path / "b"))
+    a, b = _state(checkpoints.find(tmp_path / "a").path), _state(checkpoints.find(tmp_path / "b").path)
     for key in ("model", "ema", "optimizer"):
         _assert_same_tensors(a[key], b[key], key)
 
@@ -157,7 +157,7 @@ def test_unknown_config_key_is_named(tmp_path, data, key):
 def test_bad_config_values():
     with pytest.raises(UserError, match="train.steps"):
         config_from_dict({"train": {"steps": "many"}})
-    with pytest.raises(UserError, match="D must be"):
+    with pytest.raises(UserError, match="'D' must be"):
         config_from_dict({"D": -3})
     with pytest.raises(UserError, match="--arch"):
         config_from_dict({"arch": "resnet"})

@@ -14,26 +14,22 @@ from __future__ import annotations
 
 import sys
 
+from ..config import LIMIT_REASONS, MAX_STEPS, parse_int
 from ..errors import UserError
+from ..runfolder import add_overwrite_argument, prepare
+from .argtypes import BATCH, DEPTH, LABEL, POSITIVE, SAMPLES, SEED, TRAIN_STEPS, WIDTH
 from .toy import add_process_arguments, process_options, sampler_options
+
+# what compare-solvers writes (the toy MLP's checkpoint only when it trains one)
+OUTPUTS = ("results.csv", "results.json", "error_vs_nfe.png", "quality_vs_nfe.png", "time_vs_nfe.png", "config.json", "checkpoints/ckpt-*.pt")
 
 
 def _int_list(text: str, flag: str) -> list[int]:
-    out = []
-    for item in str(text).split(","):
-        item = item.strip()
-        if not item:
-            continue
-        try:
-            value = int(item)
-        except ValueError:
-            raise UserError(f"{flag} expects comma-separated positive integers, got {text!r}") from None
-        if value <= 0:
-            raise UserError(f"{flag} must be positive, got {value} in {text!r}")
-        out.append(value)
-    if not out:
+    """Comma-separated step budgets, each in ``[1, MAX_STEPS]``."""
+    items = [item.strip() for item in str(text).split(",") if item.strip()]
+    if not items:
         raise UserError(f"{flag} expects comma-separated positive integers, got {text!r}")
-    return out
+    return [parse_int(item, flag, 1, MAX_STEPS, LIMIT_REASONS["steps"]) for item in items]
 
 
 def _name_list(text):
@@ -70,30 +66,32 @@ def register(sub) -> None:
     p.add_argument("--solvers", default=None, help="comma-separated solver/sampler names, or 'all' (default: euler, heun, midpoint, rk4, lms, dpm2, dpmpp-2m, dopri5 and, if the process has a score, euler-maruyama, pc, edm-sde, ddpm; those that cannot run are skipped)")
     p.add_argument("--steps", default="4,8,16,32,64", help="comma-separated step budgets (adaptive solvers: tolerance min(0.1, 100/steps^5))")
     p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, vp-time, ve-time (default: the process's)")
-    p.add_argument("--n-data", type=int, default=5000, help="toy: points of the exact field / MLP training set")
-    p.add_argument("--n-samples", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-data", type=SAMPLES, default=5000, help="toy: points of the exact field / MLP training set")
+    p.add_argument("--n-samples", type=SAMPLES, default=1000)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--label", type=int, default=None, help="class label to condition on")
-    p.add_argument("--train-steps", type=int, default=2000, help="--field mlp: training steps")
-    p.add_argument("--batch", type=int, default=512, help="--field mlp: training batch")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--solve-batch", type=int, default=None, help="solve in chunks of this many samples (images; NFE is then per chunk)")
-    p.add_argument("--ref-rtol", type=float, default=1e-9, help="reference dopri5 (float64) rtol")
-    p.add_argument("--ref-atol", type=float, default=1e-9, help="reference dopri5 (float64) atol")
+    p.add_argument("--label", type=LABEL, default=None, help="class label to condition on")
+    p.add_argument("--train-steps", type=TRAIN_STEPS, default=2000, help="--field mlp: training steps")
+    p.add_argument("--batch", type=BATCH, default=512, help="--field mlp: training batch")
+    p.add_argument("--lr", type=POSITIVE, default=2e-3)
+    p.add_argument("--hidden", type=WIDTH, default=256)
+    p.add_argument("--depth", type=DEPTH, default=3)
+    p.add_argument("--solve-batch", type=BATCH, default=None, help="solve in chunks of this many samples (images; NFE is then per chunk)")
+    p.add_argument("--ref-rtol", type=POSITIVE, default=1e-9, help="reference dopri5 (float64) rtol")
+    p.add_argument("--ref-atol", type=POSITIVE, default=1e-9, help="reference dopri5 (float64) atol")
     p.add_argument("--no-ref-check", dest="ref_check", action="store_false", help="skip the second reference at 10x tolerance (its error estimate)")
     p.add_argument("--inception", default=None, help="image checkpoints: local Inception-v3 weights for an FID column")
     p.add_argument("--birth-death", default=None, help="Yukawa: transport, smc, weights, off")
     p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE", help="solver option (JSON value), passed to the solvers that take it")
     p.add_argument("--out", default="runs/compare-solvers")
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
 def build_problem(args, log_stream=None):
     """The :class:`~physgen.compare.Problem` the arguments describe."""
-    from ..compare.problems import ImageProblem, read_checkpoint
+    from .. import checkpoints
+    from ..compare.problems import ImageProblem
     from ..toy import FIELDS, ToyConfig
 
     if args.field not in FIELDS:
@@ -108,17 +106,17 @@ def build_problem(args, log_stream=None):
     popts = process_options(args)
     process, dataset = args.process, args.dataset
     if args.ckpt is not None:
-        ckpt = read_checkpoint(args.ckpt)
-        meta = ckpt.get("meta") or {}
-        stored = (ckpt.get("process") or {}).get("name")
+        found = checkpoints.find(args.ckpt, kind=("train", "toy-mlp"))
+        meta = found.header.meta
+        stored = (meta.get("process") or {}).get("name")
         if process is not None and stored is not None and process != stored:
             raise UserError(f"--process {process} does not match the checkpoint's process {stored!r}")
         if any(v is not None for v in popts.values()):
             raise UserError("process options (--D, --sigma-*, --m, --process-opt) come from the checkpoint; drop them with --ckpt")
         if meta.get("image"):
-            from ..toy import pick_device
+            from ..runtime import resolve_device
 
-            return ImageProblem(ckpt["_path"], n_samples=args.n_samples, seed=args.seed, device=pick_device(args.device), dataset=dataset,
+            return ImageProblem(found.path, n_samples=args.n_samples, seed=args.seed, device=resolve_device(args.device), dataset=dataset,
                                 inception=args.inception, label=args.label, schedule_name=args.schedule, batch=args.solve_batch)
         process = process or stored
         dataset = dataset or (meta.get("toy") or {}).get("dataset")
@@ -137,7 +135,7 @@ def build_problem(args, log_stream=None):
 
 def run(args) -> int:
     from ..compare.run import compare, markdown_table, stderr_log, write_outputs
-    from ..io import ensure_dir, write_json
+    from ..io import write_json
 
     import solvers
 
@@ -156,7 +154,10 @@ def run(args) -> int:
             raise unknown_name("solver", name, valid)
     if not (args.ref_rtol > 0 and args.ref_atol > 0):
         raise UserError(f"--ref-rtol and --ref-atol must be > 0, got {args.ref_rtol}, {args.ref_atol}")
-    ensure_dir(args.out)
+    # with --ckpt nothing is trained here: a checkpoint in --out is the input, not an old output
+    keep_input = (lambda path: path.parent.name == "checkpoints") if args.ckpt is not None else None
+    prepare(args.out, "compare-solvers", OUTPUTS, overwrite=args.overwrite, keep=keep_input,
+            conflicts=[o for o in OUTPUTS if not o.startswith("checkpoints/")] if args.ckpt is not None else None)
     log = stderr_log()
     problem = build_problem(args, log_stream=sys.stderr)
     result = compare(problem, names, steps, ref_rtol=args.ref_rtol, ref_atol=args.ref_atol, check_reference=args.ref_check,

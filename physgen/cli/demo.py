@@ -11,18 +11,24 @@ import sys
 import time
 from pathlib import Path
 
+from ..runfolder import add_overwrite_argument, prepare
+from .argtypes import SAMPLES, SEED, THREADS, TRAIN_STEPS
+from .toy import OUTPUTS as TOY_OUTPUTS
+
 DEMO_PROCESSES = ("edm", "ve", "vp", "pfgmpp")
+OUTPUTS = ("demo.png", "metrics.md", "metrics.json", *(f"{p}/{name}" for p in DEMO_PROCESSES for name in TOY_OUTPUTS))
 
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="train and sample several processes on a toy set; write a figure and a metrics table")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--dataset", default="moons")
-    p.add_argument("--train-steps", type=int, default=1200)
-    p.add_argument("--n-samples", type=int, default=2000)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (toy-sized work runs fastest on one; 0: torch's default)")
+    p.add_argument("--train-steps", type=TRAIN_STEPS, default=1200)
+    p.add_argument("--n-samples", type=SAMPLES, default=2000)
+    p.add_argument("--threads", type=THREADS, default=1, help="CPU threads for torch (toy-sized work runs fastest on one; 0: torch's default)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -31,14 +37,14 @@ def run(args) -> int:
     import torch
 
     from ..data import load_toy
-    from ..io import ensure_dir, save_figure, write_json
+    from ..io import save_figure, write_json
     from ..processes import PROCESSES
     from ..toy import ToyConfig, run_toy
 
-    from .toy import set_threads
+    from ..runtime import set_threads
 
     set_threads(args.threads)
-    out = ensure_dir(args.out)
+    out = prepare(args.out, "demo", OUTPUTS, overwrite=args.overwrite).path
     rows = []
     processes = [p for p in DEMO_PROCESSES if p in PROCESSES]
     t_start = time.perf_counter()

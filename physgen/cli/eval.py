@@ -2,8 +2,9 @@
 
 ``physgen eval fid --samples DIR --ref cifar10:PATH|stats.npz --inception WEIGHTS`` prints
 FID, KID and Inception Score (``--out FILE.json`` also writes them).  Without Inception
-weights, ``--feature-net module:callable``, ``--feature-net FILE.pt2`` (torch.export) or a TorchScript file
-gives the same Fréchet distance on that network's features (not comparable with papers).
+weights, ``--feature-net module:callable`` (your own importable function returning the network;
+network files are not loaded, since a .pt2 or TorchScript file can run code when loaded) gives the
+same Fréchet distance on that network's features (not comparable with papers).
 Reference statistics of a dataset are cached as ``.npz`` (``--ref-cache``).
 ``physgen eval ref-stats`` writes such a statistics file; ``physgen eval ssim --a DIR
 --b DIR`` compares images of the same name (reconstructions).
@@ -13,14 +14,16 @@ from __future__ import annotations
 import math
 
 from ..errors import UserError
+from ..runfolder import add_overwrite_argument, prepare_file
+from .argtypes import BATCH, RESOLUTION, SAMPLES
 
 
 def _add_net(p) -> None:
     p.add_argument("--inception", default=None, metavar="WEIGHTS", help="local Inception-v3 weights (pt_inception-2015-12-05-6726825d.pth for the standard FID)")
-    p.add_argument("--feature-net", default=None, metavar="module:callable|FILE.pt", help="any feature network instead: an importable callable returning an nn.Module, a torch.export .pt2 file, or a TorchScript file")
+    p.add_argument("--feature-net", default=None, metavar="module:callable", help="any feature network instead: an importable callable returning an nn.Module (load a network file you trust inside it; files are not read here, they can run code)")
     p.add_argument("--ref-split", default="train", choices=["train", "test"], help="CIFAR-10 split of the reference (default train, the usual protocol)")
-    p.add_argument("--resolution", type=int, default=None, help="resize samples and reference to this side first")
-    p.add_argument("--batch", type=int, default=250, help="images per feature batch")
+    p.add_argument("--resolution", type=RESOLUTION, default=None, help="resize samples and reference to this side first")
+    p.add_argument("--batch", type=BATCH, default=250, help="images per feature batch")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
 
 
@@ -37,9 +40,9 @@ def register(sub) -> None:
     f.add_argument("--no-ref-cache", action="store_true", help="do not read or write cached reference statistics")
     f.add_argument("--no-kid", action="store_true", help="skip KID")
     f.add_argument("--no-is", action="store_true", help="skip the Inception Score")
-    f.add_argument("--kid-subsets", type=int, default=100)
-    f.add_argument("--kid-subset-size", type=int, default=1000)
-    f.add_argument("--n", type=int, default=None, help="use only the first N samples (sorted by name)")
+    f.add_argument("--kid-subsets", type=SAMPLES, default=100)
+    f.add_argument("--kid-subset-size", type=SAMPLES, default=1000)
+    f.add_argument("--n", type=SAMPLES, default=None, help="use only the first N samples (sorted by name)")
     f.add_argument("--out", default=None, metavar="FILE.json", help="write the numbers as JSON")
     f.set_defaults(func=run_fid)
 
@@ -47,19 +50,20 @@ def register(sub) -> None:
     r.add_argument("--ref", required=True, help="cifar10:PATH | folder:PATH | npz:PATH | digits")
     _add_net(r)
     r.add_argument("--out", required=True, metavar="FILE.npz")
+    add_overwrite_argument(r)
     r.set_defaults(func=run_ref_stats)
 
     s = evsub.add_parser("ssim", help="SSIM between images of the same name in two directories")
     s.add_argument("--a", required=True, help="directory of images (e.g. reconstructions)")
     s.add_argument("--b", required=True, help="directory of images with the same names (e.g. originals)")
-    s.add_argument("--batch", type=int, default=256)
+    s.add_argument("--batch", type=BATCH, default=256)
     s.add_argument("--out", default=None, metavar="FILE.json")
     s.set_defaults(func=run_ssim)
 
 
 def _net(args):
     from ..images.evaluate import load_feature_net
-    from ..training import resolve_device
+    from ..runtime import resolve_device
 
     device = resolve_device(args.device)
     net, net_id = load_feature_net(args.feature_net, args.inception, device=device)
@@ -98,8 +102,9 @@ def run_ref_stats(args) -> int:
         raise UserError(f"--out must end in .npz, got {args.out!r}")
     from pathlib import Path
 
+    prepare_file(args.out, "eval ref-stats", overwrite=args.overwrite)
     net, net_id, device = _net(args)
-    Path(args.out).unlink(missing_ok=True)  # recompute, do not read it back as a cache
+    Path(args.out).unlink(missing_ok=True)  # --overwrite: recompute, do not read it back as a cache
     res = reference_features(args.ref, net, net_id, split=args.ref_split, resolution=args.resolution, cache=args.out, batch=args.batch, device=device)
     print(f"wrote {args.out}: statistics of {res['n']} images of {args.ref} ({net_id})")
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from ..experiments import d_sweep, guidance, langevin_mixture, telegrapher, yukawa
 
+from ..runfolder import add_overwrite_argument, prepare
+
 EXPERIMENTS = {
     "d-sweep": d_sweep,
     "langevin-mixture": langevin_mixture,
@@ -21,4 +23,16 @@ def register(sub) -> None:
     for name, module in EXPERIMENTS.items():
         p = exp_sub.add_parser(name, help=(module.__doc__ or "").strip().splitlines()[0])
         module.add_arguments(p)
-        p.set_defaults(func=module.run)
+        add_overwrite_argument(p)
+        p.set_defaults(func=_in_run_folder(name, module))
+
+
+def _in_run_folder(name: str, module):
+    """The experiment's ``run`` after :func:`physgen.runfolder.prepare` of its ``--out`` with
+    the files the module declares (``OUTPUTS``)."""
+
+    def run(args) -> int:
+        prepare(args.out, f"experiment {name}", module.OUTPUTS, overwrite=args.overwrite)
+        return module.run(args)
+
+    return run

@@ -13,14 +13,15 @@ from __future__ import annotations
 import math
 import sys
 import time
-from pathlib import Path
 
 import torch
 
 from ..errors import UserError
+from ..runfolder import add_overwrite_argument, prepare
+from .argtypes import BATCH, DEPTH, POSITIVE, SAMPLES, SEED, STEPS, TRAIN_STEPS, WIDTH
 from .toy import add_process_arguments, process_options
 
-__all__ = ["register", "run", "load_field_checkpoint", "find_checkpoint"]
+__all__ = ["register", "run", "load_field_checkpoint"]
 
 
 def register(sub) -> None:
@@ -31,90 +32,73 @@ def register(sub) -> None:
     p.add_argument("--field", default=None, help="exact, analytic or mlp (default: analytic for a Gaussian-mixture dataset, else mlp: from --ckpt or trained here)")
     p.add_argument("--ckpt", default=None, help="checkpoint file or run directory (state dicts under 'model'/'ema')")
     p.add_argument("--weights", default="ema", choices=["ema", "model"], help="which weights of the checkpoint")
-    p.add_argument("--n", type=int, default=1000, help="number of points to evaluate")
-    p.add_argument("--n-data", type=int, default=10_000, help="points behind an exact field / MLP training")
-    p.add_argument("--batch", type=int, default=500, help="points per ODE solve")
+    p.add_argument("--n", type=SAMPLES, default=1000, help="number of points to evaluate")
+    p.add_argument("--n-data", type=SAMPLES, default=10_000, help="points behind an exact field / MLP training")
+    p.add_argument("--batch", type=BATCH, default=500, help="points per ODE solve")
     div = p.add_mutually_exclusive_group()
     div.add_argument("--exact-divergence", dest="divergence", action="store_const", const="exact", help="exact divergence (N backward passes)")
     div.add_argument("--hutchinson", dest="divergence", action="store_const", const="hutchinson", help="Hutchinson's estimator (one Rademacher probe per sample)")
     p.set_defaults(divergence="auto")
     p.add_argument("--solver", default="dopri5", help="dopri5 (adaptive, default) or a fixed-step flow solver on the sampling grid of --steps/--schedule")
-    p.add_argument("--steps", type=int, default=None, help="fixed-step solvers: the grid of `physgen toy --steps K` (its positive points, backwards)")
+    p.add_argument("--steps", type=STEPS, default=None, help="fixed-step solvers: the grid of `physgen toy --steps K` (its positive points, backwards)")
     p.add_argument("--schedule", default=None, help="fixed-step solvers: the schedule of that grid (default: the process's)")
-    p.add_argument("--rtol", type=float, default=None, help="dopri5: relative tolerance (default 1e-5)")
-    p.add_argument("--atol", type=float, default=None, help="dopri5: absolute tolerance (default 1e-5)")
-    p.add_argument("--s-min", type=float, default=None, help="dopri5: start of the integration (default: the process's sigma_min / t_eps)")
-    p.add_argument("--dequantize", type=float, default=None, metavar="WIDTH",
+    p.add_argument("--rtol", type=POSITIVE, default=None, help="dopri5: relative tolerance (default 1e-5)")
+    p.add_argument("--atol", type=POSITIVE, default=None, help="dopri5: absolute tolerance (default 1e-5)")
+    p.add_argument("--s-min", type=POSITIVE, default=None, help="dopri5: start of the integration (default: the process's sigma_min / t_eps)")
+    p.add_argument("--dequantize", type=POSITIVE, default=None, metavar="WIDTH",
                    help="uniform dequantisation with this bin width (8-bit images in [-1,1]: 2/255, the default for image data)")
-    p.add_argument("--train-steps", type=int, default=2000, help="--field mlp without --ckpt: training steps")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--depth", type=int, default=3)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--train-steps", type=TRAIN_STEPS, default=2000, help="--field mlp without --ckpt: training steps")
+    p.add_argument("--hidden", type=WIDTH, default=256)
+    p.add_argument("--depth", type=DEPTH, default=3)
+    p.add_argument("--lr", type=POSITIVE, default=2e-3)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--out", default="runs/nll")
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
-def find_checkpoint(path) -> Path:
-    """``path`` itself when it is a file, else the newest ``checkpoints/ckpt-*.pt`` under it."""
-    from ..training import latest_checkpoint
-
-    p = Path(path)
-    if p.is_file():
-        return p
-    if p.is_dir():
-        found = latest_checkpoint(p) or (latest_checkpoint(p.parent) if p.name == "checkpoints" else None)
-        if found is None:
-            found = max(p.glob("ckpt-*.pt"), default=None)
-        if found is not None:
-            return found
-        raise UserError(f"no checkpoint in {str(p)!r} (expected {str(p / 'checkpoints')}/ckpt-*.pt)")
-    raise UserError(f"checkpoint {str(p)!r} does not exist")
-
-
 def load_field_checkpoint(path, device="cpu", weights: str = "ema"):
-    """``(process, field, info)`` from a training checkpoint (file or run directory).
+    """``(process, field, info)`` from a checkpoint (file or run directory: its newest
+    checkpoint that verifies).
 
-    The process is rebuilt from the checkpoint's ``process`` entry.  Image checkpoints
-    (``meta.image``, written by ``physgen train``) are rebuilt by
-    :func:`physgen.images.train.load_trained`; toy MLPs by :func:`physgen.compare.problems.load_toy_checkpoint` (sizes from the
-    checkpoint's metadata, else from the shapes of its state dict).
+    Image checkpoints (``meta.image``, written by ``physgen train``) are rebuilt by
+    :func:`physgen.images.train.load_trained`; toy MLPs by
+    :func:`physgen.compare.problems.load_toy_checkpoint` (sizes from the checkpoint's
+    metadata, else from the shapes of its state dict).
     """
-    from ..training import load_checkpoint_file
+    from .. import checkpoints
 
-    file = find_checkpoint(path)
-    ckpt = load_checkpoint_file(file)
-    if weights not in ckpt:
-        raise UserError(f"checkpoint {str(file)!r} has no {weights!r} weights (keys: {', '.join(sorted(ckpt))})")
-    meta = ckpt.get("meta") or {}
+    found = checkpoints.find(path, kind=("train", "toy-mlp"))
+    meta = found.header.meta
     if "image" in meta:
         from ..images.train import load_trained
 
-        model = load_trained(file, device=device, ema=weights == "ema")
-        return model.process, model.field, {"kind": "image", "path": str(file), "step": model.step, "shape": list(model.shape)}
-    if "process" not in ckpt:
-        raise UserError(f"checkpoint {str(file)!r} does not record its process; pass a checkpoint written by physgen.training")
+        model = load_trained(found.path, device=device, ema=weights == "ema")
+        return model.process, model.field, {"kind": "image", "path": str(found.path), "step": model.step, "shape": list(model.shape)}
+    if "process" not in meta:
+        raise UserError(f"checkpoint {str(found.path)!r} does not record its process; pass a checkpoint written by physgen.training")
     from ..compare.problems import load_toy_checkpoint
 
-    loaded = load_toy_checkpoint(file, device=device, ema=weights == "ema")
-    process, field = loaded["process"], loaded["field"]
+    loaded = load_toy_checkpoint(found.path, device=device, ema=weights == "ema")
     spec = {"dim": loaded["dim"], **((loaded["meta"].get("toy") or {}).get("net") or {})}
-    return process, field, {"kind": "mlp", "path": str(file), "step": int(ckpt.get("step", 0)), "mlp": spec}
+    return loaded["process"], loaded["field"], {"kind": "mlp", "path": str(found.path), "step": loaded["step"], "mlp": spec}
 
 
 def run(args) -> int:
     from ..data import load_toy
-    from ..io import ensure_dir, write_json
+    from ..io import write_json
     from ..likelihood import LikelihoodResult, log_likelihood
     from ..noise import SeededNoise
     from ..processes import data_defaults, make_process
-    from ..toy import ToyConfig, build_field, pick_device
+    from ..runtime import resolve_device
+    from ..toy import ToyConfig, build_field
 
     for name in ("n", "n_data", "batch"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
+    out = prepare(args.out, "nll", ("nll.json",), overwrite=args.overwrite).path
     opts = process_options(args)
     info: dict = {}
     labels = None
@@ -197,7 +181,6 @@ def run(args) -> int:
         s = torch.full((n,), result.s_min, dtype=torch.float64, device=x.device)
         summary["analytic_nll_nats"] = float(-ref.log_prob(x.double(), s).mean())
         summary["data_nll_nats"] = float(-dataset.mixture.log_prob(x.double().cpu()).mean())
-    out = ensure_dir(args.out)
     write_json(out / "nll.json", summary)
     ref_text = f"  (analytic at s_min: {summary['analytic_nll_nats']:.4f})" if "analytic_nll_nats" in summary else ""
     print(f"nll = {result.nll:.4f} ± {result.nll_std_err:.4f} nats ({result.bits_per_dim:.4f} bits/dim) over {n} points, "

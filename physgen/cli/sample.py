@@ -10,34 +10,60 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..config import LIMIT_REASONS, MAX_SAMPLES, arg, parse_int
 from ..errors import UserError
 from ..io import write_json
+from ..runfolder import add_overwrite_argument, join, prepare, prepare_file
+from .argtypes import BATCH, LABEL, SAMPLES, SEED
 from .toy import add_guidance_arguments, add_sampler_arguments, sampler_options, sampling_steps
+
+OUTPUTS = ("sampling.json", "[0-9][0-9][0-9][0-9][0-9][0-9]*.png")  # what sample --out DIR writes
 
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="sample images from a checkpoint: a grid PNG or a folder of PNGs (sharded under torchrun)")
     p.add_argument("--ckpt", default=None, help="checkpoint file, or a run directory (its newest checkpoint)")
-    p.add_argument("--n", type=int, default=64, help="number of samples")
+    p.add_argument("--n", type=SAMPLES, default=64, help="number of samples")
     add_sampler_arguments(p)  # --solver --steps --schedule --rtol --atol --levels --steps-per-level --eps --snr --sampler-opt ...
-    p.add_argument("--out", default=None, help="FILE.png for a grid, or a DIR for one PNG per sample")
-    p.add_argument("--seed", type=int, default=0, help="sample i uses the noise of (seed, i)")
-    p.add_argument("--start", type=int, default=0, help="first sample index (write disjoint sets from several runs)")
-    p.add_argument("--batch", type=int, default=256, help="samples per forward pass")
-    p.add_argument("--label", type=int, default=None, help="class to sample (class-conditional checkpoints)")
+    p.add_argument("--out", default=None, help="FILE.png for a grid (with sampling.json beside it), or a DIR for one PNG per sample")
+    p.add_argument("--seed", type=SEED, default=0, help="sample i uses the noise of (seed, i)")
+    p.add_argument("--start", type=arg(parse_int, 0, MAX_SAMPLES * 100, LIMIT_REASONS["samples"]), default=0, help="first sample index (write disjoint sets from several runs)")
+    p.add_argument("--batch", type=BATCH, default=256, help="samples per forward pass")
+    p.add_argument("--label", type=LABEL, default=None, help="class to sample (class-conditional checkpoints)")
     p.add_argument("--raw", action="store_true", help="use the raw training weights instead of the EMA")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (torchrun: cuda:LOCAL_RANK)")
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"], help="bf16/auto: bf16 autocast on CUDA")
-    p.add_argument("--nrow", type=int, default=None, help="grid: images per row")
+    p.add_argument("--nrow", type=arg(parse_int, 1, MAX_SAMPLES), default=None, help="grid: images per row")
     p.add_argument("--skip-existing", action="store_true", help="DIR: do not redo batches whose PNGs exist")
     add_guidance_arguments(p, cond_drop=False)  # --guidance cfg|classifier --w --guidance-interval --classifier-ckpt
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
+
+
+def _prepare_out(args, info) -> None:
+    """Refuse (or, with --overwrite, clear) another run's outputs; lock the folder (rank 0)."""
+    out = Path(args.out)
+    if out.suffix.lower() == ".png":
+        if info.is_main:  # the grid and its record
+            prepare_file(out, "sample", overwrite=args.overwrite)
+            prepare_file(out.parent / "sampling.json", "sample", overwrite=args.overwrite)
+        return
+    first, stop = args.start, args.start + args.n
+
+    def ours(path: Path) -> bool:  # a PNG this run writes (other ranks may be writing it now)
+        return path.suffix == ".png" and path.stem.isdigit() and first <= int(path.stem) < stop
+
+    if info.is_main:
+        prepare(out, "sample", OUTPUTS, overwrite=args.overwrite, resume=args.skip_existing, conflicts=ours, keep=ours,
+                sweep=info.world_size == 1, hint=" (or --skip-existing to finish them)")
+    else:
+        join(out, "sample")
 
 
 def run(args) -> int:
     from ..images.generate import sample_grid, sample_to_dir
     from ..images.train import load_trained
-    from ..training import dist_info, resolve_device
+    from ..runtime import dist_info, resolve_device
 
     if args.list_solvers:
         from ..sampling import format_solver_table
@@ -50,6 +76,7 @@ def run(args) -> int:
         raise UserError(f"--n must be >= 1, got {args.n}")
     info = dist_info()
     device = resolve_device(args.device, info.local_rank)
+    _prepare_out(args, info)
     model = load_trained(args.ckpt, device=device, ema=not args.raw)
     kw = dict(seed=args.seed, solver=args.solver, steps=sampling_steps(args), schedule=args.schedule, batch=args.batch,
               device=device, sampler_options=sampler_options(args), precision=args.precision, label=args.label)

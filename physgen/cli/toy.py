@@ -1,70 +1,46 @@
 """``physgen toy``: sample a toy 2-D distribution with any process, field and solver."""
 from __future__ import annotations
 
-import json
-import math
 import sys
 from typing import Optional
 
+from ..config import parse_key_values
 from ..errors import UserError
+from ..runfolder import add_overwrite_argument, prepare
+from .argtypes import BATCH, DEPTH, FINITE, FRACTION, LABEL, LEVELS, POSITIVE, SAMPLES, SEED, STEPS, THREADS, TRAIN_STEPS, WIDTH, D
 
-
-def parse_D(text: str) -> float:
-    """``--D``: a positive integer or ``inf``."""
-    if str(text).strip().lower() in ("inf", "infinity"):
-        return math.inf
-    try:
-        value = float(text)
-    except ValueError:
-        raise UserError(f"--D must be a positive integer or inf, got {text!r}") from None
-    if not (value > 0 and value == int(value)):
-        raise UserError(f"--D must be a positive integer or inf, got {text!r}")
-    return int(value)
+OUTPUTS = ("config.json", "samples.npy", "metrics.json", "samples.png", "trajectories.png")  # what physgen toy writes
 
 
 def add_process_arguments(p) -> None:
     """Process options shared by every command that builds a process."""
     p.add_argument("--process", default="edm", help="ve, vp, edm, ... (see the README)")
-    p.add_argument("--sigma-min", type=float, default=None, help="smallest scale (default: the process's)")
-    p.add_argument("--sigma-max", type=float, default=None, help="largest scale (toy default: the data's largest pairwise distance)")
-    p.add_argument("--D", default=None, help="PFGM++ extra dimensions: a positive integer or inf")
-    p.add_argument("--m", type=float, default=None, help="Yukawa mass")
-    p.add_argument("--a", type=float, default=None, help="telegrapher: Kac flip rate (damping)")
-    p.add_argument("--c", type=float, default=None, help="telegrapher: Kac speed")
+    p.add_argument("--sigma-min", type=POSITIVE, default=None, help="smallest scale (default: the process's)")
+    p.add_argument("--sigma-max", type=POSITIVE, default=None, help="largest scale (toy default: 10 x the data's largest principal std, the prior-matching rule)")
+    p.add_argument("--D", type=D, default=None, help="PFGM++ extra dimensions: a positive integer or inf")
+    p.add_argument("--m", type=FINITE, default=None, help="Yukawa mass")
+    p.add_argument("--a", type=POSITIVE, default=None, help="telegrapher: Kac flip rate (damping)")
+    p.add_argument("--c", type=POSITIVE, default=None, help="telegrapher: Kac speed")
     p.add_argument("--process-opt", action="append", default=[], metavar="KEY=VALUE", help="any other process option (JSON value)")
 
 
-def parse_key_values(items, flag: str) -> dict:
-    """``KEY=VALUE`` pairs (VALUE parsed as JSON when it is JSON, else kept as text)."""
-    opts = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise UserError(f"{flag} expects KEY=VALUE, got {item!r}")
-        try:
-            opts[key.replace("-", "_")] = json.loads(value)
-        except json.JSONDecodeError:
-            opts[key.replace("-", "_")] = value
-    return opts
-
-
 def process_options(args) -> dict:
-    opts = {"sigma_min": args.sigma_min, "sigma_max": args.sigma_max, "m": args.m, "a": args.a, "c": args.c, "D": None if args.D is None else parse_D(args.D)}
+    opts = {"sigma_min": args.sigma_min, "sigma_max": args.sigma_max, "m": args.m, "a": args.a, "c": args.c, "D": args.D}
     return {**opts, **parse_key_values(args.process_opt, "--process-opt")}
 
 
 def add_sampler_arguments(p) -> None:
-    """The sampling flags every sampling command shares (one rule: :func:`sampling_arguments`)."""
+    """The sampling flags every sampling command shares (one rule: :func:`sampling_steps`, :func:`sampler_options`)."""
     p.add_argument("--solver", default="heun", help="euler, heun, dpmpp-2m, dopri5, ald, ... (--list-solvers prints the table)")
     p.add_argument("--list-solvers", action="store_true", help="print the solver table for the process (needs, order, NFE per step) and exit")
-    p.add_argument("--steps", type=int, default=None, help="K integration steps on every path (default 18; ald: K noise levels, default NCSNv2's rule)")
+    p.add_argument("--steps", type=STEPS, default=None, help="K integration steps on every path (default 18; ald: K noise levels, default NCSNv2's rule)")
     p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, vp-time, ve-time (default: the process's)")
-    p.add_argument("--rtol", type=float, default=None, help="adaptive solvers (dopri5, torchdiffeq:*): relative tolerance (default 1e-5)")
-    p.add_argument("--atol", type=float, default=None, help="adaptive solvers: absolute tolerance (default 1e-5)")
-    p.add_argument("--levels", type=int, default=None, help="annealed Langevin: number of noise levels (= --steps for ald)")
-    p.add_argument("--steps-per-level", type=int, default=None, help="annealed Langevin: T")
-    p.add_argument("--eps", type=float, default=None, help="annealed Langevin: step size ε")
-    p.add_argument("--snr", type=float, default=None, help="predictor-corrector: Langevin corrector snr")
+    p.add_argument("--rtol", type=POSITIVE, default=None, help="adaptive solvers (dopri5, torchdiffeq:*): relative tolerance (default 1e-5)")
+    p.add_argument("--atol", type=POSITIVE, default=None, help="adaptive solvers: absolute tolerance (default 1e-5)")
+    p.add_argument("--levels", type=LEVELS, default=None, help="annealed Langevin: number of noise levels (= --steps for ald)")
+    p.add_argument("--steps-per-level", type=LEVELS, default=None, help="annealed Langevin: T")
+    p.add_argument("--eps", type=POSITIVE, default=None, help="annealed Langevin: step size ε")
+    p.add_argument("--snr", type=POSITIVE, default=None, help="predictor-corrector: Langevin corrector snr")
     p.add_argument("--birth-death", default=None, help="Yukawa: smc, weights, off, transport")
     p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE", help="any other sampler option (JSON value)")
 
@@ -106,11 +82,11 @@ def list_solvers(process, args) -> int:
 def add_guidance_arguments(p, cond_drop: bool = True) -> None:
     """--guidance/--w/--guidance-interval/--classifier-ckpt (and --cond-drop) (physgen/guidance.py)."""
     p.add_argument("--guidance", default=None, choices=("cfg", "classifier"), help="guide towards --label: classifier-free (cfg) or classifier guidance")
-    p.add_argument("--w", type=float, default=1.0, help="guidance scale (0: unconditional, 1: conditional)")
+    p.add_argument("--w", type=FINITE, default=1.0, help="guidance scale (0: unconditional, 1: conditional)")
     p.add_argument("--guidance-interval", default=None, metavar="LO,HI", help="guide only for scales in [LO, HI] (the process's s)")
     p.add_argument("--classifier-ckpt", default=None, help="classifier.pt from `physgen train-classifier` (default: the Bayes classifier of an exact/analytic field, or one trained here)")
     if cond_drop:
-        p.add_argument("--cond-drop", type=float, default=0.1, help="label dropout when training a conditional network")
+        p.add_argument("--cond-drop", type=FRACTION, default=0.1, help="label dropout when training a conditional network")
 
 
 def guidance_transform(args, process, device=None):
@@ -138,36 +114,27 @@ def register(sub) -> None:
     add_process_arguments(p)
     p.add_argument("--dataset", default="moons", help="a toy name, FILE.npy ([n, 2]) or FILE.json (Gaussian mixture)")
     p.add_argument("--field", default="exact", help="exact, analytic or mlp")
-    p.add_argument("--n-data", type=int, default=10_000)
-    p.add_argument("--train-steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=512)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--n-data", type=SAMPLES, default=10_000)
+    p.add_argument("--train-steps", type=TRAIN_STEPS, default=2000)
+    p.add_argument("--batch", type=BATCH, default=512)
+    p.add_argument("--lr", type=POSITIVE, default=2e-3)
+    p.add_argument("--hidden", type=WIDTH, default=256)
+    p.add_argument("--depth", type=DEPTH, default=3)
     add_sampler_arguments(p)
-    p.add_argument("--n-samples", type=int, default=2000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for torch (toy-sized work runs fastest on one; 0: torch's default)")
+    p.add_argument("--n-samples", type=SAMPLES, default=2000)
+    p.add_argument("--seed", type=SEED, default=0)
+    p.add_argument("--threads", type=THREADS, default=1, help="CPU threads for torch (toy-sized work runs fastest on one; 0: torch's default)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
-    p.add_argument("--label", type=int, default=None, help="class label to condition on")
+    p.add_argument("--label", type=LABEL, default=None, help="class label to condition on")
     add_guidance_arguments(p)
     p.add_argument("--out", default="runs/toy")
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
-
-
-def set_threads(n: int) -> None:
-    """Small toy networks and fields run several times faster on one thread than on two
-    shared ones (measured: 18k vs 1k samples/s training the demo MLP on a loaded 2-core VM)."""
-    import torch
-
-    if n < 0:
-        raise UserError(f"--threads must be >= 0, got {n}")
-    if n:
-        torch.set_num_threads(n)
 
 
 def run(args) -> int:
     from ..processes import make_process
+    from ..runtime import set_threads
     from ..toy import ToyConfig, run_toy
 
     if args.list_solvers:
@@ -182,6 +149,7 @@ def run(args) -> int:
         process_options=process_options(args), sampler_options=opts, label=args.label, out=args.out,
         cond_drop=args.cond_drop, **guidance_options(args),
     )
+    prepare(args.out, "toy", OUTPUTS, overwrite=args.overwrite)
     metrics = run_toy(config, log_stream=sys.stderr)
     keys = ("sliced_w2", "mmd", "energy", "nfe", "wall_s")
     print("  ".join(f"{k}={metrics[k]:.4g}" if isinstance(metrics[k], float) else f"{k}={metrics[k]}" for k in keys if k in metrics))

@@ -14,67 +14,62 @@ import json
 import sys
 from pathlib import Path
 
+from ..config import arg, parse_float, parse_key_values, parse_optional
 from ..errors import UserError
+from ..runfolder import add_overwrite_argument, prepare
+from .argtypes import BATCH, COUNT, FRACTION, OPTIONAL_POSITIVE, POSITIVE, RESOLUTION, SAMPLES, SEED, STEPS, TRAIN_STEPS
 from .toy import add_process_arguments, process_options
+
+OUTPUTS = ("config.json", "summary.json", "checkpoints/ckpt-*.pt", "samples/grid-*.png")  # what physgen train writes
 
 S = argparse.SUPPRESS
 
 
-def _opt_float(text: str):
-    if str(text).strip().lower() in ("none", "off", "null"):
-        return None
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or none, got {text!r}") from None
-
-
 def _kv(text: str):
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    """``--unet-opt KEY=VALUE`` (JSON value), one pair."""
     try:
-        return key.replace("-", "_"), json.loads(value)
-    except json.JSONDecodeError:
-        return key.replace("-", "_"), value
+        return next(iter(parse_key_values([text], "--unet-opt").items()))
+    except UserError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
 
 
 # flag -> (config key, argparse kwargs); train.* keys live in the [train] table
 FLAGS = {
     "--dataset": ("dataset", dict(help="digits | cifar10:PATH | folder:PATH | npz:PATH")),
-    "--resolution": ("resolution", dict(type=int, help="resize to this side (default: the data's own)")),
+    "--resolution": ("resolution", dict(type=RESOLUTION, help="resize to this side (default: the data's own)")),
     "--xflip": ("xflip", dict(action=argparse.BooleanOptionalAction, help="random horizontal flips")),
     "--cond": ("cond", dict(action=argparse.BooleanOptionalAction, help="class-conditional network (labels from the data)")),
-    "--label-dropout": ("label_dropout", dict(type=float, help="with --cond: fraction of labels replaced by the null class (default 0.1)")),
-    "--cond-drop": ("label_dropout", dict(type=float, help="alias of --label-dropout (classifier-free guidance)")),
-    "--sigma-data": ("sigma_data", dict(type=float, help="data standard deviation for the preconditioning (default 0.5)")),
+    "--label-dropout": ("label_dropout", dict(type=FRACTION, help="with --cond: fraction of labels replaced by the null class (default 0.1)")),
+    "--cond-drop": ("label_dropout", dict(type=FRACTION, help="alias of --label-dropout (classifier-free guidance)")),
+    "--sigma-data": ("sigma_data", dict(type=POSITIVE, help="data standard deviation for the preconditioning (default 0.5)")),
     "--arch": ("arch", dict(help="U-Net preset: tiny, small, ddpmpp (= ddpmpp-cifar10), ddpmpp-ffhq64")),
     "--unet-opt": ("unet", dict(type=_kv, action="append", metavar="KEY=VALUE", help="U-Net preset override, e.g. dropout=0.1 (JSON value)")),
     "--device": ("device", dict(help="auto, cpu, cuda, cuda:N (torchrun: cuda:LOCAL_RANK)")),
     "--out": ("out", dict(help="run directory (config, checkpoints, sample grids)")),
-    "--sample-every": ("sample_every", dict(type=int, help="write a grid of EMA samples every N steps (0: at the end only)")),
-    "--sample-n": ("sample_n", dict(type=int, help="images per grid (default 64)")),
-    "--sample-steps": ("sample_steps", dict(type=int, help="solver steps for the grids (default 18)")),
+    "--sample-every": ("sample_every", dict(type=COUNT, help="write a grid of EMA samples every N steps (0: at the end only)")),
+    "--sample-n": ("sample_n", dict(type=SAMPLES, help="images per grid (default 64)")),
+    "--sample-steps": ("sample_steps", dict(type=STEPS, help="solver steps for the grids (default 18)")),
     "--sample-solver": ("sample_solver", dict(help="solver for the grids (default heun)")),
-    "--sample-seed": ("sample_seed", dict(type=int, help="seed of the grid samples")),
-    "--steps": ("train.steps", dict(type=int, help="total optimiser steps (clears --duration-mimg)")),
-    "--duration-mimg": ("train.duration_mimg", dict(type=float, help="total training images in millions (EDM: 200)")),
-    "--batch": ("train.batch", dict(type=int, help="global batch over all processes (default 512)")),
-    "--micro-batch": ("train.micro_batch", dict(type=int, help="samples per forward pass (gradient accumulation)")),
-    "--lr": ("train.lr", dict(type=float, help="Adam learning rate (default 1e-3)")),
-    "--warmup-steps": ("train.warmup_steps", dict(type=int, help="linear lr warm-up in steps (clears --warmup-mimg)")),
-    "--warmup-mimg": ("train.warmup_mimg", dict(type=_opt_float, help="linear lr warm-up in millions of images (default 10)")),
-    "--ema-halflife": ("train.ema_halflife", dict(type=float, help="EMA half-life in images (default 500000)")),
-    "--ema-rampup": ("train.ema_rampup", dict(type=_opt_float, help="EMA ramp-up ratio, or none (default 0.05)")),
-    "--grad-clip": ("train.grad_clip", dict(type=_opt_float, help="clip the gradient norm to this, or none (default none)")),
-    "--log-every": ("train.log_every", dict(type=int, help="progress line every N steps")),
-    "--checkpoint-every": ("train.checkpoint_every", dict(type=int, help="checkpoint every N steps (0: at the end)")),
-    "--keep-checkpoints": ("train.keep_checkpoints", dict(type=int, help="keep the last K checkpoints")),
-    "--seed": ("train.seed", dict(type=int, help="seed of initialisation, data order and noise")),
+    "--sample-seed": ("sample_seed", dict(type=SEED, help="seed of the grid samples")),
+    "--steps": ("train.steps", dict(type=TRAIN_STEPS, help="total optimiser steps (clears --duration-mimg)")),
+    "--duration-mimg": ("train.duration_mimg", dict(type=POSITIVE, help="total training images in millions (EDM: 200)")),
+    "--batch": ("train.batch", dict(type=BATCH, help="global batch over all processes (default 512)")),
+    "--micro-batch": ("train.micro_batch", dict(type=BATCH, help="samples per forward pass (gradient accumulation)")),
+    "--lr": ("train.lr", dict(type=POSITIVE, help="Adam learning rate (default 1e-3)")),
+    "--warmup-steps": ("train.warmup_steps", dict(type=COUNT, help="linear lr warm-up in steps (clears --warmup-mimg)")),
+    "--warmup-mimg": ("train.warmup_mimg", dict(type=arg(parse_optional(parse_float), 0.0), help="linear lr warm-up in millions of images (default 10)")),
+    "--ema-halflife": ("train.ema_halflife", dict(type=POSITIVE, help="EMA half-life in images (default 500000)")),
+    "--ema-rampup": ("train.ema_rampup", dict(type=OPTIONAL_POSITIVE, help="EMA ramp-up ratio, or none (default 0.05)")),
+    "--grad-clip": ("train.grad_clip", dict(type=OPTIONAL_POSITIVE, help="clip the gradient norm to this, or none (default none)")),
+    "--log-every": ("train.log_every", dict(type=TRAIN_STEPS, help="progress line every N steps")),
+    "--checkpoint-every": ("train.checkpoint_every", dict(type=COUNT, help="checkpoint every N steps (0: at the end)")),
+    "--keep-checkpoints": ("train.keep_checkpoints", dict(type=TRAIN_STEPS, help="keep the last K checkpoints")),
+    "--seed": ("train.seed", dict(type=SEED, help="seed of initialisation, data order and noise")),
     "--precision": ("train.precision", dict(choices=["auto", "fp32", "bf16"], help="auto: bf16 autocast on CUDA, fp32 on CPU")),
     "--channels-last": ("train.channels_last", dict(action=argparse.BooleanOptionalAction, help="channels_last memory format (default on)")),
     "--compile": ("train.compile", dict(action=argparse.BooleanOptionalAction, help="torch.compile the network")),
-    "--max-minutes": ("train.max_minutes", dict(type=_opt_float, help="stop (with a checkpoint) after this wall time; resume to continue")),
+    "--max-minutes": ("train.max_minutes", dict(type=OPTIONAL_POSITIVE, help="stop (with a checkpoint) after this wall time; resume to continue")),
 }
 PROCESS_KEYS = ("process", "D", "sigma_min", "sigma_max")
 RESUMABLE = {
@@ -97,6 +92,7 @@ def register(sub) -> None:
     p.set_defaults(process=None)
     for flag, (_, kw) in FLAGS.items():
         p.add_argument(flag, default=S, **kw)
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -140,17 +136,18 @@ def apply_overrides(base: dict, given: dict) -> dict:
 
 def resolve_config(args):
     """(config, resume target or False) from --resume / --config / flags."""
-    from ..images.train import ImageTrainConfig, config_from_dict, find_checkpoint, load_config
-    from ..training import load_checkpoint_file
+    from .. import checkpoints
+    from ..images.train import ImageTrainConfig, config_from_dict, load_config
 
     given = given_overrides(args)
     if args.resume:
         if args.config:
             raise UserError("--resume takes the run's config from its checkpoint; drop --config")
-        ckpt_path = find_checkpoint(args.resume)
+        found = checkpoints.find(args.resume, kind="train")  # the newest that verifies; skipped ones are reported
+        ckpt_path = found.path
         run_dir = Path(args.resume) if Path(args.resume).is_dir() else ckpt_path.parent.parent
-        meta = (load_checkpoint_file(ckpt_path).get("meta") or {}).get("image")
-        if not meta:
+        meta = found.header.meta.get("image")
+        if not meta or not isinstance(meta.get("config"), dict):
             raise UserError(f"{str(ckpt_path)!r} is not an image checkpoint written by physgen train")
         base = dict(meta["config"])
         if "out" in given and Path(given.pop("out")).resolve() != run_dir.resolve():
@@ -161,7 +158,7 @@ def resolve_config(args):
             raise UserError(f"{flag} cannot change when resuming (the run's config is in its checkpoint); allowed: --steps, --duration-mimg, --log-every, --checkpoint-every, --keep-checkpoints, --max-minutes, --sample-*, --device, --precision, --compile, --channels-last, --micro-batch")
         base["out"] = str(run_dir)
         config = config_from_dict(apply_overrides(base, given), where=f"checkpoint {ckpt_path}")
-        return config, (ckpt_path if Path(args.resume).is_file() else True)
+        return config, ckpt_path
     base = load_config(args.config).to_dict() if args.config else ImageTrainConfig().to_dict()
     return config_from_dict(apply_overrides(base, given), where=args.config or "command line"), False
 
@@ -177,12 +174,15 @@ def _differs(base: dict, key: str, value) -> bool:
 
 def run(args) -> int:
     from ..images.train import dump_config, run_training
+    from ..runtime import dist_info
 
     config, resume = resolve_config(args)
     if args.dump_config:
         dump_config(config, args.dump_config)
         print(f"wrote {args.dump_config}")
         return 0
+    if dist_info().is_main:  # only rank 0 writes
+        prepare(config.out, "train", OUTPUTS, overwrite=args.overwrite, resume=bool(resume), hint=f", continue with --resume {config.out}")
     try:
         result = run_training(config, resume=resume, log_stream=sys.stderr)
     finally:

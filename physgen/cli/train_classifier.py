@@ -14,7 +14,11 @@ import sys
 from dataclasses import asdict
 
 from ..errors import UserError
+from ..runfolder import add_overwrite_argument, prepare
+from .argtypes import BATCH, DEPTH, POSITIVE, RESOLUTION, SAMPLES, SEED, TRAIN_STEPS, WIDTH
 from .toy import add_process_arguments, process_options
+
+OUTPUTS = ("classifier.pt", "config.json", "metrics.json", "checkpoints/ckpt-*.pt")  # what train-classifier writes
 
 IMAGE_PREFIXES = ("cifar10:", "folder:", "npz:")
 
@@ -24,19 +28,20 @@ def register(sub) -> None:
     add_process_arguments(p)
     p.add_argument("--dataset", default="8gaussians", help="a labelled toy set (8gaussians, pinwheel, moons, FILE.npz, FILE.json) or digits, cifar10:PATH, folder:PATH, npz:PATH")
     p.add_argument("--arch", default="auto", help="auto (mlp for toys, cnn for images), mlp, cnn")
-    p.add_argument("--hidden", type=int, default=256, help="mlp width")
-    p.add_argument("--depth", type=int, default=3, help="mlp residual blocks")
-    p.add_argument("--width", type=int, default=32, help="cnn base channels")
-    p.add_argument("--n-data", type=int, default=10_000, help="toy sets: number of training points")
-    p.add_argument("--resolution", type=int, default=None, help="images: resize to this side")
+    p.add_argument("--hidden", type=WIDTH, default=256, help="mlp width")
+    p.add_argument("--depth", type=DEPTH, default=3, help="mlp residual blocks")
+    p.add_argument("--width", type=WIDTH, default=32, help="cnn base channels")
+    p.add_argument("--n-data", type=SAMPLES, default=10_000, help="toy sets: number of training points")
+    p.add_argument("--resolution", type=RESOLUTION, default=None, help="images: resize to this side")
     p.add_argument("--scales", default="mixed", help="training scales: mixed (default: half the process's law, half log-uniform over its sampling range), process, log-uniform")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--batch", type=int, default=512)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=TRAIN_STEPS, default=2000)
+    p.add_argument("--batch", type=BATCH, default=512)
+    p.add_argument("--lr", type=POSITIVE, default=2e-3)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--out", default="runs/classifier")
+    add_overwrite_argument(p)
     p.set_defaults(func=run)
 
 
@@ -49,9 +54,9 @@ def run(args) -> int:
 
     from ..errors import unknown_name
     from ..guidance import make_classifier, save_classifier
-    from ..io import ensure_dir, write_json
+    from ..io import write_json
     from ..processes import data_defaults, make_process
-    from ..toy import pick_device
+    from ..runtime import resolve_device
     from ..training import SCALE_LAWS, TrainConfig, classifier_accuracy, train_classifier
 
     for name in ("steps", "batch", "n_data", "hidden", "depth", "width"):
@@ -59,7 +64,9 @@ def run(args) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.scales not in SCALE_LAWS:
         raise unknown_name("--scales", args.scales, SCALE_LAWS)
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
+    out = prepare(args.out, "train-classifier", OUTPUTS, overwrite=args.overwrite, resume=args.resume,
+                  hint=", continue with --resume").path
     g = torch.Generator(device=device).manual_seed(args.seed)
     if _is_image(args.dataset):
         from ..images.data import load_image_dataset
@@ -90,7 +97,6 @@ def run(args) -> int:
         idx = torch.randint(0, data.shape[0], (n,), generator=gen, device=gen.device)
         return data[idx], labels[idx]
 
-    out = ensure_dir(args.out)
     result = train_classifier(process, classifier, batch, tcfg, scales=args.scales, out_dir=out, resume=args.resume, device=device,
                               log_stream=sys.stderr)
     clf = result.ema.eval()

@@ -31,6 +31,8 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from .. import checkpoints
+from ..config import decode_inf, jsonable
 from ..errors import UserError
 from ..metrics import default_bandwidths, mmd, sample_metrics, sliced_w2
 from ..noise import SeededNoise
@@ -41,8 +43,6 @@ __all__ = [
     "ToyProblem",
     "ImageProblem",
     "cast_field",
-    "find_checkpoint",
-    "read_checkpoint",
     "load_toy_checkpoint",
     "save_toy_checkpoint",
     "load_problem_from_checkpoint",
@@ -106,7 +106,7 @@ class Problem:
         return None
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "process": {"name": self.process.name, **_jsonable(self.process.config())}, "n_samples": self.n_samples,
+        return {"kind": self.kind, "process": {"name": self.process.name, **jsonable(self.process.config())}, "n_samples": self.n_samples,
                 "device": str(self.device), "schedule": self.schedule_description()}
 
     @property
@@ -147,9 +147,10 @@ class ToyProblem(Problem):
         """
         from ..data import load_toy
         from ..processes import make_process
-        from ..toy import build_field, pick_device, toy_data, toy_process
+        from ..runtime import resolve_device
+        from ..toy import build_field, toy_data, toy_process
 
-        device = pick_device(config.device)
+        device = resolve_device(config.device)
         dataset = load_toy(config.dataset)
         data, labels, reference = toy_data(dataset, config, device)
         g_floor = torch.Generator(device=device).manual_seed(config.seed + FLOOR_SEED_OFFSET)
@@ -198,33 +199,6 @@ class ToyProblem(Problem):
 # --------------------------------------------------------------------------- checkpoints
 
 
-def find_checkpoint(path) -> Path:
-    """``path`` if it is a file; else the newest ``ckpt-*.pt`` of the run dir (or of ``path`` itself)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if p.is_dir():
-        for d in (p / "checkpoints", p):
-            found = sorted(d.glob("ckpt-*.pt")) if d.is_dir() else []
-            if found:
-                return found[-1]
-        raise UserError(f"no checkpoint in {str(p)!r} (expected {str(p / 'checkpoints')}/ckpt-*.pt)")
-    raise UserError(f"checkpoint {str(p)!r} does not exist")
-
-
-def read_checkpoint(path) -> dict:
-    """A training checkpoint as a dict (``weights_only``: a checkpoint cannot run code)."""
-    path = find_checkpoint(path)
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # zip / pickle errors differ between torch versions
-        raise UserError(f"cannot read checkpoint {str(path)!r}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    if not isinstance(obj, dict) or "model" not in obj:
-        raise UserError(f"{str(path)!r} is not a physgen training checkpoint (no 'model' entry)")
-    obj["_path"] = path
-    return obj
-
-
 def _mlp_spec_from_state(state: dict) -> dict:
     """The toy MLP's sizes read off its state dict (for checkpoints that do not record them)."""
     try:
@@ -239,64 +213,65 @@ def _mlp_spec_from_state(state: dict) -> dict:
             "num_classes": 0 if label is None else int(label.shape[0]) - 1, "out_dim": out_dim}
 
 
-def _process_from_checkpoint(ckpt: dict):
+def _process_from_checkpoint(ckpt: "checkpoints.Checkpoint"):
     from ..processes import make_process
 
-    conf = dict(ckpt.get("process") or {})
-    if "name" not in conf:
-        raise UserError(f"{str(ckpt['_path'])!r} does not record its process")
+    conf = ckpt.payload.get("process")
+    if not isinstance(conf, dict) or "name" not in conf:
+        raise UserError(f"checkpoint {str(ckpt.path)!r} does not record its process")
+    conf = dict(conf)
     name = conf.pop("name")
-    return make_process(name, **{k: (math.inf if v == "inf" else v) for k, v in conf.items()})
+    return make_process(name, **{k: decode_inf(v) for k, v in conf.items()})
 
 
 def load_toy_checkpoint(path, device=None, ema: bool = True) -> dict:
     """Rebuild a toy MLP field from a checkpoint: ``{process, field, dim, step, path, meta}``.
 
-    The MLP's sizes come from ``meta["toy"]["net"]`` when recorded (compare-solvers writes
-    it), else from the shapes in the state dict; the process from the checkpoint's
-    ``process`` entry.  The EMA weights are loaded unless ``ema=False``.
+    ``path``: a file or a run dir (its newest checkpoint that verifies).  The MLP's sizes come
+    from ``meta["toy"]["net"]`` when recorded (compare-solvers writes it), else from the
+    shapes in the state dict; the process from the checkpoint's ``process`` entry.  The EMA
+    weights are loaded unless ``ema=False``.
     """
     from ..nets.mlp import MLP
 
-    ckpt = read_checkpoint(path)
-    state = ckpt["ema" if ema and "ema" in ckpt else "model"]
-    spec = ((ckpt.get("meta") or {}).get("toy") or {}).get("net") or _mlp_spec_from_state(state)
+    found = checkpoints.find(path, kind=("train", "toy-mlp"))
+    if found.header.meta.get("image"):
+        raise UserError(f"{str(found.path)!r} holds an image network (physgen train), not a toy MLP")
+    ckpt = checkpoints.read(found.path)
+    weights = "ema" if ema and "ema" in ckpt.payload else "model"
+    state = ckpt.payload.get(weights)
+    if not isinstance(state, dict):
+        raise UserError(f"checkpoint {str(found.path)!r} has no {weights!r} weights")
+    spec = (ckpt.meta.get("toy") or {}).get("net") or _mlp_spec_from_state(state)
     process = _process_from_checkpoint(ckpt)
-    net = MLP(spec["dim"], hidden=spec["hidden"], depth=spec["depth"], embed_dim=spec.get("embed_dim", 64),
-              num_classes=spec.get("num_classes", 0), out_dim=spec.get("out_dim"))
-    field = process.precondition(net)
     try:
-        field.load_state_dict(state)
-    except RuntimeError as exc:
-        raise UserError(f"{str(ckpt['_path'])!r}: the weights do not fit a toy MLP of {spec}: {str(exc).splitlines()[0]}") from None
+        net = MLP(int(spec["dim"]), hidden=int(spec["hidden"]), depth=int(spec["depth"]), embed_dim=int(spec.get("embed_dim", 64)),
+                  num_classes=int(spec.get("num_classes", 0)), out_dim=spec.get("out_dim"))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"checkpoint {str(found.path)!r}: its MLP spec {spec} is incomplete ({exc})") from None
+    field = process.precondition(net)
+    checkpoints.load_state(field, state, path=found.path, what=f"{weights} weights")
     field.to(device or "cpu").eval().requires_grad_(False)
-    return {"process": process, "field": field, "dim": int(spec["dim"]), "step": int(ckpt.get("step", 0)), "path": ckpt["_path"],
-            "meta": ckpt.get("meta") or {}}
+    return {"process": process, "field": field, "dim": int(spec["dim"]), "step": ckpt.step, "path": found.path, "meta": ckpt.meta}
 
 
 def save_toy_checkpoint(out, process, training, dim: int, config) -> Path:
-    """Write the trained toy MLP as ``out/checkpoints/ckpt-<step>.pt`` (the keys of
-    :func:`physgen.training.train`'s checkpoints that a reload needs, plus its sizes)."""
-    from ..io import save_torch
-
+    """Write the trained toy MLP as ``out/checkpoints/ckpt-<step>.pt`` (kind ``toy-mlp``: the
+    weights a reload needs, the loss history, and its sizes in the header)."""
     net = training.ema.net
     spec = {"kind": "mlp", "dim": int(dim), "hidden": int(config.hidden), "depth": int(config.depth),
             "embed_dim": int(net.embed[0].freqs.numel() * 2), "num_classes": int(net.num_classes), "out_dim": int(net.out_dim)}
+    meta = {"toy": {"net": spec, "dataset": str(config.dataset), "n_data": int(config.n_data), "seed": int(config.seed)}}
+    process_spec = {"name": process.name, **jsonable(process.config())}
     state = {
         "step": int(training.step),
         "model": training.field.state_dict(),
         "ema": training.ema.state_dict(),
-        "process": {"name": process.name, **_jsonable(process.config())},
+        "process": process_spec,
         "losses": [float(v) for v in training.losses],
-        "meta": {"toy": {"net": spec, "dataset": str(config.dataset), "n_data": int(config.n_data), "seed": int(config.seed)}},
+        "meta": meta,
     }
-    path = Path(out) / "checkpoints" / f"ckpt-{int(training.step):08d}.pt"
-    save_torch(path, state)
-    return path
-
-
-def _jsonable(d: dict) -> dict:
-    return {k: ("inf" if isinstance(v, float) and v == math.inf else v) for k, v in d.items()}
+    return checkpoints.save(out, state, kind="toy-mlp", step=int(training.step), meta={"process": process_spec, **meta})
 
 
 # --------------------------------------------------------------------------- images
@@ -317,7 +292,7 @@ class ImageProblem(Problem):
     def __init__(self, ckpt, *, n_samples: int, seed: int = 0, device=None, dataset: Optional[str] = None,
                  n_reference: Optional[int] = None, inception: Optional[str] = None, label: Optional[int] = None,
                  schedule_name: Optional[str] = None, batch: Optional[int] = None):
-        self.path = find_checkpoint(ckpt)
+        self.path = checkpoints.find(ckpt, kind="train").path
         self.seed, self._device, self.dataset_spec = int(seed), torch.device(device or "cpu"), dataset
         self._n_samples = int(n_samples)
         self.n_reference = int(n_reference or n_samples)
@@ -428,7 +403,7 @@ class ImageProblem(Problem):
 def load_problem_from_checkpoint(ckpt, *, toy_config=None, out=None, log_stream=None, **image_options) -> Problem:
     """A :class:`ToyProblem` or an :class:`ImageProblem`, by what the checkpoint holds
     (``meta.image`` from ``physgen train``: an image problem; anything else: a toy MLP)."""
-    meta = read_checkpoint(ckpt).get("meta") or {}
+    meta = checkpoints.find(ckpt, kind=("train", "toy-mlp")).header.meta
     if meta.get("image"):
         return ImageProblem(ckpt, **image_options)
     if toy_config is None:

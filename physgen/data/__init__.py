@@ -150,6 +150,9 @@ def _check_points(x: np.ndarray, src: str, key: str = "") -> Tensor:
     if bad:
         rows = np.flatnonzero(~np.isfinite(x).all(axis=1))
         raise UserError(f"{what}: contains {bad} non-finite values (first in row {int(rows[0])})")
+    big = float(np.abs(x).max())
+    if big > 1e18:  # squared distances of such points overflow float32 (3.4e38) in every field and metric
+        raise UserError(f"{what}: values up to {big:.3g} are too large (|x| must stay below 1e18: squared distances are taken in float32)")
     dtype = np.float32 if x.dtype == np.float32 else np.float64
     return torch.from_numpy(np.ascontiguousarray(x, dtype=dtype))
 

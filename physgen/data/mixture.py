@@ -26,7 +26,6 @@ File format (``from_json`` / ``to_json``)::
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -246,17 +245,11 @@ class GaussianMixture:
     @classmethod
     def from_json(cls, path: PathLike) -> "GaussianMixture":
         """Read the JSON file format of the module docstring."""
+        from ..config import read_json
+
         path = Path(path)
-        src = f"mixture file {str(path)!r}"
-        if not path.is_file():
-            raise UserError(f"{src} does not exist")
-        try:
-            obj = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UserError(f"{src}: cannot read: {exc}") from None
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{src}: invalid JSON: {exc}") from None
-        return cls.from_dict(obj, src)
+        # one strict JSON reader: overflowing numbers (1e400), NaN and absurd nesting are one line naming the file
+        return cls.from_dict(read_json(path, what="mixture file"), f"mixture file {str(path)!r}")
 
     def to_json(self, path: PathLike) -> None:
         """Write the JSON file format (atomically)."""

@@ -53,6 +53,7 @@ from torch import Tensor
 __all__ = ["add_arguments", "run", "make_dataset", "parse_D_values", "spearman"]
 
 DEFAULT_D = "1,4,16,64,128,2048,inf"
+OUTPUTS = ("results.csv", "d_sweep.png", "summary.md")  # what the experiment writes into --out
 DIMS = ("toy", "digits", "hd")
 
 
@@ -80,19 +81,13 @@ def add_arguments(parser) -> None:
 
 # ------------------------------------------------------------------------------ parsing
 def parse_D_values(text: str) -> list:
+    from physgen.config import parse_D
     from physgen.errors import UserError
-    from physgen.kernels import check_D
 
     values = [v.strip() for v in str(text).split(",") if v.strip()]
     if not values:
         raise UserError("--D-values needs at least one value")
-    out = []
-    for v in values:
-        try:
-            out.append(check_D(v))
-        except UserError:
-            raise UserError(f"--D-values: each D must be a positive integer or inf, got {v!r}") from None
-    return out
+    return [parse_D(v, "--D-values: each D") for v in values]
 
 
 def _parse_list(text: str, cast, name: str, lo=None) -> list:
@@ -419,7 +414,7 @@ def _run(args) -> int:
     from physgen.errors import UserError
     from physgen.io import ensure_dir
     from physgen.processes.pfgmpp import PFGMpp
-    from physgen.toy import pick_device
+    from physgen.runtime import resolve_device
 
     Ds = parse_D_values(args.D_values)
     kinds = [k.strip() for k in str(args.dims).split(",") if k.strip()]
@@ -436,7 +431,7 @@ def _run(args) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
     if args.steps < 2:
         raise UserError(f"--steps must be >= 2, got {args.steps}")
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     out = ensure_dir(args.out)
 
     t_start = time.perf_counter()

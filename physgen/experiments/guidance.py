@@ -38,6 +38,10 @@ import torch
 
 __all__ = ["add_arguments", "run", "shift_errors"]
 
+# what the experiment writes into --out
+OUTPUTS = ("shift_error.csv", "shift_error.png", "toy_guidance.png", "toy_samples.png", "digits_guidance.png", "digits_samples.png",
+           "guidance.csv", "summary.json")
+
 
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/guidance", help="output folder")
@@ -407,7 +411,7 @@ def _write_csv(path, rows) -> None:
 def run(args) -> int:
     from physgen.errors import UserError
     from physgen.io import ensure_dir, write_json
-    from physgen.toy import pick_device
+    from physgen.runtime import resolve_device
 
     if args.quick:
         args.field_steps, args.digits_field_steps, args.classifier_steps = min(args.field_steps, 400), min(args.digits_field_steps, 400), min(args.classifier_steps, 150)
@@ -422,7 +426,7 @@ def run(args) -> int:
         raise UserError(f"--D values must be positive integers, got {args.D}")
     if any(not math.isfinite(w) for w in args.w):
         raise UserError(f"--w values must be finite, got {args.w}")
-    device = pick_device(args.device)
+    device = resolve_device(args.device)
     out = ensure_dir(args.out)
     t_start = time.perf_counter()
 

@@ -27,6 +27,8 @@ import time
 
 import torch
 
+OUTPUTS = ("langevin_mixture.png", "weights.json", "weights.csv")  # what the experiment writes into --out
+
 __all__ = ["add_arguments", "run", "run_mixture", "MEANS"]
 
 MEANS = ((5.0, 5.0), (-5.0, -5.0))

@@ -47,6 +47,7 @@ import torch
 __all__ = ["add_arguments", "run", "run_experiment"]
 
 SAMPLERS = ("off", "weights", "smc", "transport")
+OUTPUTS = ("results.csv", "ess.csv", "summary.md", "config.json", "tradeoff.png", "ess_over_z.png", "samples.png", "neural.png")  # into --out
 GENPHYS_ROWS = ((0.01, 40.0, 0.153, 0.163, None), (0.1, 40.0, 0.049, 0.042, 0.0008), (1.0, 100.0, 0.001, 0.045, None))
 """GENPHYS.md's 2-D table: (m, z_max, flow only, births, ESS/n at the end)."""
 CENTERS = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])

@@ -3,15 +3,14 @@ that conditions a network on a process's noise level, its construction, and its 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from .. import checkpoints
 from ..errors import UserError, unknown_name
 from ..fields.kinds import expand_as_batch
-from ..io import save_torch
 from ..nets.classifier import ConvClassifierNet
 from ..nets.mlp import MLP
 from ..processes import make_process
@@ -77,35 +76,37 @@ def _build_net(spec: dict) -> nn.Module:
 
 
 def save_classifier(path, classifier: NoiseClassifier, **meta: Any) -> None:
-    """Write a self-describing classifier checkpoint (architecture, process, weights) atomically."""
-    save_torch(path, {
+    """Write a self-describing classifier checkpoint (architecture, process, weights) atomically
+    (:mod:`physgen.checkpoints`, kind ``classifier``; architecture and process also in its header)."""
+    payload = {
         "format": CHECKPOINT_FORMAT,
         "arch": classifier.arch,
         "sigma_data": classifier.sigma_data,
         "process": classifier.process_spec,
         "state_dict": {k: v.detach().cpu() for k, v in classifier.state_dict().items()},
         "meta": meta,
-    })
+    }
+    checkpoints.write(path, payload, kind="classifier", step=0, meta={"arch": classifier.arch, "process": classifier.process_spec, **meta})
 
 
 def load_classifier(path, process=None, device=None) -> NoiseClassifier:
     """Load a :func:`save_classifier` checkpoint; with ``process``, check its kernel and bind to it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"classifier checkpoint {str(path)!r} does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)  # tensors, numbers, strings: a file cannot run code
-    except Exception as e:  # a truncated or foreign file
-        raise UserError(f"cannot read classifier checkpoint {str(path)!r}: {e}") from None
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+    try:  # verified, and loaded with weights_only=True: a classifier file cannot run code
+        ckpt = checkpoints.read(path, kind="classifier").payload
+    except UserError as exc:
+        raise UserError(f"cannot load classifier checkpoint: {exc}") from None
+    if ckpt.get("format") != CHECKPOINT_FORMAT or not isinstance(ckpt.get("process"), dict) or not isinstance(ckpt.get("arch"), dict):
         raise UserError(f"{str(path)!r} is not a physgen classifier checkpoint (written by `physgen train-classifier`)")
     spec = ckpt["process"]
     if process is None:
-        options = {k: v for k, v in spec.items() if k != "name"}
-        process = make_process(spec["name"], **options)
+        process = make_process(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
     else:
         check_classifier_process(spec, process)
-    clf = NoiseClassifier(_build_net(ckpt["arch"]), process, ckpt["arch"], ckpt["sigma_data"])
-    clf.load_state_dict(ckpt["state_dict"])
+    try:
+        net = _build_net(ckpt["arch"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"classifier checkpoint {str(path)!r}: its architecture {ckpt['arch']} is incomplete ({exc})") from None
+    clf = NoiseClassifier(net, process, ckpt["arch"], ckpt["sigma_data"])
+    checkpoints.load_state(clf, ckpt.get("state_dict"), path=path, what="classifier weights")
     clf.process_spec = dict(spec)
     return clf.to(device or "cpu").eval().requires_grad_(False)

@@ -9,11 +9,19 @@ Feature networks (:func:`load_feature_net`):
 * ``feature_net="module:callable"``: ``callable`` is imported from ``module`` (which must
   be importable, e.g. on ``PYTHONPATH``) and called with no arguments; it returns an
   ``nn.Module`` (or any callable) mapping images ``[B, C, H, W]`` in ``[-1, 1]`` to
-  features ``[B, D]``.  An ``nn.Module`` attribute is used as it is.
-* ``feature_net=FILE.pt2``: a ``torch.export`` program (``torch.export.save``; export it
-  with a dynamic batch dimension, ``dynamic_shapes=({0: Dim("batch")},)``) with the same
-  contract; any other file is read as TorchScript (``torch.jit.save``; deprecated by
-  PyTorch but still read).  No pickles are loaded, so a feature file cannot run code.
+  features ``[B, D]``.  An ``nn.Module`` attribute is used as it is.  This is the one
+  plug-in point (the one ``import_module`` of physgen): a feature network is code, and here
+  it is code the user chose to import.
+
+Network *files* are refused: ``torch.export.load`` of a ``.pt2`` falls back to full
+unpickling when an archive's ``sample_inputs`` fail to load, and a TorchScript archive runs
+its own code (``__setstate__``, ``forward``; e.g. ``torch.save`` to any path) -- either can
+act when loaded.  To use a network file you trust, load it in your own module::
+
+    # featnet.py, on PYTHONPATH:   --feature-net featnet:net
+    import torch
+    def net():
+        return torch.export.load("feats.pt2").module()
 
 The FID is then the Fréchet distance between Gaussians fitted to the features
 (``||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2))``, Heusel et al., arXiv 1706.08500);
@@ -28,12 +36,10 @@ network's identity (weights file path, size and mtime), or at an explicit path.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -68,10 +74,10 @@ def _file_id(path: Path) -> str:
 
 
 def load_feature_net(feature_net: Optional[str] = None, inception: Optional[str] = None, device="cpu") -> Tuple[nn.Module, str]:
-    """``(network, identity string)`` from ``--inception WEIGHTS`` or ``--feature-net``
-    (``module:callable`` or a TorchScript file); see the module docstring."""
+    """``(network, identity string)`` from ``--inception WEIGHTS`` or ``--feature-net
+    module:callable``; see the module docstring."""
     if (feature_net is None) == (inception is None):
-        raise UserError("name exactly one feature network: --inception WEIGHTS (standard FID) or --feature-net module:callable|FILE.pt")
+        raise UserError("name exactly one feature network: --inception WEIGHTS (standard FID) or --feature-net module:callable")
     if inception is not None:
         from ..nets.inception import load_inception
 
@@ -79,26 +85,12 @@ def load_feature_net(feature_net: Optional[str] = None, inception: Optional[str]
         return net, f"inception-{net.flavour}:{_file_id(Path(inception))}"
     spec = str(feature_net)
     path = Path(spec)
-    if path.is_file():
-        if path.suffix.lower() == ".pt2":
-            try:
-                program = torch.export.load(str(path))
-            except Exception as exc:
-                raise UserError(f"--feature-net {spec!r} is not a torch.export program ({exc})") from None
-            module = program.module()
-            with contextlib.suppress(Exception):
-                module = module.to(device)
-            return _CallableNet(module), f"export:{_file_id(path)}"
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                net = torch.jit.load(str(path), map_location=device)
-        except Exception as exc:
-            raise UserError(f"--feature-net {spec!r} is not a TorchScript file ({exc}); save a .pt2 with torch.export.save, or give module:callable") from None
-        return net.eval(), f"torchscript:{_file_id(path)}"
+    if path.is_file() or path.suffix.lower() in (".pt2", ".pt", ".pth", ".ts", ".jit"):
+        raise UserError(f"--feature-net {spec!r}: network files are not loaded (a .pt2 or TorchScript file can run code when loaded); "
+                        f"give module:callable, a function of your own that loads the file you trust (see physgen eval --help)")
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise UserError(f"--feature-net {spec!r} is neither an existing TorchScript file nor module:callable")
+        raise UserError(f"--feature-net {spec!r} is not module:callable (an importable module and a callable in it)")
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as exc:

@@ -84,7 +84,7 @@ def generate(
     :func:`physgen.sampling.grid` (the one discretisation of every command).
     ``precision="bf16"`` runs the field under bf16 autocast on CUDA (fp32 elsewhere).
     """
-    from ..training import resolve_precision
+    from ..runtime import resolve_precision
 
     if batch < 1:
         raise UserError(f"batch must be >= 1, got {batch}")

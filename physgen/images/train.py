@@ -28,21 +28,24 @@ Command-line flags override the file, one flag per field.
 """
 from __future__ import annotations
 
-import json
-import math
 import sys
 import time
-import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Union
 
 import torch
 
+from .. import checkpoints
+from ..config import (
+    LIMIT_REASONS, MAX_RESOLUTION, MAX_SAMPLES, MAX_STEPS, check_options, config_from_dict as _from_dict, config_to_dict, dump_config_file, jsonable,
+    load_config_file, parse_D, parse_float, parse_int, parse_optional, parse_probability, parse_seed,
+)
 from ..errors import UserError, unknown_name
 from ..fields.labels import drop_labels
-from ..io import ensure_dir, write_json
-from ..training import TrainConfig, TrainResult, dist_info, init_distributed, latest_checkpoint, load_checkpoint_file, train
+from ..io import write_json
+from ..runtime import init_distributed
+from ..training import TrainConfig, TrainResult, train
 from .data import ImageDataset, ImageSampler, load_image_dataset
 
 __all__ = [
@@ -59,7 +62,6 @@ __all__ = [
     "run_training",
     "TrainedModel",
     "load_trained",
-    "find_checkpoint",
 ]
 
 ARCH_ALIASES = {"ddpmpp": "ddpmpp-cifar10"}
@@ -96,22 +98,6 @@ def default_image_train() -> TrainConfig:
     )
 
 
-def _parse_D(value):
-    if value is None:
-        return None
-    if isinstance(value, str) and value.strip().lower() in ("inf", "infinity", "+inf"):
-        return math.inf
-    if isinstance(value, float) and value == math.inf:
-        return math.inf
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise UserError(f"D must be a positive integer or inf, got {value!r}") from None
-    if isinstance(value, bool) or not (v > 0 and v.is_integer()):
-        raise UserError(f"D must be a positive integer or inf, got {value!r}")
-    return int(v)
-
-
 @dataclass
 class ImageTrainConfig:
     """One image training run (one field per ``physgen train`` flag).
@@ -135,7 +121,7 @@ class ImageTrainConfig:
     cond: bool = False
     label_dropout: float = 0.1
     process: str = "pfgmpp"
-    D: Optional[Union[int, float]] = None
+    D: Optional[Union[int, float]] = field(default=None, metadata={"parse": parse_optional(parse_D)})
     sigma_min: Optional[float] = None
     sigma_max: Optional[float] = None
     sigma_data: Optional[float] = None
@@ -155,31 +141,39 @@ class ImageTrainConfig:
         from ..processes import process_class
 
         if isinstance(self.train, dict):
-            self.train = _train_from_dict(self.train)
+            self.train = _from_dict(TrainConfig, {**config_to_dict(default_image_train(), encode=False), **self.train}, "config", prefix="train.")
         if not isinstance(self.dataset, str) or not self.dataset:
             raise UserError(f"dataset must be a dataset spec string, got {self.dataset!r}")
-        if self.resolution is not None and int(self.resolution) < 1:
-            raise UserError(f"resolution must be >= 1, got {self.resolution}")
-        if not 0.0 <= float(self.label_dropout) < 1.0:
-            raise UserError(f"label_dropout must be in [0, 1), got {self.label_dropout}")
+        if self.resolution is not None:
+            self.resolution = parse_int(self.resolution, "resolution", 1, MAX_RESOLUTION, LIMIT_REASONS["resolution"])
+        self.label_dropout = parse_probability(self.label_dropout, "label_dropout", hi_open=True)
         process_class(self.process)  # unknown names list the valid ones
-        self.D = _parse_D(self.D)
+        self.D = None if self.D is None else parse_D(self.D)
+        for name in ("sigma_min", "sigma_max", "sigma_data"):
+            if getattr(self, name) is not None:
+                setattr(self, name, parse_float(getattr(self, name), name, 0.0, lo_open=True))
         resolve_arch(self.arch)
-        for name in ("sample_every",):
-            if int(getattr(self, name)) < 0:
-                raise UserError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("sample_n", "sample_steps"):
-            if int(getattr(self, name)) < 1:
-                raise UserError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.sample_every = parse_int(self.sample_every, "sample_every", 0)
+        self.sample_n = parse_int(self.sample_n, "sample_n", 1, MAX_SAMPLES, LIMIT_REASONS["samples"])
+        self.sample_steps = parse_int(self.sample_steps, "sample_steps", 1, MAX_STEPS, LIMIT_REASONS["steps"])
+        self.sample_seed = parse_seed(self.sample_seed, "sample_seed")
         if not isinstance(self.process_options, dict) or not isinstance(self.unet, dict):
             raise UserError("process_options and unet must be tables (dicts)")
+        self._check_options()
+
+    def _check_options(self) -> None:
+        """Process options and U-Net overrides by name and type now, not when a run starts."""
+        from ..nets.unet import UNet
+        from ..processes import process_class
+
+        given = {**self.process_options, **{k: getattr(self, k) for k in ("D", "sigma_min", "sigma_max", "sigma_data")}}
+        check_options(process_class(self.process).__init__, {k: v for k, v in given.items() if v is not None}, f"process_options (process {self.process!r})",
+                      custom={"D": parse_D})
+        check_options(UNet.__init__, self.unet, "unet", skip=("self", "img_resolution", "in_channels", "out_channels", "num_classes"))
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-able dict (``D = inf`` written as ``"inf"``)."""
-        d = asdict(self)
-        if d["D"] == math.inf:
-            d["D"] = "inf"
-        return d
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, d: Dict[str, Any], where: str = "config") -> "ImageTrainConfig":
@@ -188,125 +182,22 @@ class ImageTrainConfig:
 
 # --------------------------------------------------------------------------- config files
 
-_NONE_STRINGS = ("none", "null")
-
-
-def _coerce(f, value, key: str):
-    """Light type checks for config-file values (messages name the key)."""
-    t = str(f.type)
-    if value is None or (isinstance(value, str) and value.lower() in _NONE_STRINGS and "Optional" in t):
-        if "Optional" not in t:
-            raise UserError(f"config key {key!r} cannot be none")
-        return None
-    if key == "D":
-        return value
-    if t.startswith("Optional["):
-        t = t[len("Optional[") : -1]
-    if t == "bool":
-        if not isinstance(value, bool):
-            raise UserError(f"config key {key!r} must be true or false, got {value!r}")
-    elif t == "int":
-        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
-            raise UserError(f"config key {key!r} must be an integer, got {value!r}")
-        value = int(value)
-    elif t == "float":
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"config key {key!r} must be a number, got {value!r}")
-        value = float(value)
-    elif t == "str":
-        if not isinstance(value, str):
-            raise UserError(f"config key {key!r} must be a string, got {value!r}")
-    elif t.startswith("Dict") and not isinstance(value, dict):
-        raise UserError(f"config key {key!r} must be a table, got {value!r}")
-    return value
-
-
-def _train_from_dict(d: Dict[str, Any], where: str = "config") -> TrainConfig:
-    if not isinstance(d, dict):
-        raise UserError(f"{where}: 'train' must be a table of training settings, got {d!r}")
-    known = {f.name: f for f in fields(TrainConfig)}
-    bad = sorted(set(d) - set(known))
-    if bad:
-        raise UserError(f"unknown config key 'train.{bad[0]}' in {where}; valid train keys: {', '.join(sorted(known))}")
-    base = asdict(default_image_train())
-    base.update({k: _coerce(known[k], v, f"train.{k}") for k, v in d.items()})
-    return TrainConfig(**base)
-
 
 def config_from_dict(d: Dict[str, Any], where: str = "config") -> ImageTrainConfig:
-    """An :class:`ImageTrainConfig` from a (parsed file's) dict; unknown keys raise a
-    :class:`UserError` naming the key (``train.KEY`` for the training table)."""
-    if not isinstance(d, dict):
-        raise UserError(f"{where} must be a table/object of settings")
-    known = {f.name: f for f in fields(ImageTrainConfig)}
-    bad = sorted(set(d) - set(known))
-    if bad:
-        hint = f" ({bad[0]!r} belongs in the [train] table)" if bad[0] in {f.name for f in fields(TrainConfig)} else ""
-        raise UserError(f"unknown config key {bad[0]!r} in {where}{hint}; valid keys: {', '.join(sorted(known))}")
-    kwargs = {k: _coerce(known[k], v, k) for k, v in d.items() if k != "train"}
-    kwargs["train"] = _train_from_dict(d.get("train", {}), where)
-    return ImageTrainConfig(**kwargs)
+    """An :class:`ImageTrainConfig` from a (parsed file's) dict; unknown keys and wrongly
+    typed values raise a :class:`UserError` naming the key (``train.KEY`` for the training
+    table, whose absent keys keep :func:`default_image_train`'s values)."""
+    return _from_dict(ImageTrainConfig, d, where)
 
 
 def load_config(path) -> ImageTrainConfig:
     """Read a ``.toml`` or ``.json`` config file (module docstring)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
-    try:
-        if path.suffix.lower() == ".toml":
-            data = tomllib.loads(text)
-        elif path.suffix.lower() == ".json":
-            data = json.loads(text)
-        else:
-            raise UserError(f"config file {str(path)!r} must end in .toml or .json")
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot parse config file {str(path)!r}: {exc}") from None
-    return config_from_dict(data, where=str(path))
-
-
-def _toml_value(v: Any) -> str:
-    if v is None:
-        return '"none"'
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return json.dumps(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise UserError(f"cannot write {v!r} to TOML")
-
-
-def _toml(d: Dict[str, Any], prefix: str = "") -> str:
-    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
-    for k, v in d.items():
-        if isinstance(v, dict):
-            name = f"{prefix}{k}"
-            lines += ["", f"[{name}]", _toml(v, name + ".")]
-    return "\n".join(x for x in lines)
+    return config_from_dict(load_config_file(path), where=str(path))
 
 
 def dump_config(config: ImageTrainConfig, path) -> Path:
     """Write ``config`` as TOML or JSON (by suffix), atomically."""
-    from ..io import atomic_write
-
-    path = Path(path)
-    d = config.to_dict()
-    if path.suffix.lower() == ".toml":
-        with atomic_write(path, "w") as f:
-            f.write(_toml(d) + "\n")
-    elif path.suffix.lower() == ".json":
-        write_json(path, d)
-    else:
-        raise UserError(f"config file {str(path)!r} must end in .toml or .json")
-    return path
+    return dump_config_file(config.to_dict(), path)
 
 
 # --------------------------------------------------------------------------- building
@@ -398,7 +289,7 @@ def run_training(
     log = log_stream or sys.stderr
     info, device = init_distributed(config.device)
     out = Path(config.out)
-    if not resume and latest_checkpoint(out) is not None:
+    if not resume and checkpoints.list_checkpoints(out):
         raise UserError(f"{str(out)!r} already holds checkpoints; continue with --resume {out}, or choose another --out")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -433,10 +324,10 @@ def run_training(
         }
     }
     if info.is_main:
-        ensure_dir(out)
-        write_json(out / "config.json", {**config.to_dict(), "resolved": {"process": {"name": process.name, **_jsonable(process.config())}, "unet": spec, "world_size": info.world_size, "device": str(device), "total_steps": tcfg.total_steps}})
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "config.json", {**config.to_dict(), "resolved": {"process": {"name": process.name, **jsonable(process.config())}, "unet": spec, "world_size": info.world_size, "device": str(device), "total_steps": tcfg.total_steps}})
         n_params = sum(p.numel() for p in net.parameters())
-        print(f"physgen train: {process.name} {_jsonable(process.config())}  {spec['arch']} ({n_params / 1e6:.2f}M params)  {dataset.name} {list(shape)} x {len(dataset)}  "
+        print(f"physgen train: {process.name} {jsonable(process.config())}  {spec['arch']} ({n_params / 1e6:.2f}M params)  {dataset.name} {list(shape)} x {len(dataset)}  "
               f"{info.world_size} process(es) on {device}  {tcfg.total_steps} steps of {tcfg.batch}", file=log, flush=True)
     grid = _grid_callback(process, out, config, shape, spec["num_classes"], device, info.rank)
 
@@ -457,10 +348,6 @@ def run_training(
             "checkpoint": str(result.checkpoint) if result.checkpoint else None, "world_size": info.world_size,
         })
     return result
-
-
-def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
-    return {k: ("inf" if isinstance(v, float) and v == math.inf else v) for k, v in d.items()}
 
 
 # --------------------------------------------------------------------------- loading
@@ -484,33 +371,28 @@ class TrainedModel:
         return config_from_dict(cfg, where=str(self.path)) if cfg else None
 
 
-def find_checkpoint(path) -> Path:
-    """``path`` itself when it is a file, else the newest checkpoint of the run dir."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if p.is_dir():
-        found = latest_checkpoint(p) or (latest_checkpoint(p.parent) if p.name == "checkpoints" else None)
-        if found is not None:
-            return found
-        raise UserError(f"no checkpoint in {str(p)!r} (expected {str(p / 'checkpoints')}/ckpt-*.pt)")
-    raise UserError(f"checkpoint {str(p)!r} does not exist")
-
-
 def load_trained(path, device="cpu", ema: bool = True) -> TrainedModel:
-    """Rebuild process, U-Net and field from a checkpoint (file or run dir) and load the
-    EMA weights (``ema=False``: the raw training weights).  Nothing else is read."""
+    """Rebuild process, U-Net and field from a checkpoint (file or run dir: its newest
+    checkpoint that verifies) and load the EMA weights (``ema=False``: the raw training
+    weights).  Nothing else is read."""
     from ..processes import make_process
 
-    path = find_checkpoint(path)
-    ckpt = load_checkpoint_file(path)
-    meta = (ckpt.get("meta") or {}).get("image")
+    found = checkpoints.find(path, kind="train")
+    meta = found.header.meta.get("image")
     if not meta:
-        raise UserError(f"{str(path)!r} is not an image checkpoint (no U-Net spec inside); was it written by physgen train?")
-    pconf = dict(ckpt["process"])
+        raise UserError(f"{str(found.path)!r} is not an image checkpoint (no U-Net spec inside); was it written by physgen train?")
+    ckpt = checkpoints.read(found.path, kind="train")
+    if not isinstance(ckpt.payload.get("process"), dict) or "name" not in ckpt.payload["process"]:
+        raise UserError(f"checkpoint {str(found.path)!r} does not record its process; was it written by physgen train?")
+    pconf = dict(ckpt.payload["process"])
     process = make_process(pconf.pop("name"), **pconf)
-    net = build_network(meta["unet"])
+    try:
+        net = build_network(meta["unet"])
+        shape = tuple(int(v) for v in meta["shape"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"checkpoint {str(found.path)!r}: its U-Net spec is incomplete ({exc})") from None
     field_ = process.precondition(net)
-    field_.load_state_dict(ckpt["ema" if ema else "model"])
+    weights = "ema" if ema else "model"
+    checkpoints.load_state(field_, ckpt.payload.get(weights), path=found.path, what=f"{weights} weights")
     field_.to(device).eval().requires_grad_(False)
-    return TrainedModel(process, field_, tuple(meta["shape"]), int(meta["unet"]["num_classes"]), int(ckpt["step"]), path, meta)
+    return TrainedModel(process, field_, shape, int(meta["unet"]["num_classes"]), ckpt.step, found.path, meta)

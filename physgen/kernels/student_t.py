@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from ..config import parse_D
 from ..errors import UserError
 from ..random import beta_prime, uniform_sphere
 from .gaussian import per_row
@@ -20,26 +21,9 @@ __all__ = ["StudentTKernel", "check_D"]
 
 
 def check_D(D) -> Union[int, float]:
-    """``D`` as an ``int`` (a positive integer) or ``math.inf``; :class:`UserError` otherwise.
-
-    Accepts ints, integral floats, ``inf`` and the strings ``"128"``, ``"inf"``.
-    """
-    value = D
-    if isinstance(D, str):
-        text = D.strip().lower()
-        if text in ("inf", "infinity", "+inf"):
-            return math.inf
-        try:
-            value = float(text)
-        except ValueError:
-            raise UserError(f"D must be a positive integer or inf, got {D!r}") from None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"D must be a positive integer or inf, got {D!r}")
-    if value == math.inf:
-        return math.inf
-    if not (math.isfinite(value) and value > 0 and float(value).is_integer()):
-        raise UserError(f"D must be a positive integer or inf, got {D!r}")
-    return int(value)
+    """``D`` as an ``int`` (a positive integer) or ``math.inf``: :func:`physgen.config.parse_D`
+    (the one parser of D: ints, integral floats, ``inf`` and the strings ``"128"``, ``"inf"``)."""
+    return parse_D(D)
 
 
 class StudentTKernel:

@@ -318,10 +318,9 @@ def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
             "pt_inception-2015-12-05-6726825d.pth (standard FID) or torchvision's "
             "inception_v3_google-*.pth (nothing is downloaded)"
         )
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle/zip errors differ by torch version
-        raise UserError(f"cannot read Inception weights {str(path)!r}: {exc}") from exc
+    from ..checkpoints import torch_load
+
+    obj = torch_load(path, f"Inception weights {str(path)!r}")
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

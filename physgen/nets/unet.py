@@ -42,7 +42,6 @@ filter of the DDPM++ CIFAR-10 configuration).
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Any, Dict, Iterable, Optional, Sequence
 
@@ -51,6 +50,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from ..config import check_options
 from ..errors import UserError, unknown_name
 
 __all__ = [
@@ -413,17 +413,9 @@ def build_unet(
     """
     if arch not in UNET_PRESETS:
         raise unknown_name("network architecture", arch, UNET_PRESETS)
-    valid = set(inspect.signature(UNet.__init__).parameters) - {
-        "self",
-        "img_resolution",
-        "in_channels",
-        "out_channels",
-        "num_classes",
-    }
-    bad = sorted(set(overrides) - valid)
-    if bad:
-        raise UserError(f"unknown UNet option(s) {bad}; valid: {', '.join(sorted(valid))}")
-    kwargs = {**UNET_PRESETS[arch], **overrides}
+    fixed = ("self", "img_resolution", "in_channels", "out_channels", "num_classes")
+    overrides = check_options(UNet.__init__, overrides, "UNet", skip=fixed)  # names and value types
+    kwargs = {**UNET_PRESETS[arch], **{k: v for k, v in overrides.items() if v is not None}}
     return UNet(
         img_resolution=img_resolution,
         in_channels=channels,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..errors import UserError, unknown_name
+from ..config import check_options, parse_D
+from ..errors import unknown_name
 from .base import DEFAULT_STEPS, MAX_STEPS, DenoiserFlow, NoScoreError, Process, ProcessFlow
 from .gaussian import EDM, VE, VP, DenoiserProcess, GaussianSDE, SigmaForm
 from .ncsn import NCSN
@@ -44,21 +45,10 @@ def make_process(name: str, **options: Any) -> Process:
     naming the option (e.g. ``--D`` for a process with no D); a value of the wrong type is
     a UserError naming the option too.
     """
-    accepted = accepted_options(name)
-    kwargs = {}
-    for key, value in options.items():
-        if value is None:
-            continue
-        if key not in accepted:
-            raise UserError(f"process {name!r} has no option {key!r}; it takes: {', '.join(accepted) or 'none'}")
-        kwargs[key] = value
-    try:
-        return process_class(name)(**kwargs)
-    except (TypeError, ValueError) as exc:
-        if isinstance(exc, UserError):
-            raise
-        raise UserError(f"process {name!r}: bad option value ({exc}); options given: "
-                        f"{', '.join(f'{k}={v!r}' for k, v in kwargs.items()) or 'none'}") from None
+    cls = process_class(name)
+    given = {key: value for key, value in options.items() if value is not None}
+    # names and value types against the constructor (physgen.config.check_options)
+    return cls(**check_options(cls.__init__, given, f"process {name!r}", custom={"D": parse_D}))
 
 
 def data_defaults(name: str, data, given: dict) -> dict:
