@@ -262,7 +262,7 @@ def cases() -> list[Case]:
             Case("conflicts", TRAIN + ["--batch", "8", "--micro-batch", "3"] + o, ("micro_batch", "--micro-batch", "3")),
             Case("conflicts", TRAIN + ["--cond"] + ["--dataset", "npz:{W}/u.npz"] + o, ("--cond", "labels", "u.npz"), setup=_unlabelled_npz),
             Case("conflicts", ["genphys", "check", "--param", "m=1"], ("--param",)),
-            Case("conflicts", CMP + ["--process", "vp", "--solvers", "dpmpp-2m"] + o, ("dpmpp-2m",), owner="sampler"),
+            Case("conflicts", CMP + ["--process", "pfgm", "--solvers", "dpmpp-2m"] + o, ("dpmpp-2m",), owner="sampler"),
             Case("conflicts", TOY + ["--process", "pfgmpp", "--D", "4", "--solver", "euler-maruyama"] + o, ("pfgmpp", "SDE"), owner="sampler")]
 
     # sizes --------------------------------------------------------------------------------
@@ -330,7 +330,7 @@ def cases() -> list[Case]:
                                           ("edm", "heun", "2", ["--sigma-max", "1e30"]), ("ve", "heun", "3", ["--sigma-min", "1e-30"]),
                                           ("edm", "pc", "1", []), ("edm", "edm-sde", "1", [])):
         out.append(Case("sampling", ["toy", "--process", process, "--field", "exact", "--solver", solver, "--steps", steps, "--n-data", "200",
-                                     "--n-samples", "64", "--device", "cpu", *extra] + o, (solver, "step", "diverg"), legit=True, check=_samples_sane,
+                                     "--n-samples", "64", "--device", "cpu", *extra] + o, (solver, "step", "diverg", *extra[:1]), legit=True, check=_samples_sane,
                         owner="sampler"))
     out += [Case("sampling", NLL + ["--field", "exact", "--rtol", "1e-12", "--atol", "1e-12"] + o, ("step", "rtol", "atol"), legit=True,
                  check=lambda w: (w / "o" / "nll.json").exists(), owner="sampler")]

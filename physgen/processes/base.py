@@ -44,7 +44,9 @@ def check_scale_range(name_min: str, s_min: float, name_max: str, s_max: float) 
     if s_min >= s_max:
         raise UserError(f"{name_min}={s_min} must be < {name_max}={s_max}")
     if s_max > 1e15:
-        raise UserError(f"{name_max}={s_max:g} is too large: scales above 1e15 lose float32 precision in x (and s² overflows float32)")
+        flag = "--" + name_max.replace("_", "-")
+        raise UserError(f"{name_max} ({flag}) = {s_max:g} is too large: scales above 1e15 lose float32 precision in x "
+                        f"(and s² overflows float32)")
 
 
 def check_steps(steps) -> int:
