@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import write_subsection  # noqa: E402
 
 HEADING = "## Images (issue 7)"
 SUBHEADING = "### Throughput: DDPM++ CIFAR-10 U-Net, training and sampling"
@@ -113,27 +115,6 @@ def bench_sample(precision: str, args, device) -> dict:
     return {"precision": precision, "nfe": nfe, "img_per_s": args.sample_batch * args.sample_batches / dt, "batch": args.sample_batch}
 
 
-def write_subsection(path: Path, body: str) -> None:
-    """Replace (or add) ``SUBHEADING`` inside ``HEADING`` of the results file."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.strip() == HEADING), None)
-    if start is None:
-        lines += ["\n" if lines and not lines[-1].endswith("\n") else "", f"\n{HEADING}\n", "\n"]
-        start = next(i for i, l in enumerate(lines) if l.strip() == HEADING)
-    end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-    sub = next((j for j in range(start + 1, end) if lines[j].strip() == SUBHEADING), None)
-    block = [f"{SUBHEADING}\n", "\n", body.strip() + "\n", "\n"]
-    if sub is None:
-        new = lines[:end] + (["\n"] if lines[end - 1].strip() else []) + block + lines[end:]
-    else:
-        sub_end = next((j for j in range(sub + 1, end) if lines[j].startswith("### ") or lines[j].startswith("## ")), end)
-        new = lines[:sub] + block + lines[sub_end:]
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text("".join(new).rstrip("\n") + "\n")
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch", type=int, default=512)
@@ -195,7 +176,7 @@ def main(argv=None) -> int:
     body = "\n".join(lines)
     print("\n" + body)
     if args.write:
-        write_subsection(args.results, body)
+        write_subsection(args.results, HEADING, SUBHEADING, body)
         print(f"\nwrote sub-section of {HEADING!r} in {args.results}")
     return 0
 
