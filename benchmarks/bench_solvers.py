@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import solvers  # noqa: E402
-from benchlib import interleaved, machine, sync, timeit, write_section  # noqa: E402
+from benchlib import interleaved, machine, paired_ratio, timeit, write_section  # noqa: E402
 
 HEADING = "## Solver overhead (issue 2/6)"
 FIXED = ["euler", "midpoint", "heun", "rk3", "rk4", "lms", "dpm2", "dpmpp-2m"]
@@ -100,29 +99,6 @@ def plain_heun_loop(denoise, x, sigmas):
             d2 = (x2 - denoise(x2, s_next)) / s_next[:, None]
             x = x + (d + d2) / 2 * dt
     return x
-
-
-def paired_ratio(solve, field, nfe: int, device, repeats: int, warmup: int = 2):
-    """Median over runs of ``t_solve / (nfe * t_field)``, each solve timed next to ``nfe``
-    field calls so that drifting machine load cancels.  Returns (ratio, t_solve, t_field)."""
-    for _ in range(warmup):
-        solve()
-        field()
-    sync(device)
-    ratios, ts, tf = [], [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        solve()
-        sync(device)
-        t1 = time.perf_counter()
-        for _ in range(nfe):
-            field()
-        sync(device)
-        t2 = time.perf_counter()
-        ts.append(t1 - t0)
-        tf.append((t2 - t1) / nfe)
-        ratios.append((t1 - t0) / (t2 - t1))
-    return statistics.median(ratios), statistics.median(ts), statistics.median(tf)
 
 
 def run(args) -> str:

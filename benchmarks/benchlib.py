@@ -71,6 +71,29 @@ def interleaved(fns: Sequence[Callable], device, repeats: int, warmup: int = 1) 
     return [statistics.median(t) for t in times]
 
 
+def paired_ratio(solve, field, nfe: int, device, repeats: int, warmup: int = 2):
+    """Median over runs of ``t_solve / (nfe * t_field)``, each solve timed next to ``nfe``
+    field calls so that drifting machine load cancels.  Returns (ratio, t_solve, t_field)."""
+    for _ in range(warmup):
+        solve()
+        field()
+    sync(device)
+    ratios, ts, tf = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        solve()
+        sync(device)
+        t1 = time.perf_counter()
+        for _ in range(nfe):
+            field()
+        sync(device)
+        t2 = time.perf_counter()
+        ts.append(t1 - t0)
+        tf.append((t2 - t1) / nfe)
+        ratios.append((t1 - t0) / (t2 - t1))
+    return statistics.median(ratios), statistics.median(ts), statistics.median(tf)
+
+
 def machine(device) -> str:
     """Python, torch, device (GPU name), CPU model and thread count, in one line."""
     device = torch.device(device)
