@@ -53,8 +53,8 @@ def timeit(fn: Callable, device, repeats: int, warmup: int = 2, inner: int = 1) 
     return statistics.median(times)
 
 
-def interleaved(fns: Sequence[Callable], device, repeats: int, warmup: int = 1) -> list[float]:
-    """Median time of each of ``fns``, run in rotation so that machine load hits all alike."""
+def interleaved(fns: Sequence[Callable], device, repeats: int, warmup: int = 1, stat: Callable = statistics.median) -> list[float]:
+    """Median (or ``stat``) time of each of ``fns``, run in rotation so that machine load hits all alike."""
     for _ in range(warmup):
         for fn in fns:
             fn()
@@ -68,7 +68,7 @@ def interleaved(fns: Sequence[Callable], device, repeats: int, warmup: int = 1) 
             fns[i]()
             sync(device)
             times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
+    return [stat(t) for t in times]
 
 
 def paired_ratio(solve, field, nfe: int, device, repeats: int, warmup: int = 2):

@@ -75,7 +75,7 @@ class Sizes:
     solver_batch: int = 64
     solver_repeats: int = 3
     own_repeats: int = 5
-    paired_warmup: int = 2
+    paired_warmup: int = 1
     exact_n: int = 100_000
     exact_repeats: int = 3
     digits_resolution: int = 32
@@ -133,6 +133,10 @@ def section_train(sizes: Sizes, save: Callable[[dict], None], configs=("referenc
             r["warmup_steps"] = sizes.warmup
         except Exception as exc:  # e.g. out of memory, compile failure: report, keep going
             r = {"config": name, "error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
         result["configs"][key] = r
         print(key, {k: v for k, v in r.items() if k != "losses"}, flush=True)
         save(result)
@@ -155,10 +159,23 @@ def section_train_compile(sizes: Sizes, save: Callable[[dict], None], work: Path
 
 
 def section_sample(sizes: Sizes, save) -> dict:
+    """Sampling against the reference loop; then the U-Net attention layout before / after issue 13
+    (one block of the CIFAR-10 net: 256 channels at 16x16, fp32 and bf16)."""
     from bench_images import measure_sampling
+    from bench_parity import measure_attention
 
-    return measure_sampling(arch=sizes.arch, resolution=sizes.resolution, batch=sizes.sample_batch, repeats=sizes.sample_repeats,
-                            device=_device())
+    device = _device()
+    result = measure_sampling(arch=sizes.arch, resolution=sizes.resolution, batch=sizes.sample_batch, repeats=sizes.sample_repeats,
+                              device=device)
+    save(result)
+    channels = 256 if sizes.arch == "ddpmpp-cifar10" else 32
+    try:
+        result["attention_layout"] = {precision: measure_attention(device, batch=sizes.sample_batch, channels=channels, resolution=16,
+                                                                   repeats=max(sizes.sample_repeats, 5), bf16=precision == "bf16")
+                                      for precision in ("fp32", "bf16")}
+    except Exception as exc:
+        result["attention_layout"] = {"error": f"{type(exc).__name__}: {exc}".splitlines()[0][:300]}
+    return result
 
 
 def section_solvers(sizes: Sizes, save) -> dict:

@@ -89,3 +89,15 @@ def test_a_label_without_points_still_raises(chunk):
     with pytest.raises(ValueError, match="no points"):
         posterior_mean(x, points, torch.full((3,), 0.1, dtype=F64), lambda sq, sv: -0.5 * sq / sv**2,
                        point_labels=labels, label=torch.tensor([0, 1, 0]), chunk_elems=chunk)
+
+
+@pytest.mark.parametrize("chunk", [4 * 400, 4 * 400 - 1])
+def test_the_field_stays_differentiable_on_both_paths(chunk):
+    # the likelihood differentiates the exact field; the in-place fast path must step aside under autograd
+    x, points = _data(12, 400, seed=4)
+    x.requires_grad_(True)
+    s = torch.full((12,), 0.3, dtype=F64)
+    prof = lambda sq, sv: -0.5 * sq / sv**2
+    (g,) = torch.autograd.grad(posterior_mean(x, points, s, prof, chunk_elems=chunk).pow(2).sum(), x)
+    (ref,) = torch.autograd.grad(_softmax_reference(x, points, s, prof).pow(2).sum(), x)
+    torch.testing.assert_close(g, ref, rtol=1e-10, atol=1e-10)

@@ -155,3 +155,19 @@ def test_attention_equals_the_softmax_formula(channels_per_head, channels_last):
     a = torch.softmax(torch.einsum("bncq,bnck->bnqk", q, k) / c**0.5, dim=-1)
     ref = torch.einsum("bnqk,bnck->bncq", a, v).reshape(2, 32, 4, 6)
     torch.testing.assert_close(blk._attention(qkv), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attention_hands_the_fused_kernel_stride_one_channels(channels_last):
+    # with only the flash backend allowed, SDPA refuses inputs whose last dim is strided
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from physgen.nets.unet import ResBlock
+
+    blk = ResBlock(32, 32, 16, attention=True, channels_per_head=8)
+    qkv = torch.randn(2, 96, 8, 8)
+    if channels_last:
+        qkv = qkv.contiguous(memory_format=torch.channels_last)
+    expected = blk._attention(qkv)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        torch.testing.assert_close(blk._attention(qkv), expected)

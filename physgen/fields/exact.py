@@ -150,10 +150,12 @@ def posterior_mean(
     def weights(logw: Tensor, match: Optional[Tensor], shift: Tensor) -> Tensor:
         """``exp(max(logw - shift, floor))``, zero off the label's points (see :func:`flush_floor`).
 
-        In place on ``logw`` (a fresh block), unless ``pair_value`` still needs the squared
-        distances and the profile handed them back as they were."""
-        if pair_value is not None:
-            logw = logw.clone()
+        In place on ``logw`` (a fresh block), unless autograd tracks it (the likelihood
+        differentiates the field) or ``pair_value`` still needs the squared distances and the
+        profile handed them back as they were."""
+        if logw.requires_grad or pair_value is not None:
+            w = torch.exp(torch.clamp(logw, min=shift + floor) - shift)
+            return w if match is None else w.masked_fill(~match, 0.0)
         w = torch.clamp_(logw, min=shift + floor).sub_(shift).exp_()
         return w if match is None else w.masked_fill_(~match, 0.0)
 

@@ -213,7 +213,8 @@ class ResBlock(nn.Module):
         b, _, height, width = qkv.shape
         n = self.num_heads
         c = self.out_channels // n
-        tokens = qkv.permute(0, 2, 3, 1).reshape(b, height * width, 3, n, c)
+        # .contiguous(): a plain reshape of the NCHW permute would be a view with channel stride H*W
+        tokens = qkv.permute(0, 2, 3, 1).contiguous().reshape(b, height * width, 3, n, c)
         q, k, v = tokens.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, n, HW, c], channels contiguous
         a = F.scaled_dot_product_attention(q, k, v)
         return a.transpose(1, 2).reshape(b, height, width, n * c).permute(0, 3, 1, 2)
