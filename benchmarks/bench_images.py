@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import interleaved, reference_heun_sampler, reference_train, sync, write_subsection  # noqa: E402
+from benchlib import edm_grid, interleaved, reference_heun_sampler, reference_train, sync, write_subsection  # noqa: E402
 
 HEADING = "## Images (issue 7)"
 SUBHEADING = "### Throughput: DDPM++ CIFAR-10 U-Net, training and sampling"
@@ -155,7 +155,7 @@ def measure_sampling(*, arch: str = "ddpmpp-cifar10", resolution: int = 32, chan
 
     device = torch.device(device)
     process, field = sampling_field(arch, resolution, channels, device, seed)
-    sched = process.default_schedule(steps)
+    sched = edm_grid(process, steps)
     g = torch.Generator(device=device).manual_seed(seed)
     x0 = torch.randn(batch, channels, resolution, resolution, device=device, generator=g) * float(sched[0])
     flow = process.flow(field)

@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import FreeDenoiser, interleaved, machine, paired_ratio, reference_heun_sampler, write_section  # noqa: E402
+from benchlib import FreeDenoiser, edm_grid, interleaved, machine, paired_ratio, reference_heun_sampler, write_section  # noqa: E402
 
 HEADING = "## CPU parity and the three losses (issue 13)"
 CPU = torch.device("cpu")
@@ -160,7 +160,7 @@ def sampling(args) -> list[str]:
     from bench_images import sampling_field
 
     process, field = sampling_field("tiny", 16, 3, CPU)
-    sched = process.default_schedule(18)
+    sched = edm_grid(process, 18)
     x0 = torch.randn(64, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * float(sched[0])
     s_b = torch.ones(64)
     flow = process.flow(field)

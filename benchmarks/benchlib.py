@@ -171,6 +171,14 @@ class FreeDenoiser:
         return self.out
 
 
+def edm_grid(process, steps: int) -> Tensor:
+    """EDM's rho-schedule over the process's scale range, ending at 0: ``steps`` steps, ``2 steps - 1``
+    Heun NFE (PFGM++'s and EDM's own grid; the same points ``edm_sampler`` uses)."""
+    import solvers
+
+    return solvers.edm_schedule(steps, process.s_min, process.s_max, rho=process.rho)
+
+
 # --------------------------------------------------------------------------- reference loops
 
 

@@ -32,7 +32,7 @@ section's status, the verdicts against the issue's targets), ``gpu_check.log``,
 ``samples-Dinf.png``.  Scratch (checkpoints, samples) goes to a temporary folder.
 ``summary.json`` is rewritten after every section, so a run cut short still reports
 what it did.  Only the public API is used: ``solvers.solve(flow, x, schedule, method=NAME)``,
-``physgen.processes.make_process``, ``process.default_schedule / flow / precondition``,
+``physgen.processes.make_process``, ``process.flow / precondition`` (grids: ``solvers.edm_schedule``),
 ``physgen.training.train / TrainConfig`` and ``physgen.nets.unet``.
 """
 from __future__ import annotations
@@ -185,11 +185,11 @@ def section_solvers(sizes: Sizes, save) -> dict:
 
     import solvers
     from bench_images import sampling_field
-    from benchlib import FreeDenoiser, paired_ratio, timeit
+    from benchlib import FreeDenoiser, edm_grid, paired_ratio, timeit
 
     device = _device()
     process, field = sampling_field(sizes.arch, sizes.resolution, 3, device)
-    sched = process.default_schedule(18)
+    sched = edm_grid(process, 18)
     g = torch.Generator(device=device).manual_seed(0)
     x0 = torch.randn(sizes.solver_batch, 3, sizes.resolution, sizes.resolution, device=device, generator=g) * float(sched[0])
     s_b = torch.ones(sizes.solver_batch, device=device)
