@@ -16,37 +16,19 @@ from __future__ import annotations
 import argparse
 import math
 import platform
-import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchlib import timeit  # noqa: E402
 from physgen.nets.mlp import MLP  # noqa: E402
 from physgen.processes.pfgmpp import PFGMpp  # noqa: E402
 
 SECTION = "## PFGM++ training step (issue 3)"
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _median_time(fn, device, repeats, warmup=3):
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def bench(name, make_net, shape, Ds, device, repeats):
@@ -69,8 +51,8 @@ def bench(name, make_net, shape, Ds, device, repeats):
             s = process.sample_scales(shape[0], generator=g, device=device)
             return process.kernel.sample_offsets(shape, s, g, device, y.dtype)
 
-        t_step = _median_time(step, device, repeats)
-        t_draw = _median_time(draw, device, max(repeats, 30))
+        t_step = timeit(step, device, repeats, warmup=3)
+        t_draw = timeit(draw, device, max(repeats, 30), warmup=3)
         rows.append((name, math.prod(shape[1:]), shape[0], "inf" if D == math.inf else str(D), t_step * 1e3, shape[0] / t_step, t_draw * 1e3, 100 * t_draw / t_step))
         print(f"  {name} D={rows[-1][3]}: step {t_step * 1e3:.2f} ms, draw {t_draw * 1e3:.3f} ms ({rows[-1][7]:.2f}%)", file=sys.stderr, flush=True)
     return rows

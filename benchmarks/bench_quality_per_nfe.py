@@ -34,11 +34,12 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import solvers  # noqa: E402
 from physgen.compare import ToyProblem, compare, write_outputs  # noqa: E402
 from physgen.compare.run import is_adaptive, is_stochastic, stderr_log  # noqa: E402
-from physgen.io import atomic_write  # noqa: E402
+from benchlib import write_section as write_results_section  # noqa: E402
 from physgen.processes import PROCESSES  # noqa: E402
 from physgen.toy import ToyConfig  # noqa: E402
 
@@ -143,17 +144,8 @@ def report(runs: list[dict], args) -> str:
 
 
 def write_section(text: str, path: Path = ROOT / "benchmarks" / "RESULTS.md") -> None:
-    """Replace this benchmark's section of RESULTS.md (from its heading to the next ``## ``), keeping the rest."""
-    old = path.read_text() if path.exists() else "# Benchmark results\n"
-    lines = old.splitlines(keepends=True)
-    start = next((i for i, line in enumerate(lines) if line.rstrip() == HEADING), None)
-    if start is None:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + text + ("\n" if end < len(lines) else "") + "".join(lines[end:])
-    with atomic_write(path, "w") as f:
-        f.write(new)
+    """Replace this benchmark's section of RESULTS.md (``text`` starts with its heading), keeping the rest."""
+    write_results_section(path, HEADING, text.split("\n", 1)[1] if text.startswith(HEADING) else text)
 
 
 def main() -> int:

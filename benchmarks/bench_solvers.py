@@ -15,9 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +23,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import solvers  # noqa: E402
+from benchlib import interleaved, machine, paired_ratio, timeit, write_section  # noqa: E402
 
 HEADING = "## Solver overhead (issue 2/6)"
 FIXED = ["euler", "midpoint", "heun", "rk3", "rk4", "lms", "dpm2", "dpmpp-2m"]
@@ -102,81 +101,6 @@ def plain_heun_loop(denoise, x, sigmas):
     return x
 
 
-def sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timeit(fn, device, repeats: int, warmup: int = 2, inner: int = 1) -> float:
-    """Median wall time of ``fn`` (seconds per call), ``inner`` calls per measurement."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) / inner)
-    return statistics.median(times)
-
-
-def interleaved(fns, device, repeats: int, warmup: int = 1):
-    """Median time of each of ``fns``, run in rotation so that machine load hits all alike."""
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    sync(device)
-    times = [[] for _ in fns]
-    for r in range(repeats):
-        order = list(range(len(fns)))
-        order = order[r % len(fns):] + order[: r % len(fns)]
-        for i in order:
-            t0 = time.perf_counter()
-            fns[i]()
-            sync(device)
-            times[i].append(time.perf_counter() - t0)
-    return [statistics.median(t) for t in times]
-
-
-def paired_ratio(solve, field, nfe: int, device, repeats: int, warmup: int = 2):
-    """Median over runs of ``t_solve / (nfe * t_field)``, each solve timed next to ``nfe``
-    field calls so that drifting machine load cancels.  Returns (ratio, t_solve, t_field)."""
-    for _ in range(warmup):
-        solve()
-        field()
-    sync(device)
-    ratios, ts, tf = [], [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        solve()
-        sync(device)
-        t1 = time.perf_counter()
-        for _ in range(nfe):
-            field()
-        sync(device)
-        t2 = time.perf_counter()
-        ts.append(t1 - t0)
-        tf.append((t2 - t1) / nfe)
-        ratios.append((t1 - t0) / (t2 - t1))
-    return statistics.median(ratios), statistics.median(ts), statistics.median(tf)
-
-
-def machine(device) -> str:
-    lines = [f"python {platform.python_version()}, torch {torch.__version__}, device `{device}`"]
-    if device.type == "cuda":
-        lines.append(f"GPU: {torch.cuda.get_device_name(device)}")
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout.splitlines()
-        keep = ("Architecture", "CPU(s):", "Model name", "Thread(s) per core", "Core(s) per socket")
-        lines += [" ".join(l.split()) for l in out if l.strip().startswith(keep)]
-    except (OSError, subprocess.SubprocessError):
-        lines.append(platform.processor() or platform.machine())
-    lines.append(f"torch threads: {torch.get_num_threads()} (OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
-    return "; ".join(lines)
-
-
 def run(args) -> str:
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -247,21 +171,6 @@ def run(args) -> str:
     return "\n".join(out)
 
 
-def write_section(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = f"{HEADING}\n\n{body.strip()}\n"
-    lines = text.splitlines(keepends=True)
-    start = next((i for i, l in enumerate(lines) if l.strip() == HEADING), None)
-    if start is None:
-        new = text.rstrip("\n") + "\n\n" + section
-    else:
-        end = next((j for j in range(start + 1, len(lines)) if lines[j].startswith("## ")), len(lines))
-        new = "".join(lines[:start]) + section + ("\n" + "".join(lines[end:]) if end < len(lines) else "")
-    tmp = path.with_suffix(".md.tmp")
-    tmp.write_text(new)
-    os.replace(tmp, path)
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -274,7 +183,7 @@ def main(argv=None) -> None:
     table = run(args)
     print(table)
     if args.write:
-        write_section(args.results, table)
+        write_section(args.results, HEADING, table)
         print(f"\nwrote section {HEADING!r} of {args.results}")
 
 

@@ -171,13 +171,25 @@ def _resume_checkpoint(resume, out_dir, log) -> "checkpoints.Checkpoint":
     return ckpt
 
 
-def _ema_update(ema: nn.Module, model: nn.Module, beta: float) -> None:
-    with torch.no_grad():
-        e = [p for p in ema.parameters()]
-        m = [p.detach() for p in model.parameters()]
-        torch._foreach_lerp_(e, m, 1.0 - beta)
-        for be, bm in zip(ema.buffers(), model.buffers()):
-            be.copy_(bm)
+class _EmaUpdate:
+    """``θ_ema ← β θ_ema + (1-β) θ`` (one fused lerp over all parameters); buffers are copied.
+
+    The tensor lists are collected once, when built: walking ``parameters()`` and
+    ``buffers()`` of both modules every step cost about 4% of a demo-size MLP step.  Build
+    it after the last change of the modules' tensors (device, memory format); in-place
+    updates (optimiser steps, ``load_state_dict``) keep the lists valid.
+    """
+
+    def __init__(self, ema: nn.Module, model: nn.Module):
+        self.ema_params = list(ema.parameters())
+        self.model_params = [p.detach() for p in model.parameters()]
+        self.buffers = list(zip(ema.buffers(), model.buffers()))
+
+    def __call__(self, beta: float) -> None:
+        with torch.no_grad():
+            torch._foreach_lerp_(self.ema_params, self.model_params, 1.0 - beta)
+            for be, bm in self.buffers:
+                be.copy_(bm)
 
 
 class _FieldView:
@@ -343,6 +355,7 @@ def train(
         return chunk, over
 
     warmup = max(config.warmup, 1)
+    ema_update = _EmaUpdate(ema, field)
     noise_gen = torch.Generator(device=device)
     stopped = False
     fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
@@ -384,7 +397,7 @@ def train(
             step += 1
             seen = step * config.batch
             halflife = config.ema_halflife if config.ema_rampup is None else min(config.ema_halflife, config.ema_rampup * seen)
-            _ema_update(ema, field, 0.5 ** (config.batch / max(halflife, 1e-8)))
+            ema_update(0.5 ** (config.batch / max(halflife, 1e-8)))
             pending.append(step_loss)
             if step % config.log_every == 0 or step == total:
                 chunk, over = flush()

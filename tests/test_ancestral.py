@@ -416,6 +416,7 @@ def test_physgen_toy_samples_the_two_mode_mixture(tmp_path, name, field):
     assert metrics["nfe"] == NFE_PER_STEP.get(name, 1) * (steps - 1) + 1
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("name,opts", VARIANTS, ids=IDS)
 def test_cuda_matches_cpu_with_the_same_noise(name, opts):

@@ -148,6 +148,7 @@ def test_dtype_and_device_do_not_change_the_draw(name):
     assert torch.equal(x64.float(), x32)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("name", ALL)
 def test_cuda_output_and_cuda_generator(name):

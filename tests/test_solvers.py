@@ -578,6 +578,7 @@ def test_bad_schedules_and_inputs():
 # CUDA: no host-device sync inside fixed-step loops
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("method", FIXED_STEP)
 def test_cuda_fixed_step_solvers_never_sync(method):
@@ -595,6 +596,7 @@ def test_cuda_fixed_step_solvers_never_sync(method):
     torch.testing.assert_close(sol.x.cpu(), ref.x, rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_dopri5_matches_cpu():
     flow = GaussianDenoiserFlow(0.5, [0.3, 1.0, 3.0, 100.0])

@@ -122,3 +122,52 @@ def test_presets_are_unet_keywords():
     for name, cfg in UNET_PRESETS.items():
         with torch.device("meta"):
             UNet(img_resolution=64, in_channels=3, out_channels=3, **cfg)
+
+
+@pytest.mark.parametrize("channels", [4, 16, 128])
+def test_positional_embedding_is_ddpmpp_endpoint_form(channels):
+    # DDPM++ (score_sde get_timestep_embedding; EDM SongUNet endpoint=True): w_i = 10000^(-i/(n/2 - 1)), [sin, cos]
+    from physgen.nets.unet import PositionalEmbedding
+
+    half = channels // 2
+    c = torch.tensor([0.0, 0.37, -1.5, 20.0], dtype=torch.float64)
+    w = torch.tensor([10000.0 ** (-i / (half - 1)) for i in range(half)], dtype=torch.float64)
+    arg = c[:, None] * w[None, :]
+    emb = PositionalEmbedding(channels)
+    assert emb.freqs[0] == 1.0 and emb.freqs[-1] == pytest.approx(1e-4, rel=1e-6)  # both ends reached
+    torch.testing.assert_close(emb(c).double(), torch.cat([arg.sin(), arg.cos()], 1), rtol=1e-5, atol=1e-5)
+    transformer = PositionalEmbedding(channels, endpoint=False)  # Vaswani: i / (n/2), stops short of 1e-4
+    assert transformer.freqs[-1] == pytest.approx(10000.0 ** (-(half - 1) / half), rel=1e-6)
+
+
+@pytest.mark.parametrize("channels_per_head", [0, 8])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attention_equals_the_softmax_formula(channels_per_head, channels_last):
+    from physgen.nets.unet import ResBlock
+
+    torch.manual_seed(0)
+    blk = ResBlock(32, 32, 16, attention=True, channels_per_head=channels_per_head).double()
+    qkv = torch.randn(2, 96, 4, 6, dtype=torch.float64)
+    if channels_last:
+        qkv = qkv.contiguous(memory_format=torch.channels_last)
+    n, c = blk.num_heads, 32 // blk.num_heads
+    q, k, v = qkv.reshape(2, 3, n, c, 24).unbind(1)  # channel index = (which, head, channel); [B, n, c, HW]
+    a = torch.softmax(torch.einsum("bncq,bnck->bnqk", q, k) / c**0.5, dim=-1)
+    ref = torch.einsum("bnqk,bnck->bncq", a, v).reshape(2, 32, 4, 6)
+    torch.testing.assert_close(blk._attention(qkv), ref, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_attention_hands_the_fused_kernel_stride_one_channels(channels_last):
+    # with only the flash backend allowed, SDPA refuses inputs whose last dim is strided
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    from physgen.nets.unet import ResBlock
+
+    blk = ResBlock(32, 32, 16, attention=True, channels_per_head=8)
+    qkv = torch.randn(2, 96, 8, 8)
+    if channels_last:
+        qkv = qkv.contiguous(memory_format=torch.channels_last)
+    expected = blk._attention(qkv)
+    with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+        torch.testing.assert_close(blk._attention(qkv), expected)

@@ -10,13 +10,17 @@ Yukawa: the NIG log-density.  Only the radial *log-profile* differs, so one func
 serves every process.
 
 Squared distances come from one matrix product, ``‖x‖² - 2a x·y + a²‖y‖²``, and the
-weights from a streaming log-sum-exp over chunks of the data: memory is bounded by
-``chunk_elems`` whatever the number of queries and points (100k × 100k runs in well
-under 4 GiB).  With ``labels`` the posterior is restricted to the points of the
+weights from a log-sum-exp over blocks of ``chunk_elems`` pairs: all points at once for a
+block of query rows while at least ``ONE_BLOCK_MIN_ROWS`` rows fit, else a streaming
+log-sum-exp over column blocks of the points.  Memory is bounded by ``chunk_elems``
+whatever the number of queries and points (100k × 100k runs in well under 4 GiB).
+Relative weights are floored at ``tiny / eps`` (:func:`flush_floor`) so that no
+exponential or product runs on subnormal numbers, which on a CPU costs about 100x.  With ``labels`` the posterior is restricted to the points of the
 requested class, which is the exact conditional field.
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional
 
 import torch
@@ -24,12 +28,33 @@ from torch import Tensor
 
 from .labels import check_label
 
-__all__ = ["posterior_mean", "ExactField", "LogProfile", "GaussianProfile"]
+__all__ = ["posterior_mean", "ExactField", "LogProfile", "GaussianProfile", "flush_floor"]
 
 LogProfile = Callable[[Tensor, Tensor], Tensor]
 """``log_profile(sqdist [Q, P], s [Q, 1]) -> log weights [Q, P]`` (constants in y may be dropped)."""
 
 DEFAULT_CHUNK_ELEMS = 1 << 21  # pair entries per block: 8 MiB per float32 temporary, near cache size
+ONE_BLOCK_MIN_ROWS = 4  # fewer query rows per block than this turn the GEMMs into slow GEMVs: stream instead
+STREAM_ROWS = 32  # query rows per block when the points are streamed in column blocks
+SUM_BY_GEMM_MAX_DIMS = 16  # up to this many dims per point, Σw and Σw·y come from one GEMM
+
+
+def flush_floor(dtype: torch.dtype) -> float:
+    """The log-weight floor ``log(tiny / eps)`` below which a relative weight is raised to ``tiny / eps``.
+
+    ``torch.exp`` on a CPU takes a slow path (about 100x) for arguments whose result would
+    be subnormal or zero (below ``log(tiny)``, about -87 in float32), and products with
+    subnormal weights are slow again in the GEMM that follows.  Relative weights
+    ``exp(logw - max) <= 1`` are therefore evaluated as ``exp(max(logw - max, floor))``:
+    each raised weight adds at most ``tiny / eps`` relative to the largest weight (1), so
+    over ``P`` points the result moves by at most ``P tiny / eps``, below ``eps`` by a
+    factor ``eps² / (P tiny)`` (about 1e23 / P in float32, 1e276 / P in float64: float
+    rounding, not a change of result).  Weights of points excluded by a label are set to
+    exactly 0 after the exponential.  (float16 has too little range for this bound; exact
+    fields are meant for float32 / float64.)
+    """
+    info = torch.finfo(dtype)
+    return math.log(info.tiny) - math.log(info.eps)
 
 
 class GaussianProfile:
@@ -88,14 +113,20 @@ def posterior_mean(
         x_aug = log_profile.augment(xf, s)
         y_aug = torch.cat([yf, y_sq[:, None]], dim=1)
     a = torch.ones(q, dtype=xf.dtype, device=xf.device) if alpha is None else alpha.to(xf.dtype)
+    floor = flush_floor(xf.dtype)
 
-    rows = max(1, min(q, max(32, chunk_elems // max(p, 1))))
-    cols = max(1, min(p, chunk_elems // rows))
+    # Block shape: every point in one block while that leaves >= ONE_BLOCK_MIN_ROWS query
+    # rows (no running rescale at all); else STREAM_ROWS rows against column blocks.
+    if chunk_elems // max(p, 1) >= ONE_BLOCK_MIN_ROWS:
+        rows, cols = max(1, min(q, chunk_elems // p)), p
+    else:
+        rows = max(1, min(q, STREAM_ROWS))
+        cols = max(1, min(p, chunk_elems // rows))
     mean = torch.empty_like(xf)
     extra = torch.empty(q, dtype=xf.dtype, device=xf.device) if pair_value is not None else None
 
-    def block(r0: int, c0: int) -> tuple[Tensor, Optional[Tensor]]:
-        """Log-weights (and squared distances when needed) of one [rows, cols] block."""
+    def block(r0: int, c0: int) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        """Log-weights, the label match mask and (when needed) squared distances of a block."""
         r1, c1 = r0 + rows, c0 + cols
         if fast:
             logw, sq = x_aug[r0:r1] @ y_aug[c0:c1].T, None
@@ -105,35 +136,57 @@ def posterior_mean(
             sq = (xr * xr).sum(1, keepdim=True) - 2.0 * ar * (xr @ yf[c0:c1].T)
             sq = sq.add_(ar**2 * y_sq[c0:c1]).clamp_min_(0.0)
             logw = log_profile(sq, s[r0:r1, None])
+        match = None
         if label is not None:  # a negative (null) label keeps every point: an unconditional row
             lab = label[r0:r1, None]
             match = (point_labels[c0:c1][None, :] == lab) | (lab < 0)
             logw = logw.masked_fill(~match, -torch.inf)
-        return logw, sq
+        return logw, match, sq
+
+    # With few dims, sum and mean come out of one GEMM against [y, 1] (one pass over the
+    # weights less); with many, the extra copy of the points would cost more than it saves.
+    y_one = torch.cat([yf, torch.ones_like(yf[:, :1])], dim=1) if yf.shape[1] <= SUM_BY_GEMM_MAX_DIMS else None
+
+    def weights(logw: Tensor, match: Optional[Tensor], shift: Tensor) -> Tensor:
+        """``exp(max(logw - shift, floor))``, zero off the label's points (see :func:`flush_floor`).
+
+        In place on ``logw`` (a fresh block), unless autograd tracks it (the likelihood
+        differentiates the field) or ``pair_value`` still needs the squared distances and the
+        profile handed them back as they were."""
+        if logw.requires_grad or pair_value is not None:
+            w = torch.exp(torch.clamp(logw, min=shift + floor) - shift)
+            return w if match is None else w.masked_fill(~match, 0.0)
+        w = torch.clamp_(logw, min=shift + floor).sub_(shift).exp_()
+        return w if match is None else w.masked_fill_(~match, 0.0)
+
+    def weighted(w: Tensor, c0: int) -> tuple[Tensor, Tensor]:
+        """``(Σ_j w_j, Σ_j w_j y_j)`` over the block's points."""
+        if y_one is None:
+            return w.sum(1, keepdim=True), w @ yf[c0 : c0 + cols]
+        both = w @ y_one[c0 : c0 + cols]
+        return both[:, -1:], both[:, :-1]
 
     for r0 in range(0, q, rows):
         r1 = r0 + rows
-        if cols >= p:  # one block of points: a plain softmax
-            logw, sq = block(r0, 0)
-            w = torch.softmax(logw, dim=1)
-            mean[r0:r1] = w @ yf
-            if extra is not None:
-                extra[r0:r1] = (w * pair_value(sq, s[r0:r1, None])).sum(1)
-            continue
         run_max = torch.full((min(rows, q - r0), 1), -torch.inf, dtype=xf.dtype, device=xf.device)
         run_sum = torch.zeros_like(run_max)
         run_mean = torch.zeros_like(xf[r0:r1])
         run_extra = torch.zeros_like(run_max) if pair_value is not None else None
         for c0 in range(0, p, cols):
-            logw, sq = block(r0, c0)
-            new_max = torch.maximum(run_max, logw.max(1, keepdim=True).values)
+            logw, match, sq = block(r0, c0)
+            new_max = torch.maximum(run_max, logw.amax(1, keepdim=True))
             safe_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
-            rescale = torch.exp(run_max - safe_max)
-            w = torch.exp(logw - safe_max)
-            run_sum = run_sum * rescale + w.sum(1, keepdim=True)
-            run_mean = run_mean * rescale + w @ yf[c0 : c0 + cols]
-            if run_extra is not None:
-                run_extra = run_extra * rescale + (w * pair_value(sq, s[r0:r1, None])).sum(1, keepdim=True)
+            w = weights(logw, match, safe_max)
+            block_sum, block_mean = weighted(w, c0)
+            block_extra = (w * pair_value(sq, s[r0:r1, None])).sum(1, keepdim=True) if run_extra is not None else None
+            if cols >= p:  # the only block: nothing to rescale
+                run_sum, run_mean, run_extra = block_sum, block_mean, block_extra
+            else:
+                rescale = torch.exp(torch.clamp(run_max - safe_max, min=floor))
+                run_sum = run_sum * rescale + block_sum
+                run_mean = run_mean * rescale + block_mean
+                if run_extra is not None:
+                    run_extra = run_extra * rescale + block_extra
             run_max = new_max
         mean[r0:r1] = run_mean / run_sum
         if extra is not None:

@@ -30,7 +30,7 @@ Self-attention block (single head by default, ``d`` = channels per head)::
 
 Noise embeddings (``c`` channels, ``c_noise`` a scalar per sample)::
 
-    positional (Vaswani et al. 2017): [cos(c_noise w_i), sin(c_noise w_i)],  w_i = 10000^(-i/(c/2))
+    positional (DDPM++):              [sin(c_noise w_i), cos(c_noise w_i)],  w_i = 10000^(-i/(c/2 - 1))
     Fourier (Tancik et al. 2020):     [cos(2 pi c_noise b_i), sin(2 pi c_noise b_i)], b_i ~ N(0, 16^2)
 
 Class labels use an embedding with ``num_classes + 1`` rows; the last row is the "null"
@@ -47,7 +47,6 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 from ..config import check_options
@@ -88,24 +87,33 @@ def _init(layer: nn.Module, scale: float = 1.0) -> nn.Module:
 
 
 class PositionalEmbedding(nn.Module):
-    """Transformer sinusoidal embedding of a scalar per sample.
+    """Sinusoidal embedding of a scalar per sample, as DDPM++ uses it.
 
-    ``emb(c) = [cos(c w_0..w_{n/2-1}), sin(c w_0..w_{n/2-1})]`` with
-    ``w_i = (1/max_positions)^(i/(n/2))`` (Vaswani et al. arXiv 1706.03762; used by DDPM,
-    arXiv 2006.11239, and DDPM++, arXiv 2011.13456).
+    ``emb(c) = [sin(c w_0..w_{n/2-1}), cos(c w_0..w_{n/2-1})]`` with
+    ``w_i = (1/max_positions)^(i/(n/2 - 1))``: the frequencies run from 1 to exactly
+    ``1/max_positions`` (the "endpoint" form).  This is DDPM++'s embedding as written in
+    score_sde's ``get_timestep_embedding`` (arXiv 2011.13456, ``log(10000)/(half - 1)``,
+    ``[sin, cos]``) and in EDM's ``SongUNet`` (arXiv 2206.00364: ``PositionalEmbedding(...,
+    endpoint=True)``, then its halves swapped to ``[sin, cos]``).  The Transformer form
+    (Vaswani et al. arXiv 1706.03762; EDM's ``endpoint=False`` default, used by its ADM
+    network) divides by ``n/2`` instead, so its lowest frequency stops one step short of
+    ``1/max_positions``; ``endpoint=False`` gives that.  The order of the halves only
+    permutes the inputs of the first linear layer; the frequencies change what the network
+    sees, so weights trained with one form do not carry over to the other.
     """
 
-    def __init__(self, num_channels: int, max_positions: float = 10000.0):
+    def __init__(self, num_channels: int, max_positions: float = 10000.0, endpoint: bool = True):
         super().__init__()
         if num_channels % 2:
             raise UserError(f"embedding channels must be even, got {num_channels}")
         half = num_channels // 2
-        freqs = (1.0 / max_positions) ** (torch.arange(half, dtype=torch.float32) / half)
+        denom = max(half - 1, 1) if endpoint else half
+        freqs = (1.0 / max_positions) ** (torch.arange(half, dtype=torch.float32) / denom)
         self.register_buffer("freqs", freqs, persistent=False)
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         arg = c.float()[:, None] * self.freqs[None, :]
-        return torch.cat([arg.cos(), arg.sin()], dim=1)
+        return torch.cat([arg.sin(), arg.cos()], dim=1)
 
 
 class FourierEmbedding(nn.Module):
@@ -190,13 +198,26 @@ class ResBlock(nn.Module):
             skip = self.skip(skip)
         x = (h + skip) * SKIP_SCALE
         if self.num_heads:
-            height = x.shape[-2]
-            qkv = self.qkv(self.norm2(x))
-            q, k, v = rearrange(qkv, "b (three n c) h w -> three b n (h w) c", three=3, n=self.num_heads)
-            a = F.scaled_dot_product_attention(q, k, v)
-            a = rearrange(a, "b n (h w) c -> b (n c) h w", h=height)
-            x = (x + self.proj(a)) * SKIP_SCALE
+            x = (x + self.proj(self._attention(self.qkv(self.norm2(x))))) * SKIP_SCALE
         return x
+
+    def _attention(self, qkv: torch.Tensor) -> torch.Tensor:
+        """``softmax(q k^T / sqrt(d)) v`` per head, from the ``[B, 3 n c, H, W]`` projections.
+
+        The fused kernels of ``scaled_dot_product_attention`` want each head's channels
+        contiguous (stride 1 on the last dim of ``[B, n, HW, c]``).  Pixels-major
+        ``[B, H, W, 3nc]`` gives exactly that after a view: it is free under channels_last
+        and one copy otherwise (instead of three strided q/k/v that the kernel would copy
+        or take a slower path on).  The result goes back in the same layout.
+        """
+        b, _, height, width = qkv.shape
+        n = self.num_heads
+        c = self.out_channels // n
+        # .contiguous(): a plain reshape of the NCHW permute would be a view with channel stride H*W
+        tokens = qkv.permute(0, 2, 3, 1).contiguous().reshape(b, height * width, 3, n, c)
+        q, k, v = tokens.permute(2, 0, 3, 1, 4).unbind(0)  # each [B, n, HW, c], channels contiguous
+        a = F.scaled_dot_product_attention(q, k, v)
+        return a.transpose(1, 2).reshape(b, height, width, n * c).permute(0, 3, 1, 2)
 
 
 class UNet(nn.Module):
