@@ -151,3 +151,11 @@ def test_outputs_honour_the_umask(tmp_path):
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "t").iterdir()}
     assert set(modes.values()) == {0o664}, modes
+
+
+def test_every_experiment_declares_the_outputs_its_run_folder_guards():
+    from physgen.cli.experiment import EXPERIMENTS
+
+    for name, module in EXPERIMENTS.items():
+        outputs = getattr(module, "OUTPUTS", None)
+        assert isinstance(outputs, tuple) and outputs and all(isinstance(o, str) for o in outputs), name

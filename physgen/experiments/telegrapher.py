@@ -37,6 +37,7 @@ import torch
 
 __all__ = ["add_arguments", "run", "run_experiment"]
 
+OUTPUTS = ("ladder.csv", "prior.csv", "nfe.csv", "summary.md", "config.json", "kernel.png", "ladder.png", "nfe.png")  # into --out
 CENTERS = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
 
 
