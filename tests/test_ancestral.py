@@ -24,6 +24,7 @@ from physgen.noise import SeededNoise
 from physgen.processes import make_process
 from physgen.sampling import sample
 from solvers.ancestral import ancestral_step, brownian_pair_weight
+from toy_fields import CountingDenoiser
 
 F64 = torch.float64
 NAMES = ("euler-ancestral", "dpm2-ancestral", "dpmpp-sde", "dpmpp-2m-sde", "dpmpp-3m-sde")
@@ -311,19 +312,11 @@ def test_a_sample_does_not_depend_on_its_batch(name):
 def test_nfe_per_step_is_counted_at_the_target(name):
     proc = make_process("edm", sigma_max=10.0)
     field = proc.analytic_field(two_mode_mixture())
-    calls = {"n": 0}
-
-    class Counting:
-        kind = "denoiser"
-
-        def __call__(self, x, s, label=None):
-            calls["n"] += 1
-            return field(x, s, label)
-
+    counting = CountingDenoiser(field)
     k, per = 10, NFE_PER_STEP.get(name, 1)
     x0 = proc.sample_prior((64, 2), generator=torch.Generator().manual_seed(0))
-    sol = sample(proc, Counting(), x0, proc.grid(k), name, noise=SeededNoise(0, range(64)))
-    assert sol.stats.nfe == calls["n"] == per * (k - 1) + 1  # the last step to 0 is one denoising evaluation
+    sol = sample(proc, counting, x0, proc.grid(k), name, noise=SeededNoise(0, range(64)))
+    assert sol.stats.nfe == counting.calls == per * (k - 1) + 1  # the last step to 0 is one denoising evaluation
     target = GaussianDenoiser()
     sol = solvers.solve(target, torch.zeros(8, 1), [4.0, 2.0, 1.0, 0.5], method=name, generator=torch.Generator().manual_seed(0))
     assert sol.stats.nfe == target.calls == 3 * per

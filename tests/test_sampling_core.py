@@ -8,6 +8,7 @@ from physgen.metrics import mode_weights, sample_metrics, sliced_w2
 from physgen.noise import SeededNoise
 from physgen.processes import EDM, VE, VP
 from physgen.sampling import sample
+from toy_fields import CountingDenoiser
 
 CENTERS = torch.tensor([[-2.0, 0.0], [2.0, 0.0]])
 
@@ -52,18 +53,10 @@ def test_sampling_recovers_weighted_two_mode_mixture(proc, field_kind, method, s
 def test_heun_nfe_on_the_process_schedule_is_2k_minus_1():
     proc = EDM(sigma_max=10.0)
     field = proc.analytic_field(two_mode_mixture())
-    calls = {"n": 0}
-
-    class Counting:
-        kind = "denoiser"
-
-        def __call__(self, x, s, label=None):
-            calls["n"] += 1
-            return field(x, s, label)
-
+    counting = CountingDenoiser(field)
     x0 = proc.sample_prior((10, 2), generator=torch.Generator().manual_seed(0))
-    sol = sample(proc, Counting(), x0, proc.grid(18), "heun")
-    assert sol.stats.nfe == calls["n"] == 2 * 18 - 1
+    sol = sample(proc, counting, x0, proc.grid(18), "heun")
+    assert sol.stats.nfe == counting.calls == 2 * 18 - 1
 
 
 def test_stochastic_sample_does_not_depend_on_its_batch():

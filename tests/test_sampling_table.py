@@ -15,6 +15,7 @@ from physgen.errors import UserError
 from physgen.noise import SeededNoise
 from physgen.processes import PROCESSES, make_process
 from physgen.sampling import DivergenceError, grid, sample
+from toy_fields import UnitGaussianVE
 
 POINTS = torch.randn(60, 2, generator=torch.Generator().manual_seed(0)) * 0.5 + torch.tensor([1.0, 0.0])
 CASES = [(name, {}) for name in sorted(PROCESSES)] + [("pfgmpp", {"D": 4}), ("pfgmpp", {"D": math.inf})]
@@ -62,37 +63,12 @@ def test_capabilities_and_offers_agree():
             assert set(offers) == set(p.capabilities(**modes)) - {"gaussian"}, (name, modes)
 
 
-class _GaussianVE:
-    """The VE process of data N(0, I) in closed form: every need of the table at once."""
-
-    def denoise(self, x, s):
-        return x / (1 + s[:, None] ** 2)
-
-    def __call__(self, x, s):
-        return (x - self.denoise(x, s)) / s[:, None]
-
-    def score(self, x, s):
-        return -x / (1 + s[:, None] ** 2)
-
-    def drift(self, x, s):
-        return -2 * s[:, None] * self.score(x, s)
-
-    def diffusion(self, s):
-        return (2 * s).sqrt()
-
-    def marginal(self, s):
-        return torch.ones_like(s), s
-
-    def transition(self, s, s_next):
-        return torch.ones_like(s), s**2 - s_next**2
-
-
 @pytest.mark.parametrize("method", [m for m in solvers.solver_names() if m != "births"])
 def test_solvers_solve_works_for_every_name_it_lists(method):
     x0 = torch.randn(64, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 5
     spec = solvers.get_solver(method)
     options = {**CHEAP.get(method, {}), **({"generator": torch.Generator().manual_seed(2)} if spec.stochastic else {})}
-    sol = solvers.solve(_GaussianVE(), x0, solvers.edm_schedule(12, 0.01, 5.0), method=method, **options)
+    sol = solvers.solve(UnitGaussianVE(), x0, solvers.edm_schedule(12, 0.01, 5.0), method=method, **options)
     assert sol.x.shape == x0.shape and bool(torch.isfinite(sol.x).all()) and sol.stats.nfe > 0
     if not spec.stochastic:  # the PF-ODE of N(0, I) data from σ = 5 ends near x0 / sqrt(26) (denoised at the end)
         assert float((sol.x - x0 / math.sqrt(26)).abs().max()) < 0.5
@@ -109,7 +85,7 @@ def test_solvers_solve_births_and_clear_errors_for_the_wrong_object():
     with pytest.raises(solvers.OptionError, match="solver 'heun' has no option 'snr'; it takes: check_every, return_trajectory"):
         solvers.solve(lambda x, s: x, x0, [2.0, 1.0], "heun", snr=0.1)
     with pytest.raises(solvers.OptionError, match="option snr must be >= 0, got -1"):
-        solvers.solve(_GaussianVE(), x0, [2.0, 1.0], "pc", snr=-1, generator=torch.Generator())
+        solvers.solve(UnitGaussianVE(), x0, [2.0, 1.0], "pc", snr=-1, generator=torch.Generator())
 
 
 def test_list_solvers_in_every_sampling_command(capsys):

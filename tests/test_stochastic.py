@@ -15,6 +15,7 @@ from physgen.metrics import mmd, mode_weights, sliced_w2
 from physgen.noise import SeededNoise
 from physgen.processes import GaussianSDE, make_process
 from physgen.sampling import grid, sample
+from toy_fields import UnitGaussianVE
 
 
 @pytest.fixture(scope="module")
@@ -239,34 +240,6 @@ def test_ald_on_score_processes_other_than_ncsn(two_mode):
 
 
 # ----------------------------------------------------------------------------- divergence
-class _ToyVE:
-    """VE SDE of unit Gaussian data with a score ``scale`` times too strong (optionally breaking at one call)."""
-
-    def __init__(self, scale, break_at=None):
-        self.scale, self.break_at, self.calls = scale, break_at, 0
-
-    def score(self, x, s):
-        self.calls += 1
-        if self.calls == self.break_at:
-            return torch.full_like(x, math.nan)
-        return -self.scale * x / (1 + s[:, None] ** 2)
-
-    def drift(self, x, s):
-        return -2 * s[:, None] * self.score(x, s)
-
-    def diffusion(self, s):
-        return (2 * s).sqrt()
-
-    def marginal(self, s):
-        return torch.ones_like(s), s
-
-    def transition(self, s, s_next):
-        return torch.ones_like(s), s**2 - s_next**2
-
-    def denoise(self, x, s):
-        return x + s[:, None] ** 2 * self.score(x, s)
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(log_scale=st.floats(-1.0, 8.0), log_snr=st.floats(-2.0, 4.0), steps=st.integers(2, 40), seed=st.integers(0, 2**31 - 1),
        which=st.sampled_from(["pc", "pc-em", "edm-sde", "ddpm", "euler-maruyama"]))
@@ -277,14 +250,14 @@ def test_no_nonfinite_value_escapes_silently(log_scale, log_snr, steps, seed, wh
     schedule = solvers.edm_schedule(steps, 0.01, 5.0)
     try:
         if which.startswith("pc"):
-            sol = solvers.pc(_ToyVE(scale), x0, schedule, snr=10.0**log_snr, generator=g, check_every=3,
+            sol = solvers.pc(UnitGaussianVE(scale), x0, schedule, snr=10.0**log_snr, generator=g, check_every=3,
                              predictor="euler-maruyama" if which == "pc-em" else "reverse-diffusion")
         elif which == "edm-sde":
             flow = lambda x, s: scale * x / s[:, None]  # noqa: E731
             flow.denoise = lambda x, s: x - scale * x  # noqa: E731
             sol = solvers.edm_sde(flow, x0, schedule, s_churn=10.0**log_snr, generator=g, check_every=3)
         else:
-            sol = solvers.solve(_ToyVE(scale), x0, schedule, which, generator=g, check_every=3)
+            sol = solvers.solve(UnitGaussianVE(scale), x0, schedule, which, generator=g, check_every=3)
     except FloatingPointError as e:
         assert "step" in str(e) and "level" in str(e) or "s=" in str(e), str(e)
     else:
@@ -292,7 +265,7 @@ def test_no_nonfinite_value_escapes_silently(log_scale, log_snr, steps, seed, wh
 
 
 def test_stochastic_divergence_names_step_and_level():
-    target = _ToyVE(1.0, break_at=10)  # the reverse-diffusion predictor calls the score: call 10 is the predictor of step 4
+    target = UnitGaussianVE(1.0, break_at=10)  # the reverse-diffusion predictor calls the score: call 10 is the predictor of step 4
     schedule = solvers.edm_schedule(10, 0.01, 5.0, append_zero=False)
     with pytest.raises(FloatingPointError, match=rf"step 4 of 9 \(predictor; level s={schedule[4]:.4g} -> {schedule[5]:.4g}\)"):
         solvers.pc(target, torch.randn(3, 2, generator=torch.Generator().manual_seed(1)), schedule,

@@ -166,6 +166,19 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
     def sigma_of_scale(self, s: Tensor) -> Tensor:
         return s
 
+    # EDM's training law (arXiv 2206.00364, Table 1): ln σ ~ N(P_mean, P_std²), shared by
+    # every process trained at EDM's σ (EDM, PFGM++, Yukawa, telegrapher)
+    def set_training_law(self, p_mean, p_std) -> None:
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (p_mean, p_std))
+        if not (ok and p_std > 0):
+            raise UserError(f"need a finite p_mean and p_std > 0, got p_mean={p_mean!r}, p_std={p_std!r}")
+        self.p_mean, self.p_std = float(p_mean), float(p_std)
+
+    def draw_training_sigma(self, n, *, generator=None, device=None, dtype=None) -> Tensor:
+        """``σ = exp(P_mean + P_std ξ)``, ``ξ ~ N(0, 1)``."""
+        xi = torch.randn(n, generator=generator, device=device, dtype=dtype)
+        return (self.p_mean + self.p_std * xi).exp()
+
     # Gaussian marginal (only meaningful for a Gaussian kernel)
     def coefficients(self, s: Tensor) -> tuple[Tensor, Tensor]:
         return torch.ones_like(s), s
@@ -274,13 +287,10 @@ class EDM(DenoiserProcess):
 
     def __init__(self, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2, prior_mean=None):
         super().__init__(sigma_min, sigma_max, sigma_data, rho, prior_mean)
-        if not (isinstance(p_std, (int, float)) and math.isfinite(p_std) and p_std > 0) or not math.isfinite(p_mean):
-            raise UserError(f"need a finite p_mean and p_std > 0, got p_mean={p_mean!r}, p_std={p_std!r}")
-        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.set_training_law(p_mean, p_std)
 
     def sample_scales(self, n, *, generator=None, device=None) -> Tensor:
-        z = torch.randn(n, generator=generator, device=device)
-        return (self.p_mean + self.p_std * z).exp()
+        return self.draw_training_sigma(n, generator=generator, device=device)
 
     def config(self) -> dict:
         return {**super().config(), "p_mean": self.p_mean, "p_std": self.p_std}

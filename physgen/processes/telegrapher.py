@@ -133,16 +133,12 @@ class Telegrapher(DenoiserProcess):
     ):
         self.kernel = KacKernel(a, c, atom_band)
         self.a, self.c, self.atom_band = self.kernel.a, self.kernel.c, self.kernel.atom_band
-        if not (sigma_min > 0 and math.isfinite(sigma_min) and math.isfinite(sigma_max) and sigma_min < sigma_max):
-            raise UserError(f"need 0 < sigma_min < sigma_max (finite), got sigma_min={sigma_min}, sigma_max={sigma_max}")
-        if not p_std > 0:
-            raise UserError(f"p_std must be > 0, got {p_std}")
         if prior not in PRIORS:
             raise unknown_name("telegrapher prior", prior, PRIORS)
         super().__init__(sigma_min, sigma_max, sigma_data, rho, prior_mean)
         self.sigma_min, self.sigma_max = self.s_min, self.s_max
         self.t_max = self.kernel.t_of_sigma(self.sigma_max)
-        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.set_training_law(p_mean, p_std)
         self.prior = prior
 
     # --- the σ <-> t map ------------------------------------------------------------
@@ -152,8 +148,7 @@ class Telegrapher(DenoiserProcess):
 
     # --- training -------------------------------------------------------------------
     def sample_scales(self, n, *, generator=None, device=None) -> Tensor:
-        xi = torch.randn(n, generator=generator, device=device)
-        return (self.p_mean + self.p_std * xi).exp()
+        return self.draw_training_sigma(n, generator=generator, device=device)
 
     def perturb(self, y: Tensor, s: Tensor, *, generator=None) -> Tensor:
         t = self.t_of_sigma(s.to(torch.float64))

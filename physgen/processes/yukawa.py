@@ -73,7 +73,7 @@ from ..kernels.nig import (
     rate_scale,
     transport_log_profile,
 )
-from .base import DenoiserFlow
+from .base import DenoiserFlow, check_scale_range
 from .gaussian import DenoiserProcess
 
 __all__ = [
@@ -118,10 +118,7 @@ class Yukawa(DenoiserProcess):
         m = float(m)
         if not (m > 0 and math.isfinite(m)):
             raise UserError(f"Yukawa mass m must be a positive number, got m={m} (m -> 0 is PFGM: use a small m such as 1e-3)")
-        if not (sigma_min > 0 and math.isfinite(sigma_min) and math.isfinite(sigma_max) and sigma_min < sigma_max):
-            raise UserError(f"need 0 < sigma_min < sigma_max (finite), got sigma_min={sigma_min}, sigma_max={sigma_max}")
-        if not p_std > 0:
-            raise UserError(f"p_std must be > 0, got {p_std}")
+        check_scale_range("sigma_min", sigma_min, "sigma_max", sigma_max)
         if objective not in OBJECTIVES:
             raise unknown_name("Yukawa objective", objective, OBJECTIVES)
         if not rate_weight >= 0:
@@ -130,7 +127,7 @@ class Yukawa(DenoiserProcess):
         self.kernel = NIGKernel(m)
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
         super().__init__(self.z_of_sigma(self.sigma_min), self.z_of_sigma(self.sigma_max), sigma_data, rho, prior_mean)
-        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.set_training_law(p_mean, p_std)
         self.objective = objective
         self.rate_weight = float(rate_weight)
 
@@ -148,8 +145,8 @@ class Yukawa(DenoiserProcess):
 
     # --- training -------------------------------------------------------------------
     def sample_scales(self, n, *, generator=None, device=None) -> Tensor:
-        xi = torch.randn(n, generator=generator, device=device, dtype=torch.float64)
-        return self.z_of_sigma((self.p_mean + self.p_std * xi).exp()).float()
+        sigma = self.draw_training_sigma(n, generator=generator, device=device, dtype=torch.float64)
+        return self.z_of_sigma(sigma).float()
 
     def loss(self, field, y, *, generator=None, label=None) -> Tensor:
         # duck-typed: the trainer hands over a view of the field (DDP / compiled), not the field
