@@ -46,7 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -361,6 +361,8 @@ class Run:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--child", section, "--key", key, "--work", str(self.work),
                "--out", str(self.out), "--digits-minutes", str(self.minutes)] + (["--smoke"] if self.smoke else []) + list(extra)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+        if self.smoke:  # several children share the CPU at once: one thread each, not cores x children threads
+            env.setdefault("OMP_NUM_THREADS", "1")
         logf = open(self.work / f"{key}.log", "w")
         proc = subprocess.Popen(cmd, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=str(ROOT))
         proc.key, proc.section, proc.started, proc.logf = key, section, time.perf_counter(), logf  # type: ignore[attr-defined]
@@ -625,6 +627,8 @@ def main(argv=None) -> int:
     p.add_argument("--smoke", action="store_true", help="the same code on CPU at toy sizes (under a minute)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"subset of {','.join(SECTIONS)} (e.g. to rerun one)")
     p.add_argument("--digits-minutes", type=float, default=3.0, help="wall-clock training per D (both D at once)")
+    p.add_argument("--time-scale", type=float, default=1.0,
+                   help="multiply the run's time budget and every section's limit (a slower or shared machine)")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
     p.add_argument("--key", default=None, help=argparse.SUPPRESS)
     p.add_argument("--work", default=None, help=argparse.SUPPRESS)
@@ -638,11 +642,16 @@ def main(argv=None) -> int:
         p.error(f"unknown section(s) {bad}; valid: {', '.join(SECTIONS)}")
     if not (args.digits_minutes > 0 and math.isfinite(args.digits_minutes)):
         p.error(f"--digits-minutes must be a positive number, got {args.digits_minutes}")
+    if not (args.time_scale > 0 and math.isfinite(args.time_scale)):
+        p.error(f"--time-scale must be a positive number, got {args.time_scale}")
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         p.error(f"--out {str(out)!r} is not empty; give a new folder (this run writes up to {MAX_FILES} files there)")
     out.mkdir(parents=True, exist_ok=True)
-    run = Run(out, SMOKE if args.smoke else FULL, args.smoke, args.digits_minutes, sections)
+    sizes = SMOKE if args.smoke else FULL
+    sizes = replace(sizes, budget_s=sizes.budget_s * args.time_scale,
+                    limits=tuple((name, limit * args.time_scale) for name, limit in sizes.limits))
+    run = Run(out, sizes, args.smoke, args.digits_minutes, sections)
     run.go()
     failed = [k for k, v in run.summary["status"].items() if v.get("state") != "ok"]
     return 1 if failed else 0

@@ -18,7 +18,7 @@ def test_trained_ncsn_samples_the_weighted_mixture_with_annealed_langevin():
     from physgen.nets.mlp import MLP
     from physgen.noise import SeededNoise
     from physgen.processes import make_process
-    from physgen.processes.ncsn import max_pairwise_distance
+    from physgen.processes.ncsnv2 import max_pairwise_distance
     from physgen.sampling import sample
     from physgen.training import TrainConfig, train
 
