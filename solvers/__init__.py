@@ -37,6 +37,8 @@ from .schedules import (
     edm_schedule,
     log_uniform_schedule,
     make_schedule,
+    parse_schedule,
+    polyexponential_schedule,
     uniform_schedule,
     ve_time_schedule,
     vp_time_schedule,
@@ -59,8 +61,8 @@ __all__ = [
     "torchdiffeq_methods", "euler_maruyama", "births", "systematic_resample", "effective_sample_size",
     "annealed_langevin", "langevin", "choose_eps", "variance_ratio", "pc", "edm_sde", "ddpm_ancestral",
     # schedules
-    "edm_schedule", "uniform_schedule", "log_uniform_schedule", "vp_time_schedule", "ve_time_schedule",
-    "make_schedule", "SCHEDULES",
+    "edm_schedule", "uniform_schedule", "log_uniform_schedule", "polyexponential_schedule", "vp_time_schedule",
+    "ve_time_schedule", "make_schedule", "parse_schedule", "SCHEDULES",
     # the table
     "SOLVERS", "TORCHDIFFEQ_PREFIX", "solve", "get_solver", "solver_names", "register_solver",
 ]
@@ -85,7 +87,7 @@ SOLVERS: dict[str, Spec] = {spec.name: spec for spec in (
     Spec("deis", deis, ("denoiser",), "order (3 by default)", "1", "DEIS, Zhang & Chen, arXiv 2204.13902 (AB in log sigma)"),
     Spec("ipndm", ipndm, ("denoiser",), "2 on graded grids, order on uniform ones", "1", "iPNDM, arXiv 2204.13902 (constant AB weights)"),
     Spec("dpm-fast", dpm_fast, ("denoiser",), "3, lower at its last steps", "K in all for --steps K (own steps uniform in lambda)",
-         "DPM-Solver-fast, Lu et al., arXiv 2206.00927, Alg. 4"),
+         "DPM-Solver-fast, Lu et al., arXiv 2206.00927, Alg. 4", grid="ends"),
     Spec("dpm-adaptive", dpm_adaptive, ("denoiser",), "3(2); order=2: 2(1)", "order per attempted step, per-sample control",
          "DPM-Solver-adaptive, arXiv 2206.00927, Alg. 5", adaptive=True),
     Spec("dopri5", dopri5, ("flow",), "5(4)", "6 per attempted step, per-sample control", "Dormand & Prince (1980)", adaptive=True),

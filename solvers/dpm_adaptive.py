@@ -16,7 +16,8 @@ Alg. 1 and 2, k-diffusion's ``DPMSolver``)::
   of which ``K - 1`` go to DPM-Solver-fast from the grid's first point to its last positive
   one and 1 to the denoising step to ``s = 0`` (a grid that does not end at 0: all ``K``).
   Only the grid's ends are used (the paper's steps are uniform in ``λ``), so a ``--schedule``
-  changes nothing but them; a trajectory is recorded on its own points.
+  changes nothing but them (its row says ``grid="ends"``); a trajectory is recorded on its
+  own points, listed in ``stats.extra["grid"]``.
 * ``dpm-adaptive`` (Alg. 5, k-diffusion's ``sample_dpm_adaptive``, "DPM-Solver-12/23"):
   order 3 compares DPM-Solver-2 (``r_1 = 1/3``) with DPM-Solver-3, which share their first
   two evaluations (3 NFE per attempted step); order 2 compares DPM-Solver-1 with -2 (2 NFE).
@@ -125,7 +126,8 @@ def dpm_fast(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Unio
     orders = fast_orders(budget) if budget else []
     la, lb = math.log(s[0]), math.log(end)
     grid = [s[0]] + [math.exp(la + (lb - la) * j / len(orders)) for j in range(1, len(orders))] + ([end] if orders else [])
-    return run_steps(DPMFast(orders), flow, x, grid + ([0.0] if zero else []), need="denoiser", **loop)
+    grid += [0.0] if zero else []
+    return run_steps(DPMFast(orders), flow, x, grid, need="denoiser", extra={"grid": grid}, **loop)
 
 
 def _rms(v: Tensor) -> Tensor:

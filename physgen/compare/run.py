@@ -286,8 +286,8 @@ def compare(
         kind = kind_of(name)
         for steps in budgets:
             i += 1
-            schedule = problem.schedule(steps, name)
             opts = options_for(name, options, problem.process)
+            schedule = problem.schedule(steps, name, opts)
             tol = None
             if kind == "adaptive":
                 tol = adaptive_tolerance(steps)
@@ -372,8 +372,8 @@ def _preflight(problem: Problem, names: list[str], steps: int, options: dict, ex
     label = None if problem.label is None else problem.label[:k]
     ok, skipped = [], {}
     for name in names:
-        schedule = problem.schedule(steps, name)
         opts = options_for(name, options, problem.process)
+        schedule = problem.schedule(steps, name, opts)
         if is_adaptive(name):
             opts.setdefault("rtol", 1e-2)
             opts.setdefault("atol", 1e-2)
