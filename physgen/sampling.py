@@ -29,7 +29,7 @@ from solvers.schedules import SCHEDULES, parse_schedule
 
 from .errors import UserError, unknown_name
 from .noise import SeededNoise
-from .optimal_schedule import OPTIMAL, optimal_schedule
+from .optimal_schedule import OPTIMAL, optimal_options, optimal_schedule
 from .processes.base import Process, check_steps
 
 __all__ = ["grid", "sample", "sampling_record", "solver_rows", "format_solver_table", "check_result", "DivergenceError", "DIVERGENCE_RATIO"]
@@ -62,9 +62,9 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
     For ``ald`` (and any solver whose row says ``grid="levels"``) the points are the
     process's Langevin levels (``dim``, the data dimension, decides NCSNv2's rule) plus 0.
     ``schedule`` is a name of :data:`solvers.schedules.SCHEDULES`, optionally with keywords
-    (``polyexponential:rho=2``), or ``"optimal"``: the grid fitted to ``method``'s error on
-    ``field`` (:mod:`physgen.optimal_schedule`; ``shape`` of one sample, default ``(dim,)``,
-    the solver's ``options``, ``label``; cached in ``cache_dir``).
+    (``polyexponential:rho=2``), or ``"optimal"`` (``optimal:n_pilot=64,max_evals=100``): the
+    grid fitted to ``method``'s error on ``field`` (:mod:`physgen.optimal_schedule`; ``shape``
+    of one sample, default ``(dim,)``, the solver's ``options``, ``label``; cached in ``cache_dir``).
     """
     spec = _spec(method)
     if spec.grid == "levels":
@@ -76,11 +76,11 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
             raise UserError(f"solver {method!r} needs the data dimension to place its levels")
         levels = process.langevin_levels(int(dim), None if steps is None else check_steps(steps))
         return torch.cat([levels.double(), torch.zeros(1, dtype=torch.float64)])
-    if schedule == OPTIMAL:
+    if str(schedule).partition(":")[0] == OPTIMAL:
         if field is None or (shape is None and dim is None):
             raise UserError("--schedule optimal is fitted to a field: this command does not pass one (use a named schedule)")
         return optimal_schedule(process, field, steps, method=method, sample_fn=sample, shape=shape or (int(dim),), options=options,
-                                label=label, cache_dir=cache_dir)
+                                label=label, cache_dir=cache_dir, **optimal_options(schedule))
     if schedule is None:
         return process.grid(steps)
     if str(schedule).partition(":")[0] not in SCHEDULES:

@@ -101,6 +101,17 @@ def test_optimal_grid_is_valid_cached_reused_and_better(tmp_path, monkeypatch):
     assert torch.equal(opt_mod.optimal_schedule(p, field, 6, method="dpmpp-2m", **kw), default)
 
 
+def test_optimal_pilot_options_through_grid(tmp_path):
+    p, field = _problem()
+    g = grid(p, 5, "optimal:n_pilot=16,max_evals=5", method="dpmpp-2m", dim=2, field=field, cache_dir=tmp_path)
+    assert g.shape == (6,) and g[0] == p.grid(5)[0] and g[-1] == 0.0
+    (entry,) = json.loads((tmp_path / opt_mod.CACHE_NAME).read_text()).values()
+    assert entry["n_pilot"] == 16 and entry["solves"] <= 3 + 5 + 4  # the starts, the budget, one finite-difference gradient's overshoot
+    for bad in ("optimal:n_pilot=1", "optimal:pilot=8", "optimal:max_evals=x", "optimal:n_pilot"):
+        with pytest.raises(UserError, match="optimal"):
+            grid(p, 5, bad, method="dpmpp-2m", dim=2, field=field, cache_dir=tmp_path)
+
+
 def test_field_fingerprint_tells_fields_apart():
     p = make_process("pfgmpp", D=128, sigma_max=5.0)
     pts = torch.randn(50, 2, generator=torch.Generator().manual_seed(0))

@@ -73,7 +73,7 @@ __all__ = [
     "CSV_COLUMNS",
 ]
 
-DEFAULT_SOLVERS = ("euler", "heun", "midpoint", "rk4", "lms", "dpm2", "dpmpp-2m", "dopri5")
+DEFAULT_SOLVERS = ("euler", "heun", "midpoint", "rk4", "lms", "dpm2", "dpmpp-2m", "dpmpp-3m", "unipc-bh2", "deis", "ipndm", "dopri5")
 DEFAULT_STOCHASTIC = ("euler-maruyama", "pc", "edm-sde", "ddpm")
 DEFAULT_STEPS = (4, 8, 16, 32, 64)
 REFERENCE_TOL = 1e-9
