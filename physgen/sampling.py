@@ -25,8 +25,11 @@ import solvers
 from solvers.base import Solution
 from solvers.spec import NEEDS, OptionError, parse_options
 
+from solvers.schedules import SCHEDULES, parse_schedule
+
 from .errors import UserError, unknown_name
 from .noise import SeededNoise
+from .optimal_schedule import OPTIMAL, optimal_options, optimal_schedule
 from .processes.base import Process, check_steps
 
 __all__ = ["grid", "sample", "sampling_record", "solver_rows", "format_solver_table", "check_result", "DivergenceError", "DIVERGENCE_RATIO"]
@@ -51,13 +54,17 @@ def _spec(method: str) -> solvers.Spec:
 
 
 def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] = None, *, method: str = "heun",
-         dim: Optional[int] = None) -> Tensor:
+         dim: Optional[int] = None, field=None, cache_dir=None, shape=None, options: Optional[dict] = None, label=None) -> Tensor:
     """The grid ``method`` integrates on for ``steps`` steps of the named schedule (float64, decreasing).
 
     ``steps=None`` is the process's default (``default_steps``, 18 for most; for ``ald``, the
     process's NCSNv2 number of levels).
     For ``ald`` (and any solver whose row says ``grid="levels"``) the points are the
     process's Langevin levels (``dim``, the data dimension, decides NCSNv2's rule) plus 0.
+    ``schedule`` is a name of :data:`solvers.schedules.SCHEDULES`, optionally with keywords
+    (``polyexponential:rho=2``), or ``"optimal"`` (``optimal:n_pilot=64,max_evals=100``): the
+    grid fitted to ``method``'s error on ``field`` (:mod:`physgen.optimal_schedule`; ``shape``
+    of one sample, default ``(dim,)``, the solver's ``options``, ``label``; cached in ``cache_dir``).
     """
     spec = _spec(method)
     if spec.grid == "levels":
@@ -69,7 +76,20 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
             raise UserError(f"solver {method!r} needs the data dimension to place its levels")
         levels = process.langevin_levels(int(dim), None if steps is None else check_steps(steps))
         return torch.cat([levels.double(), torch.zeros(1, dtype=torch.float64)])
-    return process.grid(steps, schedule)
+    if str(schedule).partition(":")[0] == OPTIMAL:
+        if field is None or (shape is None and dim is None):
+            raise UserError("--schedule optimal is fitted to a field: this command does not pass one (use a named schedule)")
+        return optimal_schedule(process, field, steps, method=method, sample_fn=sample, shape=shape or (int(dim),), options=options,
+                                label=label, cache_dir=cache_dir, **optimal_options(schedule))
+    if schedule is None:
+        return process.grid(steps)
+    if str(schedule).partition(":")[0] not in SCHEDULES:
+        raise unknown_name("schedule", schedule, [*SCHEDULES, OPTIMAL])
+    try:
+        name, kw = parse_schedule(schedule)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    return process.grid(steps, name, **kw)
 
 
 def _split_modes(process: Process, options: dict) -> tuple[dict, dict]:

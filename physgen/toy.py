@@ -147,11 +147,12 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
     if config.guidance is not None:  # a guided field; sample_guided reports NFE as field evaluations
         field, sampler = guide_toy(config, process, field, data, labels, device, log_stream), sample_guided
 
-    schedule = grid(process, config.steps, config.schedule, method=config.solver, dim=data.shape[1])
+    options = {**{k: v for k, v in (("rtol", config.rtol), ("atol", config.atol)) if v is not None}, **config.sampler_options}
+    schedule = grid(process, config.steps, config.schedule, method=config.solver, dim=data.shape[1], field=field, cache_dir=config.out,
+                    options=options, label=config.label)
     noise = SeededNoise(config.seed, range(config.n_samples))
     x0 = process.sample_prior((config.n_samples, data.shape[1]), noise=noise, device=device)
     label = None if config.label is None else torch.full((config.n_samples,), config.label, device=device, dtype=torch.long)
-    options = {**{k: v for k, v in (("rtol", config.rtol), ("atol", config.atol)) if v is not None}, **config.sampler_options}
     t0 = time.perf_counter()
     with torch.no_grad():
         sol = sampler(process, field, x0, schedule, config.solver, noise=noise, label=label, return_trajectory=True, **options)

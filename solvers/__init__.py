@@ -28,15 +28,18 @@ from .base import (
     scale_batch,
 )
 from .births import births, effective_sample_size, systematic_resample
-from .dpm import dpm2, dpmpp_2m
+from .dpm import dpm2, dpmpp_2m, dpmpp_2s, dpmpp_3m
+from .dpm_adaptive import dpm_adaptive, dpm_fast
 from .langevin import annealed_langevin, choose_eps, langevin, variance_ratio
-from .multistep import adams_bashforth_coefficients, lms
+from .multistep import adams_bashforth_coefficients, deis, ipndm, lms
 from .runge_kutta import TABLEAUX, ButcherTableau, euler, explicit_rk, heun, midpoint, rk3, rk4, rk4_38
 from .schedules import (
     SCHEDULES,
     edm_schedule,
     log_uniform_schedule,
     make_schedule,
+    parse_schedule,
+    polyexponential_schedule,
     uniform_schedule,
     ve_time_schedule,
     vp_time_schedule,
@@ -44,6 +47,7 @@ from .schedules import (
 from .sde import euler_maruyama
 from .spec import NEEDS, Option, OptionError, Spec
 from .stochastic import ddpm_ancestral, edm_sde, pc
+from .unipc import unipc_bh1, unipc_bh2
 from .torchdiffeq_adapter import TORCHDIFFEQ_FIXED_GRID, TORCHDIFFEQ_PREFIX, make_torchdiffeq, torchdiffeq_methods, torchdiffeq_solver
 from ._loop import require
 
@@ -53,12 +57,13 @@ __all__ = [
     "DenoiserFormError", "SolverError", "as_schedule", "scale_batch", "default_noise", "Spec", "Option", "OptionError", "NEEDS",
     # solvers
     "euler", "midpoint", "heun", "rk3", "rk4", "rk4_38", "explicit_rk", "ButcherTableau", "TABLEAUX",
-    "lms", "adams_bashforth_coefficients", "dpm2", "dpmpp_2m", "dopri5", "torchdiffeq_solver",
+    "lms", "adams_bashforth_coefficients", "dpm2", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "unipc_bh1", "unipc_bh2", "deis", "ipndm",
+    "dpm_fast", "dpm_adaptive", "dopri5", "torchdiffeq_solver",
     "torchdiffeq_methods", "euler_maruyama", "births", "systematic_resample", "effective_sample_size",
     "annealed_langevin", "langevin", "choose_eps", "variance_ratio", "pc", "edm_sde", "ddpm_ancestral",
     # schedules
-    "edm_schedule", "uniform_schedule", "log_uniform_schedule", "vp_time_schedule", "ve_time_schedule",
-    "make_schedule", "SCHEDULES",
+    "edm_schedule", "uniform_schedule", "log_uniform_schedule", "polyexponential_schedule", "vp_time_schedule",
+    "ve_time_schedule", "make_schedule", "parse_schedule", "SCHEDULES",
     # the table
     "SOLVERS", "TORCHDIFFEQ_PREFIX", "solve", "get_solver", "solver_names", "register_solver",
 ]
@@ -76,6 +81,16 @@ SOLVERS: dict[str, Spec] = {spec.name: spec for spec in (
          "Adams-Bashforth on a non-uniform grid, k-diffusion's sample_lms"),
     Spec("dpm2", dpm2, ("denoiser",), "2", "2" + _LAST, "DPM-Solver-2, Lu et al., arXiv 2206.00927"),
     Spec("dpmpp-2m", dpmpp_2m, ("denoiser",), "2", "1", "DPM-Solver++(2M), Lu et al., arXiv 2211.01095"),
+    Spec("dpmpp-3m", dpmpp_3m, ("denoiser",), "3", "1", "DPM-Solver++(3M), arXiv 2211.01095 (its quadratic integrated exactly)"),
+    Spec("dpmpp-2s", dpmpp_2s, ("denoiser",), "2", "2" + _LAST, "DPM-Solver++(2S), arXiv 2211.01095, Alg. 1"),
+    Spec("unipc-bh1", unipc_bh1, ("denoiser",), "order + 1 (3 by default)", "1", "UniPC, Zhao et al., arXiv 2302.04867, B(h) = h"),
+    Spec("unipc-bh2", unipc_bh2, ("denoiser",), "order + 1 (3 by default)", "1", "UniPC, arXiv 2302.04867, B(h) = e^h - 1"),
+    Spec("deis", deis, ("denoiser",), "order (3 by default)", "1", "DEIS, Zhang & Chen, arXiv 2204.13902 (AB in log sigma)"),
+    Spec("ipndm", ipndm, ("denoiser",), "2 on graded grids, order on uniform ones", "1", "iPNDM, arXiv 2204.13902 (constant AB weights)"),
+    Spec("dpm-fast", dpm_fast, ("denoiser",), "3, lower at its last steps", "K in all for --steps K (own steps uniform in lambda)",
+         "DPM-Solver-fast, Lu et al., arXiv 2206.00927, Alg. 4", grid="ends"),
+    Spec("dpm-adaptive", dpm_adaptive, ("denoiser",), "3(2); order=2: 2(1)", "order per attempted step, per-sample control",
+         "DPM-Solver-adaptive, arXiv 2206.00927, Alg. 5", adaptive=True),
     Spec("dopri5", dopri5, ("flow",), "5(4)", "6 per attempted step, per-sample control", "Dormand & Prince (1980)", adaptive=True),
     Spec("euler-maruyama", euler_maruyama, ("sde",), "0.5 strong, 1 weak", "1", "reverse SDE, Song et al., arXiv 2011.13456",
          stochastic=True),

@@ -13,6 +13,7 @@ loop, exactly, with Gauss-Legendre quadrature (exact for these polynomials of de
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Callable, Sequence, Union
 
@@ -21,10 +22,13 @@ from torch import Tensor
 
 from ._loop import StepRule, combine, run_steps
 from .base import Solution
+from .dpm import DenoiserRule
+from .expint import exp_moments, lagrange_power_basis
 from .runge_kutta import RK4
 from .spec import Option, takes
 
-__all__ = ["adams_bashforth_coefficients", "lms", "LinearMultistep", "WARMUPS"]
+__all__ = ["adams_bashforth_coefficients", "lms", "LinearMultistep", "WARMUPS", "deis", "ipndm", "deis_coefficients",
+           "IPNDM_COEFFICIENTS"]
 
 WARMUPS = ("lower-order", "rk4")
 
@@ -106,3 +110,86 @@ def lms(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Ten
     :class:`LinearMultistep`).
     """
     return run_steps(LinearMultistep(order, warmup), flow, x, schedule, **loop)
+
+
+def deis_coefficients(s: Sequence[float], i: int, p: int) -> list[float]:
+    """``c_j = ∫_{s_i}^{s_{i+1}} L_j(log σ) dσ`` for the Lagrange basis ``L_j`` in ``log σ`` on the
+    ``p`` points ``s_i, s_{i-1}, ...`` (newest first), in closed form: with ``τ = log σ - log s_i``,
+    ``c_j = s_i Σ_k A_jk ∫_0^H τ^k e^τ dτ``, ``H = log(s_{i+1}/s_i)`` (:mod:`solvers.expint`)."""
+    nodes = [math.log(s[i - j] / s[i]) for j in range(p)]
+    A = lagrange_power_basis(nodes)
+    moments = exp_moments(math.log(s[i + 1] / s[i]), p)
+    return [float(s[i] * np.dot(A[j], moments)) for j in range(p)]
+
+
+class EpsMultistep(DenoiserRule):
+    """Adams-Bashforth on ``ε = (x - D)/σ`` (the velocity of the denoiser form) with
+    precomputed weights: ``x_{i+1} = x_i + Σ_j c_ij ε_{i-j}``, the order ramping 1, 2, ... ."""
+
+    def __init__(self, name: str, order: int, weights: Callable[[Sequence[float], int, int], list[float]]):
+        self.name, self.order, self.weights = name, order, weights
+        self.hist: list[Tensor] = []  # newest first
+
+    def plan(self, s, i):
+        return [s[i]], self.weights(s, i, min(self.order, i + 1))
+
+    def step(self, ctx, x, i, at, coef):
+        self.hist = [ctx.f(x, at[0])] + self.hist[: self.order - 1]
+        return combine(x, self.hist, coef, 1.0)
+
+
+@takes("deis", Option("order", int, 3, "Adams-Bashforth order (polynomial degree + 1)", lo=1, hi=3))
+def deis(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Tensor, Sequence[float]], *, order: int,
+         **loop) -> Solution:
+    """DEIS (Zhang & Chen, arXiv 2204.13902), Adams-Bashforth of order 1-3, 1 NFE per step.
+
+    DEIS writes the probability-flow ODE in its ``ρ`` form (the paper's eq. 14,
+    ``dx̂/dρ = ε(x̂, ρ)``), which for the denoiser form is ``dx/dσ = ε = (x - D)/σ`` with
+    ``ρ = σ``, fits ``ε`` by the Lagrange polynomial through the last ``p`` evaluations in a
+    time variable and integrates that polynomial exactly::
+
+        x_{i+1} = x_i + Σ_{j<p} c_ij ε_{i-j},    c_ij = ∫_{σ_i}^{σ_{i+1}} L_j(log σ) dσ.
+
+    Which time variable.  The paper's tAB fits ``ε`` in the diffusion time ``t`` of its VP
+    SDE; in the denoiser form every process hands the solver ``σ`` alone (EDM's
+    parameterisation, ``σ(t) = t``), where tAB fits in ``σ`` itself, and that method is
+    ``lms`` (Adams-Bashforth in ``σ``, k-diffusion's).  ``deis`` fits in ``log σ`` (``log ρ``:
+    diffusers' ``DEISMultistepScheduler``, ``solver_type="logrho"``), the variable in which
+    EDM-style grids are nearly uniform; its weights are closed-form here (diffusers
+    hard-codes them per order; the paper computes them by quadrature).  Warm-up: orders
+    1, 2, ... over the first steps (``order=1`` is DDIM); the step to ``s = 0`` is the
+    denoising step.
+    """
+    return run_steps(EpsMultistep("deis", order, deis_coefficients), flow, x, schedule, need="denoiser", **loop)
+
+
+IPNDM_COEFFICIENTS = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
+"""Adams-Bashforth weights of orders 1-4 on a uniform grid (newest first)."""
+
+
+def _ipndm_weights(s: Sequence[float], i: int, p: int) -> list[float]:
+    return [c * (s[i + 1] - s[i]) for c in IPNDM_COEFFICIENTS[p - 1]]
+
+
+@takes("ipndm", Option("order", int, 4, "highest Adams-Bashforth order", lo=1, hi=4))
+def ipndm(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Tensor, Sequence[float]], *, order: int,
+          **loop) -> Solution:
+    """Improved PNDM (iPNDM; Zhang & Chen, arXiv 2204.13902, App. C; the EDM-style fast
+    samplers of Zhou et al., arXiv 2312.00094, and ComfyUI's ``sample_ipndm``), 1 NFE per step.
+
+    PNDM (Liu et al., arXiv 2202.09778) steps ``ε = (x - D)/σ`` with the fourth-order
+    Adams-Bashforth weights of a *uniform* grid after three Runge-Kutta warm-up steps (12
+    NFE); iPNDM replaces the warm-up by lower-order Adams-Bashforth steps::
+
+        x_{i+1} = x_i + (σ_{i+1} - σ_i) Σ_j a^{(p)}_j ε_{i-j},   p = min(order, i + 1),
+        a^{(1)} = 1,  a^{(2)} = (3, -1)/2,  a^{(3)} = (23, -16, 5)/12,  a^{(4)} = (55, -59, 37, -9)/24.
+
+    Which coefficients and why: these constant weights, as DEIS's iPNDM and the fast-sampler
+    code bases use them, not the variable-step Adams-Bashforth weights (those are ``lms``).
+    They are exact only on a uniform grid, where they equal ``lms``'s; on a smoothly graded
+    one (EDM's ρ-schedule, a geometric grid) the step-size ratio ``h_i/h_{i-1} = 1 + O(h)``
+    leaves a local error ``O(h³)``, so the method is second order there
+    (tests/test_solvers_denoiser.py measures it), and of order ``order`` on uniform steps
+    once its warm-up steps' error is damped.  The step to ``s = 0`` is the denoising step.
+    """
+    return run_steps(EpsMultistep("ipndm", order, _ipndm_weights), flow, x, schedule, need="denoiser", **loop)

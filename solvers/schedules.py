@@ -8,6 +8,7 @@ the number of integration steps (the last one, to ``s = 0``, taken with Euler), 
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Callable
 
@@ -18,9 +19,11 @@ __all__ = [
     "edm_schedule",
     "uniform_schedule",
     "log_uniform_schedule",
+    "polyexponential_schedule",
     "vp_time_schedule",
     "ve_time_schedule",
     "make_schedule",
+    "parse_schedule",
     "SCHEDULES",
 ]
 
@@ -83,6 +86,21 @@ def log_uniform_schedule(steps: int, s_min: float, s_max: float, append_zero: bo
     return _finish([math.exp(la + f * (lb - la)) for f in _fractions(steps)], s_min, s_max, append_zero)
 
 
+def polyexponential_schedule(steps: int, s_min: float, s_max: float, rho: float = 1.0, append_zero: bool = False) -> Tensor:
+    """k-diffusion's ``get_sigmas_polyexponential``: a polynomial ramp in ``log s``,
+
+        log s_i = log s_min + (1 - i/(steps-1))^rho (log s_max - log s_min),   i = 0..steps-1.
+
+    ``rho = 1`` (k-diffusion's default) is :func:`log_uniform_schedule`; ``rho > 1`` moves
+    points towards ``s_min``, ``rho < 1`` towards ``s_max``.
+    """
+    _check(steps, s_min, s_max, append_zero=append_zero, positive=True)
+    if not (rho > 0 and math.isfinite(rho)):
+        raise ValueError(f"rho must be positive and finite, got rho={rho}")
+    la, lb = math.log(s_max), math.log(s_min)
+    return _finish([math.exp(lb + (1.0 - f) ** rho * (la - lb)) for f in _fractions(steps)], s_min, s_max, append_zero)
+
+
 def vp_time_schedule(steps: int, t_eps: float = 1e-3, t_max: float = 1.0, append_zero: bool = False) -> Tensor:
     """VP (DDPM / score-SDE) time grid: ``steps`` points uniform in ``t`` from ``t_max`` to ``t_eps``.
 
@@ -107,6 +125,7 @@ SCHEDULES: dict[str, Callable[..., Tensor]] = {
     "edm": edm_schedule,
     "uniform": uniform_schedule,
     "log-uniform": log_uniform_schedule,
+    "polyexponential": polyexponential_schedule,
     "vp-time": lambda steps, s_min, s_max, **kw: vp_time_schedule(steps, t_eps=s_min, t_max=s_max, **kw),
     "ve-time": lambda steps, s_min, s_max, **kw: ve_time_schedule(steps, sigma_min=s_min, sigma_max=s_max, **kw),
 }
@@ -120,3 +139,25 @@ def make_schedule(name: str, steps: int, s_min: float, s_max: float, **kw) -> Te
     except (KeyError, TypeError):
         raise ValueError(f"unknown schedule {name!r}; valid: {', '.join(SCHEDULES)}") from None
     return fn(steps, s_min, s_max, **kw)
+
+
+def parse_schedule(spec: str) -> tuple[str, dict]:
+    """``"NAME"`` or ``"NAME:KEY=VALUE[,KEY=VALUE]"`` (e.g. ``polyexponential:rho=2``) as
+    ``(NAME, {KEY: float})``; ``ValueError`` naming a malformed item, an unknown name or a
+    keyword the schedule does not take."""
+    name, _, rest = str(spec).partition(":")
+    if name not in SCHEDULES:
+        raise ValueError(f"unknown schedule {name!r}; valid: {', '.join(SCHEDULES)}")
+    fn = SCHEDULES[name]
+    takes = [n for n, p in inspect.signature(fn).parameters.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in ("steps", "s_min", "s_max", "append_zero")]
+    kw = {}
+    for item in filter(None, (t.strip() for t in rest.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep or key.strip() not in takes:
+            raise ValueError(f"schedule {name!r} takes {', '.join(f'{k}=VALUE' for k in takes) or 'no options'}; got {item!r}")
+        try:
+            kw[key.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"schedule {name!r}: {key.strip()} must be a number, got {value!r}") from None
+    return name, kw

@@ -146,8 +146,10 @@ class Spec:
     ``fn(target, x, schedule, **options) -> Solution``; ``needs`` as in the module
     docstring; ``order`` the order of accuracy in words (``"2"``, ``"1 (weak)"``);
     ``nfe`` the network evaluations per step in words; ``reference`` the paper;
-    ``grid``: ``"steps"`` (the process's integration grid) or ``"levels"`` (the process's
-    Langevin levels, followed by 0 for the final denoising step).  ``options`` default to
+    ``grid``: ``"steps"`` (the process's integration grid), ``"levels"`` (the process's
+    Langevin levels, followed by 0 for the final denoising step) or ``"ends"`` (the solver
+    takes the process's grid of ``K`` steps as a budget and lays its own steps between the
+    grid's ends: its trajectory is on its own points, ``stats.extra["grid"]``).  ``options`` default to
     the ones the function declared with :func:`takes`.
     """
 

@@ -155,7 +155,8 @@ def run(args) -> int:
     if adaptive and (args.steps is not None or args.schedule is not None):
         raise UserError(f"--steps/--schedule apply to fixed-step solvers; {args.solver!r} is adaptive (it takes --rtol/--atol)")
     rtol, atol = (1e-5 if args.rtol is None else args.rtol), (1e-5 if args.atol is None else args.atol)
-    schedule = None if adaptive else grid(process, args.steps, args.schedule, method=args.solver, dim=int(x[0].numel()))
+    schedule = None if adaptive else grid(process, args.steps, args.schedule, method=args.solver, dim=int(x[0].numel()), field=field,
+                                          cache_dir=args.out)
     n = x.shape[0]
     noise = SeededNoise(args.seed, range(n))
     t0 = time.perf_counter()

@@ -78,13 +78,14 @@ def run(args) -> int:
     device = resolve_device(args.device, info.local_rank)
     _prepare_out(args, info)
     model = load_trained(args.ckpt, device=device, ema=not args.raw)
+    out = Path(args.out)
     kw = dict(seed=args.seed, solver=args.solver, steps=sampling_steps(args), schedule=args.schedule, batch=args.batch,
-              device=device, sampler_options=sampler_options(args), precision=args.precision, label=args.label)
+              device=device, sampler_options=sampler_options(args), precision=args.precision, label=args.label,
+              schedule_cache=out.parent if out.suffix.lower() == ".png" else out)  # --schedule optimal caches its grids by the output
     if args.guidance is not None:  # physgen/guidance.py: the network evaluations are counted by the wrapper
         from .toy import guidance_transform
 
         kw["field_transform"] = guidance_transform(args, model.process, device)
-    out = Path(args.out)
     if out.suffix.lower() == ".png":
         if not info.is_main:
             return 0  # a grid is one file: rank 0 draws it

@@ -77,6 +77,7 @@ class Problem:
     label: Optional[Tensor] = None
     schedule_name: Optional[str] = None
     batch: Optional[int] = None  # solve in chunks of this many samples (None: all at once)
+    cache_dir: Optional[str] = None  # where --schedule optimal caches its grids (the run folder)
 
     @property
     def device(self) -> torch.device:
@@ -86,11 +87,14 @@ class Problem:
     def n_samples(self) -> int:
         return int(self.x0.shape[0])
 
-    def schedule(self, steps: int, method: str = "heun") -> Tensor:
-        """The grid of a ``steps`` budget for ``method``: :func:`physgen.sampling.grid`, the
-        same discretisation as ``physgen toy`` and ``physgen sample`` (``schedule_name`` or the
-        process's own)."""
-        return grid(self.process, int(steps), self.schedule_name, method=method, dim=int(self.x0[0].numel()))
+    def schedule(self, steps: int, method: str = "heun", options: Optional[dict] = None) -> Tensor:
+        """The grid of a ``steps`` budget for ``method`` (with its ``options``):
+        :func:`physgen.sampling.grid`, the same discretisation as ``physgen toy`` and
+        ``physgen sample`` (``schedule_name`` or the process's own; ``optimal`` is fitted to
+        this problem's field and cached in ``cache_dir``)."""
+        label = None if self.label is None else self.label[:1]
+        return grid(self.process, int(steps), self.schedule_name, method=method, dim=int(self.x0[0].numel()), field=self.field,
+                    cache_dir=self.cache_dir, shape=tuple(self.x0.shape[1:]), options=options, label=label)
 
     def schedule_description(self) -> str:
         return self.schedule_name or f"{self.process.default_schedule_name} (the process's default)"
@@ -176,7 +180,7 @@ class ToyProblem(Problem):
         x0 = process.sample_prior((config.n_samples, data.shape[1]), noise=noise, device=device)
         label = None if config.label is None else torch.full((config.n_samples,), int(config.label), device=device, dtype=torch.long)
         problem = cls(process, field, x0, reference, noise=noise, label=label, schedule_name=config.schedule, floor_reference=floor, info=info)
-        problem.data = data
+        problem.data, problem.cache_dir = data, out
         return problem
 
     def metrics(self, samples: Tensor) -> dict[str, float]:

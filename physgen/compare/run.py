@@ -73,7 +73,7 @@ __all__ = [
     "CSV_COLUMNS",
 ]
 
-DEFAULT_SOLVERS = ("euler", "heun", "midpoint", "rk4", "lms", "dpm2", "dpmpp-2m", "dopri5")
+DEFAULT_SOLVERS = ("euler", "heun", "midpoint", "rk4", "lms", "dpm2", "dpmpp-2m", "dpmpp-3m", "unipc-bh2", "deis", "ipndm", "dopri5")
 DEFAULT_STOCHASTIC = ("euler-maruyama", "pc", "edm-sde", "ddpm")
 DEFAULT_STEPS = (4, 8, 16, 32, 64)
 REFERENCE_TOL = 1e-9
@@ -282,12 +282,14 @@ def compare(
     rows: list[Row] = []
     total = len(names) * len(budgets)
     i = 0
+    used: dict[str, dict[str, list]] = {name: {} for name in names}  # the grid each (solver, budget) integrated on
     for name in names:
         kind = kind_of(name)
         for steps in budgets:
             i += 1
-            schedule = problem.schedule(steps, name)
             opts = options_for(name, options, problem.process)
+            schedule = problem.schedule(steps, name, opts)
+            used[name][str(steps)] = schedule.tolist()
             tol = None
             if kind == "adaptive":
                 tol = adaptive_tolerance(steps)
@@ -317,9 +319,13 @@ def compare(
             say(f"[{i:>{len(str(total))}}/{total}] {name:<14} steps={steps:<4} nfe={row.nfe:<5} error={_fmt(err, '.3e'):<9} "
                 f"sliced_w2={_fmt(row.sliced_w2, '.4f')}  mmd={_fmt(row.mmd, '.2e')}  {wall:.2f} s")
     refs = [{**info, "metrics": metrics} for _, info, metrics in references.values()]
-    grids = {str(b): problem.schedule(b).tolist() for b in budgets}  # the fixed-step grid of each budget (physgen.sampling.grid)
-    settings = {"solvers": names, "steps": list(budgets), "grids": grids, "ref_rtol": ref_rtol, "ref_atol": ref_atol, "options": options,
+    # the grid of each budget (physgen.sampling.grid); a schedule fitted per solver (optimal) gives each solver its own
+    grids = {str(b): used[names[0]][str(b)] for b in budgets}
+    per_solver = any(used[n] != grids for n in names)
+    settings = {"solvers": names, "steps": list(budgets), "grids": None if per_solver else grids, "ref_rtol": ref_rtol, "ref_atol": ref_atol, "options": options,
                 "adaptive_tolerance": "min(0.1, 100 / steps^5)", "error": "sqrt(mean_i ||x_i - x_ref_i||^2)"}
+    if per_solver:
+        settings["solver_grids"] = used
     return Comparison(rows, refs, problem.describe(), floor, skipped, settings)
 
 
@@ -373,8 +379,8 @@ def _preflight(problem: Problem, names: list[str], steps: int, options: dict, ex
     label = None if problem.label is None else problem.label[:k]
     ok, skipped = [], {}
     for name in names:
-        schedule = problem.schedule(steps, name)
         opts = options_for(name, options, problem.process)
+        schedule = problem.schedule(steps, name, opts)
         if is_adaptive(name):
             opts.setdefault("rtol", 1e-2)
             opts.setdefault("atol", 1e-2)

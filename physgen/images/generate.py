@@ -76,6 +76,7 @@ def generate(
     sampler_options: Optional[Dict[str, Any]] = None,
     precision: str = "fp32",
     field_transform: Optional[Callable[[Any], Any]] = None,
+    schedule_cache=None,
 ) -> Iterator[Tuple[List[int], Tensor, Any]]:
     """Yield ``(indices, images [b, *shape] float32 in data space, solver stats)`` per batch.
 
@@ -83,6 +84,7 @@ def generate(
     a class, or one class per entry of ``indices``.  ``steps``/``schedule`` go through
     :func:`physgen.sampling.grid` (the one discretisation of every command).
     ``precision="bf16"`` runs the field under bf16 autocast on CUDA (fp32 elsewhere).
+    ``schedule_cache`` is where ``schedule="optimal"`` caches its grids.
     """
     from ..runtime import resolve_precision
 
@@ -90,10 +92,12 @@ def generate(
         raise UserError(f"batch must be >= 1, got {batch}")
     indices = [int(i) for i in indices]
     device = torch.device(device) if device is not None else next(field.parameters()).device
-    sched = schedule if isinstance(schedule, Tensor) else grid(process, steps, schedule, method=solver, dim=int(torch.Size(shape).numel()))
     num_classes = int(getattr(field, "num_classes", 0))
     labels = label_tensor(label, len(indices), device, num_classes) if label is not None else None
     use = field_transform(field) if field_transform is not None else field
+    sched = schedule if isinstance(schedule, Tensor) else grid(process, steps, schedule, method=solver, dim=int(torch.Size(shape).numel()),
+                                                               field=use, cache_dir=schedule_cache, shape=tuple(shape),
+                                                               options=sampler_options, label=label)
     amp = resolve_precision(precision, device)
     for lo in range(0, len(indices), batch):
         idx = indices[lo : lo + batch]
@@ -105,19 +109,22 @@ def generate(
         yield idx, sol.x.float(), sol.stats
 
 
-def _grid_for(process, shape, kwargs: Dict[str, Any]) -> Tuple[Tensor, Optional[str], str]:
+def _grid_for(process, field, shape, kwargs: Dict[str, Any]) -> Tuple[Tensor, Optional[str], str]:
     """The grid a call of :func:`generate` with ``kwargs`` integrates on (it is then passed as a tensor)."""
     solver, steps, schedule = kwargs.get("solver", "heun"), kwargs.pop("steps", None), kwargs.get("schedule")
     if isinstance(schedule, Tensor):
         return schedule, None, solver
-    kwargs["schedule"] = grid(process, steps, schedule, method=solver, dim=int(torch.Size(shape).numel()))
+    transform = kwargs.get("field_transform")
+    kwargs["schedule"] = grid(process, steps, schedule, method=solver, dim=int(torch.Size(shape).numel()),
+                              field=transform(field) if transform is not None else field, cache_dir=kwargs.get("schedule_cache"),
+                              shape=tuple(shape), options=kwargs.get("sampler_options"), label=kwargs.get("label"))
     return kwargs["schedule"], schedule, solver
 
 
 def sample_grid(process, field, n: int, path, shape, *, nrow: Optional[int] = None, **kwargs) -> Tuple[Path, Tensor, Dict[str, Any]]:
     """Samples ``0 .. n-1`` tiled into one PNG at ``path``; returns the path, the images and
     the sampling record (:func:`physgen.sampling.sampling_record`: solver, steps, schedule, NFE)."""
-    sched, name, solver = _grid_for(process, shape, kwargs)
+    sched, name, solver = _grid_for(process, field, shape, kwargs)
     images, stats = [], None
     for _, x, stats in generate(process, field, range(n), shape, **kwargs):
         images.append(x.cpu())
@@ -148,7 +155,7 @@ def sample_to_dir(
     time of this rank."""
     out = ensure_dir(out_dir)
     mine = list(shard(n, rank, world_size, start))
-    sched, name, solver = _grid_for(process, shape, kwargs)
+    sched, name, solver = _grid_for(process, field, shape, kwargs)
     todo: List[int] = []
     for lo in range(0, len(mine), batch):
         idx = mine[lo : lo + batch]

@@ -171,7 +171,7 @@ class Process(ABC):
         """Extra keywords of the named schedule (the ρ of EDM's schedule)."""
         return {}
 
-    def grid(self, steps: Optional[int] = None, schedule: Optional[str] = None) -> Tensor:
+    def grid(self, steps: Optional[int] = None, schedule: Optional[str] = None, **options) -> Tensor:
         """The grid of ``steps`` integration steps on the named schedule (default: the process's own).
 
         The one discretisation of every command (toy, compare-solvers, sample, training grids,
@@ -179,6 +179,7 @@ class Process(ABC):
         ``ends_at_zero`` lays ``steps`` points of the schedule from ``s_max`` to ``s_min`` and
         appends ``s = 0`` (the last step is the denoising step: EDM's convention, so
         ``heun --steps 18`` is 35 NFE); the others lay ``steps + 1`` points and stop at ``s_min``.
+        ``options`` (e.g. ``rho``) override the schedule's keywords from :meth:`schedule_options`.
         """
         steps = check_steps(self.default_steps if steps is None else steps)
         name = self.default_schedule_name if schedule is None else schedule
@@ -187,9 +188,9 @@ class Process(ABC):
         lo, hi = self.schedule_bounds()
         try:
             if self.ends_at_zero:
-                u = make_schedule(name, steps, lo, hi, append_zero=True, **self.schedule_options(name))
+                u = make_schedule(name, steps, lo, hi, append_zero=True, **{**self.schedule_options(name), **options})
             else:
-                u = make_schedule(name, steps + 1, lo, hi, append_zero=False, **self.schedule_options(name))
+                u = make_schedule(name, steps + 1, lo, hi, append_zero=False, **{**self.schedule_options(name), **options})
         except ValueError as exc:
             raise UserError(f"schedule {name!r} for process {self.name!r}: {exc}") from None
         return self.from_schedule_space(u)

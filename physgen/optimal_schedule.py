@@ -1,0 +1,223 @@
+"""``--schedule optimal``: the error-optimal K-step grid for a process, a field and a solver.
+
+The search is :func:`solvers.optimal.optimise_grid` (physics-agnostic: it minimises the
+solver's measured mean squared global error on pilot draws).  This module hands it
+
+* the pilot: ``n_pilot`` (1024) draws from the process's prior, seeded per sample with
+  :data:`PILOT_SEED` (never the user's ``--seed``, so the samples a command reports are not
+  the ones the grid was fitted on, and one grid serves every seed).  Why a thousand: a few
+  samples near the flow's separatrices carry most of the mean squared error (problem (b) of
+  benchmarks/bench_quality_per_nfe.py, deis at 10 NFE: the worst 1% of 1000 samples carry
+  75% of it), so a smaller pilot fits its own outliers -- with 256 draws the fitted grid
+  for deis on (b) was no better than its best fixed schedule on 1000 other draws (RMS
+  error 0.047 vs 0.046), with 1024 it was (0.039 vs 0.045);
+* the reference: the same ODE solved by dopri5 in float64 (``rtol = atol = 1e-9``) from the
+  same draws over the span of the process's own K-step grid (its first scale, its last
+  positive scale, then the denoising step to 0 where the grid has one), the field cast to
+  float64 -- all through :func:`physgen.sampling.sample` (passed in as ``sample_fn``), so a
+  process's coordinates (VP's σ form) and sampling modes apply as they do when sampling;
+* the start grids: the process's own schedule and ``edm``, ``log-uniform`` and
+  ``polyexponential:rho=2`` laid out by the process at K steps (they share the ends);
+* the cache: ``optimal_schedules.json`` in ``cache_dir`` (the run folder), one entry per
+  sha256 of the process and its configuration, the field's fingerprint (a network's
+  weights, an exact field's points, a mixture's parameters: :func:`field_fingerprint`), K,
+  the solver and its options, the label, the sample shape and the pilot's settings.
+
+Cost: one reference solve plus at most ``max_evals`` (400) solves of K steps on the pilot
+draws, in float64, once per cache entry: about 10 s for an analytic toy field and 2 min for
+the toy MLP on one CPU thread.  An image network pays for ``n_pilot`` images per evaluation
+(the tiny 8x8 U-Net of the tests on one CPU thread: a 4-step solve of 256 images takes 1.4 s
+and the reference 165 s), so images take a smaller pilot, e.g.
+``--schedule optimal:n_pilot=64,max_evals=100``.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+import solvers
+from solvers.base import SolverError
+from solvers.optimal import optimise_grid
+from solvers.schedules import parse_schedule
+
+from .errors import UserError
+from .io import write_json
+from .noise import SeededNoise
+from .processes.base import Process, check_steps
+
+__all__ = ["OPTIMAL", "optimal_schedule", "optimal_options", "field_fingerprint", "CACHE_NAME", "PILOT_SEED", "N_PILOT", "MAX_EVALS", "START_SCHEDULES"]
+
+OPTIMAL = "optimal"
+CACHE_NAME = "optimal_schedules.json"
+PILOT_SEED = 7_777_777
+N_PILOT = 1024
+MAX_EVALS = 400
+REFERENCE_TOL = 1e-9
+START_SCHEDULES = ("edm", "log-uniform", "polyexponential:rho=2")
+VERSION = 1  # bump when the search changes, so old cache entries are not reused
+
+
+def _fingerprint(obj: Any, h, seen: set, depth: int) -> None:
+    if isinstance(obj, Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif obj is None or isinstance(obj, (bool, int, float, str)):
+        h.update(repr(obj).encode())
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for v in obj:
+            _fingerprint(v, h, seen, depth)
+        h.update(b"]")
+    elif isinstance(obj, dict):
+        for k in sorted(obj, key=str):
+            h.update(str(k).encode())
+            _fingerprint(obj[k], h, seen, depth)
+    elif isinstance(obj, torch.nn.Module):
+        h.update(type(obj).__qualname__.encode())
+        _fingerprint(dict(obj.state_dict()), h, seen, depth)
+    elif id(obj) in seen or depth > 6:
+        h.update(type(obj).__qualname__.encode())
+    else:
+        seen.add(id(obj))
+        h.update(type(obj).__qualname__.encode())
+        if hasattr(obj, "__self__") and hasattr(obj, "__func__"):  # a bound method: its function and its object
+            h.update(obj.__func__.__qualname__.encode())
+            _fingerprint(obj.__self__, h, seen, depth + 1)
+        elif hasattr(obj, "__dict__"):
+            _fingerprint({k: v for k, v in vars(obj).items() if not k.startswith("_")}, h, seen, depth + 1)
+
+
+def field_fingerprint(field: Any) -> str:
+    """sha256 of what decides a field's values: a network's class and weights, or the tensors
+    and numbers an analytic / exact field holds (points, labels, mixture parameters, its
+    profile's parameters), walked through its attributes."""
+    h = hashlib.sha256()
+    _fingerprint(field, h, set(), 0)
+    return h.hexdigest()
+
+
+def optimal_options(spec: str) -> dict:
+    """The keywords of ``optimal[:n_pilot=N][,max_evals=M]`` (positive integers); :class:`UserError` otherwise."""
+    name, _, rest = str(spec).partition(":")
+    if name != OPTIMAL:
+        raise UserError(f"not the optimal schedule: {spec!r}")
+    out = {}
+    for item in filter(None, (t.strip() for t in rest.split(","))):
+        key, sep, value = (v.strip() for v in item.partition("="))
+        if not sep or key not in ("n_pilot", "max_evals"):
+            raise UserError(f"schedule 'optimal' takes n_pilot=N and max_evals=M; got {item!r}")
+        if not value.isdigit() or int(value) < (2 if key == "n_pilot" else 1) or int(value) > 10**6:
+            raise UserError(f"schedule 'optimal': {key} must be an integer in {2 if key == 'n_pilot' else 1}..1000000, got {value!r}")
+        out[key] = int(value)
+    return out
+
+
+def _device(field: Any) -> torch.device:
+    if isinstance(field, torch.nn.Module):
+        p = next(iter(field.parameters()), None)
+        p = next(iter(field.buffers()), None) if p is None else p
+        return p.device if p is not None else torch.device("cpu")
+    for v in vars(field).values() if hasattr(field, "__dict__") else ():
+        if isinstance(v, Tensor):
+            return v.device
+        if hasattr(v, "__dict__"):
+            found = next((w for w in vars(v).values() if isinstance(w, Tensor)), None)
+            if found is not None:
+                return found.device
+    return torch.device("cpu")
+
+
+def _label_value(label) -> Optional[int]:
+    if label is None:
+        return None
+    t = torch.as_tensor(label).flatten()
+    if t.numel() == 0 or bool((t != t[0]).any()):
+        raise UserError("--schedule optimal fits one grid for one class: give a single --label (or none)")
+    return int(t[0])
+
+
+def _read_cache(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"cannot read the optimal-schedule cache {str(path)!r} (not JSON); delete it to recompute") from None
+    return data if isinstance(data, dict) else {}
+
+
+def _valid(entry: Any, steps: int) -> bool:
+    grid = entry.get("grid") if isinstance(entry, dict) else None
+    return (isinstance(grid, list) and len(grid) == steps + 1 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in grid)
+            and all(a > b for a, b in zip(grid, grid[1:])))
+
+
+def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, method: str, sample_fn: Callable, shape: Sequence[int],
+                     options: Optional[dict] = None, label=None, cache_dir=None, n_pilot: int = N_PILOT,
+                     max_evals: int = MAX_EVALS) -> Tensor:
+    """The error-optimal grid of ``steps`` integration steps for ``method`` on ``(process, field)``
+    (float64, decreasing, the ends of the process's own grid); see the module docstring."""
+    spec = solvers.get_solver(method)
+    if spec.stochastic or spec.adaptive or spec.grid != "steps":
+        kind = ("stochastic" if spec.stochastic else "adaptive" if spec.adaptive else
+                "laid on its own steps between the grid's ends" if spec.grid == "ends" else "run on noise levels")
+        raise UserError(f"--schedule optimal fits the grid of a fixed-step ODE solver to its error against the exact ODE solution; "
+                        f"solver {method!r} is {kind}")
+    K = check_steps(process.default_steps if steps is None else steps)
+    options = dict(options or {})
+    label_value = _label_value(label)
+    shape = tuple(int(v) for v in shape)
+    key_fields = {"version": VERSION, "process": process.name, "config": process.config(), "field": field_fingerprint(field),
+                  "steps": K, "solver": method, "options": options, "label": label_value, "shape": list(shape),
+                  "n_pilot": n_pilot, "pilot_seed": PILOT_SEED, "reference_tol": REFERENCE_TOL, "max_evals": max_evals,
+                  "starts": [process.default_schedule_name, *START_SCHEDULES]}
+    key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()
+    path = Path(cache_dir) / CACHE_NAME if cache_dir is not None else None
+    cache = _read_cache(path) if path is not None else {}
+    if _valid(cache.get(key), K):
+        return torch.tensor(cache[key]["grid"], dtype=torch.float64)
+
+    t0 = time.perf_counter()
+    device = _device(field)
+    field64 = copy.deepcopy(field).to(torch.float64) if isinstance(field, torch.nn.Module) else field
+    x0 = process.sample_prior((n_pilot, *shape), noise=SeededNoise(PILOT_SEED, range(n_pilot)), device=device, dtype=torch.float64)
+    lab = None if label_value is None else torch.full((n_pilot,), label_value, dtype=torch.long, device=device)
+    modes = {k: v for k, v in options.items() if k in {o.name for o in process.sampling_options}}
+    starts = {}
+    for name in dict.fromkeys([process.default_schedule_name, *START_SCHEDULES]):
+        base, kw = parse_schedule(name)
+        try:
+            starts[name] = process.grid(K, base, **kw).tolist()
+        except UserError:
+            continue  # a schedule this process cannot lay out (e.g. log-uniform from a bound <= 0)
+    first = starts[process.default_schedule_name]
+    span = torch.tensor([first[0], first[-2], 0.0] if first[-1] == 0.0 and len(first) > 2 else [first[0], first[-1]], dtype=torch.float64)
+    with torch.no_grad():
+        ref = sample_fn(process, field64, x0, span, "dopri5", label=lab, rtol=REFERENCE_TOL, atol=REFERENCE_TOL, **modes).x
+        sample_fn(process, field64, x0[:2], torch.tensor(first, dtype=torch.float64), method,
+                  label=None if lab is None else lab[:2], **options)  # a bad option is the user's error, raised here once
+
+        def solve(grid: list[float]) -> Optional[Tensor]:
+            try:
+                return sample_fn(process, field64, x0, torch.tensor(grid, dtype=torch.float64), method, label=lab, **options).x
+            except (FloatingPointError, SolverError):  # diverged on this grid (DivergenceError is a FloatingPointError)
+                return None
+
+        result = optimise_grid(solve, ref, starts, max_evals=max_evals)
+    if path is not None:
+        cache = _read_cache(path)  # re-read: another command may have added entries meanwhile
+        cache[key] = {"grid": result.grid, "solver": method, "steps": K, "options": options, "process": process.describe(),
+                      "field": key_fields["field"][:16], "label": label_value, "pilot_rms_error": result.error,
+                      "start": result.start, "start_rms_errors": result.start_errors, "solves": result.evaluations,
+                      "wall_s": round(time.perf_counter() - t0, 3), "n_pilot": n_pilot, "version": VERSION}
+        write_json(path, cache)
+    return torch.tensor(result.grid, dtype=torch.float64)

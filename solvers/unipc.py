@@ -1,0 +1,124 @@
+"""UniPC: unified predictor-corrector on the denoiser form (Zhao et al., arXiv 2302.04867).
+
+In ``λ = -log s`` the denoiser form reads ``dx/dλ = D - x`` (see :mod:`solvers.dpm`), whose
+exact step is ``x_t = e^{-h} x_s + ∫_0^h e^{-(h-τ)} D dτ`` with the Taylor expansion
+``Σ_n h^{n+1} φ_{n+1}(-h) D^{(n)}`` (:mod:`solvers.expint`).  UniPC, data-prediction form
+(the paper's Alg. 2 / "UniPC with x0-prediction"; diffusers' ``UniPCMultistepScheduler``,
+``predict_x0=True``): with ``m_j = D(x_j, s_j)``, ``h = λ_t - λ_s``, ``r_k = (λ_{s-k} - λ_s)/h``
+for the older points and ``D1_k = (m_{s-k} - m_s)/r_k``,
+
+    x_lin = e^{-h} x_s + (1 - e^{-h}) m_s
+    UniP-p:  x_t  = x_lin - B(h) Σ_{k<p}  ρ_k D1_k                  (predictor, order p)
+    UniC-p:  x_t^c = x_lin - B(h) (Σ_{k<p} ρ^c_k D1_k + ρ^c_p (m_t - m_s)),  m_t = D(x_t, s_t)
+
+where ``ρ`` solve ``R ρ = b``: ``R_{nk} = r_k^{n-1}`` (``r_p = 1`` for the corrector's
+``m_t``), ``b_n = -h φ_{n+1}(-h) n!/B(h)`` (so ``-B Σ_k ρ_k D1_k`` reproduces the Taylor
+terms ``h^{n+1} φ_{n+1} D^{(n)}`` for ``n < p``); UniP-2 takes ``ρ = 1/2`` and UniC-1
+``ρ^c = 1/2`` (the paper's choices).  ``B(h) = -h`` is ``bh1``, ``B(h) = e^{-h} - 1`` is
+``bh2`` (the paper's ``B_1``, ``B_2`` with ``hh = -h`` for data prediction).
+
+The corrector costs no evaluation: ``m_t`` is the next step's ``m_s`` (it is evaluated at
+the *uncorrected* ``x_t``, as in the paper), so each step is 1 NFE, and UniC raises the
+order from ``p`` to ``p + 1``.  The corrector of step ``i - 1 -> i`` runs at the start of
+step ``i``, once ``m_i`` is known; the last step's prediction is not corrected (it would
+need one more evaluation: the paper and diffusers also stop there).  A grid ending at
+``s = 0`` ends with the denoising step ``x <- D(x, s_{K-1})`` of every solver here, which is
+what diffusers' final ``σ = 0`` step reduces to (with ``h = ∞`` its update is ``m_s``).
+Warm-up: order ``min(order, i + 1)`` for the predictor of step ``i`` and the previous
+step's order for its corrector (as diffusers); no lower-order final steps otherwise
+(diffusers' ``lower_order_final`` lowers the last steps' order below 15 steps; ours is the
+denoising step alone).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ._loop import combine, run_steps
+from .base import Solution
+from .dpm import DenoiserRule
+from .expint import phi
+from .spec import Option, takes
+
+__all__ = ["unipc_bh1", "unipc_bh2", "UniPC", "unipc_weights"]
+
+
+def _b(h: float, p: int, bh: str) -> tuple[float, np.ndarray]:
+    B = -h if bh == "bh1" else math.expm1(-h)
+    return B, np.array([-h * phi(n + 1, -h) * math.factorial(n) / B for n in range(1, p + 1)])
+
+
+def unipc_weights(lam: Sequence[float], lam_t: float, p: int, bh: str, corrector: bool) -> list[float]:
+    """The weights ``c_j`` of the UniPC correction ``-B(h) Σ ρ D1`` as a combination of the data
+    predictions: ``x_t = x_lin + Σ_j c_j m_j`` with ``m_j`` at ``lam[j]`` (``lam[0] = λ_s``, newest
+    first, ``p`` of them), followed, for the corrector, by ``m_t`` at ``lam_t``.  ``Σ c_j = 0``."""
+    h = lam_t - lam[0]
+    B, b = _b(h, p, bh)
+    r = [(lam[k] - lam[0]) / h for k in range(1, p)] + ([1.0] if corrector else [])
+    n = len(r)
+    if n == 0:
+        rho = np.zeros(0)
+    elif corrector and p == 1 or (not corrector and p == 2):
+        rho = np.array([0.5])
+    else:
+        R = np.array([[rk ** j for rk in r] for j in range(n)])
+        rho = np.linalg.solve(R, b[:n])
+    c = [0.0] * (p + (1 if corrector else 0))
+    for k, (rk, rhok) in enumerate(zip(r, rho)):
+        j = k + 1 if k < p - 1 else p  # older points 1..p-1, then m_t
+        c[j] += -B * rhok / rk
+        c[0] += B * rhok / rk
+    return c
+
+
+class UniPC(DenoiserRule):
+    """UniP-p predictor with the UniC-p corrector, 1 NFE per step (module docstring)."""
+
+    def __init__(self, order: int, bh: str, corrector: bool = True):
+        self.order, self.bh, self.corrector = order, bh, corrector
+        self.name = f"unipc-{bh}"
+        self.hist: list[Tensor] = []  # data predictions, newest first
+        self.lin = None  # x_lin of the previous step (what its corrector corrects)
+
+    def plan(self, s, i):
+        lam = [-math.log(v) if v > 0 else math.inf for v in s]
+        p = min(self.order, i + 1)
+        pred = unipc_weights([lam[i - k] for k in range(p)], lam[i + 1], p, self.bh, corrector=False)
+        corr = None
+        if i > 0 and self.corrector:
+            q = min(self.order, i)  # the previous step's order
+            corr = unipc_weights([lam[i - 1 - k] for k in range(q)], lam[i], q, self.bh, corrector=True)
+        return [s[i]], (corr, s[i + 1] / s[i], pred)
+
+    def step(self, ctx, x, i, at, coef):
+        corr, decay, pred = coef
+        m = ctx.f.denoise(x, at[0])
+        if corr is not None:  # correct x_i with m_i: c[0..q-1] on m_{i-1}, m_{i-2}, ...; c[q] on m_i
+            x = combine(self.lin, self.hist[: len(corr) - 1] + [m], corr, 1.0)
+        self.hist = [m] + self.hist[: self.order]
+        self.lin = torch.lerp(x, m, 1.0 - decay)
+        return combine(self.lin, self.hist[: len(pred)], pred, 1.0)
+
+
+_ORDER = Option("order", int, 2, "predictor order p (UniC raises it to p + 1)", lo=1, hi=3)
+_CORRECTOR = Option("corrector", bool, True, "apply UniC (false: the predictor UniP-p alone)")
+
+
+@takes("unipc-bh1", _ORDER, _CORRECTOR)
+def unipc_bh1(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Tensor, Sequence[float]], *, order: int,
+              corrector: bool, **loop) -> Solution:
+    """UniPC with ``B(h) = h`` (``bh1``; arXiv 2302.04867, Sec. 3.3), 1 NFE per step; order
+    ``order + 1`` with the corrector.  See :mod:`solvers.unipc`."""
+    return run_steps(UniPC(order, "bh1", corrector), flow, x, schedule, need="denoiser", **loop)
+
+
+@takes("unipc-bh2", _ORDER, _CORRECTOR)
+def unipc_bh2(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Tensor, Sequence[float]], *, order: int,
+              corrector: bool, **loop) -> Solution:
+    """UniPC with ``B(h) = e^h - 1`` (``bh2``, diffusers' default; arXiv 2302.04867, Sec. 3.3),
+    1 NFE per step; order ``order + 1`` with the corrector.  See :mod:`solvers.unipc`."""
+    return run_steps(UniPC(order, "bh2", corrector), flow, x, schedule, need="denoiser", **loop)
