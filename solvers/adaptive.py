@@ -17,7 +17,7 @@ from ._loop import check_batch, combine, host_values, scale_table, to_zero
 from .base import Counted, Solution, SolverError, SolverStats, as_schedule
 from .spec import Option, takes
 
-__all__ = ["dopri5", "DOPRI5_C", "DOPRI5_A", "DOPRI5_B", "DOPRI5_E"]
+__all__ = ["dopri5", "DOPRI5_C", "DOPRI5_A", "DOPRI5_B", "DOPRI5_E", "PerSampleProgress", "finish_per_sample"]
 
 DOPRI5_C = (0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0)
 DOPRI5_A = (
@@ -87,26 +87,13 @@ def dopri5(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[
     pts = s[:-1] if last_euler else s
     bshape = (B,) + (1,) * (x.dim() - 1)
 
-    x0 = x
-    traj: Optional[Tensor] = None
-    acc_n = torch.zeros(B, dtype=torch.long, device=dev)
-    rej_n = torch.zeros(B, dtype=torch.long, device=dev)
-    steps = 0
+    x0, progress = x, None
     if len(pts) >= 2:
         targets = pts if return_trajectory else [pts[0], pts[-1]]
-        M = len(targets)
         T = host_values(targets, tdt, dev)
         direction = 1.0 if pts[-1] > pts[0] else -1.0
-        if return_trajectory:
-            traj = torch.zeros((M,) + tuple(x.shape), dtype=dt, device=dev)
-            traj[0] = x
-            traj_flat = traj.view((M * B,) + tuple(x.shape[1:]))
-            rows = torch.arange(B, device=dev)
-        t = T[0].expand(B).clone()
-        seg = torch.ones(B, dtype=torch.long, device=dev)
-        target = T[seg]
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
-        zero = torch.zeros((), dtype=tdt, device=dev)
+        progress = PerSampleProgress(T, x, return_trajectory, check_every, "dopri5", max_steps, f"rtol={rtol}, atol={atol}")
+        t = progress.t
         just_rejected = torch.zeros(B, dtype=torch.bool, device=dev)
 
         k1 = f(x, t.to(dt))
@@ -115,21 +102,11 @@ def dopri5(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[
             habs = torch.full((B,), float(first_step), dtype=tdt, device=dev)
         else:
             habs = _initial_step(f, x, t, k1, direction, rtol, atol, span)
-        h = direction * torch.minimum(habs, (target - t).abs())
+        h = direction * torch.minimum(habs, (progress.target - t).abs())
 
-        flag = _DoneFlag(dev, check_every)
-        while True:
-            if steps > 0 and (flag.finished(done, steps) or steps >= max_steps):
-                if bool(done.all()):
-                    break
-                if steps >= max_steps:
-                    raise SolverError(
-                        f"dopri5: {int((~done).sum())} of {B} samples unfinished after max_steps={max_steps} "
-                        f"steps ({steps} taken; rtol={rtol}, atol={atol}); raise max_steps or loosen the tolerances"
-                    )
-            remaining = target - t
-            hits = h.abs() >= remaining.abs()
-            h_eff = torch.where(done, zero, torch.where(hits, remaining, h))
+        while not progress.finished():
+            t, target = progress.t, progress.target
+            h_eff, hits = progress.clip(h)
             hx = h_eff.to(dt).view(bshape)
             ks = [k1]
             y = x
@@ -142,44 +119,107 @@ def dopri5(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[
             sc = torch.maximum(x.abs(), x5.abs()).mul_(rtol).add_(atol)
             q = _rms(err / sc).to(tdt)
             q = torch.where(torch.isfinite(q), q, torch.full_like(q, math.inf))
-            active = ~done
+            active = ~progress.done
             accept = (q <= 1.0) & active
-            acc_n += accept
-            rej_n += active & ~accept
-
             am = accept.view(bshape)
             x = torch.where(am, x5, x)
             k1 = torch.where(am, k7, k1)
-            t = torch.where(accept, torch.where(hits, target, t + h_eff), t)
             fac = (_SAFETY * q.pow(-0.2)).clamp(_FAC_MIN, _FAC_MAX)
             # no growth on a rejection, nor on the step right after one (Hairer's facmax = 1)
             fac = torch.where(accept & ~just_rejected, fac, fac.clamp(max=1.0))
             just_rejected = torch.where(active, ~accept, just_rejected)
             h = torch.where(active, h_eff * fac, h)
+            progress.advance(accept, hits, h_eff, x)
+    return finish_per_sample(f, x, x0, pts, last_euler, progress, return_trajectory)
 
-            reached = accept & hits
-            if traj is not None:
-                idx = seg.clamp(max=M - 1) * B + rows
-                traj_flat.index_copy_(0, idx, torch.where(reached.view(bshape), x, traj_flat.index_select(0, idx)))
-            seg = seg + reached
-            done = seg >= M
-            target = T[seg.clamp(max=M - 1)]
-            flag.post(done)
-            steps += 1
 
-    if last_euler:
+class PerSampleProgress:
+    """Each sample's way through the output times ``T`` of a per-sample adaptive solver
+    (dopri5, dpm-adaptive): its time ``t``, the output point it steps onto (``target``, its
+    segment ``seg``), whether it is done, its accepted/rejected counts, and the trajectory of
+    output points.  The solver's own part is the attempt and the step-size controller::
+
+        while not progress.finished():
+            h_eff, hits = progress.clip(h)          # the step, cut to land on the next output time
+            ...attempt, accept, new h...
+            progress.advance(accept, hits, h_eff, x)
+    """
+
+    def __init__(self, T: Tensor, x: Tensor, return_trajectory: bool, check_every: int, name: str, max_steps: int, tolerances: str):
+        B, dev = x.shape[0], x.device
+        self.T, self.M, self.B = T, len(T), B
+        self.name, self.max_steps, self.tolerances = name, max_steps, tolerances
+        self.t = T[0].expand(B).clone()
+        self.seg = torch.ones(B, dtype=torch.long, device=dev)
+        self.target = T[self.seg]
+        self.done = torch.zeros(B, dtype=torch.bool, device=dev)
+        self.accepted = torch.zeros(B, dtype=torch.long, device=dev)
+        self.rejected = torch.zeros(B, dtype=torch.long, device=dev)
+        self.zero = torch.zeros((), dtype=T.dtype, device=dev)
+        self.bshape = (B,) + (1,) * (x.dim() - 1)
+        self.traj: Optional[Tensor] = None
+        if return_trajectory:
+            self.traj = torch.zeros((self.M,) + tuple(x.shape), dtype=x.dtype, device=dev)
+            self.traj[0] = x
+            self._traj_flat = self.traj.view((self.M * B,) + tuple(x.shape[1:]))
+            self._rows = torch.arange(B, device=dev)
+        self.flag = _DoneFlag(dev, check_every)
+        self.steps = 0
+
+    def finished(self) -> bool:
+        """Every sample done (tested without a device sync on CUDA but every ``check_every``
+        steps); raises :class:`~solvers.base.SolverError` at ``max_steps``."""
+        if self.steps == 0 or not (self.flag.finished(self.done, self.steps) or self.steps >= self.max_steps):
+            return False
+        if bool(self.done.all()):
+            return True
+        if self.steps >= self.max_steps:
+            raise SolverError(f"{self.name}: {int((~self.done).sum())} of {self.B} samples unfinished after max_steps={self.max_steps} "
+                              f"steps ({self.tolerances}); raise max_steps or loosen the tolerances")
+        return False
+
+    def clip(self, h: Tensor) -> tuple[Tensor, Tensor]:
+        """``(h_eff, hits)``: the step cut to end on the next output time (``hits``), 0 when done."""
+        remaining = self.target - self.t
+        hits = h.abs() >= remaining.abs()
+        return torch.where(self.done, self.zero, torch.where(hits, remaining, h)), hits
+
+    def advance(self, accept: Tensor, hits: Tensor, h_eff: Tensor, x: Tensor) -> None:
+        """Count the decisions, move the accepted samples on (onto the output time they hit,
+        recording it), and post the all-done flag."""
+        active = ~self.done
+        self.accepted += accept
+        self.rejected += active & ~accept
+        self.t = torch.where(accept, torch.where(hits, self.target, self.t + h_eff), self.t)
+        reached = accept & hits
+        if self.traj is not None:
+            idx = self.seg.clamp(max=self.M - 1) * self.B + self._rows
+            self._traj_flat.index_copy_(0, idx, torch.where(reached.view(self.bshape), x, self._traj_flat.index_select(0, idx)))
+        self.seg = self.seg + reached
+        self.done = self.seg >= self.M
+        self.target = self.T[self.seg.clamp(max=self.M - 1)]
+        self.flag.post(self.done)
+        self.steps += 1
+
+
+def finish_per_sample(f, x: Tensor, x0: Tensor, pts, zero_end: bool, progress: Optional[PerSampleProgress],
+                      return_trajectory: bool) -> Solution:
+    """The denoising step to ``s = 0`` (where the schedule ends there) and the statistics of a
+    per-sample adaptive solve: ``steps`` counts loop iterations (the slowest sample's
+    attempts), ``accepted``/``rejected`` sum decisions over samples, ``stats.extra`` holds them
+    per sample."""
+    B = x.shape[0]
+    zeros = torch.zeros(B, dtype=torch.long, device=x.device)
+    acc_n, rej_n = (progress.accepted, progress.rejected) if progress is not None else (zeros, zeros)
+    traj = progress.traj if progress is not None else None
+    if zero_end:
         xe = to_zero(f, x, scale_table([pts[-1]], x)[0], pts[-1])
         if return_trajectory:
             traj = torch.cat([traj, xe[None]]) if traj is not None else torch.stack([x0, xe])
         x = xe
-    stats = SolverStats(
-        nfe=f.nfe,
-        steps=int((acc_n + rej_n).max()) + (1 if last_euler else 0),
-        accepted=int(acc_n.sum()) + (B if last_euler else 0),
-        rejected=int(rej_n.sum()),
-        trajectory=traj,
-        extra={"accepted_per_sample": acc_n.cpu(), "rejected_per_sample": rej_n.cpu()},
-    )
+    stats = SolverStats(nfe=f.nfe, steps=int((acc_n + rej_n).max()) + (1 if zero_end else 0),
+                        accepted=int(acc_n.sum()) + (B if zero_end else 0), rejected=int(rej_n.sum()), trajectory=traj,
+                        extra={"accepted_per_sample": acc_n.cpu(), "rejected_per_sample": rej_n.cpu()})
     return Solution(x, stats)
 
 

@@ -40,9 +40,9 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._loop import check_batch, host_values, positive_scales, require, run_steps, scale_table, to_zero
-from .adaptive import _DoneFlag
-from .base import Counted, Solution, SolverError, SolverStats, as_schedule
+from ._loop import check_batch, host_values, positive_scales, require, run_steps
+from .adaptive import PerSampleProgress, finish_per_sample
+from .base import Counted, Solution, as_schedule
 from .dpm import DenoiserRule
 from .spec import Option, takes
 
@@ -167,39 +167,18 @@ def dpm_adaptive(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: 
     pts = s[:-1] if zero else s
     bshape = (B,) + (1,) * (x.dim() - 1)
     b1, b2, b3 = (pcoeff + icoeff + dcoeff) / order, -(pcoeff + 2 * dcoeff) / order, dcoeff / order
-    x0, traj, steps = x, None, 0
-    acc_n = torch.zeros(B, dtype=torch.long, device=dev)
-    rej_n = torch.zeros(B, dtype=torch.long, device=dev)
+    x0, progress = x, None
     if len(pts) >= 2:
         lams = [-math.log(v) for v in (pts if return_trajectory else [pts[0], pts[-1]])]
-        M = len(lams)
         T = host_values(lams, tdt, dev)
         direction = 1.0 if lams[-1] > lams[0] else -1.0
-        if return_trajectory:
-            traj = torch.zeros((M,) + tuple(x.shape), dtype=dt, device=dev)
-            traj[0] = x
-            traj_flat = traj.view((M * B,) + tuple(x.shape[1:]))
-            rows = torch.arange(B, device=dev)
-        t = T[0].expand(B).clone()
-        seg = torch.ones(B, dtype=torch.long, device=dev)
-        target = T[seg]
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
+        progress = PerSampleProgress(T, x, return_trajectory, check_every, name, max_steps, f"rtol={rtol}, atol={atol}")
         h = torch.full((B,), direction * h_init, dtype=tdt, device=dev)
-        zero_t = torch.zeros((), dtype=tdt, device=dev)
         errs: Optional[list[Tensor]] = None
-        flag = _DoneFlag(dev, check_every)
-        while True:
-            if steps > 0 and (flag.finished(done, steps) or steps >= max_steps):
-                if bool(done.all()):
-                    break
-                if steps >= max_steps:
-                    raise SolverError(f"{name}: {int((~done).sum())} of {B} samples unfinished after max_steps={max_steps} steps "
-                                      f"(rtol={rtol}, atol={atol}); raise max_steps or loosen the tolerances")
-            remaining = target - t
-            hits = h.abs() >= remaining.abs()
-            h_eff = torch.where(done, zero_t, torch.where(hits, remaining, h))
+        while not progress.finished():
+            h_eff, hits = progress.clip(h)
             h_safe = torch.where(h_eff == 0, torch.full_like(h_eff, direction), h_eff)  # frozen samples: any finite step
-            sig = torch.exp(-t)
+            sig = torch.exp(-progress.t)
             high = dpm_solver_coefficients(h_safe, sig, order, *((0.5,) if order == 2 else ()))
             low = dpm_solver_coefficients(h_safe, sig, order - 1)  # order 3: DPM-Solver-2 with r1 = 1/3 shares ε(u_1)
             eps = _evaluate(f, x, sig.to(dt), {**high, "sigma": [v.to(dt) for v in high["sigma"]]}, bshape)
@@ -212,30 +191,10 @@ def dpm_adaptive(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: 
                 errs = [inv, inv, inv]
             factor = inv.pow(b1) * errs[1].pow(b2) * errs[2].pow(b3)
             factor = 1.0 + torch.atan(factor - 1.0)
-            active = ~done
+            active = ~progress.done
             accept = (factor >= accept_safety) & active
-            acc_n += accept
-            rej_n += active & ~accept
             errs = [inv, torch.where(accept, inv, errs[1]), torch.where(accept, errs[1], errs[2])]
-            am = accept.view(bshape)
-            x = torch.where(am, x_high, x)
-            t = torch.where(accept, torch.where(hits, target, t + h_eff), t)
+            x = torch.where(accept.view(bshape), x_high, x)
             h = torch.where(active, h_eff * factor, h)
-            reached = accept & hits
-            if traj is not None:
-                idx = seg.clamp(max=M - 1) * B + rows
-                traj_flat.index_copy_(0, idx, torch.where(reached.view(bshape), x, traj_flat.index_select(0, idx)))
-            seg = seg + reached
-            done = seg >= M
-            target = T[seg.clamp(max=M - 1)]
-            flag.post(done)
-            steps += 1
-    if zero:
-        xe = to_zero(f, x, scale_table([pts[-1]], x)[0], pts[-1])
-        if return_trajectory:
-            traj = torch.cat([traj, xe[None]]) if traj is not None else torch.stack([x0, xe])
-        x = xe
-    stats = SolverStats(nfe=f.nfe, steps=int((acc_n + rej_n).max()) + (1 if zero else 0),
-                        accepted=int(acc_n.sum()) + (B if zero else 0), rejected=int(rej_n.sum()), trajectory=traj,
-                        extra={"accepted_per_sample": acc_n.cpu(), "rejected_per_sample": rej_n.cpu()})
-    return Solution(x, stats)
+            progress.advance(accept, hits, h_eff, x)
+    return finish_per_sample(f, x, x0, pts, zero, progress, return_trajectory)
