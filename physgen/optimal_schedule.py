@@ -23,12 +23,15 @@ solver's measured mean squared global error on pilot draws).  This module hands 
   weights, an exact field's points, a mixture's parameters: :func:`field_fingerprint`), K,
   the solver and its options, the label, the sample shape and the pilot's settings.
 
-Cost: one reference solve plus at most ``max_evals`` (400) solves of K steps on the pilot
+Cost: one reference solve plus at most ``max_evals`` solves of K steps on the pilot
 draws, in float64, once per cache entry: about 10 s for an analytic toy field and 2 min for
-the toy MLP on one CPU thread.  An image network pays for ``n_pilot`` images per evaluation
-(the tiny 8x8 U-Net of the tests on one CPU thread: a 4-step solve of 256 images takes 1.4 s
-and the reference 165 s), so images take a smaller pilot, e.g.
-``--schedule optimal:n_pilot=64,max_evals=100``.
+the toy MLP on one CPU thread (1024 draws, 400 solves).  An image network pays for
+``n_pilot`` images per evaluation (the tiny 8x8 U-Net of the tests on one CPU thread: a
+4-step solve of 256 images takes 1.4 s and the reference 165 s; 1024 draws ran past 14
+minutes), so samples of more than :data:`SMALL_DIM` numbers (images) default to
+:data:`N_PILOT_LARGE` draws and :data:`MAX_EVALS_LARGE` solves; ``optimal:n_pilot=N,max_evals=M``
+sets both.  The fit logs its progress (solves done, rate, best error, an upper-bound ETA)
+to stderr.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ import copy
 import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -53,13 +57,16 @@ from .io import write_json
 from .noise import SeededNoise
 from .processes.base import Process, check_steps
 
-__all__ = ["OPTIMAL", "optimal_schedule", "optimal_options", "field_fingerprint", "CACHE_NAME", "PILOT_SEED", "N_PILOT", "MAX_EVALS", "START_SCHEDULES"]
+__all__ = ["OPTIMAL", "optimal_schedule", "optimal_options", "field_fingerprint", "CACHE_NAME", "PILOT_SEED", "N_PILOT", "MAX_EVALS",
+           "N_PILOT_LARGE", "MAX_EVALS_LARGE", "SMALL_DIM", "START_SCHEDULES"]
 
 OPTIMAL = "optimal"
 CACHE_NAME = "optimal_schedules.json"
 PILOT_SEED = 7_777_777
-N_PILOT = 1024
-MAX_EVALS = 400
+N_PILOT, MAX_EVALS = 1024, 400  # toy samples (at most SMALL_DIM numbers each)
+N_PILOT_LARGE, MAX_EVALS_LARGE = 64, 100  # images: each pilot draw costs a network call per step
+SMALL_DIM = 64
+LOG_EVERY_S = 10.0
 REFERENCE_TOL = 1e-9
 START_SCHEDULES = ("edm", "log-uniform", "polyexponential:rho=2")
 VERSION = 1  # bump when the search changes, so old cache entries are not reused
@@ -162,10 +169,12 @@ def _valid(entry: Any, steps: int) -> bool:
 
 
 def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, method: str, sample_fn: Callable, shape: Sequence[int],
-                     options: Optional[dict] = None, label=None, cache_dir=None, n_pilot: int = N_PILOT,
-                     max_evals: int = MAX_EVALS) -> Tensor:
+                     options: Optional[dict] = None, label=None, cache_dir=None, n_pilot: Optional[int] = None,
+                     max_evals: Optional[int] = None, log=None) -> Tensor:
     """The error-optimal grid of ``steps`` integration steps for ``method`` on ``(process, field)``
-    (float64, decreasing, the ends of the process's own grid); see the module docstring."""
+    (float64, decreasing, the ends of the process's own grid); see the module docstring.
+    ``n_pilot``/``max_evals`` default by sample size (toy or image); progress goes to ``log``
+    (default stderr)."""
     spec = solvers.get_solver(method)
     if spec.stochastic or spec.adaptive or spec.grid != "steps":
         kind = ("stochastic" if spec.stochastic else "adaptive" if spec.adaptive else
@@ -176,6 +185,9 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
     options = dict(options or {})
     label_value = _label_value(label)
     shape = tuple(int(v) for v in shape)
+    small = math.prod(shape) <= SMALL_DIM
+    n_pilot = n_pilot if n_pilot is not None else (N_PILOT if small else N_PILOT_LARGE)
+    max_evals = max_evals if max_evals is not None else (MAX_EVALS if small else MAX_EVALS_LARGE)
     key_fields = {"version": VERSION, "process": process.name, "config": process.config(), "field": field_fingerprint(field),
                   "steps": K, "solver": method, "options": options, "label": label_value, "shape": list(shape),
                   "n_pilot": n_pilot, "pilot_seed": PILOT_SEED, "reference_tol": REFERENCE_TOL, "max_evals": max_evals,
@@ -187,6 +199,9 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
         return torch.tensor(cache[key]["grid"], dtype=torch.float64)
 
     t0 = time.perf_counter()
+    log = sys.stderr if log is None else log
+    print(f"--schedule optimal: fitting a {K}-step grid for {method} on {n_pilot} pilot draws (at most {max_evals} solves; "
+          f"cached in {str(path) if path is not None else 'nothing: no run folder'})", file=log, flush=True)
     device = _device(field)
     field64 = copy.deepcopy(field).to(torch.float64) if isinstance(field, torch.nn.Module) else field
     x0 = process.sample_prior((n_pilot, *shape), noise=SeededNoise(PILOT_SEED, range(n_pilot)), device=device, dtype=torch.float64)
@@ -206,13 +221,24 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
         sample_fn(process, field64, x0[:2], torch.tensor(first, dtype=torch.float64), method,
                   label=None if lab is None else lab[:2], **options)  # a bad option is the user's error, raised here once
 
+        t_search, done, last_log = time.perf_counter(), [0], [time.perf_counter()]
+
         def solve(grid: list[float]) -> Optional[Tensor]:
+            done[0] += 1
+            now = time.perf_counter()
+            if now - last_log[0] >= LOG_EVERY_S:
+                last_log[0] = now
+                rate = done[0] / (now - t_search)
+                print(f"--schedule optimal: {done[0]}/{max_evals} solves, {rate:.2f} solves/s, "
+                      f"ETA <= {time.strftime('%H:%M:%S', time.gmtime((max_evals - done[0]) / rate))}", file=log, flush=True)
             try:
                 return sample_fn(process, field64, x0, torch.tensor(grid, dtype=torch.float64), method, label=lab, **options).x
             except (FloatingPointError, SolverError):  # diverged on this grid (DivergenceError is a FloatingPointError)
                 return None
 
         result = optimise_grid(solve, ref, starts, max_evals=max_evals)
+    print(f"--schedule optimal: {result.evaluations} solves in {time.perf_counter() - t0:.1f} s; pilot RMS error {result.error:.3g} "
+          f"(best start {result.start}: {result.start_errors.get(result.start, float('nan')):.3g})", file=log, flush=True)
     if path is not None:
         cache = _read_cache(path)  # re-read: another command may have added entries meanwhile
         cache[key] = {"grid": result.grid, "solver": method, "steps": K, "options": options, "process": process.describe(),

@@ -150,3 +150,26 @@ def test_optimal_through_toy_and_compare_solvers(tmp_path):
     cmp_out = tmp_path / "cmp"
     assert main(["compare-solvers", *args, "--solvers", "euler,dpmpp-2m", "--steps", "4,6", "--out", str(cmp_out)]) == 0
     assert len(json.loads((cmp_out / opt_mod.CACHE_NAME).read_text())) == 4  # one grid per (solver, budget)
+
+
+class _UnitGaussianDenoiser:
+    """The exact denoiser of N(0, I) data in any shape (cheap: images without a network)."""
+
+    kind = "denoiser"
+
+    def __call__(self, x, s, label=None):
+        return x / (1 + s.reshape(-1, *[1] * (x.dim() - 1)) ** 2)
+
+
+def test_image_sized_samples_default_to_the_small_pilot_and_the_fit_logs_its_progress(tmp_path):
+    import io
+
+    p, log = make_process("edm", sigma_max=20.0), io.StringIO()
+    g = opt_mod.optimal_schedule(p, _UnitGaussianDenoiser(), 4, method="dpmpp-2m", sample_fn=sample, shape=(3, 4, 8), cache_dir=tmp_path, log=log)
+    (entry,) = json.loads((tmp_path / opt_mod.CACHE_NAME).read_text()).values()
+    assert entry["n_pilot"] == opt_mod.N_PILOT_LARGE and entry["solves"] <= opt_mod.MAX_EVALS_LARGE + 8 and len(g) == 5
+    lines = log.getvalue().splitlines()
+    assert f"fitting a 4-step grid for dpmpp-2m on {opt_mod.N_PILOT_LARGE} pilot draws" in lines[0] and "solves in" in lines[-1]
+    opt_mod.optimal_schedule(p, _UnitGaussianDenoiser(), 4, method="dpmpp-2m", sample_fn=sample, shape=(2,), cache_dir=tmp_path, log=log,
+                             max_evals=3)
+    assert f"on {opt_mod.N_PILOT} pilot draws" in log.getvalue().splitlines()[-2]  # toy samples: the large pilot
