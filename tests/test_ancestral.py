@@ -30,7 +30,8 @@ F64 = torch.float64
 NAMES = ("euler-ancestral", "dpm2-ancestral", "dpmpp-sde", "dpmpp-2m-sde", "dpmpp-3m-sde")
 VARIANTS = [(n, {}) for n in NAMES] + [("dpmpp-2m-sde", {"solver_type": "heun"})]
 IDS = [n + ("-heun" if o else "") for n, o in VARIANTS]
-ORDER = {"euler-ancestral": 1}  # every other variant: 2 (dpmpp-3m-sde too, with k-diffusion's phi_3 term)
+ORDER = {"euler-ancestral": 1, "dpmpp-3m-sde": 3}  # at eta = 0; every other variant: 2
+WEAK_ORDER = {"euler-ancestral": 1}  # of the output variance at eta > 0 on Gaussian data; every other variant: 2
 NFE_PER_STEP = {"dpm2-ancestral": 2, "dpmpp-sde": 2}  # the others: 1
 MU, C = 0.7, 0.5  # the single Gaussian N(MU, C²) of the closed-form tests
 
@@ -109,6 +110,7 @@ def test_eta_zero_is_the_deterministic_solver_and_draws_no_noise(two_mode_edm):
     assert torch.equal(run("dpm2-ancestral", eta=0.0, noise=forbidden_noise).x, run("dpm2").x)  # the same step rule
     assert torch.allclose(run("euler-ancestral", eta=0.0, noise=forbidden_noise).x, run("euler").x, atol=1e-12, rtol=0)
     assert torch.allclose(run("dpmpp-2m-sde", eta=0.0, noise=forbidden_noise).x, run("dpmpp-2m").x, atol=1e-12, rtol=0)
+    assert torch.allclose(run("dpmpp-3m-sde", eta=0.0, noise=forbidden_noise).x, run("dpmpp-3m").x, atol=1e-12, rtol=0)
     for name in ("dpmpp-sde", "dpmpp-3m-sde"):
         a, b = run(name, eta=0.0, noise=forbidden_noise).x, run(name, eta=0.0, noise=forbidden_noise).x
         assert torch.equal(a, b)
@@ -192,7 +194,7 @@ def by_the_equations(name, opts, flow, x, sig, noise):
                 r0, r1 = math.log(sig[i - 1] / si) / h, math.log(sig[i - 2] / sig[i - 1]) / h
                 d10, d11 = (d - hist[0]) / r0, (hist[0] - hist[1]) / r1
                 dd1, dd2 = d10 + (d10 - d11) * r0 / (r0 + r1), (d10 - d11) / (r0 + r1)
-                new = new + phi2 * dd1 - (phi2 / big - 0.5) * dd2
+                new = new + phi2 * dd1 - 2 * (phi2 / big - 0.5) * dd2  # the exact weight, -2 φ_3
             x = new + s_noise * st * math.sqrt(1 - math.exp(-2 * eta * h)) * noise(i, x)
             hist = [d] + hist[:1]
     return flow.denoise(x, at(sig[-2]))
@@ -215,12 +217,13 @@ def test_exact_output_law_on_a_gaussian_converges_to_the_data_law(name, opts, et
     """Prior N(MU, C² + σ_max²) (the marginal at σ_max): the output mean is MU exactly and the
     output variance tends to C² at the order of the sampler (h for euler-ancestral, h² else)."""
     errs = []
-    for k in (40, 80):
+    # 160 and 320 steps: at 20-80 the variance error of dpmpp-3m-sde changes sign (-0.064, 7e-4, 1e-3), pre-asymptotic
+    for k in (160, 320):
         s = solvers.edm_schedule(k, 0.002, 20.0)  # k points and a final 0: k steps
         offset, var = exact_law(name, {"eta": eta, **opts}, GaussianDenoiser(), s, C**2 + 20.0**2)
         assert offset < 1e-12
         errs.append(var / C**2 - 1.0)
-    p = ORDER.get(name, 2)
+    p = WEAK_ORDER.get(name, 2)
     assert math.log2(abs(errs[0] / errs[1])) > p - 0.4, errs
     assert abs(errs[1]) < (0.15 if p == 1 else 0.02), errs
 
@@ -238,7 +241,7 @@ def test_samples_have_the_exact_law_on_a_gaussian(name, opts):
     s = p.grid(k)
     x = sample(p, f, x0, s, name, noise=noise, **opts).x
     _, var = exact_law(name, opts, GaussianDenoiser(), s, 20.0**2)  # the same affine law per coordinate (MU is immaterial)
-    assert abs(var / c**2 - 1) < (0.15 if ORDER.get(name, 2) == 1 else 0.02)
+    assert abs(var / c**2 - 1) < (0.15 if WEAK_ORDER.get(name, 2) == 1 else 0.02)
     se_mean, se_var = math.sqrt(var / n), var * math.sqrt(2.0 / (n - 1))
     assert torch.all((x.mean(0) - mu).abs() < 4 * se_mean), (x.mean(0), mu)
     assert torch.all((x.var(0) - var).abs() < 4 * se_var), (x.var(0), var)

@@ -143,3 +143,14 @@ def test_steps_k_is_k_steps_for_every_process(process, steps):
     assert (g[-1] == 0.0) == p.ends_at_zero
     with pytest.raises(UserError, match="--steps must be in 1..100000"):
         grid(p, 10**12)
+
+
+def test_the_readme_names_every_solver_schedule_and_process_users_can_type():
+    """The README is where users find the names: each one the tables register (the torchdiffeq
+    methods are named as ``torchdiffeq:METHOD``) appears there in backticks."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    names = [n for n in solvers.SOLVERS if not n.startswith("torchdiffeq:")] + ["torchdiffeq:METHOD"]
+    names += list(solvers.SCHEDULES) + ["optimal"] + list(PROCESSES)
+    assert [n for n in names if f"`{n}`" not in readme] == []
