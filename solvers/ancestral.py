@@ -68,11 +68,13 @@ the others (measured at ``η = 1`` and ``0.5``); for a general ``D`` no weak ord
 
 **Grids.**  The multistep samplers (2M/3M-SDE) weight ``D_i - D_{i-1}`` by ``1/r``,
 ``r = h_{i-1}/h_i``: a grid whose steps in ``λ`` jump (VP's default ``vp-time`` grid, uniform
-in ``t``, ends with a step 3.3x its predecessor in ``λ``) amplifies the noise in that
-difference: on the two-mode toy (mode width 0.30) with VP, the analytic field and 60 steps,
-the left mode's width is 0.35 for 2M-SDE, 0.41 for its heun variant and 0.55 for 3M-SDE on
-``vp-time``, and 0.31 for all three with ``--schedule log-uniform`` (deterministic
-dpmpp-2m: 0.317 and 0.296).  Prefer grids smooth in ``λ`` (``edm``, ``log-uniform``) for them.
+in ``t``, ends with a step 4x its predecessor in ``λ``) amplifies the noise in that
+difference.  Such a step is taken at a lower order (:func:`solvers.expint.multistep_order`,
+shared with the deterministic multistep solvers).  On the two-mode toy (mode width 0.30)
+with VP, the analytic field and 60 steps, the left mode's width on ``vp-time`` was 0.35
+for 2M-SDE, 0.41 for its heun variant and 0.55 for 3M-SDE at full order; it is 0.298, 0.305
+and 0.310 now (0.306, 0.307, 0.306 with ``--schedule log-uniform``; deterministic dpmpp-2m
+0.299), left-mode weights 0.196-0.208 (target 0.2).
 """
 from __future__ import annotations
 
@@ -85,6 +87,7 @@ from torch import Tensor
 from ._loop import run_steps
 from .base import Solution
 from .dpm import DPM2, DenoiserRule
+from .expint import multistep_order
 from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, Option, takes
 
 __all__ = ["ancestral_step", "brownian_pair_weight", "euler_ancestral", "dpm2_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
@@ -313,7 +316,7 @@ class DPMpp2MSDE(MultistepSDE):
         self.solver_type = solver_type
 
     def corrections(self, s, i, h, H):
-        if i == 0:
+        if multistep_order(s, i, 2) == 1:  # the first step, or one reaching too far
             return ()
         r = math.log(s[i - 1] / s[i]) / h
         if self.solver_type == "heun":
@@ -334,7 +337,8 @@ def dpmpp_2m_sde(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], *,
         x <- e^{-H} x + (1 - e^{-H}) D_i + c (D_i - D_{i-1}) + S_noise σ_{i+1} √(1 - e^{-2ηh}) z
         midpoint: c = (1 - e^{-H})/(2r)        heun: c = φ_2(H)/r,  φ_2(H) = 1 - (1 - e^{-H})/H
 
-    ``z = noise(i)``; the first step has ``c = 0``.  Without ``c`` it is the exact solution of
+    ``z = noise(i)``; the first step has ``c = 0``, as has a step more than twice as long in
+    ``λ`` as the one before (:func:`solvers.expint.multistep_order`).  Without ``c`` it is the exact solution of
     the η-SDE of the module docstring with ``D`` held fixed (SDE-DPM-Solver++(1) at ``η = 1``);
     ``c`` integrates the linear extrapolation of ``D`` in ``λ``, exactly (``heun``: ``φ_2``) or
     to leading order (``midpoint``).  ``η = 0``, ``midpoint`` is DPM-Solver++(2M)
@@ -351,11 +355,11 @@ class DPMpp3MSDE(MultistepSDE):
         super().__init__(eta, s_noise, depth=2)
 
     def corrections(self, s, i, h, H):
-        p2 = phi2(H)
-        if i == 0:
+        p2, order = phi2(H), multistep_order(s, i, 3)  # 1, 2, 3 over the warm-up; lower on a step reaching too far
+        if order == 1:
             return ()
         r0 = math.log(s[i - 1] / s[i]) / h
-        if i == 1:
+        if order == 2:
             return (p2 / r0,)
         r1 = math.log(s[i - 2] / s[i - 1]) / h
         p3 = 2.0 * (p2 / H - 0.5)  # -2 φ_3: the exact weight of d2 (k-diffusion's is -φ_3; see dpmpp_3m_sde)
@@ -378,7 +382,8 @@ def dpmpp_3m_sde(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], *,
         x <- e^{-H} x + (1 - e^{-H}) D_i + φ_2 d1 - 2 φ_3 d2 + S_noise σ_{i+1} √(1 - e^{-2ηh}) z
 
     ``z = noise(i)``; the first step drops both corrections, the second uses ``φ_2 d1_0``
-    alone.  ``d1 ≈ h P'`` and ``d2 = h² P''/2`` for the quadratic ``P`` through the last three
+    alone, and so does a step reaching too far for its history
+    (:func:`solvers.expint.multistep_order`, as in :func:`solvers.dpmpp_3m`).  ``d1 ≈ h P'`` and ``d2 = h² P''/2`` for the quadratic ``P`` through the last three
     ``D`` in ``λ``, and the drift of the η-SDE integrates it exactly:
     ``(1+η) ∫_0^h e^{-(1+η)(h-v)} P(λ_i + v) dv = (1 - e^{-H}) D_i + φ_2 d1 - 2 φ_3 d2``
     (with ``u = (1+η) v``: ``∫_0^H e^{-(H-u)} (u/H)² du = 1 - 2/H + 2(1 - e^{-H})/H² = -2 φ_3``).

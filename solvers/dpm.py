@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ._loop import StepRule, positive_scales, run_steps
 from .base import Solution
-from .expint import exp_ab_weights
+from .expint import exp_ab_weights, multistep_order
 from .spec import Option, takes
 
 __all__ = ["dpm2", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "DenoiserRule", "DPMppMultistep"]
@@ -81,7 +81,7 @@ class DPMpp2M(DenoiserRule):
 
     def plan(self, s, i):
         ratio = s[i + 1] / s[i]
-        if i == 0:
+        if multistep_order(s, i, 2) == 1:  # the first step, or one reaching too far (solvers.expint.multistep_order)
             return [s[i]], (None, 1.0 - ratio)
         r = math.log(s[i - 1] / s[i]) / math.log(s[i] / s[i + 1])
         return [s[i]], (1.0 + 0.5 / r, 1.0 - ratio)  # D' = lerp(D_prev, D, 1 + 1/(2r))
@@ -104,7 +104,9 @@ def dpmpp_2m(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Unio
         x_i     = (s_i/s_{i-1}) x_{i-1} - (e^{-h_i} - 1) D'_i
                 = (s_i/s_{i-1}) x_{i-1} + (1 - s_i/s_{i-1}) D'_i
 
-    The first step uses ``D'_1 = D_0`` (first order, i.e. DDIM = Euler); the step to
+    The first step uses ``D'_1 = D_0`` (first order, i.e. DDIM = Euler), and so does a step
+    more than twice as long in ``λ`` as the one before (:func:`solvers.expint.multistep_order`;
+    k-diffusion's ``sample_dpmpp_2m`` extrapolates there too); the step to
     ``s = 0`` is the denoising step ``x <- D(x, s_{K-1})``.  Each update is two ``lerp`` kernels.
     """
     return run_steps(DPMpp2M(), flow, x, schedule, need="denoiser", **loop)
@@ -122,7 +124,7 @@ class DPMppMultistep(DenoiserRule):
         self.hist: list[Tensor] = []  # newest first
 
     def plan(self, s, i):
-        p = min(self.order, i + 1)
+        p = multistep_order(s, i, self.order)
         lam = [-math.log(s[i - j]) for j in range(p)]
         h = math.log(s[i] / s[i + 1])
         return [s[i]], (s[i + 1] / s[i], exp_ab_weights([v - lam[0] for v in lam], h))
@@ -157,7 +159,10 @@ def dpmpp_3m(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Unio
     the interpolant exactly, which makes the method third order (tests/test_solvers_denoiser.py
     measures it on a closed-form flow).  Warm-up: orders 1, 2, 3 over the first steps
     (the first step is DDIM, the second the exactly integrated linear interpolant) as in the
-    libraries; no lower-order final steps other than the last step to ``s = 0``, which is
+    libraries, and the order is lowered on a step that reaches more than twice the λ-span of
+    the points it extrapolates (:func:`solvers.expint.multistep_order`: VP's ``vp-time`` grid
+    ends with such a step; EDM's and log-uniform grids have none).  No lower-order final steps
+    otherwise, other than the last step to ``s = 0``, which is
     the denoising step ``x <- D(x, s_{K-1})`` of every solver here (the libraries' denoise-
     to-zero final step; diffusers' ``lower_order_final`` further lowers the second-to-last
     step below 15 steps, for stability at tiny ``σ``, which we do not).

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["phi", "lagrange_power_basis", "exp_ab_weights", "exp_moments"]
+__all__ = ["phi", "lagrange_power_basis", "exp_ab_weights", "exp_moments", "multistep_order", "MAX_REACH"]
 
 _SERIES_BELOW = 1.0  # |z| below this: the series (the recursion loses digits to cancellation)
 
@@ -73,3 +73,36 @@ def exp_ab_weights(nodes: Sequence[float], h: float) -> list[float]:
 def exp_moments(H: float, n: int) -> list[float]:
     """``[∫_0^H e^{τ} τ^k dτ for k < n]`` (``H`` of either sign)."""
     return [math.factorial(k) * H ** (k + 1) * math.exp(H) * phi(k + 1, -H) for k in range(n)]
+
+
+MAX_REACH = 2.0  # a step may reach at most this many times the λ-span of the history it extrapolates
+
+
+def multistep_order(s: Sequence[float], i: int, order: int) -> int:
+    """The order of step ``i`` (``s_i -> s_{i+1}``) of a multistep method in ``λ = -log s``:
+    ``p = min(order, i + 1)`` (the warm-up), then lowered while the step reaches further than
+    ``MAX_REACH`` times the span of the ``p`` data points it extrapolates,
+
+        h_i = λ_{i+1} - λ_i  >  2 (λ_i - λ_{i-p+1})   ->   p <- p - 1,
+
+    down to 1 (the exact step with ``D`` held fixed, DDIM).  Why: the polynomial through the
+    last ``p`` points, extrapolated over a step several times their span, is dominated by its
+    highest difference, which the ``1/r`` weights (``r = h_{i-1}/h_i``) amplify.  On grids
+    smooth in ``λ`` (EDM's ρ = 7: step ratios <= 1.15; log-uniform: 1) this never triggers.
+    On VP's default ``vp-time`` grid (uniform in t, ending at t = 1e-3) the last λ-step of 18
+    is 2.92, 4.4x its predecessor: with it at full order, ``physgen toy --process vp
+    --solver dpmpp-3m`` gave sliced W2 0.221 (dpmpp-2m 0.111, unipc-bh1 0.318, dpmpp-3m-sde
+    diverged), against 0.052 with that step at order 1 and 0.041 on log-uniform.  As the
+    grid is refined the ratios tend to 1 and the full order comes back, so convergence
+    orders are unchanged.  This is the step-ratio bound of variable-step multistep codes
+    (Hairer, Norsett & Wanner, Solving ODEs I, Sec. III.5) in place of diffusers'
+    ``lower_order_final`` (which lowers the last steps below 15 steps whatever the grid).
+    The last step to ``s = 0`` is the denoising step and never comes here.
+    """
+    p = min(order, i + 1)
+    if s[i + 1] <= 0.0:
+        return p
+    h = math.log(s[i] / s[i + 1])
+    while p > 1 and h > MAX_REACH * math.log(s[i - p + 1] / s[i]):
+        p -= 1
+    return p

@@ -23,7 +23,7 @@ from torch import Tensor
 from ._loop import StepRule, combine, run_steps
 from .base import Solution
 from .dpm import DenoiserRule
-from .expint import exp_moments, lagrange_power_basis
+from .expint import exp_moments, lagrange_power_basis, multistep_order
 from .runge_kutta import RK4
 from .spec import Option, takes
 
@@ -124,14 +124,15 @@ def deis_coefficients(s: Sequence[float], i: int, p: int) -> list[float]:
 
 class EpsMultistep(DenoiserRule):
     """Adams-Bashforth on ``ε = (x - D)/σ`` (the velocity of the denoiser form) with
-    precomputed weights: ``x_{i+1} = x_i + Σ_j c_ij ε_{i-j}``, the order ramping 1, 2, ... ."""
+    precomputed weights: ``x_{i+1} = x_i + Σ_j c_ij ε_{i-j}``, the order ramping 1, 2, ...
+    and lowered on a step that reaches too far (:func:`solvers.expint.multistep_order`)."""
 
     def __init__(self, name: str, order: int, weights: Callable[[Sequence[float], int, int], list[float]]):
         self.name, self.order, self.weights = name, order, weights
         self.hist: list[Tensor] = []  # newest first
 
     def plan(self, s, i):
-        return [s[i]], self.weights(s, i, min(self.order, i + 1))
+        return [s[i]], self.weights(s, i, multistep_order(s, i, self.order))
 
     def step(self, ctx, x, i, at, coef):
         self.hist = [ctx.f(x, at[0])] + self.hist[: self.order - 1]

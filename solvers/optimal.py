@@ -102,8 +102,9 @@ def optimise_grid(solve: Callable[[list[float]], Optional[Tensor]], reference: T
 
     ``solve(grid)`` returns the solver's result on the pilot draws, or ``None`` if it failed;
     ``starts`` are valid grids with the same number of steps and the same ends (the first
-    one's ends are kept).  ``max_evals`` bounds the solves of the search (about, as L-BFGS-B
-    counts them); ``tol`` is its tolerance on the relative change of ``J``.
+    one's ends are kept).  ``max_evals`` bounds the solves of the search exactly (the objective stops
+    L-BFGS-B mid line search once they are spent; the best grid seen is kept); ``tol`` is
+    its tolerance on the relative change of ``J``.
     """
     names = list(starts)
     if not names:
@@ -111,16 +112,22 @@ def optimise_grid(solve: Callable[[list[float]], Optional[Tensor]], reference: T
     first = [float(v) for v in starts[names[0]]]
     pos, zero = _split(first)
     ends = [pos[0], pos[-1]] + ([0.0] if zero else [])
-    evaluations = 0
+    evaluations, limit = 0, math.inf
+    seen: list = [math.inf, None]  # the best (J, grid) of the search
 
     def J_grid(grid: list[float]) -> float:
         nonlocal evaluations
+        if evaluations >= limit:  # L-BFGS-B checks maxfun only between line searches: stop it here
+            raise _BudgetSpent
         evaluations += 1
         x = solve(grid)
         if x is None:
             return BAD
         mse = mean_squared_error(x, reference)
-        return math.log(mse) if math.isfinite(mse) and mse > 0 else (BAD if not math.isfinite(mse) else -BAD)
+        J = math.log(mse) if math.isfinite(mse) and mse > 0 else (BAD if not math.isfinite(mse) else -BAD)
+        if J < seen[0]:
+            seen[:] = [J, list(grid)]
+        return J
 
     start_J = {}
     for n in names:
@@ -133,13 +140,20 @@ def optimise_grid(solve: Callable[[list[float]], Optional[Tensor]], reference: T
     M = len(pos) - 1
     if M < 2:  # no interior point to move
         return OptimalGrid(first, start_errors[best], best, start_errors[best], start_errors, evaluations)
-    grid, J = [float(v) for v in starts[best]], start_J[best]
+    seen[:] = [start_J[best], [float(v) for v in starts[best]]]
+    limit = max_evals + len(start_J)  # a hard bound on the search's solves
     for name in sorted(start_J, key=start_J.get)[:MAX_STARTS]:  # L-BFGS-B from the best starts, while the budget lasts
-        budget = max_evals - (evaluations - len(start_J))
+        budget = limit - evaluations
         if budget < 2 * M or start_J[name] >= BAD:
             break
-        res = minimize(lambda th: J_grid(grid_from_theta(th, ends)), theta_from_grid(starts[name]), method="L-BFGS-B",
-                       bounds=[(-12.0, 12.0)] * (M - 1), options={"maxfun": budget, "ftol": tol, "eps": FD_STEP})
-        if float(res.fun) < J:
-            grid, J = grid_from_theta(res.x, ends), float(res.fun)
+        try:
+            minimize(lambda th: J_grid(grid_from_theta(th, ends)), theta_from_grid(starts[name]), method="L-BFGS-B",
+                     bounds=[(-12.0, 12.0)] * (M - 1), options={"maxfun": budget, "ftol": tol, "eps": FD_STEP})
+        except _BudgetSpent:
+            break
+    J, grid = seen
     return OptimalGrid(grid, math.sqrt(math.exp(J)), best, start_errors[best], start_errors, evaluations)
+
+
+class _BudgetSpent(Exception):
+    """Raised inside the objective once ``max_evals`` solves are spent (ends the search)."""

@@ -25,7 +25,9 @@ need one more evaluation: the paper and diffusers also stop there).  A grid endi
 ``s = 0`` ends with the denoising step ``x <- D(x, s_{K-1})`` of every solver here, which is
 what diffusers' final ``σ = 0`` step reduces to (with ``h = ∞`` its update is ``m_s``).
 Warm-up: order ``min(order, i + 1)`` for the predictor of step ``i`` and the previous
-step's order for its corrector (as diffusers); no lower-order final steps otherwise
+step's order for its corrector (as diffusers), lowered on a step that reaches more than
+twice the λ-span of its history (:func:`solvers.expint.multistep_order`; VP's ``vp-time``
+grid ends with one); no lower-order final steps otherwise
 (diffusers' ``lower_order_final`` lowers the last steps' order below 15 steps; ours is the
 denoising step alone).
 """
@@ -41,7 +43,7 @@ from torch import Tensor
 from ._loop import combine, run_steps
 from .base import Solution
 from .dpm import DenoiserRule
-from .expint import phi
+from .expint import multistep_order, phi
 from .spec import Option, takes
 
 __all__ = ["unipc_bh1", "unipc_bh2", "UniPC", "unipc_weights"]
@@ -86,11 +88,11 @@ class UniPC(DenoiserRule):
 
     def plan(self, s, i):
         lam = [-math.log(v) if v > 0 else math.inf for v in s]
-        p = min(self.order, i + 1)
+        p = multistep_order(s, i, self.order)
         pred = unipc_weights([lam[i - k] for k in range(p)], lam[i + 1], p, self.bh, corrector=False)
         corr = None
         if i > 0 and self.corrector:
-            q = min(self.order, i)  # the previous step's order
+            q = multistep_order(s, i - 1, self.order)  # the previous step's order
             corr = unipc_weights([lam[i - 1 - k] for k in range(q)], lam[i], q, self.bh, corrector=True)
         return [s[i]], (corr, s[i + 1] / s[i], pred)
 
