@@ -345,3 +345,21 @@ def test_vp_default_grid_samples_as_well_as_heun_with_the_multistep_solvers(solv
     full order on VP's last λ-step it was 0.111 (dpmpp-2m), 0.221 (dpmpp-3m), 0.318 (unipc-bh1),
     0.108 (unipc-bh2), 0.228 (dpmpp-2m-sde), and dpmpp-3m-sde diverged."""
     assert _vp_default_w2(solver, tmp_path) < 1.4 * vp_heun_w2
+
+
+@pytest.mark.parametrize("method", ["heun", "dpmpp-2m", "dpmpp-3m", "dpm-fast", "dpm-adaptive", "dopri5"])
+def test_vp_trajectories_are_in_the_processs_own_coordinates(method):
+    """VP runs the denoiser-form solvers on ``x̄ = x/a``: the trajectory comes back as ``x``,
+    starting at the prior draws and ending at the samples, also for dpm-fast, whose trajectory
+    is on its own σ points (it was left in ``x̄``, 150x the prior draws at t = 1)."""
+    from physgen.data import two_mode_mixture
+    from physgen.processes import make_process
+    from physgen.sampling import sample
+
+    p = make_process("vp")
+    f = p.analytic_field(two_mode_mixture())
+    x0 = p.sample_prior((64, 2), generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    sol = sample(p, f, x0, p.grid(12), method, return_trajectory=True)
+    traj = sol.stats.trajectory
+    assert torch.allclose(traj[0], x0, atol=1e-12, rtol=0) and torch.allclose(traj[-1], sol.x, atol=1e-12, rtol=0)
+    assert float(traj.flatten(1).norm(dim=1).max()) < 2.0 * float(x0.norm(dim=1).norm())  # no leg in x̄ = x/a

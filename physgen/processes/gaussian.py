@@ -342,6 +342,11 @@ class SigmaForm(DenoiserFlow):
     def scale_of(self, t: Tensor) -> Tensor:
         return self.process.coefficients(t.double())[0].double()
 
+    def scale_of_sigma(self, sigma: Tensor) -> Tensor:
+        """``a`` at the noise level ``σ = b/a``: ``a = 1/√(1 + σ²)`` (variance preserving: ``a² + b² = 1``);
+        it maps a trajectory a solver recorded on its own σ points (dpm-fast) back to ``x = a x̄``."""
+        return (1.0 + sigma.double() ** 2).rsqrt()
+
     def denoise(self, xbar: Tensor, sigma: Tensor) -> Tensor:
         t = self.process.t_of_sigma(sigma)
         a = self.process.coefficients(t)[0]
