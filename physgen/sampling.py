@@ -153,11 +153,12 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
     sol = spec.fn(target, x, s, **options)
     if state_scale is not None:
         sol.x = sol.x * float(state_scale[-1])
-        traj, own = sol.stats.trajectory, sol.stats.extra.get("grid")
-        if traj is not None and traj.shape[0] != state_scale.shape[0] and own is not None and len(own) == traj.shape[0]:
-            state_scale = target.scale_of_sigma(torch.as_tensor(own, dtype=torch.float64))  # on the solver's own points
-        if traj is not None and traj.shape[0] == state_scale.shape[0]:
-            sol.stats.trajectory = traj * state_scale.to(sol.x.device, sol.x.dtype).reshape(-1, *[1] * x0.dim())
+        traj = sol.stats.trajectory
+        if traj is not None:  # x = a(σ) x̄ at the σ of each recorded state: the grid's, or the solver's own (dpm-fast)
+            points = torch.as_tensor(sol.stats.extra.get("grid", s), dtype=torch.float64)
+            if points.shape[0] == traj.shape[0]:
+                scale = target.scale_of_sigma(points).to(sol.x.device, sol.x.dtype)
+                sol.stats.trajectory = traj * scale.reshape(-1, *[1] * x0.dim())
     sol.stats.extra.update(modes)  # the process's sampling modes (Yukawa's birth_death), recorded with the result
     try:
         check_result(sol.x, x0, spec.name, len(schedule) - 1)

@@ -362,7 +362,7 @@ class DPMpp3MSDE(MultistepSDE):
         if order == 2:
             return (p2 / r0,)
         r1 = math.log(s[i - 2] / s[i - 1]) / h
-        p3 = 2.0 * (p2 / H - 0.5)  # -2 φ_3: the exact weight of d2 (k-diffusion's is -φ_3; see dpmpp_3m_sde)
+        p3 = 2.0 * (p2 / H - 0.5)  # 2 φ_3: d2's weight -2 φ_3 is exact (k-diffusion's is -φ_3; see dpmpp_3m_sde)
         # φ_2 d1 - p3 d2 with d1_0 = (D_i - D_{i-1})/r0, d1_1 = (D_{i-1} - D_{i-2})/r1,
         # d1 = d1_0 + (d1_0 - d1_1) r0/(r0 + r1), d2 = (d1_0 - d1_1)/(r0 + r1), as weights of the differences
         q = r0 + r1

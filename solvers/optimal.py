@@ -113,10 +113,10 @@ def optimise_grid(solve: Callable[[list[float]], Optional[Tensor]], reference: T
     pos, zero = _split(first)
     ends = [pos[0], pos[-1]] + ([0.0] if zero else [])
     evaluations, limit = 0, math.inf
-    seen: list = [math.inf, None]  # the best (J, grid) of the search
+    best_J, best_grid = math.inf, first  # the best grid the search has solved
 
     def J_grid(grid: list[float]) -> float:
-        nonlocal evaluations
+        nonlocal evaluations, best_J, best_grid
         if evaluations >= limit:  # L-BFGS-B checks maxfun only between line searches: stop it here
             raise _BudgetSpent
         evaluations += 1
@@ -125,8 +125,8 @@ def optimise_grid(solve: Callable[[list[float]], Optional[Tensor]], reference: T
             return BAD
         mse = mean_squared_error(x, reference)
         J = math.log(mse) if math.isfinite(mse) and mse > 0 else (BAD if not math.isfinite(mse) else -BAD)
-        if J < seen[0]:
-            seen[:] = [J, list(grid)]
+        if J < best_J:
+            best_J, best_grid = J, list(grid)
         return J
 
     start_J = {}
@@ -140,7 +140,6 @@ def optimise_grid(solve: Callable[[list[float]], Optional[Tensor]], reference: T
     M = len(pos) - 1
     if M < 2:  # no interior point to move
         return OptimalGrid(first, start_errors[best], best, start_errors[best], start_errors, evaluations)
-    seen[:] = [start_J[best], [float(v) for v in starts[best]]]
     limit = max_evals + len(start_J)  # a hard bound on the search's solves
     for name in sorted(start_J, key=start_J.get)[:MAX_STARTS]:  # L-BFGS-B from the best starts, while the budget lasts
         budget = limit - evaluations
@@ -151,8 +150,7 @@ def optimise_grid(solve: Callable[[list[float]], Optional[Tensor]], reference: T
                      bounds=[(-12.0, 12.0)] * (M - 1), options={"maxfun": budget, "ftol": tol, "eps": FD_STEP})
         except _BudgetSpent:
             break
-    J, grid = seen
-    return OptimalGrid(grid, math.sqrt(math.exp(J)), best, start_errors[best], start_errors, evaluations)
+    return OptimalGrid(best_grid, math.sqrt(math.exp(best_J)), best, start_errors[best], start_errors, evaluations)
 
 
 class _BudgetSpent(Exception):
