@@ -110,6 +110,9 @@ class GaussianMarginal:
         a, b = self.coefficients(s)
         return convert_gaussian(field(x, s, label), field.kind, "denoiser", x, a, b)
 
+    def signal_scale(self, s: float) -> float:
+        return float(self.coefficients(torch.tensor([float(s)], dtype=torch.float64))[0][0])
+
     def gaussian_view(self, field, label=None) -> GaussianSDE:
         return GaussianSDE(self, field, label)
 
