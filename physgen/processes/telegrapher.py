@@ -103,7 +103,7 @@ from ..fields.labels import check_label
 from ..fields.neural import DenoiserPreconditioning, NeuralField
 from ..kernels.kac import KacKernel, kac_profile_and_speed
 from .base import draw, prior_centre
-from .gaussian import DenoiserProcess
+from .gaussian import DenoiserProcess, data_scales
 
 __all__ = ["Telegrapher", "TelegrapherExactField", "TelegrapherNeuralField", "PRIORS"]
 
@@ -115,7 +115,7 @@ class Telegrapher(DenoiserProcess):
 
     name = "telegrapher"
     network_kind = "velocity"
-    default_steps = 40  # Heun on the 0.2/0.8 toy (a = c = 1, exact field): left-mode weight 0.176 at 18 steps, 0.189 at 40
+    default_steps = 40  # Heun on the 0.2/0.8 toy (a = c = 1, exact field): left-mode weight 0.176 at 18 steps, 0.189 at 40; toy a: defaults_for_data
 
     def __init__(
         self,
@@ -203,6 +203,27 @@ class Telegrapher(DenoiserProcess):
     def precondition(self, net: nn.Module, sigma_data: Optional[float] = None) -> "TelegrapherNeuralField":
         sd = self.sigma_data if sigma_data is None else sigma_data
         return TelegrapherNeuralField(net, sd)
+
+    @classmethod
+    def defaults_for_data(cls, data: Tensor, given: dict) -> dict:
+        """The diffusion processes' toy rule (prior at the data mean, ``σ_max = 10 √λ_max``,
+        ``σ_data``), and the flip rate ``a = 10 c / σ_d``: a mean free path ``c/a`` of a tenth
+        of the data's std, so the data's scale is in the diffusive regime.
+
+        With ``a = c = 1`` (the image default) the mean free path is 1, larger than the 0.3
+        std of each mode of the two-mode toy: there the atoms sweep across the modes, the
+        field is non-smooth at the scale of a Heun step and the error falls only like 1/steps
+        (exact field, 1000 samples: per-mode std 0.345 at 40 steps, 0.325 at 80, 0.31 at 160,
+        target 0.30; the module docstring's ballistic regime).  At ``a = 10 c/σ_d`` (7.6 on
+        that toy) the default 40 steps give 0.30-0.31 (``benchmarks/RESULTS.md``).  ``--a``
+        keeps the ballistic regime within reach (with more ``--steps``).
+        """
+        rule = super().defaults_for_data(data, given)
+        c, sd = given.get("c"), given.get("sigma_data") or data_scales(data)["std"]
+        c = 1.0 if c is None else c
+        if given.get("a") is None and isinstance(c, (int, float)) and not isinstance(c, bool):  # a bad c is the constructor's to refuse
+            rule["a"] = 10.0 * float(c) / sd
+        return rule
 
     def config(self) -> dict:
         return {
