@@ -34,7 +34,7 @@ from .optimal_schedule import OPTIMAL, optimal_options, optimal_schedule
 from .processes.base import Process, check_steps
 
 __all__ = ["grid", "sample", "sampling_record", "solver_rows", "format_solver_table", "check_result", "DivergenceError", "DIVERGENCE_RATIO",
-           "STRAY_RATIO", "stray_fraction", "pooled_stray_fraction", "warn_strays"]
+           "STRAY_RATIO", "stray_fraction", "pooled_stray_fraction", "warn_strays", "warn_stray_runs"]
 
 DIVERGENCE_RATIO = 4.0
 """A result whose median distance from the prior's centre exceeds this multiple of the
@@ -245,6 +245,15 @@ def warn_strays(fraction: Optional[float], n: int, stream=None, what: str = "") 
     print(f"warning: {round(fraction * n)} of {n} samples{what} ({fraction:.2%}) ended beyond {STRAY_RATIO:g}x the prior's median "
           f"radius from its centre, far from any data (recorded as stray_fraction); more steps, another solver or a wider "
           f"scale range may bring them in", file=stream or sys.stderr, flush=True)
+
+
+def warn_stray_runs(runs: Sequence[tuple[str, Optional[float]]], stream=None) -> None:
+    """One warning line on ``stream`` (stderr) naming the runs of a sweep that left strays
+    (``runs``: each run's label and stray fraction, ``None`` where it was not measured)."""
+    strayed = [f"{label} {fraction:.2%}" for label, fraction in runs if fraction]
+    if strayed:
+        print(f"warning: stray samples (beyond {STRAY_RATIO:g}x the prior's median radius from its centre, far from any data; recorded "
+              f"as stray_fraction) in {len(strayed)} of {len(runs)} runs: {', '.join(strayed)}", file=stream or sys.stderr, flush=True)
 
 
 def sampling_record(process: Process, method: str, schedule_name: Optional[str], schedule: Tensor, stats) -> dict:

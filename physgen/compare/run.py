@@ -55,7 +55,7 @@ import solvers
 
 from ..errors import UserError, unknown_name
 from ..io import atomic_write, ensure_dir, save_figure, write_json
-from ..sampling import STRAY_RATIO, DivergenceError, check_result, pooled_stray_fraction, sample
+from ..sampling import DivergenceError, check_result, pooled_stray_fraction, sample, warn_stray_runs
 from .problems import Problem
 
 __all__ = [
@@ -324,7 +324,7 @@ def compare(
             say(f"[{i:>{len(str(total))}}/{total}] {name:<14} steps={steps:<4} nfe={row.nfe:<5} error={_fmt(err, '.3e'):<9} "
                 f"sliced_w2={_fmt(row.sliced_w2, '.4f')}  mmd={_fmt(row.mmd, '.2e')}  {wall:.2f} s")
     refs = [{**info, "metrics": metrics} for _, info, metrics in references.values()]
-    warn_stray_runs(rows, refs, problem.n_samples)
+    _warn_strays(rows, refs)
     # the grid of each budget (physgen.sampling.grid); a schedule fitted per solver (optimal) gives each solver its own
     grids = {str(b): used[names[0]][str(b)] for b in budgets}
     per_solver = any(used[n] != grids for n in names)
@@ -335,14 +335,10 @@ def compare(
     return Comparison(rows, refs, problem.describe(), floor, skipped, settings)
 
 
-def warn_stray_runs(rows: Sequence[Row], refs: Sequence[dict], n: int) -> None:
+def _warn_strays(rows: Sequence[Row], refs: Sequence[dict]) -> None:
     """One warning line on stderr naming the runs (and references) that left stray samples."""
     runs = [(f"{r.solver}@{r.steps}", r.metrics.get("stray_fraction")) for r in rows]
-    runs += [(f"reference over {_fmt(ref['span'][0])}..{_fmt(ref['span'][-1])}", ref.get("stray_fraction")) for ref in refs]
-    strayed = [f"{name} {fraction:.2%}" for name, fraction in runs if fraction]
-    if strayed:
-        print(f"warning: stray samples (of {n}, beyond {STRAY_RATIO:g}x the prior's median radius from its centre, far from any data; "
-              f"stray_fraction in the results) in {len(strayed)} of {len(runs)} runs: {', '.join(strayed)}", file=sys.stderr, flush=True)
+    warn_stray_runs(runs + [(f"reference over {_fmt(ref['span'][0])}..{_fmt(ref['span'][-1])}", ref.get("stray_fraction")) for ref in refs])
 
 
 def _reference(problem, schedule, rtol, atol, check, options, say):
