@@ -244,10 +244,14 @@ class PFGM(KernelPrior, Process):
     (in 2-D ``2e-5 σ_d/d``: one sample in 500,000 ends farther than 10 σ_d from the data's
     centre, against one in 5000 before); the same 4000 samples all end within 1.0 of a
     mode's centre.  The price is ``ln 100`` more range in ``ln z``: 50 Heun steps keep the
-    step near that of the paper's range at 40 (0.30 against 0.27).  A neural field loses
-    nothing below its training range: its ``D̂ = c_skip x + c_out F`` gives
-    ``dx/d ln z = (1 - c_skip) x - c_out F ≈ -z F`` there, which moves ``x`` by at most
-    about ``1e-3 σ_d |F|`` between the paper's ``z_min`` and this one.
+    step near that of the paper's range at 40 (0.30 against 0.27).  Below its training range a
+    neural field's ``D̂ = c_skip x + c_out F`` gives ``dx/d ln z = (1 - c_skip) x - c_out F ≈ -z F``,
+    which moves a sample by at most about ``1e-3 σ_d |F|`` between the paper's ``z_min`` and
+    this one: nothing near the data.  It does not tame the network's own extrapolation: the
+    toy MLP (default training, same seed) throws the prior's farthest draws, far outside the
+    radii it was trained on, beyond 1e18 with either ``z_min`` (3 of 4000 samples beyond 2 of a
+    mode's centre with the paper's, 5 with this one); ``stray_fraction`` reports them (the
+    official code's radius clip guards against this, at the bias measured above).
 
     Constants (see the module docstring for the data-scale rule): ``z_max``, ``z_min``,
     ``sigma`` (training perturbation scale ``σ``), ``tau`` (``τ``), ``M``, ``gamma`` (``γ``),
