@@ -248,10 +248,11 @@ class PFGM(KernelPrior, Process):
     neural field's ``D̂ = c_skip x + c_out F`` gives ``dx/d ln z = (1 - c_skip) x - c_out F ≈ -z F``,
     which moves a sample by at most about ``1e-3 σ_d |F|`` between the paper's ``z_min`` and
     this one: nothing near the data.  It does not tame the network's own extrapolation: the
-    toy MLP (default training, same seed) throws the prior's farthest draws, far outside the
-    radii it was trained on, beyond 1e18 with either ``z_min`` (3 of 4000 samples beyond 2 of a
-    mode's centre with the paper's, 5 with this one); ``stray_fraction`` reports them (the
-    official code's radius clip guards against this, at the bias measured above).
+    toy MLP (default training, same seed) throws a few samples beyond 1e18 with either
+    ``z_min`` (3 of 4000 beyond 2 of a mode's centre with the paper's, 5 with this one; not
+    traced, presumably draws from the prior's tail, outside the radii it was trained on, which
+    the official code's radius clip keeps out at the bias measured above); ``stray_fraction``
+    reports them.
 
     Constants (see the module docstring for the data-scale rule): ``z_max``, ``z_min``,
     ``sigma`` (training perturbation scale ``σ``), ``tau`` (``τ``), ``M``, ``gamma`` (``γ``),
