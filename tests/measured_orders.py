@@ -85,11 +85,11 @@ def _solve(name: str, flow, x0, grid, **options):
     return sol
 
 
-def error(name: str, K: int) -> float:
-    """The reference problem's error with ``K`` steps."""
-    flow = GaussianPF(0.5, C)
+def error(name: str, K: int, c=C, **options) -> float:
+    """The reference problem's error with ``K`` steps (``c``: the data's std, one per sample)."""
+    flow = GaussianPF(0.5, c)
     x0 = torch.randn(12, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * S_MAX
-    sol = _solve(name, flow, x0, solvers.log_uniform_schedule(K + 1, S_MIN, S_MAX))
+    sol = _solve(name, flow, x0, solvers.log_uniform_schedule(K + 1, S_MIN, S_MAX), **options)
     return float((sol.x - flow.exact(x0, S_MAX, S_MIN)).abs().max())
 
 
@@ -157,7 +157,22 @@ def main() -> int:
         if tail_order(name) is not None:
             m = measure(name, TAILS.get(name, DEFAULT_TAIL))
             print(f"| {name} | {tail_order(name)} | {m.order:.2f} | {', '.join(map(str, m.xs))} | {' '.join(f'{e:.1e}' for e in m.errors)} |")
+    warm_up()
     return 0
+
+
+WARM_UP = (("dpmpp-3m", {}), ("deis", {}), ("unipc-bh2", {}), ("unipc-bh2", {"order": 3}), ("unipc-bh2", {"order": 3, "corrector": False}))
+
+
+def warm_up(Ks=(16, 32, 64, 128, 256, 512, 1024, 2048)) -> None:
+    """Where the multistep rows' warm-up term shows: the slope per doubling of ``K`` down to
+    small errors, for σ_data = 1 alone and for the reference problem's three."""
+    print(f"\nwarm-up: slope per doubling of K = {', '.join(map(str, Ks))}; errors")
+    for c in (1.0, C):
+        for name, options in WARM_UP:
+            e = [error(name, K, c, **options) for K in Ks]
+            slopes = " ".join(f"{math.log2(e[i] / e[i + 1]):.2f}" for i in range(len(Ks) - 1))
+            print(f"| c = {c} | {name} {options or ''} | {slopes} | {' '.join(f'{v:.1e}' for v in e)} |")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,9 @@ import torch
 import torchdiffeq
 
 import solvers
+from solvers.expint import exp_ab_weights
 from measured_orders import (
-    DEFAULT_TAIL, S_MAX, S_MIN, TAILS, counted_nfe_per_step, deterministic_rows, measure, slope, tail_order,
+    C, DEFAULT_TAIL, S_MAX, S_MIN, TAILS, counted_nfe_per_step, deterministic_rows, measure, slope, tail_order,
 )
 from physgen.cli.main import main
 from toy_fields import GaussianPF
@@ -55,6 +56,39 @@ def test_the_warm_up_tail_a_note_states(name):
     the error their note names (measured here: slope 2 at 512-2048 steps, 2048-8192 for lms)."""
     m = measure(name, TAILS.get(name, DEFAULT_TAIL))
     assert abs(m.order - tail_order(name)) < TOL, (name, m.order, m.errors)
+
+
+def _dpmpp_3m_by_hand(K: int, exact_start: bool):
+    """``(solution, exact)``: DPM-Solver++(3M) on the reference problem written out with the
+    exponential Adams-Bashforth weights, its warm-up of orders 1, 2, or the first two steps exact."""
+    flow = GaussianPF(0.5, C)
+    x0 = torch.randn(12, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * S_MAX
+    s = solvers.log_uniform_schedule(K + 1, S_MIN, S_MAX).tolist()
+    x, hist = x0, []
+    for i in range(K):
+        hist = [flow.denoise(x, torch.full((12,), s[i], dtype=torch.float64))] + hist[:2]
+        if exact_start and i < 2:
+            x = flow.exact(x0, s[0], s[i + 1])
+            continue
+        lam = [-math.log(s[i - j]) for j in range(min(3, i + 1))]
+        w = exp_ab_weights([v - lam[0] for v in lam], math.log(s[i] / s[i + 1]))
+        x = x * (s[i + 1] / s[i]) + sum(wj * d for wj, d in zip(w, hist))
+    return x, flow.exact(x0, S_MAX, S_MIN)
+
+
+@pytest.mark.slow
+def test_the_O_h2_tail_of_dpmpp_3m_is_its_warm_up():
+    """With its order-1/2 warm-up the error falls as h² at 512-2048 steps (solvers.dpm.dpmpp_3m);
+    with the first two steps exact, as h³: the term is the warm-up's, not the 3M step's."""
+    Ks = (512, 1024, 2048)
+    x, _ = _dpmpp_3m_by_hand(64, exact_start=False)
+    flow = GaussianPF(0.5, C)
+    x0 = torch.randn(12, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * S_MAX
+    assert torch.allclose(x, solvers.solve(flow, x0, solvers.log_uniform_schedule(65, S_MIN, S_MAX), method="dpmpp-3m").x,
+                          rtol=1e-12, atol=1e-12)  # the hand-written steps are the solver's
+    for exact_start, lo, hi in ((False, 1.8, 2.2), (True, 2.9, 3.3)):
+        errs = [float((a - b).abs().max()) for a, b in (_dpmpp_3m_by_hand(K, exact_start) for K in Ks)]
+        assert lo < slope(Ks, errs) < hi, (exact_start, errs)
 
 
 def test_the_check_catches_an_overstated_row():

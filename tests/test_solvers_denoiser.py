@@ -93,7 +93,7 @@ def test_dpmpp_3m_is_third_order_where_the_libraries_second_order_weight_is_not(
 
 def test_dpm_fast_order_and_budget():
     assert all(sum(fast_orders(n)) == n for n in range(1, 40))
-    # budgets ≡ 1 (mod 3): orders 3, ..., 3, 1 (measured slopes 3.2-3.4)
+    # budgets ≡ 2 (mod 3): orders 3, ..., 3, 2, third order (the row's note; 0 and 1 mod 3 end with an order-1 step: 2)
     assert _slope("dpm-fast", (8, 14, 26), schedule="log-uniform") >= 2.5
 
 
