@@ -74,7 +74,7 @@ __all__ = [
 _LAST = "1 for a last step to 0"
 _WARMUP = "O(h²) from its order-1/2 warm-up: 2 below error ~1e-6"  # measured: tests/measured_orders.py, benchmarks/RESULTS.md
 _ETA0 = "eta=0"
-_SOLVER_ROWS = (
+SOLVERS: dict[str, Spec] = {spec.name: spec for spec in (
     Spec("euler", euler, ("flow",), 1, 1, "Euler; on the denoiser form it is DDIM (arXiv 2010.02502)"),
     Spec("midpoint", midpoint, ("flow",), 2, 2, "explicit midpoint rule", nfe_note=_LAST),
     Spec("heun", heun, ("flow",), 2, 2, "Heun as in EDM, Karras et al., arXiv 2206.00364, Alg. 1", nfe_note=_LAST),
@@ -128,8 +128,7 @@ _SOLVER_ROWS = (
          nfe_note="n_steps in all"),
     Spec("births", births, ("births",), 2, 2, "births and deaths, GenPhys arXiv 2304.02637", stochastic=True,
          order_note="of x, method=heun; euler: 1", nfe_note="method=heun; euler: 1"),
-)
-SOLVERS: dict[str, Spec] = {spec.name: spec for spec in _SOLVER_ROWS}
+)}
 """The solver table (``torchdiffeq:METHOD`` rows follow, one per installed method)."""
 
 _TORCHDIFFEQ_CLAIMS = {  # method: (order, order note, NFE per step, NFE note), measured as every row's (tests/measured_orders.py)

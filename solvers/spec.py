@@ -159,8 +159,8 @@ class Spec:
         on the closed-form Gaussian probability-flow ODE from σ = 80 (tests/measured_orders.py,
         which fits it for every deterministic row; adaptive rows: the order of the solution
         they propagate).  ``None`` where there is no deterministic order (Langevin, the
-        score-SDE samplers); a stochastic row with ``eta``/``s_churn`` gives the order of its
-        deterministic member.  An order is a lower bound there: the flow is linear in ``x``,
+        score-SDE and DDPM samplers); a stochastic row that has a deterministic member
+        (``eta=0``, ``s_churn=0``, births without births) gives that member's order.  An order is a lower bound there: the flow is linear in ``x``,
         and some methods do better on it (midpoint: 3).  ``order_note`` says where it changes
         (other options, a warm-up's term below some error).
     ``weak_order``
