@@ -82,7 +82,7 @@ SOLVERS: dict[str, Spec] = {spec.name: spec for spec in (
     Spec("rk4", rk4, ("flow",), 4, 4, "classic Runge-Kutta", nfe_note=_LAST),
     Spec("rk4-38", rk4_38, ("flow",), 4, 4, "Kutta's 3/8 rule (torchdiffeq's rk4)", nfe_note=_LAST),
     Spec("lms", lms, ("flow",), 3, 1, "Adams-Bashforth on a non-uniform grid, k-diffusion's sample_lms",
-         order_note="order=4: 3.0-3.7 per doubling to 128 steps, 2 below error ~1e-8 from its Euler start; warmup=rk4: 4",
+         order_note="order=4: 3.0-3.7 to 128 steps, 2 below error ~1e-8; warmup=rk4: 4",
          nfe_note="+3 per RK4 warm-up step"),
     Spec("dpm2", dpm2, ("denoiser",), 2, 2, "DPM-Solver-2, Lu et al., arXiv 2206.00927", nfe_note=_LAST),
     Spec("dpmpp-2m", dpmpp_2m, ("denoiser",), 2, 1, "DPM-Solver++(2M), Lu et al., arXiv 2211.01095"),
