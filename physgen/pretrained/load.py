@@ -3,8 +3,8 @@
 The format is detected from the file: a physgen checkpoint (magic ``PHYSGEN-CKPT``) or run
 folder; a diffusers folder (``config.json`` of a ``UNet2DModel``); otherwise an EDM /
 PFGM++ snapshot, a pickle (``.pkl``) or a ``torch.save`` zip (``.pt``) whose pickle calls
-EDM's persistence reconstructor.  A ``torch.save`` zip without one is a physgen checkpoint
-of the earlier format.
+EDM's persistence reconstructor.  A ``torch.save`` zip that names only plain torch globals
+(tensors, storages, ordered dicts) is a physgen checkpoint of the earlier format.
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from ..images.train import load_trained
 from ..processes.base import Process
 from .diffusers import is_diffusers_folder, load_diffusers
 from .edm import convert, network_record
-from .reader import PERSISTENCE, ZIP_MAGIC, read_snapshot
+from .reader import ZIP_MAGIC, read_snapshot
 
 __all__ = ["Pretrained", "load", "detect_format", "FORMATS"]
 
@@ -92,27 +92,30 @@ class Pretrained:
         return self
 
 
-def _zip_mentions_persistence(path: Path) -> bool:
-    """Whether a ``torch.save`` zip's pickle names EDM's reconstructor (read as opcodes, nothing run)."""
+def _zip_globals(path: Path) -> Optional[set]:
+    """The globals a ``torch.save`` zip's pickle names (read as opcodes, nothing run; ``None``
+    if it cannot be walked).  ``STACK_GLOBAL`` names are taken from the two strings pushed
+    before it, which is how pickle writes them."""
     try:
         with zipfile.ZipFile(path) as z:
             name = next((n for n in z.namelist() if n.endswith("/data.pkl") or n == "data.pkl"), None)
             data = z.read(name) if name else b""
-    except (zipfile.BadZipFile, OSError):
-        return False
-    module, qualname = PERSISTENCE.rsplit(".", 1)
-    strings = []
-    try:
+        found, strings = set(), []
         for op, arg, _ in pickletools.genops(io.BytesIO(data)):
-            if op.name == "GLOBAL" and arg == f"{module} {qualname}":
-                return True
+            if op.name == "GLOBAL":
+                found.add(arg.replace(" ", "."))
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                found.add(f"{strings[-2]}.{strings[-1]}")
             if isinstance(arg, str):
                 strings.append(arg)
-                if strings[-2:] == [module, qualname]:
-                    return True
-    except Exception:  # not a pickle we can walk: let the physgen reader say what it is
-        return False
-    return False
+        return found
+    except Exception:  # a damaged zip or pickle: the physgen reader says what it is
+        return None
+
+
+def _plain_torch(name: str) -> bool:
+    """A global of a plain ``torch.save`` of tensors and containers (physgen's earlier checkpoints)."""
+    return name.startswith("torch.") or name in ("collections.OrderedDict", "__builtin__.set", "builtins.set", "_codecs.encode")
 
 
 def detect_format(path) -> str:
@@ -126,8 +129,9 @@ def detect_format(path) -> str:
         head = f.read(len(checkpoints.MAGIC))
     if head == checkpoints.MAGIC:
         return "physgen"
-    if head.startswith(ZIP_MAGIC):
-        return "edm-torch" if _zip_mentions_persistence(path) else "physgen"
+    if head.startswith(ZIP_MAGIC):  # EDM records, or anything beyond plain torch: the snapshot reader (which names what it refuses)
+        names = _zip_globals(path)
+        return "edm-torch" if names and not all(_plain_torch(n) for n in names) else "physgen"
     return "edm-pickle"
 
 
