@@ -257,9 +257,9 @@ def dhariwal_unet(net: ADMUNet, dtype=torch.float64, variance_outputs: bool = Fa
 
 
 def precond(model: Record, class_name: str, img_resolution: int, img_channels: int, label_dim: int, *,
-            source: str = OWN_SOURCE, buffers: Optional[dict] = None, **settings) -> Record:
+            source: str = OWN_SOURCE, buffers: Optional[dict] = None, use_fp16: bool = False, **settings) -> Record:
     """A preconditioner record around ``model``; ``settings`` are its attributes and arguments."""
-    attrs = dict(img_resolution=img_resolution, img_channels=img_channels, label_dim=label_dim, use_fp16=False, **settings)
+    attrs = dict(img_resolution=img_resolution, img_channels=img_channels, label_dim=label_dim, use_fp16=use_fp16, **settings)
     kwargs = dict(attrs, model_type=model.meta["class_name"])
     return Record(class_name, attrs, {}, dict(buffers or {}), {"model": model}, kwargs, source)
 

@@ -221,7 +221,7 @@ def _block0(model):
 @pytest.mark.parametrize("edit, expect", [
     (lambda m: _block0(m)["_modules"]["conv0"].meta["state"]["_parameters"].__setitem__("weight", torch.nn.Parameter(torch.zeros(16, 16, 5, 5), requires_grad=False)),
      "'enc.8x8_block0.conv0.weight' has shape [16, 16, 5, 5]"),
-    (lambda m: _block0(m)["_modules"]["conv0"].meta["state"]["_parameters"].pop("bias"), "lacks the tensor 'enc.8x8_block0.conv0.bias'"),
+    (lambda m: _block0(m)["_modules"]["conv0"].meta["state"]["_parameters"].pop("bias"), "lack the tensor 'enc.8x8_block0.conv0.bias'"),
     (lambda m: _block0(m)["_modules"]["conv0"].meta["state"]["_parameters"].__setitem__("extra", torch.nn.Parameter(torch.zeros(3), requires_grad=False)),
      "model.enc.8x8_block0.conv0.extra has no place"),
     (lambda m: _block0(m)["_modules"]["norm0"].meta["state"].__setitem__("eps", 1e-3), "module model.enc.8x8_block0.norm0 has groups/eps"),
@@ -261,3 +261,22 @@ def test_denoise_broadcasts_one_label_row_and_the_null_row_is_unconditional(tmp_
     row = one_hot([2], 4)
     assert torch.equal(m.denoise(x, 1.0, row), m.denoise(x, 1.0, row.expand(3, 4)))
     assert torch.equal(m.denoise(x, 1.0, torch.zeros(3, 4, dtype=torch.float64)), m.denoise(x, 1.0))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_use_fp16_network_runs_in_half_precision_on_cuda(tmp_path):
+    """EDM's ``use_fp16``: the network runs in float16 on CUDA (float32 on the CPU), the
+    preconditioning in float32: close to the float64 reference at float16 rounding, not at float32's."""
+    net = song(4, NCSNPP)
+    path = tmp_path / "fp16.pkl"
+    W.write(path, W.precond(W.song_unet(net, torch.float32), "EDMPrecond", RES, CH, 4, use_fp16=True, sigma_min=0, sigma_max=math.inf,
+                            sigma_data=0.5))
+    x, s = torch.randn(4, CH, RES, RES), torch.tensor([0.01, 0.5, 5.0, 50.0])
+    want = _edm_ref(net, 0.5)(x.double(), s.double(), torch.tensor([0, 1, 2, 4]))
+    gpu = P.load(path, device="cuda")
+    cpu = P.load(path)
+    labels = one_hot([0, 1, 2, -1], 4).float()
+    err_gpu = float((gpu.denoise(x.cuda(), s.cuda(), labels.cuda()).double().cpu() - want).abs().max() / want.abs().max())
+    err_cpu = float((cpu.denoise(x, s, labels).double() - want).abs().max() / want.abs().max())
+    assert err_cpu < 1e-5 < err_gpu < 1e-2

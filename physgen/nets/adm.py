@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .unet import BOX_FILTER, PositionalEmbedding, ResBlock, _check_config, _group_norm, _init, check_input, label_index
+from .unet import BOX_FILTER, PositionalEmbedding, ResBlock, _check_config, _group_norm, _init, check_input, label_index, noise_input
 
 __all__ = ["ADMUNet"]
 
@@ -101,11 +101,11 @@ class ADMUNet(nn.Module):
 
     @property
     def null_label(self) -> int:
+        """Index of the null class's embedding row: ``num_classes``."""
         return self.num_classes
 
     def _embed(self, c_noise: torch.Tensor, label: Optional[torch.Tensor], batch: int) -> torch.Tensor:
-        if c_noise.ndim == 0:
-            c_noise = c_noise.expand(batch)
+        c_noise = noise_input(c_noise, batch)
         emb = self.map_layer1(F.silu(self.map_layer0(self.map_noise(c_noise))))
         if self.map_label is not None:
             emb = emb + self.map_label(label_index(label, batch, self.num_classes, c_noise.device)).to(emb.dtype)

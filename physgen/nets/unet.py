@@ -325,6 +325,15 @@ def label_index(label: Optional[torch.Tensor], batch: int, num_classes: int, dev
     return torch.where(index < 0, torch.full_like(index, num_classes), index)
 
 
+def noise_input(c_noise: torch.Tensor, batch: int) -> torch.Tensor:
+    """``c_noise`` as ``[batch]`` (a scalar is broadcast)."""
+    if c_noise.ndim == 0:
+        c_noise = c_noise.expand(batch)
+    if c_noise.shape != (batch,):
+        raise UserError(f"c_noise must have shape [{batch}], got {list(c_noise.shape)}")
+    return c_noise
+
+
 def check_input(x: torch.Tensor, channels: int, resolution: int, what: str) -> None:
     if x.ndim != 4 or x.shape[1] != channels or x.shape[-2:] != (resolution, resolution):
         raise UserError(f"{what} expects x of shape [B, {channels}, {resolution}, {resolution}], got {list(x.shape)}")
@@ -474,10 +483,7 @@ class UNet(nn.Module):
         return self.num_classes
 
     def _embed(self, c_noise: torch.Tensor, label: Optional[torch.Tensor], batch: int) -> torch.Tensor:
-        if c_noise.ndim == 0:
-            c_noise = c_noise.expand(batch)
-        if c_noise.shape != (batch,):
-            raise UserError(f"c_noise must have shape [{batch}], got {list(c_noise.shape)}")
+        c_noise = noise_input(c_noise, batch)
         emb = self.map_noise(c_noise)
         if self.map_label is None:
             if label is not None:

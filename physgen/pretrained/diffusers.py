@@ -29,6 +29,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..checkpoints import load_state
 from ..config import read_json
 from ..errors import UserError
 from ..fields.kinds import expand_as_batch
@@ -151,17 +152,12 @@ def load_diffusers(folder, dtype: torch.dtype = torch.float32) -> Tuple[VP, Diff
         model = UNet2DModel.from_config(config)
     except Exception as exc:  # diffusers' own config validation
         raise UserError(f"{str(unet / 'config.json')!r}: UNet2DModel rejects this config ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
-    state = load_file(str(weights))
-    own = model.state_dict()
-    for name, value in state.items():
-        if name not in own or tuple(value.shape) != tuple(own[name].shape):
-            shape = list(own[name].shape) if name in own else "no such tensor"
-            raise UserError(f"{str(weights)!r}: tensor {name!r} of shape {list(value.shape)} does not fit the UNet2DModel ({shape})")
-    missing = [n for n in own if n not in state]
-    if missing:
-        raise UserError(f"{str(weights)!r} lacks the tensor {missing[0]!r} of the UNet2DModel ({len(missing)} missing)")
-    model.load_state_dict(state)
-    model = model.to(dtype).eval().requires_grad_(False)
+    try:
+        state = load_file(str(weights))
+    except Exception as exc:  # safetensors' own header and size checks
+        raise UserError(f"{str(weights)!r} is damaged or not a safetensors file ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+    load_state(model, state, path=weights, what="UNet2DModel weights")
+    model = (model if dtype == torch.float32 else model.to(dtype)).eval().requires_grad_(False)
     T = betas.numel()
     process = VP("discrete", betas=betas.double().tolist(), t_eps=1.0 / T, t_max=1.0)
     num_classes = int(config.get("num_class_embeds") or 0)

@@ -39,6 +39,7 @@ from typing import Any, Dict, Iterator, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..checkpoints import load_state
 from ..errors import UserError
 from ..nets.adm import ADMUNet
 from ..nets.unet import BOX_FILTER, FourierEmbedding, ResBlock, UNet, fir_filter
@@ -223,7 +224,8 @@ def _check_attributes(model: Recorded, net: nn.Module, where: str) -> None:
 
 
 def _converted(tensors: Dict[str, Tensor], net: nn.Module, kw: Dict[str, Any], where: str) -> Dict[str, Tensor]:
-    """The file's U-Net tensors as physgen's state dict (exact re-parameterisations, module docstring)."""
+    """The file's U-Net tensors as physgen's state dict (exact re-parameterisations, module docstring);
+    :func:`physgen.checkpoints.load_state` then checks them tensor by tensor."""
     own = net.state_dict()
     taps = tuple(kw.get("resample_filter", BOX_FILTER))
     out: Dict[str, Tensor] = {}
@@ -239,14 +241,6 @@ def _converted(tensors: Dict[str, Tensor], net: nn.Module, kw: Dict[str, Any], w
             raise UserError(f"{where}: tensor model.{name} has no place in physgen's {type(net).__name__} (a different architecture?)")
         out[target] = value
     _reparameterise(out, net, kw, where)
-    for name, value in out.items():
-        if name not in own:
-            raise UserError(f"{where}: tensor {name!r} has no place in physgen's {type(net).__name__}")
-        if tuple(value.shape) != tuple(own[name].shape):
-            raise UserError(f"{where}: tensor {name!r} has shape {list(value.shape)}, physgen's network expects {list(own[name].shape)}")
-    missing = [name for name in own if name not in out]
-    if missing:
-        raise UserError(f"{where}: the file lacks the tensor {missing[0]!r} of physgen's network ({len(missing)} missing)")
     return out
 
 
@@ -273,9 +267,10 @@ def _reparameterise(out: Dict[str, Tensor], net: nn.Module, kw: Dict[str, Any], 
         out["out_conv.weight"], out["out_conv.bias"] = conv[: net.out_channels], out["out_conv.bias"][: net.out_channels]
 
 
-def convert(precond: Recorded, loss: Optional[Recorded], where: str, dtype: torch.dtype = torch.float32) -> Tuple[Process, nn.Module, Any, Dict[str, Any]]:
+def convert(precond: Recorded, loss: Optional[Recorded], path, dtype: torch.dtype = torch.float32) -> Tuple[Process, nn.Module, Any, Dict[str, Any]]:
     """``(process, network with the file's weights in ``dtype``, preconditioning, description)`` of a
-    preconditioner record (float64 keeps the re-parameterised label rows exact)."""
+    preconditioner record from the file ``path`` (float64 keeps the re-parameterised label rows exact)."""
+    where = f"{str(path)!r}"
     model = precond.modules().get("model")
     if not isinstance(model, Recorded):
         raise UserError(f"{where}: the {precond.class_name} has no U-Net record 'model'")
@@ -288,7 +283,7 @@ def convert(precond: Recorded, loss: Optional[Recorded], where: str, dtype: torc
     net = net.to(dtype)
     _check_attributes(model, net, where)
     state = _converted(model.tensors(), net, kw, where)
-    net.load_state_dict(state)
+    load_state(net, state, path=path, what="U-Net weights (in physgen's names)")
     settings = _settings(precond)
     info = {"preconditioner": precond.class_name, "network": model.class_name, "settings": settings, "network_arguments": kw,
             "module_src_sha256": precond.source_sha256}

@@ -151,7 +151,7 @@ def load(path, device=None, *, dtype: torch.dtype = torch.float32) -> Pretrained
         out = Pretrained(process, field_, shape, field_.num_classes, path, fmt, info)
     else:
         key, precond, loss = network_record(read_snapshot(path), where)
-        process, net, preconditioning, info = convert(precond, loss, where, dtype)
+        process, net, preconditioning, info = convert(precond, loss, path, dtype)
         field_ = NeuralField(net, preconditioning).eval().requires_grad_(False)
         kw = info["network_arguments"]
         shape = (int(kw["in_channels"]), int(kw["img_resolution"]), int(kw["img_resolution"]))
