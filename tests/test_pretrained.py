@@ -299,3 +299,26 @@ def test_classifier_free_guidance_on_a_loaded_conditional_snapshot(tmp_path, nam
     cond, uncond = m.denoise(x, s, one_hot(labels, L)), m.denoise(x, s)
     want = uncond + 2.5 * (cond - uncond)
     assert torch.allclose(guided_model.denoise(x, s, one_hot(labels, L)), want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["ncsnpp-pfgmpp128-cond.pkl", "ddpmpp-vp-cond.pt", "adm-edm-cond.pkl", "ddpmpp-ve-uncond.pt"])
+def test_the_description_rebuilds_the_field(tmp_path, name):
+    """``info`` names physgen's network spec and preconditioning: with the process's config
+    they rebuild the same field from its weights (what a converted checkpoint stores)."""
+    from physgen.nets.adm import ADMUNet as _ADM
+    from physgen.nets.unet import UNet
+    from physgen.processes import make_process
+    from physgen.fields.neural import NeuralField
+
+    path, *_ = _write(tmp_path, name)
+    m = P.load(path, dtype=torch.float64)
+    spec = dict(m.info["physgen_network"])
+    net = {"UNet": UNet, "ADMUNet": _ADM}[spec.pop("class")](**spec).double()
+    net.load_state_dict(m.field.net.state_dict())
+    pre = dict(m.info["preconditioning"])
+    field = NeuralField(net, P.PRECONDITIONINGS[pre.pop("name")](**pre)).eval()
+    process = make_process(m.process.name, **m.process.config())
+    x, s = torch.randn(2, CH, RES, RES, dtype=torch.float64), torch.tensor([0.3, 3.0], dtype=torch.float64)
+    s = s if not isinstance(process, VP) else torch.tensor([0.2, 0.7], dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(process.denoise(field, x, s), m.process.denoise(m.field, x, s))

@@ -127,35 +127,32 @@ def _process(precond: Recorded, loss: Optional[Recorded], where: str) -> Tuple[P
     return process, EDMPreconditioning(sigma_data, fp16)
 
 
-def _network(model: Recorded, where: str) -> Tuple[nn.Module, Dict[str, Any]]:
-    """A physgen network of the U-Net record's configuration, and that configuration."""
+def _network(model: Recorded, where: str) -> Tuple[nn.Module, Dict[str, Any], Dict[str, Any]]:
+    """A physgen network of the U-Net record's configuration, the record's arguments over
+    EDM's defaults, and the physgen spec (``{"class": ..., **keywords}``) that rebuilds it."""
     kw = model.init_kwargs
     if not kw:
         raise UserError(f"{where}: the {model.class_name} record has no constructor arguments (_init_kwargs); its layout is unknown")
+    if model.class_name not in ("SongUNet", "DhariwalUNet"):
+        raise UserError(f"{where}: the U-Net is a {model.class_name!r}; physgen reads SongUNet (DDPM++/NCSN++) and DhariwalUNet (ADM)")
+    song = model.class_name == "SongUNet"
+    kw = {**(SONGUNET_DEFAULTS if song else DHARIWAL_DEFAULTS), **kw}
     try:
-        if model.class_name == "SongUNet":
-            kw = {**SONGUNET_DEFAULTS, **kw}
-            net: nn.Module = UNet(
-                img_resolution=int(kw["img_resolution"]), in_channels=int(kw["in_channels"]), out_channels=int(kw["out_channels"]),
-                model_channels=int(kw["model_channels"]), channel_mult=kw["channel_mult"], num_blocks=int(kw["num_blocks"]),
-                attn_resolutions=kw["attn_resolutions"], dropout=float(kw["dropout"]), embedding=kw["embedding_type"],
-                num_classes=int(kw["label_dim"]), channel_mult_emb=int(kw["channel_mult_emb"]),
-                channel_mult_noise=int(kw["channel_mult_noise"]), resample_filter=tuple(kw["resample_filter"]),
-                encoder_type=kw["encoder_type"], decoder_type=kw["decoder_type"])
-        elif model.class_name == "DhariwalUNet":
-            kw = {**DHARIWAL_DEFAULTS, **kw}
-            net = ADMUNet(
-                img_resolution=int(kw["img_resolution"]), in_channels=int(kw["in_channels"]), out_channels=int(kw["out_channels"]),
-                model_channels=int(kw["model_channels"]), channel_mult=kw["channel_mult"], num_blocks=int(kw["num_blocks"]),
-                attn_resolutions=kw["attn_resolutions"], dropout=float(kw["dropout"]), num_classes=int(kw["label_dim"]),
-                channel_mult_emb=int(kw["channel_mult_emb"]))
-        else:
-            raise UserError(f"{where}: the U-Net is a {model.class_name!r}; physgen reads SongUNet (DDPM++/NCSN++) and DhariwalUNet (ADM)")
+        spec: Dict[str, Any] = dict(
+            img_resolution=int(kw["img_resolution"]), in_channels=int(kw["in_channels"]), out_channels=int(kw["out_channels"]),
+            model_channels=int(kw["model_channels"]), channel_mult=[int(m) for m in kw["channel_mult"]], num_blocks=int(kw["num_blocks"]),
+            attn_resolutions=[int(r) for r in kw["attn_resolutions"]], dropout=float(kw["dropout"]), num_classes=int(kw["label_dim"]),
+            channel_mult_emb=int(kw["channel_mult_emb"]))
+        if song:
+            spec.update(embedding=str(kw["embedding_type"]), channel_mult_noise=int(kw["channel_mult_noise"]),
+                        resample_filter=[int(t) for t in kw["resample_filter"]], encoder_type=str(kw["encoder_type"]),
+                        decoder_type=str(kw["decoder_type"]))
+        net: nn.Module = (UNet if song else ADMUNet)(**spec)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
-        if isinstance(exc, UserError):
-            raise UserError(f"{where}: {exc}") from None
         raise UserError(f"{where}: the {model.class_name} arguments are incomplete or malformed ({exc!r})") from None
-    return net, kw
+    return net, kw, {"class": type(net).__name__, **spec}
 
 
 _LEVEL_HEAD = re.compile(r"^dec\.(\d+)x\d+_aux_(norm|conv)\.(weight|bias)$")
@@ -279,12 +276,12 @@ def convert(precond: Recorded, loss: Optional[Recorded], path, dtype: torch.dtyp
     if precond.class_name == "iDDPMPrecond":  # the learned variance outputs are dropped: a mean-only network
         kw_model["out_channels"] = int(kw_model.get("out_channels", 0)) // 2
     model = Recorded(model.class_name, {**model.state, "_init_kwargs": kw_model}, model.source, model.version)
-    net, kw = _network(model, where)
+    net, kw, spec = _network(model, where)
     net = net.to(dtype)
     _check_attributes(model, net, where)
     state = _converted(model.tensors(), net, kw, where)
     load_state(net, state, path=path, what="U-Net weights (in physgen's names)")
     settings = _settings(precond)
     info = {"preconditioner": precond.class_name, "network": model.class_name, "settings": settings, "network_arguments": kw,
-            "module_src_sha256": precond.source_sha256}
+            "physgen_network": spec, "preconditioning": preconditioning.config(), "module_src_sha256": precond.source_sha256}
     return process, net, preconditioning, info
