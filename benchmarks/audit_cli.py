@@ -148,6 +148,8 @@ def cases() -> list[Case]:
             Case("names", TOY + ["--birth-death", "nope", "--process", "yukawa"] + o, ("nope",), owner="sampler"),
             Case("names", TOY + ["--guidance", "nope"] + o, ("nope",)), Case("names", NLL + ["--weights", "nope"] + o, ("nope",)),
             Case("names", TOY + ["--nope", "1"] + o, ("--nope",))]
+    withheld = "torchdiffeq:explicit_adams"  # in torchdiffeq, left out of the table: refused with the reason
+    out += [Case("names", TOY + ["--solver", withheld] + o, (withheld,)), Case("names", CMP + ["--solvers", "euler," + withheld] + o, (withheld,))]
 
     # numbers ------------------------------------------------------------------------------
     ints = ["0", "-1", "abc", "2.5", "nan", "1e400"]

@@ -33,8 +33,8 @@ from .noise import SeededNoise
 from .optimal_schedule import OPTIMAL, optimal_options, optimal_schedule
 from .processes.base import Process, check_steps
 
-__all__ = ["grid", "sample", "sampling_record", "solver_rows", "format_solver_table", "check_result", "DivergenceError", "DIVERGENCE_RATIO",
-           "STRAY_RATIO", "stray_fraction", "pooled_stray_fraction", "warn_strays", "warn_stray_runs"]
+__all__ = ["grid", "sample", "sampling_record", "solver_spec", "solver_rows", "format_solver_table", "check_result", "DivergenceError",
+           "DIVERGENCE_RATIO", "STRAY_RATIO", "stray_fraction", "pooled_stray_fraction", "warn_strays", "warn_stray_runs"]
 
 DIVERGENCE_RATIO = 4.0
 """A result whose median distance from the prior's centre exceeds this multiple of the
@@ -61,11 +61,13 @@ class DivergenceError(FloatingPointError):
     solution: Optional[Solution] = None
 
 
-def _spec(method: str) -> solvers.Spec:
+def solver_spec(method: str) -> solvers.Spec:
+    """The table row of ``method``; :class:`UserError` naming the valid ones (or why a withheld one is not offered)."""
     try:
         return solvers.get_solver(method)
     except ValueError:
-        raise unknown_name("solver", method, solvers.solver_names()) from None
+        why = solvers.withheld(method)  # a torchdiffeq method left out of the table: say why
+        raise (UserError(why) if why else unknown_name("solver", method, solvers.solver_names())) from None
 
 
 def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] = None, *, method: str = "heun",
@@ -81,7 +83,7 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
     grid fitted to ``method``'s error on ``field`` (:mod:`physgen.optimal_schedule`; ``shape``
     of one sample, default ``(dim,)``, the solver's ``options``, ``label``; cached in ``cache_dir``).
     """
-    spec = _spec(method)
+    spec = solver_spec(method)
     if spec.grid == "levels":
         if schedule is not None:
             raise UserError(f"solver {method!r} runs on the process's geometric noise levels; --schedule does not apply (use --steps L for L levels)")
@@ -144,7 +146,7 @@ def _missing(spec: solvers.Spec, process: Process, caps) -> UserError:
 def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = "heun", *, noise: Optional[SeededNoise] = None,
            label: Optional[Tensor] = None, **options) -> Solution:
     """Generate from ``x0`` (drawn at ``schedule[0]``) with the named solver; see the module docstring."""
-    spec = _spec(method)
+    spec = solver_spec(method)
     modes, options = _split_modes(process, options)
     offers, caps = process.offers(field, label, **modes), process.capabilities(**modes)
     spec, options = _route(spec, process, offers, options)
@@ -258,8 +260,9 @@ def warn_stray_runs(runs: Sequence[tuple[str, Optional[float]]], stream=None) ->
 
 def sampling_record(process: Process, method: str, schedule_name: Optional[str], schedule: Tensor, stats) -> dict:
     """What a sampling command did, for its JSON (``metrics.json``, ``sampling.json``):
-    solver, integration steps, schedule name, NFE (measured) and the grid itself."""
-    spec = _spec(method)
+    solver, integration steps, schedule name, NFE (measured), the row's NFE per step (a
+    number, ``None`` where it varies) and the grid itself."""
+    spec = solver_spec(method)
     name = schedule_name or ("levels" if spec.grid == "levels" else process.default_schedule_name)
     s = torch.as_tensor(schedule, dtype=torch.float64).flatten()
     return {"solver": method, "steps": int(s.numel() - 1), "schedule": name, "nfe": int(stats.nfe), "nfe_per_step": spec.nfe,
@@ -267,12 +270,13 @@ def sampling_record(process: Process, method: str, schedule_name: Optional[str],
 
 
 def solver_rows(process: Optional[Process] = None, **modes) -> list[dict]:
-    """One row per solver of the table: name, needs, order, NFE per step, stochastic,
-    adaptive, and (for a process) whether it runs there or what is missing."""
+    """One row per solver of the table: name, needs, order and NFE per step (each number with
+    its note, :attr:`solvers.Spec.order_text`), stochastic, adaptive, and (for a process)
+    whether it runs there or what is missing."""
     caps = process.capabilities(**modes) if process is not None else None
     rows = []
     for name, spec in solvers.SOLVERS.items():
-        row = {"name": name, "needs": " + ".join(spec.needs), "order": spec.order, "nfe_per_step": spec.nfe,
+        row = {"name": name, "needs": " + ".join(spec.needs), "order": spec.order_text, "nfe_per_step": spec.nfe_text,
                "stochastic": spec.stochastic, "adaptive": spec.adaptive, "reference": spec.reference,
                "options": ", ".join(o.name for o in spec.options)}
         if caps is not None:

@@ -156,12 +156,30 @@ def dpmpp_3m(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Unio
     ``sample_dpmpp_3m_sde`` (at ``eta = 0``) weight ``D2`` by ``h φ_3(-h)``, not ``2 h φ_3(-h)``:
     their second-derivative term is half the Taylor term (``P''`` enters as ``h³ φ_3 P''``,
     and ``D2 = h² P''/2``), so their local error keeps an ``h³ φ_3 P''/2`` term.  We integrate
-    the interpolant exactly, which makes the method third order (tests/test_solvers_denoiser.py
-    measures it on a closed-form flow).  Warm-up: orders 1, 2, 3 over the first steps
-    (the first step is DDIM, the second the exactly integrated linear interpolant) as in the
-    libraries, and the order is lowered on a step that reaches more than twice the λ-span of
-    the points it extrapolates (:func:`solvers.expint.multistep_order`: VP's ``vp-time`` grid
-    ends with such a step; EDM's and log-uniform grids have none).  No lower-order final steps
+    the interpolant exactly, which makes the method third order once started
+    (tests/test_solver_orders.py measures it on a closed-form flow).
+
+    Warm-up: orders 1, 2, 3 over the first steps.  The first step is DDIM; the second
+    integrates the linear interpolant exactly, ``h φ_1(-h) D_i + h φ_2(-h) D1`` with
+    ``D1 = (D_i - D_{i-1})/r0``, as k-diffusion's ``sample_dpmpp_3m_sde`` (at ``eta = 0``) and
+    diffusers' ``DPMSolverMultistepScheduler`` (``solver_order=3``) with ``solver_type="heun"``
+    do; diffusers' default ``solver_type="midpoint"`` weights ``D1`` by ``(1 - e^{-h})/2``
+    instead (the same to ``O(h³)`` per step), so "as in the libraries" holds for those two and
+    not for diffusers' default.  The warm-up's local errors
+    (``O(h²)`` on the first step) leave an ``O(h²)`` term in the global error, which both
+    libraries share: the flow's contraction damps it by about ``σ_data/σ_max``, so the third
+    order shows at the step counts samplers use and the ``O(h²)`` term once the error is near
+    1e-7.  Measured on the Gaussian PF-ODE from σ = 80 to 0.05 on a log-uniform grid
+    (``python tests/measured_orders.py``, benchmarks/RESULTS.md): with σ_data = 1, slope 3.9
+    to 4.1 per doubling down to 1.6e-6 at 128 steps (5.5 to 256, where the terms cancel), then
+    0.8, 1.4, 1.8 from 3.4e-8 at 256 steps (2.1e-9 at 2048); with σ_data up to 2 in the batch
+    it shows near 1e-6 (slope 1.6 from 2.4e-6 at 128 steps, 2.0 by 2048).  With the first two
+    steps exact the slope stays above 3 (3.1 at 2e-10), so the term is the warm-up's
+    (tests/test_solver_orders.py).
+
+    The order is also lowered on a step that reaches more than twice the λ-span of the points
+    it extrapolates (:func:`solvers.expint.multistep_order`: VP's ``vp-time`` grid ends with
+    such a step; EDM's and log-uniform grids have none).  No lower-order final steps
     otherwise, other than the last step to ``s = 0``, which is
     the denoising step ``x <- D(x, s_{K-1})`` of every solver here (the libraries' denoise-
     to-zero final step; diffusers' ``lower_order_final`` further lowers the second-to-last

@@ -144,25 +144,47 @@ class Spec:
     """A row of the solver table.
 
     ``fn(target, x, schedule, **options) -> Solution``; ``needs`` as in the module
-    docstring; ``order`` the order of accuracy in words (``"2"``, ``"1 (weak)"``);
-    ``nfe`` the network evaluations per step in words; ``reference`` the paper;
-    ``grid``: ``"steps"`` (the process's integration grid), ``"levels"`` (the process's
-    Langevin levels, followed by 0 for the final denoising step) or ``"ends"`` (the solver
-    takes the process's grid of ``K`` steps as a budget and lays its own steps between the
-    grid's ends: its trajectory is on its own points, ``stats.extra["grid"]``).  ``options`` default to
-    the ones the function declared with :func:`takes`.
+    docstring; ``reference`` the paper; ``grid``: ``"steps"`` (the process's integration
+    grid), ``"levels"`` (the process's Langevin levels, followed by 0 for the final denoising
+    step) or ``"ends"`` (the solver takes the process's grid of ``K`` steps as a budget and
+    lays its own steps between the grid's ends: its trajectory is on its own points,
+    ``stats.extra["grid"]``).  ``options`` default to the ones the function declared with
+    :func:`takes`.
+
+    The claims are numbers, each with an optional note (``--list-solvers`` prints both; the
+    tests measure the numbers):
+
+    ``order``
+        the global order of accuracy at the default options: the error falls as ``h^order``
+        on the closed-form Gaussian probability-flow ODE from σ = 80 (tests/measured_orders.py,
+        which fits it for every deterministic row; adaptive rows: the order of the solution
+        they propagate).  ``None`` where there is no deterministic order (Langevin, the
+        score-SDE and DDPM samplers); a stochastic row that has a deterministic member
+        (``eta=0``, ``s_churn=0``, births without births) gives that member's order.  An order is a lower bound there: the flow is linear in ``x``,
+        and some methods do better on it (midpoint: 3).  ``order_note`` says where it changes
+        (other options, a warm-up's term below some error).
+    ``weak_order``
+        a stochastic row's weak order (of the output law on Gaussian data, measured by
+        tests/test_ancestral.py), where one is measured.
+    ``nfe``
+        network evaluations per step (per *attempted* step for adaptive rows), counted at the
+        field by the tests; ``None`` where it is no fixed number per step (``nfe_note`` says
+        what it is).
     """
 
     name: str
     fn: Callable
     needs: tuple
-    order: str
-    nfe: str
+    order: Optional[float]
+    nfe: Optional[float]
     reference: str
     adaptive: bool = False
     stochastic: bool = False
     options: tuple = ()
     grid: str = "steps"
+    order_note: str = ""
+    nfe_note: str = ""
+    weak_order: Optional[float] = None
 
     def __post_init__(self):
         if not self.options:
@@ -173,6 +195,24 @@ class Spec:
         names = [o.name for o in self.options]
         if len(set(names)) != len(names):
             raise ValueError(f"solver {self.name!r}: an option is declared twice: {names}")
+        for what in ("order", "nfe", "weak_order"):
+            value = getattr(self, what)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf):
+                raise ValueError(f"solver {self.name!r}: {what} must be a positive number or None, got {value!r}")
+
+    @property
+    def order_text(self) -> str:
+        """The order as ``--list-solvers`` prints it: the number (``-`` for none), then its note
+        and the weak order."""
+        notes = [self.order_note] if self.order_note else []
+        if self.weak_order is not None:
+            notes.append(f"weak {self.weak_order:g}")
+        return _with_notes(self.order, notes)
+
+    @property
+    def nfe_text(self) -> str:
+        """NFE per step as ``--list-solvers`` prints it: the number (``-`` where it varies), then its note."""
+        return _with_notes(self.nfe, [self.nfe_note] if self.nfe_note else [])
 
     @property
     def target(self) -> str:
@@ -188,6 +228,11 @@ class Spec:
         parsed = parse_options(self.options, {k: v for k, v in given.items() if k in known or k not in NOISE_KEYS},
                                f"solver {self.name!r}", passthrough=NOISE_KEYS)
         return {k: parsed[k] for k in given if k in parsed}
+
+
+def _with_notes(value: Optional[float], notes: list) -> str:
+    text = "-" if value is None else f"{value:g}"
+    return f"{text} ({'; '.join(notes)})" if notes else text
 
 
 def parse_options(opts: Sequence[Option], given: dict, owner: str, passthrough: Sequence[str] = ()) -> dict:

@@ -3,10 +3,12 @@
 torchdiffeq (Chen et al., arXiv 1806.07366) integrates ``dy/dt = func(t, y)`` with one
 scalar ``t`` for the whole batch, so its adaptive methods choose one step size for all
 samples (the error norm is taken over the whole batch); compare :func:`solvers.dopri5`.
-Every method appears in the solver table as ``torchdiffeq:METHOD``.
+Every method appears in the solver table as ``torchdiffeq:METHOD``, except the ones in
+:data:`TORCHDIFFEQ_WITHHELD` (each with the measured reason).
 """
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Optional, Sequence, Union
 
 import torch
@@ -17,18 +19,30 @@ from ._loop import check_batch, scale_table, to_zero
 from .base import Counted, Solution, SolverError, SolverStats, as_schedule
 from .spec import Option, takes
 
-__all__ = ["torchdiffeq_solver", "torchdiffeq_methods", "TORCHDIFFEQ_FIXED_GRID", "TORCHDIFFEQ_PREFIX", "make_torchdiffeq"]
+__all__ = ["torchdiffeq_solver", "torchdiffeq_methods", "TORCHDIFFEQ_FIXED_GRID", "TORCHDIFFEQ_PREFIX", "TORCHDIFFEQ_WITHHELD",
+           "make_torchdiffeq"]
 
 TORCHDIFFEQ_PREFIX = "torchdiffeq:"
 TORCHDIFFEQ_FIXED_GRID = frozenset({"euler", "midpoint", "rk4", "heun2", "heun3", "explicit_adams", "implicit_adams", "fixed_adams"})
+TORCHDIFFEQ_WITHHELD = {
+    "scipy_solver": "it leaves the device (SciPy on the CPU)",
+    "explicit_adams": "its error grows with the step count on the Gaussian probability-flow ODE (7.5e20 at 256 "
+                      "log-uniform steps, 9.7e14 at 256 uniform ones, calling torchdiffeq directly): it raises the "
+                      "Adams-Bashforth order up to 11, whose stability region is tiny, and uses a uniform grid's weights "
+                      "on any grid; use torchdiffeq:implicit_adams (its Adams-Moulton corrector) or lms instead",
+}
+"""torchdiffeq methods not offered, with the reason (benchmarks/RESULTS.md, "Solver orders")."""
 _FALLBACK_METHODS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2",
                      "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
 
 
 def torchdiffeq_methods() -> tuple[str, ...]:
-    """The method names the installed torchdiffeq accepts (``scipy_solver`` excluded: it leaves the device)."""
-    methods = getattr(getattr(getattr(torchdiffeq, "_impl", None), "odeint", None), "SOLVERS", None)  # private, the only list
-    return tuple(m for m in (methods or _FALLBACK_METHODS) if m != "scipy_solver")
+    """The method names the installed torchdiffeq accepts, less :data:`TORCHDIFFEQ_WITHHELD`."""
+    try:  # private, the only list; the module by name: the attribute torchdiffeq._impl.odeint is the function
+        methods = tuple(importlib.import_module("torchdiffeq._impl.odeint").SOLVERS)
+    except (ImportError, AttributeError):
+        methods = _FALLBACK_METHODS
+    return tuple(m for m in methods if m not in TORCHDIFFEQ_WITHHELD)
 
 
 class _Func(torch.nn.Module):
@@ -67,6 +81,8 @@ def torchdiffeq_solver(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, sche
     ``stats.extra["steps_reported"]`` is ``False``.
     """
     check_batch(x, f"torchdiffeq:{method}")
+    if method in TORCHDIFFEQ_WITHHELD:
+        raise ValueError(f"torchdiffeq method {method!r} is not offered: {TORCHDIFFEQ_WITHHELD[method]}")
     if method not in torchdiffeq_methods():
         raise ValueError(f"unknown torchdiffeq method {method!r}; valid: {', '.join(torchdiffeq_methods())}")
     options = {k: v for k, v in options.items() if v is not None}

@@ -30,9 +30,6 @@ F64 = torch.float64
 NAMES = ("euler-ancestral", "dpm2-ancestral", "dpmpp-sde", "dpmpp-2m-sde", "dpmpp-3m-sde")
 VARIANTS = [(n, {}) for n in NAMES] + [("dpmpp-2m-sde", {"solver_type": "heun"})]
 IDS = [n + ("-heun" if o else "") for n, o in VARIANTS]
-ORDER = {"euler-ancestral": 1, "dpmpp-3m-sde": 3}  # at eta = 0; every other variant: 2
-WEAK_ORDER = {"euler-ancestral": 1}  # of the output variance at eta > 0 on Gaussian data; every other variant: 2
-NFE_PER_STEP = {"dpm2-ancestral": 2, "dpmpp-sde": 2}  # the others: 1
 MU, C = 0.7, 0.5  # the single Gaussian N(MU, C²) of the closed-form tests
 
 
@@ -147,7 +144,7 @@ def test_eta_zero_convergence_order_on_the_gaussian_pf_ode(name, opts):
         x = solvers.solve(GaussianDenoiser(), x0, s, method=name, eta=0.0, noise=forbidden_noise, **opts).x
         errs.append(float((x - exact).abs().max()))
     orders = [math.log2(errs[i] / errs[i + 1]) for i in range(2)]
-    p = ORDER.get(name, 2)
+    p = solvers.get_solver(name).order  # the row's order: that of its deterministic member (eta = 0)
     assert all(p - 0.25 < o < p + 0.35 for o in orders), (errs, orders)
 
 
@@ -223,7 +220,7 @@ def test_exact_output_law_on_a_gaussian_converges_to_the_data_law(name, opts, et
         offset, var = exact_law(name, {"eta": eta, **opts}, GaussianDenoiser(), s, C**2 + 20.0**2)
         assert offset < 1e-12
         errs.append(var / C**2 - 1.0)
-    p = WEAK_ORDER.get(name, 2)
+    p = solvers.get_solver(name).weak_order  # the row's weak order
     assert math.log2(abs(errs[0] / errs[1])) > p - 0.4, errs
     assert abs(errs[1]) < (0.15 if p == 1 else 0.02), errs
 
@@ -241,7 +238,7 @@ def test_samples_have_the_exact_law_on_a_gaussian(name, opts):
     s = p.grid(k)
     x = sample(p, f, x0, s, name, noise=noise, **opts).x
     _, var = exact_law(name, opts, GaussianDenoiser(), s, 20.0**2)  # the same affine law per coordinate (MU is immaterial)
-    assert abs(var / c**2 - 1) < (0.15 if WEAK_ORDER.get(name, 2) == 1 else 0.02)
+    assert abs(var / c**2 - 1) < (0.15 if solvers.get_solver(name).weak_order == 1 else 0.02)
     se_mean, se_var = math.sqrt(var / n), var * math.sqrt(2.0 / (n - 1))
     assert torch.all((x.mean(0) - mu).abs() < 4 * se_mean), (x.mean(0), mu)
     assert torch.all((x.var(0) - var).abs() < 4 * se_var), (x.var(0), var)
@@ -316,7 +313,7 @@ def test_nfe_per_step_is_counted_at_the_target(name):
     proc = make_process("edm", sigma_max=10.0)
     field = proc.analytic_field(two_mode_mixture())
     counting = CountingDenoiser(field)
-    k, per = 10, NFE_PER_STEP.get(name, 1)
+    k, per = 10, solvers.get_solver(name).nfe
     x0 = proc.sample_prior((64, 2), generator=torch.Generator().manual_seed(0))
     sol = sample(proc, counting, x0, proc.grid(k), name, noise=SeededNoise(0, range(64)))
     assert sol.stats.nfe == counting.calls == per * (k - 1) + 1  # the last step to 0 is one denoising evaluation
@@ -374,7 +371,7 @@ def test_list_solvers_shows_each_with_its_needs_order_and_nfe(capsys):
     for name in NAMES:
         spec = solvers.get_solver(name)
         assert spec.needs == ("denoiser", "gaussian") and spec.stochastic
-        for part in ("denoiser + gaussian", spec.order, spec.nfe, "no: needs gaussian"):
+        for part in ("denoiser + gaussian", spec.order_text, spec.nfe_text, "no: needs gaussian"):
             assert part in rows[name], (name, part)
     assert main(["toy", "--list-solvers", "--process", "edm"]) == 0
     rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines() if line.strip()}
@@ -409,7 +406,7 @@ def test_physgen_toy_samples_the_two_mode_mixture(tmp_path, name, field):
     x = torch.from_numpy(np.load(out / "samples.npy")).double()
     assert abs(float(mode_weights(x, two_mode_mixture().means)[0]) - 0.2) < 0.03
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["nfe"] == NFE_PER_STEP.get(name, 1) * (steps - 1) + 1
+    assert metrics["nfe"] == solvers.get_solver(name).nfe * (steps - 1) + 1
 
 
 @pytest.mark.cuda

@@ -20,6 +20,7 @@ from solvers import (
     ve_time_schedule,
     vp_time_schedule,
 )
+from toy_fields import GaussianPF as GaussianDenoiserFlow  # the VE flow of N(mu, c²) data in closed form, c per sample
 
 # ---------------------------------------------------------------------------------------
 # Test flows with known solutions
@@ -27,33 +28,6 @@ from solvers import (
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return v.view((-1,) + (1,) * (x.dim() - 1))
-
-
-class GaussianDenoiserFlow:
-    """VE flow of data ``N(mu, c^2 I)``: ``D(x, s) = mu + c^2/(c^2+s^2) (x - mu)``.
-
-    ``c`` may be a scalar or one value per sample.  Exact solution
-    ``x(s) = mu + (x0 - mu) sqrt((c^2 + s^2)/(c^2 + s0^2))``.
-    """
-
-    def __init__(self, mu: float = 0.5, c=1.0):
-        self.mu = mu
-        self.c = torch.as_tensor(c, dtype=torch.float64)
-
-    def _c2(self, x):
-        c = self.c.to(device=x.device, dtype=x.dtype)
-        return _bcast(c * c, x) if c.dim() else c * c
-
-    def denoise(self, x, s):
-        c2 = self._c2(x)
-        return self.mu + c2 / (c2 + _bcast(s, x) ** 2) * (x - self.mu)
-
-    def __call__(self, x, s):
-        return (x - self.denoise(x, s)) / _bcast(s, x)
-
-    def exact(self, x0, s0: float, s1: float):
-        c2 = self._c2(x0)
-        return self.mu + (x0 - self.mu) * torch.sqrt((c2 + s1 ** 2) / (c2 + s0 ** 2))
 
 
 class CosFlow:
@@ -110,16 +84,10 @@ def _slope(ns, errs):
 # ---------------------------------------------------------------------------------------
 # Convergence orders
 
-GAUSS_ORDERS = [  # (method, options, expected order)
-    ("euler", {}, 1.0),
-    ("heun", {}, 2.0),
-    ("rk3", {}, 3.0),
-    ("rk4", {}, 4.0),
-    ("rk4-38", {}, 4.0),
+GAUSS_ORDERS = [  # (method, options, expected order): the rows' orders, and those options set
+    *((name, {}, solvers.get_solver(name).order) for name in ("euler", "heun", "rk3", "rk4", "rk4-38", "dpm2", "dpmpp-2m")),
     ("lms", {"order": 1}, 1.0),
     ("lms", {"order": 2}, 2.0),
-    ("dpm2", {}, 2.0),
-    ("dpmpp-2m", {}, 2.0),
 ]
 
 
@@ -145,13 +113,10 @@ def test_midpoint_is_at_least_second_order_on_gaussian_flow():
     assert _slope(ns, errs) > 1.7
 
 
-COS_ORDERS = [
-    ("euler", {}, 1.0),
-    ("midpoint", {}, 2.0),
-    ("heun", {}, 2.0),
-    ("rk3", {}, 3.0),
-    ("rk4", {}, 4.0),
-    ("rk4-38", {}, 4.0),
+COS_ORDERS = [  # a flow that is not linear in x: every Runge-Kutta row has exactly its order
+    *((name, {}, solvers.get_solver(name).order) for name in ("euler", "midpoint", "heun", "rk3", "rk4", "rk4-38", "torchdiffeq:euler",
+                                                               "torchdiffeq:midpoint", "torchdiffeq:heun2", "torchdiffeq:heun3",
+                                                               "torchdiffeq:rk4")),
     ("lms", {"order": 2}, 2.0),
     ("lms", {"order": 3, "warmup": "rk4"}, 3.0),
     ("lms", {"order": 4, "warmup": "rk4"}, 4.0),
@@ -222,9 +187,6 @@ def test_lms_last_step_is_k_diffusions_adams_bashforth_step():
 # NFE
 
 
-NFE_PER_STEP = {"euler": 1, "midpoint": 2, "heun": 2, "rk3": 3, "rk4": 4, "rk4-38": 4, "lms": 1, "dpm2": 2, "dpmpp-2m": 1}
-
-
 @pytest.mark.parametrize("method", ODE_SOLVERS + ["torchdiffeq:dopri5", "torchdiffeq:rk4", "torchdiffeq:euler"])
 @pytest.mark.parametrize("zero", [True, False])
 def test_nfe_counted_at_the_field(method, zero):
@@ -233,8 +195,9 @@ def test_nfe_counted_at_the_field(method, zero):
     sched = edm_schedule(K, 0.1, 10.0, append_zero=True) if zero else edm_schedule(K + 1, 0.1, 10.0, append_zero=False)
     sol = solvers.solve(flow, _x0(), sched, method=method)
     assert sol.stats.nfe == flow.calls
-    if method in NFE_PER_STEP:
-        per = NFE_PER_STEP[method]
+    spec = solvers.get_solver(method)
+    if not spec.adaptive and spec.grid == "steps":  # the row's NFE per step, and 1 for a last step to 0
+        per = spec.nfe
         assert sol.stats.nfe == (per * (K - 1) + 1 if zero else per * K)
         assert sol.stats.steps == K and sol.stats.accepted == K * 3 and sol.stats.rejected == 0
 
@@ -546,7 +509,7 @@ def test_register_solver_extends_registry():
         return solvers.euler(flow, x, schedule, **kw)
 
     try:
-        solvers.register_solver(solvers.Spec("test-sde-sampler", mine, ("flow",), "1", "1", "a test", stochastic=True))
+        solvers.register_solver(solvers.Spec("test-sde-sampler", mine, ("flow",), 1, 1, "a test", stochastic=True))
         assert solvers.get_solver("test-sde-sampler").stochastic
         assert "test-sde-sampler" in solvers.solver_names()
         assert solvers.solve(CosFlow(), _x0(), [1.0, 0.5], method="test-sde-sampler").stats.nfe == 1

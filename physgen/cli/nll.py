@@ -147,9 +147,9 @@ def run(args) -> int:
             field.eval()
         x = dataset.sample(args.n, torch.Generator(device=device).manual_seed(args.seed + 1_000_003), device=device)
 
-    from ..sampling import grid
+    from ..sampling import grid, solver_spec
 
-    adaptive = _spec(args.solver).adaptive
+    adaptive = solver_spec(args.solver).adaptive
     if not adaptive and (args.rtol is not None or args.atol is not None):
         raise UserError(f"--rtol/--atol apply to adaptive solvers; {args.solver!r} takes --steps")
     if adaptive and (args.steps is not None or args.schedule is not None):
@@ -190,12 +190,3 @@ def run(args) -> int:
     return 0
 
 
-def _spec(name: str):
-    import solvers
-
-    from ..errors import unknown_name
-
-    try:
-        return solvers.get_solver(name)
-    except ValueError:
-        raise unknown_name("solver", name, solvers.solver_names()) from None

@@ -53,9 +53,9 @@ from torch import Tensor
 
 import solvers
 
-from ..errors import UserError, unknown_name
+from ..errors import UserError
 from ..io import atomic_write, ensure_dir, save_figure, write_json
-from ..sampling import DivergenceError, check_result, pooled_stray_fraction, sample, warn_stray_runs
+from ..sampling import DivergenceError, check_result, pooled_stray_fraction, sample, solver_spec, warn_stray_runs
 from .problems import Problem
 
 __all__ = [
@@ -117,8 +117,7 @@ def resolve_solvers(names: Optional[Sequence[str]], process) -> tuple[list[str],
         return [n for n in pool if n in valid], False
     out: list[str] = []
     for n in names:
-        if n not in valid:
-            raise unknown_name("solver", n, valid)
+        solver_spec(n)  # an unknown name: one line listing the valid ones
         if n not in out:
             out.append(n)
     return out, True

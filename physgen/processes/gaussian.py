@@ -31,6 +31,7 @@ from ..fields.kinds import FieldEstimator, convert_gaussian, expand_as_batch
 from ..fields.neural import DenoiserPreconditioning, EpsPreconditioning, NeuralField, ScorePreconditioning
 from ..kernels import GaussianKernel
 from .base import DenoiserFlow, KernelPrior, Process, ProcessFlow, check_prior_mean, check_scale_range, draw, prior_centre
+from .discrete_vp import DiscreteBetas
 from .ncsnv2 import ncsnv2_levels
 
 __all__ = ["GaussianSDE", "GaussianMarginal", "DenoiserProcess", "SigmaForm", "EDM", "VE", "VP", "data_scales", "GAUSSIAN_NEEDS"]
@@ -363,11 +364,13 @@ class VP(GaussianMarginal, Process):
     forward SDE ``dx = -½β(t) x dt + √β(t) dW``.  ``linear``: ``β(t) = β_min + t(β_max - β_min)``.
     ``cosine`` (Nichol & Dhariwal, arXiv 2102.09672): ``a² = f(t)/f(0)``,
     ``f(t) = cos²((t+c)/(1+c) · π/2)``, ``β = -d ln a²/dt``; ``β → ∞`` at ``t = 1``, so the
-    cosine schedule stops at ``t_max = 0.999``.  Loss: ``‖ε_θ(x, t) - ε‖²`` with
+    cosine schedule stops at ``t_max = 0.999``.  ``discrete`` (DDPM's ``T`` steps ``betas``,
+    :mod:`physgen.processes.discrete_vp`): ``a² = ᾱ_τ`` at ``t = (τ+1)/T``, ``log a²``
+    linear in between.  Loss: ``‖ε_θ(x, t) - ε‖²`` with
     ``t ~ U[t_eps, t_max]``.  Prior: the kernel at ``t_max`` around ``prior_mean`` (default
     0), ``N(a(t_max) prior_mean, b(t_max)² I)``.  The default grid is EDM's ρ-schedule
     (arXiv 2206.00364, eq. 5, ρ = 7) laid in ``t`` from ``t_max`` to ``t_eps``, ``steps + 1``
-    points: below ``σ = b/a ≈ 1.5`` its steps are nearly equal in ``log σ`` (0.34-0.36 at 18
+    points: below ``σ = b/a ≈ 1.5`` its steps are nearly equal in ``log σ`` (linear β: 0.34-0.36 at 18
     steps).  Score SDE's grid, uniform in ``t`` (``--schedule vp-time``), is built for 1000
     steps: at 18 its last step spans σ 0.195 -> 0.0105 (``log σ`` 2.92), where Heun's second
     stage turns the contraction ``σ₂/σ₁ = 0.054`` into -0.59 and scatters samples (two-mode
@@ -379,15 +382,18 @@ class VP(GaussianMarginal, Process):
     network_kind = "eps"
 
     def __init__(self, beta_schedule: str = "linear", beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-3,
-                 t_max: Optional[float] = None, cosine_offset: float = 0.008, prior_mean=None):
-        if beta_schedule not in ("linear", "cosine"):
-            raise UserError(f"unknown VP beta schedule {beta_schedule!r}; valid: cosine, linear")
+                 t_max: Optional[float] = None, cosine_offset: float = 0.008, prior_mean=None, betas: Optional[list] = None):
+        if beta_schedule not in ("linear", "cosine", "discrete"):
+            raise UserError(f"unknown VP beta schedule {beta_schedule!r}; valid: cosine, discrete, linear")
+        if (beta_schedule == "discrete") != (betas is not None):
+            raise UserError("betas (DDPM's discrete schedule) go with beta_schedule='discrete', and only with it")
+        self.discrete = DiscreteBetas(betas) if betas is not None else None
         for name, v in (("beta_min", beta_min), ("beta_max", beta_max), ("t_eps", t_eps), ("cosine_offset", cosine_offset)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise UserError(f"{name} must be a finite number, got {v!r}")
         if not 0 <= beta_min < beta_max <= 1e4:
             raise UserError(f"need 0 <= beta_min < beta_max <= 1e4, got beta_min={beta_min}, beta_max={beta_max}")
-        t_max = (1.0 if beta_schedule == "linear" else 0.999) if t_max is None else t_max
+        t_max = (0.999 if beta_schedule == "cosine" else 1.0) if t_max is None else t_max
         if isinstance(t_max, bool) or not isinstance(t_max, (int, float)) or not 0 < t_eps < t_max <= 1:
             raise UserError(f"need 0 < t_eps < t_max <= 1, got t_eps={t_eps}, t_max={t_max}")
         if not 0 < cosine_offset < 1:
@@ -399,12 +405,16 @@ class VP(GaussianMarginal, Process):
     default_schedule_name = "edm"  # laid in t (class docstring); vp-time's last Heun step scatters samples
 
     def _log_alpha(self, t: Tensor) -> Tensor:
+        if self.discrete is not None:
+            return 0.5 * self.discrete.log_alpha_bar(t)
         if self.beta_schedule == "linear":
             return -0.5 * (self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t**2)
         c = self.cosine_offset
         return torch.log(torch.cos((t + c) / (1 + c) * math.pi / 2) / math.cos(c / (1 + c) * math.pi / 2))
 
     def beta(self, t: Tensor) -> Tensor:
+        if self.discrete is not None:
+            return self.discrete.beta(t)
         if self.beta_schedule == "linear":
             return self.beta_min + t * (self.beta_max - self.beta_min)
         c = self.cosine_offset
@@ -417,6 +427,8 @@ class VP(GaussianMarginal, Process):
     def t_of_sigma(self, sigma: Tensor) -> Tensor:
         """The time with ``b(t)/a(t) = σ``: ``-log a² = log(1 + σ²)`` solved in closed form."""
         log1p = torch.log1p(sigma.double() ** 2)
+        if self.discrete is not None:
+            return self.discrete.t_of_log_alpha_bar(-log1p).to(sigma.dtype)
         if self.beta_schedule == "linear":
             d = self.beta_max - self.beta_min
             t = 2.0 * log1p / (self.beta_min + torch.sqrt(self.beta_min**2 + 2.0 * d * log1p))
@@ -494,5 +506,6 @@ class VP(GaussianMarginal, Process):
         return {} if given.get("prior_mean") is not None else {"prior_mean": data_scales(data)["mean"]}
 
     def config(self) -> dict:
-        return {"beta_schedule": self.beta_schedule, "beta_min": self.beta_min, "beta_max": self.beta_max, "t_eps": self.s_min,
-                "t_max": self.s_max, "cosine_offset": self.cosine_offset, "prior_mean": self.prior_mean}
+        out = {"beta_schedule": self.beta_schedule, "beta_min": self.beta_min, "beta_max": self.beta_max, "t_eps": self.s_min,
+               "t_max": self.s_max, "cosine_offset": self.cosine_offset, "prior_mean": self.prior_mean}
+        return out if self.discrete is None else {**out, "betas": self.discrete.config()}
