@@ -96,6 +96,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..config import FLOAT32_MAX
 from ..errors import UserError, unknown_name
 from ..fields.exact import DEFAULT_CHUNK_ELEMS
 from ..fields.kinds import expand_as_batch
@@ -221,8 +222,10 @@ class Telegrapher(DenoiserProcess):
         rule = super().defaults_for_data(data, given)
         c, sd = given.get("c"), given.get("sigma_data") or data_scales(data)["std"]
         c = 1.0 if c is None else c
-        if given.get("a") is None and isinstance(c, (int, float)) and not isinstance(c, bool):  # a bad c is the constructor's to refuse
-            rule["a"] = 10.0 * float(c) / sd
+        good_c = isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c < math.inf
+        a = 10.0 * float(c) / sd if good_c and isinstance(sd, (int, float)) and sd > 0 else math.inf
+        if given.get("a") is None and a <= FLOAT32_MAX:  # else the constructor refuses c (or sigma_data) by name
+            rule["a"] = a
         return rule
 
     def config(self) -> dict:
