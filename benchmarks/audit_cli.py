@@ -177,6 +177,9 @@ def cases() -> list[Case]:
     out += [Case("numbers", ["genphys", "check", "--pde", "yukawa", "--param", v], ("--param", v.split("=")[0])) for v in ("m=abc", "m", "m=-1")]
     out += [Case("numbers", TOY + ["--process-opt", v] + o, tuple(v.split("=")[:1]) + ("--process-opt",)) for v in
             ("rho=abc", "rho=[1,2]", "rho=1e400", "rho=NaN", "sigma_data=-1", "nope=1", "=3", "rho")]
+    # the telegrapher's toy flip rate a = 10 c/σ_d is derived from c: a bad c must be named, not the a it would give
+    out += [Case("numbers", cmd + ["--process", "telegrapher", "--process-opt", v] + o, needles) for cmd in (TOY, CMP)
+            for v, needles in (("c=-1", ("c=-1",)), ("c=0", ("c=0",)), ("c=1e300", ("c got",)))]
     out += [Case("numbers", ["train", "--unet-opt", v, "--dump-config", "{W}/c.toml"], ("dropout", "nope", "--unet-opt")) for v in
             ("dropout=abc", "nope=1", "dropout=[1]", "dropout")]
 

@@ -4,7 +4,9 @@
 it validates on construction.  ``run_toy(config)`` returns the metrics and, with ``out``,
 writes ``config.json``, ``samples.npy``, ``metrics.json``, ``samples.png`` and
 ``trajectories.png`` (all atomically).  The metrics compare the samples with fresh data
-drawn with a different seed from the data the field was built on.
+drawn with a different seed from the data the field was built on; ``stray_fraction`` is
+the fraction of samples the sampler left far from any data
+(:data:`physgen.sampling.STRAY_RATIO`), with one warning line when it is not 0.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from .metrics import sample_metrics
 from .noise import SeededNoise
 from .processes import data_defaults, make_process, process_class
 from .runtime import resolve_device
-from .sampling import grid, sample, sampling_record
+from .sampling import grid, sample, sampling_record, warn_strays
 from .training import TrainConfig, train, train_classifier
 
 __all__ = ["ToyConfig", "run_toy", "build_field", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
@@ -168,7 +170,8 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
                    accepted=sol.stats.accepted, rejected=sol.stats.rejected, wall_s=wall)
     if training is not None:
         metrics["final_loss"] = float(sum(training.losses[-50:]) / len(training.losses[-50:]))
-    metrics.update({k: v for k, v in sol.stats.extra.items() if isinstance(v, (int, float))})
+    metrics.update({k: v for k, v in sol.stats.extra.items() if isinstance(v, (int, float))})  # stray_fraction among them
+    warn_strays(metrics.get("stray_fraction"), config.n_samples, log_stream)
 
     if config.out is not None:
         out = ensure_dir(config.out)

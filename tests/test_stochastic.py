@@ -124,10 +124,10 @@ def test_reverse_diffusion_uses_the_exact_gaussian_transition():
 
 # ----------------------------------------------------------------------------- DDPM
 def test_ddpm_betas_come_from_the_continuous_vp_schedule():
-    """On VP's grid of K steps the ancestral chain is DDPM's: β_j = 1 - a(τ_j)²/a(τ_{j+1})², which for
-    1000 steps of the continuous linear β (0.1 .. 20) is DDPM's linear β from 1e-4 to 0.02."""
+    """On VP's vp-time grid (uniform in t) of K steps the ancestral chain is DDPM's: β_j = 1 - a(τ_j)²/a(τ_{j+1})²,
+    which for 1000 steps of the continuous linear β (0.1 .. 20) is DDPM's linear β from 1e-4 to 0.02."""
     vp = make_process("vp", t_eps=1e-3)
-    tau = vp.grid(1000)
+    tau = vp.grid(1000, "vp-time")
     assert len(tau) == 1001 and tau[0] == 1.0 and tau[-1] == pytest.approx(1e-3)
     view = GaussianSDE(vp, vp.exact_field(torch.zeros(1, 2)))
     r, g2 = view.transition(tau[:-1], tau[1:])

@@ -227,3 +227,17 @@ def test_experiment_quick_writes_outputs(tmp_path):
     summary = (out / "summary.md").read_text()
     assert "Ladder of a" in summary and "Prior mismatch" in summary and "| edm |" in summary
     assert main(["experiment", "telegrapher", "--out", str(out), "--a-values", "0,1"]) == 2  # one-line error
+
+
+def test_the_toy_default_flip_rate_puts_the_data_in_the_diffusive_regime():
+    """``a = 10 c/σ_d`` when --a is not given (the mean free path a tenth of the data's std);
+    a given --a (or process option) wins, and a given c scales it."""
+    from physgen.data import load_toy
+    from physgen.processes import data_defaults
+    from physgen.processes.gaussian import data_scales
+
+    data = load_toy("two_mode").sample(3000, torch.Generator().manual_seed(0))
+    sd = data_scales(data)["std"]
+    assert data_defaults("telegrapher", data, {})["a"] == pytest.approx(10.0 / sd)
+    assert data_defaults("telegrapher", data, {"c": 2.0})["a"] == pytest.approx(20.0 / sd)
+    assert data_defaults("telegrapher", data, {"a": 1.0})["a"] == 1.0

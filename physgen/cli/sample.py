@@ -91,7 +91,7 @@ def run(args) -> int:
             return 0  # a grid is one file: rank 0 draws it
         if args.start:
             raise UserError("--start applies to a DIR output, not a grid")
-        path, _, record = sample_grid(model.process, model.field, args.n, out, model.shape, nrow=args.nrow, **kw)
+        path, _, record = sample_grid(model.process, model.field, args.n, out, model.shape, nrow=args.nrow, log_stream=sys.stderr, **kw)
         write_json(path.parent / "sampling.json", {**_metadata(args, model), **record, "image": path.name, "n": args.n})
         print(f"wrote {path} and {path.parent / 'sampling.json'}: {args.n} samples, {record['nfe']} NFE each ({model.process.name}, step {model.step})")
         if "field_transform" in kw:

@@ -20,6 +20,9 @@ For each (solver, budget) the engine records
   Generation goes through :func:`physgen.sampling.sample`, so a process with its own
   generation path (Yukawa's transport flow) is compared on that path, reference included;
 * ``sliced_w2``, ``mmd`` (and the problem's other metrics): sample quality against held-out data;
+* ``stray_fraction``: the fraction of samples left far from any data
+  (:data:`physgen.sampling.STRAY_RATIO`; also for each reference), with one warning line
+  on stderr naming the runs where it is not 0;
 * ``wall_s``: wall time of the solve (device synchronised), metrics excluded.
 
 Adaptive solvers (``dopri5``, torchdiffeq's adaptive methods) have no step count: their
@@ -52,7 +55,7 @@ import solvers
 
 from ..errors import UserError
 from ..io import atomic_write, ensure_dir, save_figure, write_json
-from ..sampling import DivergenceError, check_result, sample, solver_spec
+from ..sampling import DivergenceError, check_result, pooled_stray_fraction, sample, solver_spec, warn_stray_runs
 from .problems import Problem
 
 __all__ = [
@@ -195,7 +198,7 @@ def _solve(problem: Problem, field, x0: Tensor, schedule: Tensor, method: str, o
     """
     n = x0.shape[0]
     size = problem.batch or n
-    outs, nfes, steps_taken, rejected = [], [], [], 0
+    outs, nfes, steps_taken, rejected, strays = [], [], [], 0, []
     _sync(x0.device)
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -208,10 +211,12 @@ def _solve(problem: Problem, field, x0: Tensor, schedule: Tensor, method: str, o
             nfes.append(int(sol.stats.nfe))
             steps_taken.append(int(sol.stats.steps))
             rejected += int(sol.stats.rejected)
+            strays.append((sol.stats.extra.get("stray_fraction"), sol.x.shape[0]))
     _sync(x0.device)
     wall = time.perf_counter() - t0
     x = outs[0] if len(outs) == 1 else torch.cat(outs)
-    return x, {"nfe": max(nfes), "nfe_total": sum(nfes), "steps_taken": max(steps_taken), "rejected": rejected}, wall
+    return x, {"nfe": max(nfes), "nfe_total": sum(nfes), "steps_taken": max(steps_taken), "rejected": rejected,
+               "stray_fraction": pooled_stray_fraction(strays)}, wall
 
 
 def _span_key(schedule: Tensor) -> tuple:
@@ -311,13 +316,14 @@ def compare(
                 say(f"[{i:>{len(str(total))}}/{total}] {name:<14} steps={steps:<4} nfe={row.nfe:<5} DIVERGED")
                 continue
             err = rms_error(x, ref) if ref is not None and ref.shape == x.shape else math.nan
-            metrics = problem.metrics(x)
+            metrics = {**problem.metrics(x), "stray_fraction": stats["stray_fraction"]}
             row = Row(name, kind, int(steps), stats["nfe"], err, metrics, wall, tol=tol, steps_taken=stats["steps_taken"],
                       rejected=stats["rejected"], nfe_total=stats["nfe_total"])
             rows.append(row)
             say(f"[{i:>{len(str(total))}}/{total}] {name:<14} steps={steps:<4} nfe={row.nfe:<5} error={_fmt(err, '.3e'):<9} "
                 f"sliced_w2={_fmt(row.sliced_w2, '.4f')}  mmd={_fmt(row.mmd, '.2e')}  {wall:.2f} s")
     refs = [{**info, "metrics": metrics} for _, info, metrics in references.values()]
+    _warn_strays(rows, refs)
     # the grid of each budget (physgen.sampling.grid); a schedule fitted per solver (optimal) gives each solver its own
     grids = {str(b): used[names[0]][str(b)] for b in budgets}
     per_solver = any(used[n] != grids for n in names)
@@ -326,6 +332,12 @@ def compare(
     if per_solver:
         settings["solver_grids"] = used
     return Comparison(rows, refs, problem.describe(), floor, skipped, settings)
+
+
+def _warn_strays(rows: Sequence[Row], refs: Sequence[dict]) -> None:
+    """One warning line on stderr naming the runs (and references) that left stray samples."""
+    runs = [(f"{r.solver}@{r.steps}", r.metrics.get("stray_fraction")) for r in rows]
+    warn_stray_runs(runs + [(f"reference over {_fmt(ref['span'][0])}..{_fmt(ref['span'][-1])}", ref.get("stray_fraction")) for ref in refs])
 
 
 def _reference(problem, schedule, rtol, atol, check, options, say):

@@ -50,6 +50,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from physgen.sampling import warn_stray_runs
+
 __all__ = ["add_arguments", "run", "make_dataset", "parse_D_values", "spearman"]
 
 DEFAULT_D = "1,4,16,64,128,2048,inf"
@@ -225,7 +227,7 @@ def _evaluate(process, field, test: Tensor, args, device, alphas, few_steps, bit
         # MMD (costly in 1000 dims) for the unperturbed quality only; robustness uses sliced W2
         mm = mmd(x[finite], ref) if kind == "baseline" and int(finite.sum()) >= 2 else float("nan")
         rows.append({"perturbation": kind, "value": value, "nfe": sol.stats.nfe, "sliced_w2": sw, "mmd": mm,
-                     "nonfinite": int((~finite).sum())})
+                     "nonfinite": int((~finite).sum()), "stray_fraction": sol.stats.extra.get("stray_fraction")})  # None: noisy_solve
 
     measure("baseline", 0, field, args.steps)
     for a in alphas:
@@ -470,7 +472,9 @@ def _run(args) -> int:
                   f"elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min", file=log, flush=True)
 
     wall = time.perf_counter() - t_start
-    fields = ["dataset", "D", "perturbation", "value", "nfe", "sliced_w2", "mmd", "degradation", "nonfinite", "final_loss", "train_s"]
+    warn_stray_runs([(f"{r['dataset']} D={r['D']} {r['perturbation']}={r['value']}", r["stray_fraction"]) for r in rows], log)
+    fields = ["dataset", "D", "perturbation", "value", "nfe", "sliced_w2", "mmd", "degradation", "nonfinite", "stray_fraction", "final_loss",
+              "train_s"]
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()

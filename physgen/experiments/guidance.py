@@ -36,6 +36,8 @@ from pathlib import Path
 
 import torch
 
+from physgen.sampling import warn_stray_runs
+
 __all__ = ["add_arguments", "run", "shift_errors"]
 
 # what the experiment writes into --out
@@ -256,7 +258,8 @@ def run_toy(args, device, log) -> tuple[list[dict], dict]:
                     row = {"dataset": "8gaussians", "process": name, "D": D, "field": fname, "guidance": guidance, "w": w,
                            "hit_rate": hit, "class_sliced_w2": sum(sw2) / k, "spread_ratio": sum(spread) / max(1, len(spread)),
                            "class_mmd": "", "nfe": stats.nfe, "flow_evaluations": stats.extra.get("flow_evaluations"),
-                           "classifier_evaluations": stats.extra.get("classifier_evaluations")}
+                           "classifier_evaluations": stats.extra.get("classifier_evaluations"),
+                           "stray_fraction": stats.extra.get("stray_fraction")}
                     rows.append(row)
                     log(f"  {name:>12} {fname:>5} {guidance:>10} w={w:<4g} hit={hit:.3f} sw2={row['class_sliced_w2']:.3f} spread={row['spread_ratio']:.2f} nfe={stats.nfe}")
                     if fname == "mlp" and guidance == "cfg":
@@ -297,7 +300,8 @@ def run_digits(args, device, log) -> tuple[list[dict], dict]:
                 m = [mmd(x[targets.cpu() == c].reshape(-1, 64).double(), real[c], bandwidths=bands[c]) for c in range(k)]
                 row = {"dataset": "digits", "process": name, "D": D, "field": "mlp", "guidance": guidance, "w": w, "hit_rate": hit,
                        "class_sliced_w2": "", "spread_ratio": "", "class_mmd": sum(m) / k, "nfe": stats.nfe,
-                       "flow_evaluations": stats.extra.get("flow_evaluations"), "classifier_evaluations": stats.extra.get("classifier_evaluations")}
+                       "flow_evaluations": stats.extra.get("flow_evaluations"), "classifier_evaluations": stats.extra.get("classifier_evaluations"),
+                           "stray_fraction": stats.extra.get("stray_fraction")}
                 rows.append(row)
                 log(f"  {name:>12} {guidance:>10} w={w:<4g} hit={hit:.3f} mmd={row['class_mmd']:.4f} nfe={stats.nfe}")
                 keep[(name, guidance, w)] = x
@@ -454,6 +458,7 @@ def run(args) -> int:
         _plot_curves(rows, "digits", "class_mmd", "class-conditional MMD", out / "digits_guidance.png")
         _plot_digit_samples(keep, args.w, args.digits_per_class, out / "digits_samples.png")
     if rows:
+        warn_stray_runs([(f"{r['dataset']} {r['process']} {r['field']} {r['guidance']} w={r['w']:g}", r["stray_fraction"]) for r in rows])
         _write_csv(out / "guidance.csv", rows)
     summary["rows"] = rows
     summary["wall_s"] = time.perf_counter() - t_start

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from physgen.sampling import warn_stray_runs
+
 __all__ = ["add_arguments", "run", "run_experiment"]
 
 OUTPUTS = ("ladder.csv", "prior.csv", "nfe.csv", "summary.md", "config.json", "kernel.png", "ladder.png", "nfe.png")  # into --out
@@ -107,7 +109,8 @@ def _ladder(args, points, reference, log) -> tuple[list, dict]:
             q = _quality(sol.x, reference)
             sigma_data_scale = 2.0  # the modes' half distance: a t at σ = L decides ballistic vs diffusive
             at_data = a * p.t_of_sigma(sigma_data_scale)
-            rows.append({"a": a, "c": args.c, "aL_over_c": a * 2.0 / args.c, "at_at_sigma_2": at_data, "steps": steps, "nfe": sol.stats.nfe, **q, "wall_s": wall})
+            rows.append({"a": a, "c": args.c, "aL_over_c": a * 2.0 / args.c, "at_at_sigma_2": at_data, "steps": steps, "nfe": sol.stats.nfe, **q,
+                         "stray_fraction": sol.stats.extra.get("stray_fraction"), "wall_s": wall})
             if steps == args.steps:
                 samples[a] = (sol.x, sol.stats.trajectory)
             print(f"  ladder a={a:<5g} c={args.c:g} steps={steps:<3d} left={q['left']:.3f} sw2={q['sliced_w2']:.3f} ({wall:.1f}s)", file=log, flush=True)
@@ -186,7 +189,7 @@ def _nfe_comparison(args, points, reference, log) -> list:
                 sol, wall = _sample(p, field, args.n_particles, steps, solver, args.seed, shift=shift)
                 q = _quality(sol.x, reference)
                 rows.append({"process": name, "a": a if a is not None else float("nan"), "solver": solver, "steps": steps, "nfe": sol.stats.nfe,
-                             **q, "left_error": abs(q["left"] - 0.2), "wall_s": wall})
+                             **q, "left_error": abs(q["left"] - 0.2), "stray_fraction": sol.stats.extra.get("stray_fraction"), "wall_s": wall})
                 print(f"  nfe {name:11s} a={a if a is not None else '-'!s:<4} {solver:8s} nfe={sol.stats.nfe:<3d} left={q['left']:.3f} sw2={q['sliced_w2']:.3f} ({wall:.1f}s)", file=log, flush=True)
     return rows
 
@@ -222,6 +225,8 @@ def run_experiment(args, log=None) -> dict:
     print("quality per NFE, telegrapher vs EDM:", file=log)
     nfe = _nfe_comparison(args, points, reference, log)
     wall = time.perf_counter() - t_start
+    warn_stray_runs([(f"ladder a={r['a']:g} steps={r['steps']}", r["stray_fraction"]) for r in ladder]
+                    + [(f"{r['process']} a={r['a']:g} {r['solver']}@{r['steps']}", r["stray_fraction"]) for r in nfe], log)
     for name, rows in (("ladder", ladder), ("prior", prior), ("nfe", nfe)):
         _write_csv(out / f"{name}.csv", rows)
     _ladder_figure(out / "ladder.png", samples, points, args)

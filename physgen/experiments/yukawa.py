@@ -44,6 +44,8 @@ from pathlib import Path
 
 import torch
 
+from physgen.sampling import warn_stray_runs
+
 __all__ = ["add_arguments", "run", "run_experiment"]
 
 SAMPLERS = ("off", "weights", "smc", "transport")
@@ -102,6 +104,7 @@ def _run_samplers(process, field, x0, schedule, samplers, reference, row_base, r
             "ess_final": extra.get("ess_final", float("nan")),
             "ess_min": extra.get("ess_min", float("nan")),
             "resamples": extra.get("resamples", 0),
+            "stray_fraction": extra.get("stray_fraction"),
             "nfe": sol.stats.nfe,
             "wall_s": wall,
         }
@@ -213,6 +216,7 @@ def run_experiment(args, log=None) -> dict:
             neural[m] = _neural_run(args, m, mix, mix_points, mix_ref, rows, ess_rows, samples, log)
 
     wall = time.perf_counter() - t_start
+    warn_stray_runs([(f"{r['dataset']} {r['field']} m={r['m']:g} {r['sampler']}", r.get("stray_fraction")) for r in rows], log)
     _write_csv(out / "results.csv", rows)
     _write_csv(out / "ess.csv", ess_rows)
     _figures(out, rows, ess_rows, samples, masses, mix_ref, toy_ref, args)

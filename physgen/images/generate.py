@@ -25,7 +25,7 @@ from torch import Tensor
 from ..errors import UserError
 from ..io import ensure_dir, write_json
 from ..noise import SeededNoise
-from ..sampling import grid, sample, sampling_record
+from ..sampling import grid, pooled_stray_fraction, sample, sampling_record, warn_strays
 from .data import save_image_grid, save_pngs
 
 __all__ = ["shard", "label_tensor", "generate", "sample_grid", "sample_to_dir"]
@@ -121,15 +121,27 @@ def _grid_for(process, field, shape, kwargs: Dict[str, Any]) -> Tuple[Tensor, Op
     return kwargs["schedule"], schedule, solver
 
 
-def sample_grid(process, field, n: int, path, shape, *, nrow: Optional[int] = None, **kwargs) -> Tuple[Path, Tensor, Dict[str, Any]]:
+def _with_strays(record: Dict[str, Any], parts: List[Tuple[Optional[float], int]], what: str, log_stream=None) -> Dict[str, Any]:
+    """The record with ``stray_fraction`` over all batches (``parts``: each batch's fraction and
+    size; :func:`physgen.sampling.stray_fraction`), and one warning line when it is not 0."""
+    fraction = pooled_stray_fraction(parts)
+    warn_strays(fraction, sum(n for f, n in parts if f is not None), log_stream, what)
+    return {**record, "stray_fraction": fraction}
+
+
+def sample_grid(process, field, n: int, path, shape, *, nrow: Optional[int] = None, log_stream=None,
+                **kwargs) -> Tuple[Path, Tensor, Dict[str, Any]]:
     """Samples ``0 .. n-1`` tiled into one PNG at ``path``; returns the path, the images and
-    the sampling record (:func:`physgen.sampling.sampling_record`: solver, steps, schedule, NFE)."""
+    the sampling record (:func:`physgen.sampling.sampling_record`: solver, steps, schedule, NFE;
+    and ``stray_fraction`` over all batches, with one warning line on ``log_stream`` when not 0)."""
     sched, name, solver = _grid_for(process, field, shape, kwargs)
-    images, stats = [], None
-    for _, x, stats in generate(process, field, range(n), shape, **kwargs):
+    images, stats, strays = [], None, []
+    for idx, x, stats in generate(process, field, range(n), shape, **kwargs):
         images.append(x.cpu())
+        strays.append((stats.extra.get("stray_fraction"), len(idx)))
     x = torch.cat(images)
-    return save_image_grid(x.clamp(-1, 1), path, nrow=nrow), x, sampling_record(process, solver, name, sched, stats)
+    record = _with_strays(sampling_record(process, solver, name, sched, stats), strays, f" of {Path(path).name}", log_stream)
+    return save_image_grid(x.clamp(-1, 1), path, nrow=nrow), x, record
 
 
 def sample_to_dir(
@@ -150,7 +162,8 @@ def sample_to_dir(
 ) -> Dict[str, Any]:
     """Write this rank's shard of samples ``start .. start+n-1`` as ``{index:06d}.png`` in
     ``out_dir``; rank 0 also writes ``sampling.json`` (the settings and the sampling record:
-    solver, steps, schedule, NFE).  With ``skip_existing`` a batch whose PNGs all exist is
+    solver, steps, schedule, NFE, and ``stray_fraction`` over the samples rank 0 generated
+    now; every rank warns in one line about its own strays).  With ``skip_existing`` a batch whose PNGs all exist is
     not generated again (resume an interrupted run).  Returns counts, the record and wall
     time of this rank."""
     out = ensure_dir(out_dir)
@@ -168,8 +181,9 @@ def sample_to_dir(
         if lab_all.ndim:  # one label per global index start..start+n-1
             label = lab_all[torch.as_tensor(todo, dtype=torch.long) - start]
     t0 = time.perf_counter()
-    written, stats = 0, None
+    written, stats, strays = 0, None, []
     for idx, x, stats in generate(process, field, todo, shape, batch=batch, label=label, **kwargs):
+        strays.append((stats.extra.get("stray_fraction"), len(idx)))
         # consecutive indices -> one save_pngs call per run of consecutive indices
         runs: List[Tuple[int, int]] = []
         for j, i in enumerate(idx):
@@ -185,6 +199,7 @@ def sample_to_dir(
             eta = (len(todo) - written) / max(rate, 1e-9)
             print(f"rank {rank}: {written}/{len(todo)} samples  {rate:.1f} img/s  ETA {eta:.0f} s  NFE {stats.nfe}", file=log_stream, flush=True)
     record = sampling_record(process, solver, name, sched, stats) if stats is not None else {"solver": solver, "schedule": name}
+    record = _with_strays(record, strays, f" on rank {rank}" if world_size > 1 else "", log_stream)
     if rank == 0:
         write_json(out / "sampling.json", {**(metadata or {}), **record, "n": n, "start": start, "world_size": world_size})
     return {"rank": rank, "indices": [mine[0], mine[-1] + 1] if mine else [], "written": written, "skipped": len(mine) - len(todo),

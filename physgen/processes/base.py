@@ -195,6 +195,11 @@ class Process(ABC):
             raise UserError(f"schedule {name!r} for process {self.name!r}: {exc}") from None
         return self.from_schedule_space(u)
 
+    def signal_scale(self, s: float) -> float:
+        """``a(s)`` of ``x = a(s) y + noise``: how much the process shrinks the data at scale ``s``
+        (1 for all but VP), so ``x / a(s)`` is in the data's units (the divergence and stray checks)."""
+        return 1.0
+
     # --- the rest --------------------------------------------------------------------
     def prior_log_prob(self, x: Tensor) -> Tensor:
         """``log p_prior(x)`` at ``s_max`` (float64 ``[B]``), for the likelihood."""

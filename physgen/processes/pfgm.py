@@ -34,11 +34,12 @@ of the batch, ``Ê(x̃) = Σ_j w_j (x̃ - ỹ_j)`` with ``w_j ∝ ‖x̃ - ỹ_j
 
 **Constants from the data scale.**  The paper's values are for data in ``[-1, 1]``
 (CIFAR-10, per-coordinate std ``σ_d ≈ 0.5``): ``σ = 0.01``, ``τ = 0.03``, ``z_max = 40``,
-``z_min = 1e-3``, ``γ = 5``, ``M = 291``.  Here ``σ``, ``z_max`` and ``z_min`` default to those
-values times ``sigma_data / 0.5`` (``sigma_data``: the data's per-coordinate std, which the
-toy pipeline fills in from the data), and ``M`` defaults to the value at which the mean of
-``z`` at ``m = M`` reaches ``z_max``: ``σ √(2/π) (1+τ)^M = z_max``, i.e.
-``M = ln(z_max / (σ√(2/π))) / ln(1+τ)`` (288 for the paper's constants; the paper: 291).
+``z_min = 1e-3``, ``γ = 5``, ``M = 291``.  Here ``σ`` and ``z_max`` default to those values
+times ``sigma_data / 0.5`` (``sigma_data``: the data's per-coordinate std, which the toy
+pipeline fills in from the data), ``z_min`` to the paper's value / 100 times the same
+factor (``1e-5``: the prior's tail needs the wider range, :class:`PFGM`), and ``M`` to the
+value at which the mean of ``z`` at ``m = M`` reaches ``z_max``: ``σ √(2/π) (1+τ)^M = z_max``,
+i.e. ``M = ln(z_max / (σ√(2/π))) / ln(1+τ)`` (288 for the paper's constants; the paper: 291).
 """
 from __future__ import annotations
 
@@ -223,11 +224,35 @@ class PFGM(KernelPrior, Process):
     ``--solver dopri5 --rtol 1e-4 --atol 1e-4``.  The prior is the hemisphere (Cauchy)
     kernel at ``z_max`` around ``prior_mean`` (default the origin).
 
-    The prior's Cauchy tail (``P(‖x‖ > k z_max) ≈ 1/k`` for ``N = 2``, heavy in any ``N``) sends
-    a few samples from very far: a field line from ``‖x‖ = k z_max`` meets the data only near
-    ``z ≈ (data scale)/k``, so with the paper's ``z_min`` about 0.1-0.3% of 2-D samples stop
-    short of the data (PFGM++, which ends with a denoising step to ``σ = 0``, has no such
-    stragglers).  Lower ``z_min`` shrinks that fraction.
+    **The prior's tail and ``z_min``.**  The hemisphere prior is heavy-tailed in every
+    dimension: ``P(‖x‖ > k z_max) = 1/√(1+k²)`` at ``N = 2`` and ``≈ 2/(k B(N/2, 1/2))``
+    (``≈ √(2N/π)/k`` for large ``N``) far out.  There the field is a point charge's, so the
+    field line from ``‖x‖ = k z_max`` is a ray, ``x ∝ z``, and at ``z_min`` it is still about
+    ``k z_min`` from the data's centre: a fraction ``≈ 2 z_min/(d B(N/2, 1/2))`` of the samples
+    ends farther than ``d`` from it, whatever ``z_max``, the steps or the solver.
+    Measured on the two-mode toy (``benchmarks/RESULTS.md``, 4000 samples, exact field): with
+    the paper's ``z_min`` (``1e-3 σ_d/0.5``) 7 samples ended 5-131 from both modes, each at
+    1.1-1.2 x ``k z_min`` from the data's centre (the excess is Heun's ``1 + h + h²/2`` for
+    ``e^h``; ``dopri5`` leaves the same 7, the farthest at 112); sliced W2 1.48.  What the
+    paper's code does (``Newbeeer/Poisson_flow``, ``methods.py``): it clips the prior radius
+    to ``[1, upper_norm]`` with ``upper_norm = √N σ (1+τ)^M = z_max √(πN/2)``, the training
+    range (3000 for CIFAR-10, App. B.2): in 2-D that moves 50% of the draws onto that circle
+    (measured: left-mode weight 0.190, per-mode sliced W2 0.148 / 0.086).  A final step
+    ``x ← D(x, z_min)`` (PFGM++'s at ``D = 1``) keeps the strays in the data's hull but leaves
+    them between the modes (up to 1.94 from a mode's centre).  Here ``z_min`` is the paper's
+    / 100 (``2e-5 σ_d``): no truncation and no bias, and the stray fraction falls 100-fold
+    (in 2-D ``2e-5 σ_d/d``: one sample in 500,000 ends farther than 10 σ_d from the data's
+    centre, against one in 5000 before); the same 4000 samples all end within 1.0 of a
+    mode's centre.  The price is ``ln 100`` more range in ``ln z``: 50 Heun steps keep the
+    step near that of the paper's range at 40 (0.30 against 0.27).  Below its training range a
+    neural field's ``D̂ = c_skip x + c_out F`` gives ``dx/d ln z = (1 - c_skip) x - c_out F ≈ -z F``,
+    which moves a sample by at most about ``1e-3 σ_d |F|`` between the paper's ``z_min`` and
+    this one: nothing near the data.  It does not tame the network's own extrapolation: the
+    toy MLP (default training, same seed) throws a few samples beyond 1e18 with either
+    ``z_min`` (3 of 4000 beyond 2 of a mode's centre with the paper's, 5 with this one; not
+    traced, presumably draws from the prior's tail, outside the radii it was trained on, which
+    the official code's radius clip keeps out at the bias measured above); ``stray_fraction``
+    reports them.
 
     Constants (see the module docstring for the data-scale rule): ``z_max``, ``z_min``,
     ``sigma`` (training perturbation scale ``σ``), ``tau`` (``τ``), ``M``, ``gamma`` (``γ``),
@@ -237,7 +262,7 @@ class PFGM(KernelPrior, Process):
     name = "pfgm"
     network_kind = "velocity"
     default_schedule_name = "log-uniform"
-    default_steps = 40  # Heun in ln z, no final denoising: left-mode weight 0.218 at 18 steps, 0.204 at 40 on the 0.2/0.8 toy
+    default_steps = 50  # Heun in ln z (step ≈ 0.30 over ln(z_max/z_min) = 15.2); the paper's z range: 0.218 left at 18 steps, 0.204 at 40
 
     def __init__(self, z_max: Optional[float] = None, z_min: Optional[float] = None, sigma: Optional[float] = None, tau: float = 0.03,
                  M: Optional[float] = None, gamma: float = 5.0, sigma_data: float = PAPER_SIGMA_DATA, variable: str = "log_z",
@@ -246,7 +271,7 @@ class PFGM(KernelPrior, Process):
             raise UserError(f"sigma_data must be a positive number, got {sigma_data!r}")
         scale = sigma_data / PAPER_SIGMA_DATA
         z_max = 40.0 * scale if z_max is None else z_max
-        z_min = 1e-3 * scale if z_min is None else z_min
+        z_min = 1e-5 * scale if z_min is None else z_min  # the paper's 1e-3 / 100: the prior's tail (class docstring)
         sigma = 0.01 * scale if sigma is None else sigma
         for name, v in (("z_max", z_max), ("z_min", z_min), ("sigma", sigma), ("tau", tau)):
             if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):

@@ -96,6 +96,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
+from ..config import FLOAT32_MAX
 from ..errors import UserError, unknown_name
 from ..fields.exact import DEFAULT_CHUNK_ELEMS
 from ..fields.kinds import expand_as_batch
@@ -103,7 +104,7 @@ from ..fields.labels import check_label
 from ..fields.neural import DenoiserPreconditioning, NeuralField
 from ..kernels.kac import KacKernel, kac_profile_and_speed
 from .base import draw, prior_centre
-from .gaussian import DenoiserProcess
+from .gaussian import DenoiserProcess, data_scales
 
 __all__ = ["Telegrapher", "TelegrapherExactField", "TelegrapherNeuralField", "PRIORS"]
 
@@ -115,7 +116,7 @@ class Telegrapher(DenoiserProcess):
 
     name = "telegrapher"
     network_kind = "velocity"
-    default_steps = 40  # Heun on the 0.2/0.8 toy (a = c = 1, exact field): left-mode weight 0.176 at 18 steps, 0.189 at 40
+    default_steps = 40  # Heun on the 0.2/0.8 toy (a = c = 1, exact field): left-mode weight 0.176 at 18 steps, 0.189 at 40; toy a: defaults_for_data
 
     def __init__(
         self,
@@ -203,6 +204,29 @@ class Telegrapher(DenoiserProcess):
     def precondition(self, net: nn.Module, sigma_data: Optional[float] = None) -> "TelegrapherNeuralField":
         sd = self.sigma_data if sigma_data is None else sigma_data
         return TelegrapherNeuralField(net, sd)
+
+    @classmethod
+    def defaults_for_data(cls, data: Tensor, given: dict) -> dict:
+        """The diffusion processes' toy rule (prior at the data mean, ``σ_max = 10 √λ_max``,
+        ``σ_data``), and the flip rate ``a = 10 c / σ_d``: a mean free path ``c/a`` of a tenth
+        of the data's std, so the data's scale is in the diffusive regime.
+
+        With ``a = c = 1`` (the image default) the mean free path is 1, larger than the 0.3
+        std of each mode of the two-mode toy: there the atoms sweep across the modes, the
+        field is non-smooth at the scale of a Heun step and the error falls only like 1/steps
+        (exact field, 1000 samples: per-mode std 0.345 at 40 steps, 0.325 at 80, 0.31 at 160,
+        target 0.30; the module docstring's ballistic regime).  At ``a = 10 c/σ_d`` (7.6 on
+        that toy) the default 40 steps give 0.30-0.31 (``benchmarks/RESULTS.md``).  ``--a``
+        keeps the ballistic regime within reach (with more ``--steps``).
+        """
+        rule = super().defaults_for_data(data, given)
+        c, sd = given.get("c"), given.get("sigma_data") or data_scales(data)["std"]
+        c = 1.0 if c is None else c
+        good_c = isinstance(c, (int, float)) and not isinstance(c, bool) and 0 < c < math.inf
+        a = 10.0 * float(c) / sd if good_c and isinstance(sd, (int, float)) and sd > 0 else math.inf
+        if given.get("a") is None and a <= FLOAT32_MAX:  # else the constructor refuses c (or sigma_data) by name
+            rule["a"] = a
+        return rule
 
     def config(self) -> dict:
         return {
