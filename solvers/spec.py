@@ -66,9 +66,10 @@ class Option:
     """One keyword option of a solver: its type, default, bounds and meaning.
 
     ``kind`` is ``bool``, ``int``, ``float`` or ``str``; ``lo``/``hi`` are inclusive bounds
-    (``lo_open``: ``> lo``); ``choices`` restricts a string; ``none_ok`` admits ``None``;
-    ``inf_ok`` admits ``inf`` for a float.  :meth:`parse` returns the typed value or raises
-    :class:`OptionError` naming the solver, the option and the value.
+    (``lo_open``: ``> lo``) and ``why`` their reason (said when a value is refused);
+    ``choices`` restricts a string; ``none_ok`` admits ``None``; ``inf_ok`` admits ``inf``
+    for a float.  :meth:`parse` returns the typed value or raises :class:`OptionError`
+    naming the solver, the option and the value.
     """
 
     name: str
@@ -81,47 +82,51 @@ class Option:
     choices: Optional[tuple] = None
     none_ok: bool = False
     inf_ok: bool = False
+    why: str = ""
 
     def parse(self, value: Any, owner: str) -> Any:
         where = f"{owner}: option {self.name}"
+        because = f" ({self.why})" if self.why else ""
         if value is None:
             if self.none_ok:
                 return None
-            raise OptionError(f"{where} cannot be none")
+            raise OptionError(f"{where} cannot be none", self.name)
         if self.kind is bool:
             if isinstance(value, str) and value.lower() in ("true", "false"):
                 return value.lower() == "true"
             if not isinstance(value, bool):
-                raise OptionError(f"{where} must be true or false, got {value!r}")
+                raise OptionError(f"{where} must be true or false, got {value!r}", self.name)
             return value
         if self.kind is str:
             if not isinstance(value, str):
-                raise OptionError(f"{where} must be a string, got {value!r}")
+                raise OptionError(f"{where} must be a string, got {value!r}", self.name)
             if self.choices is not None and value not in self.choices:
-                raise OptionError(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+                raise OptionError(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r}", self.name)
             return value
         if isinstance(value, str):
             try:
                 value = float(value)
             except ValueError:
-                raise OptionError(f"{where} must be a number, got {value!r}") from None
+                raise OptionError(f"{where} must be a number, got {value!r}", self.name) from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise OptionError(f"{where} must be a number, got {value!r}")
+            raise OptionError(f"{where} must be a number, got {value!r}", self.name)
         if self.kind is int:
             if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
-                raise OptionError(f"{where} must be an integer, got {value!r}")
+                raise OptionError(f"{where} must be an integer, got {value!r}", self.name)
             value = int(value)
             hi = MAX_INT_OPTION if self.hi is None else self.hi
-            if abs(value) > MAX_INT_OPTION or value > hi:
-                raise OptionError(f"{where} must be at most {int(hi)}, got {value!r}")
+            if value > hi:
+                raise OptionError(f"{where} must be at most {int(hi)}, got {value!r}{because}", self.name)
+            if value < -MAX_INT_OPTION:
+                raise OptionError(f"{where} must be at least {-MAX_INT_OPTION}, got {value!r}", self.name)
         else:
             value = float(value)
             if math.isnan(value) or (math.isinf(value) and not self.inf_ok):
-                raise OptionError(f"{where} must be finite, got {value!r}")
+                raise OptionError(f"{where} must be finite, got {value!r}", self.name)
             if self.hi is not None and value > self.hi:
-                raise OptionError(f"{where} must be <= {self.hi:g}, got {value!r}")
+                raise OptionError(f"{where} must be <= {self.hi:g}, got {value!r}{because}", self.name)
         if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-            raise OptionError(f"{where} must be {'>' if self.lo_open else '>='} {self.lo:g}, got {value!r}")
+            raise OptionError(f"{where} must be {'>' if self.lo_open else '>='} {self.lo:g}, got {value!r}{because}", self.name)
         return value
 
     def describe(self) -> str:

@@ -44,7 +44,8 @@ def test_schedule_keywords_and_errors():
     assert torch.equal(grid(p, 6, "edm:rho=3"), p.grid(6, "edm", rho=3.0)) and not torch.equal(grid(p, 6, "edm:rho=3"), grid(p, 6, "edm"))
     assert parse_schedule("log-uniform") == ("log-uniform", {})
     for bad, why in (("bogus", "unknown schedule 'bogus'"), ("uniform:rho=2", "takes no options"), ("edm:rho=x", "must be a number"),
-                     ("edm:beta=1", "takes rho=VALUE"), ("polyexponential:rho=-1", "rho must be positive")):
+                     ("edm:beta=1", "takes rho=VALUE"), ("polyexponential:rho=-1", "rho must be >= 0.1"),
+                     ("edm:rho=1e300", "rho must be <= 1000, got 1e[+]300 [(].*log-uniform"), ("edm:rho=2,rho=3", "rho is given twice")):
         with pytest.raises(UserError, match=why):
             grid(p, 6, bad)
     with pytest.raises(UserError, match="optimal"):  # the unknown-name error lists optimal among the valid schedules
