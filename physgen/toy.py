@@ -28,7 +28,7 @@ from .metrics import sample_metrics
 from .noise import SeededNoise
 from .processes import data_defaults, make_process, process_class
 from .runtime import resolve_device
-from .sampling import grid, sample, sampling_record
+from .sampling import check_sampler_options, grid, sample, sampling_record
 from .training import TrainConfig, train, train_classifier
 
 __all__ = ["ToyConfig", "run_toy", "build_field", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
@@ -77,6 +77,9 @@ class ToyConfig:
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise UserError(f"--{name} must be finite and > 0, got {value}")
+            if value is not None and name in self.sampler_options:
+                raise UserError(f"--{name} and --sampler-opt {name}=... both set {name}; give it once")
+        check_sampler_options(self.sampler_options)
         check_toy_guidance(self)
 
 

@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ["Option", "Spec", "NEEDS", "OptionError", "LOOP_OPTIONS", "STOCHASTIC_OPTIONS", "takes", "parse_options"]
+__all__ = ["Option", "Spec", "NEEDS", "OptionError", "LOOP_OPTIONS", "STOCHASTIC_OPTIONS", "takes", "parse_options", "tolerance"]
 
 NEEDS = {
     "flow": "dx/ds = v(x, s)",
@@ -132,6 +132,14 @@ class Option:
     def describe(self) -> str:
         default = "none" if self.default is None else self.default
         return f"{self.name}={default} ({self.help})"
+
+
+def tolerance(name: str, default: Optional[float], help: str, none_ok: bool = False) -> Option:
+    """An adaptive solver's ``rtol`` or ``atol``: in ``[0, 1]``.  Below, the solver itself refuses
+    a pair that is under its dtype's resolution (:func:`solvers._loop.check_tolerances`)."""
+    return Option(name, float, default, help, lo=0.0, hi=1.0, none_ok=none_ok,
+                  why="a tolerance above 1 accepts a step whose error is larger than the state (rtol) or than data of unit "
+                      "scale (atol): the result is then not the ODE's solution")
 
 
 CHECK_EVERY = Option("check_every", int, 0, "read the divergence flag every N steps (0: never inside the loop; no device sync)", lo=0)

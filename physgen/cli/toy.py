@@ -24,9 +24,21 @@ def add_process_arguments(p) -> None:
     p.add_argument("--process-opt", action="append", default=[], metavar="KEY=VALUE", help="any other process option (JSON value)")
 
 
+PROCESS_FLAGS = {"sigma_min": "--sigma-min", "sigma_max": "--sigma-max", "m": "--m", "a": "--a", "c": "--c", "D": "--D"}
+"""Process options with a flag of their own (every other one is ``--process-opt KEY=VALUE``)."""
+
+
+def _merge_once(flags: dict, given: dict, flag_names: dict, where: str) -> dict:
+    """The dedicated flags' values and the ``KEY=VALUE`` pairs of ``where``; a key set both ways is refused."""
+    for key in given:
+        if flags.get(key) is not None:
+            raise UserError(f"{flag_names[key]} and {where} {key}=... both set {key}; give it once")
+    return {**flags, **given}
+
+
 def process_options(args) -> dict:
-    opts = {"sigma_min": args.sigma_min, "sigma_max": args.sigma_max, "m": args.m, "a": args.a, "c": args.c, "D": args.D}
-    return {**opts, **parse_key_values(args.process_opt, "--process-opt")}
+    opts = {k: getattr(args, k) for k in PROCESS_FLAGS}
+    return _merge_once(opts, parse_key_values(args.process_opt, "--process-opt"), PROCESS_FLAGS, "--process-opt")
 
 
 def add_sampler_arguments(p) -> None:
@@ -46,10 +58,13 @@ def add_sampler_arguments(p) -> None:
 
 
 def sampler_options(args) -> dict:
-    """Solver options and process sampling modes from the flags (checked against the chosen solver later)."""
-    names = ("steps_per_level", "eps", "snr", "birth_death", "rtol", "atol")
-    opts = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-    return {**opts, **parse_key_values(args.sampler_opt, "--sampler-opt")}
+    """Solver options and process sampling modes from the flags (checked against the chosen solver later);
+    a name the command sets itself (:data:`physgen.sampling.COMMAND_ARGUMENTS`) or a key given twice is refused."""
+    from ..sampling import SAMPLER_FLAGS, check_sampler_options
+
+    opts = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
+    given = check_sampler_options(parse_key_values(args.sampler_opt, "--sampler-opt"))
+    return _merge_once(opts, given, SAMPLER_FLAGS, "--sampler-opt")
 
 
 def sampling_steps(args) -> Optional[int]:
