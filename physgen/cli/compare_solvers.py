@@ -91,7 +91,7 @@ def register(sub) -> None:
 def build_problem(args, log_stream=None):
     """The :class:`~physgen.compare.Problem` the arguments describe."""
     from .. import checkpoints
-    from ..compare.problems import ImageProblem
+    from ..compare.problems import ImageProblem, check_field_header
     from ..toy import FIELDS, ToyConfig
 
     if args.field not in FIELDS:
@@ -106,7 +106,7 @@ def build_problem(args, log_stream=None):
     popts = process_options(args)
     process, dataset = args.process, args.dataset
     if args.ckpt is not None:
-        found = checkpoints.find(args.ckpt, kind=("train", "toy-mlp"))
+        found = checkpoints.find(args.ckpt, kind=("train", "toy-mlp"), check=check_field_header)
         meta = found.header.meta
         stored = (meta.get("process") or {}).get("name")
         if process is not None and stored is not None and process != stored:

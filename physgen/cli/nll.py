@@ -68,8 +68,9 @@ def load_field_checkpoint(path, device="cpu", weights: str = "ema"):
     metadata, else from the shapes of its state dict).
     """
     from .. import checkpoints
+    from ..compare.problems import check_field_header
 
-    found = checkpoints.find(path, kind=("train", "toy-mlp"))
+    found = checkpoints.find(path, kind=("train", "toy-mlp"), check=check_field_header)
     meta = found.header.meta
     if "image" in meta:
         from ..images.train import load_trained

@@ -137,13 +137,13 @@ def apply_overrides(base: dict, given: dict) -> dict:
 def resolve_config(args):
     """(config, resume target or False) from --resume / --config / flags."""
     from .. import checkpoints
-    from ..images.train import ImageTrainConfig, config_from_dict, load_config
+    from ..images.train import ImageTrainConfig, check_image_header, config_from_dict, load_config
 
     given = given_overrides(args)
     if args.resume:
         if args.config:
             raise UserError("--resume takes the run's config from its checkpoint; drop --config")
-        found = checkpoints.find(args.resume, kind="train")  # the newest that verifies; skipped ones are reported
+        found = checkpoints.find(args.resume, kind="train", check=check_image_header)  # the newest usable one; skipped ones are reported
         ckpt_path = found.path
         run_dir = Path(args.resume) if Path(args.resume).is_dir() else ckpt_path.parent.parent
         meta = found.header.meta.get("image")

@@ -13,7 +13,7 @@ from ..errors import UserError, unknown_name
 from ..fields.kinds import expand_as_batch
 from ..nets.classifier import ConvClassifierNet
 from ..nets.mlp import MLP
-from ..processes import make_process
+from ..processes import process_from_record
 from .wrappers import check_classifier_process, conditioning_sigma
 
 __all__ = ["NoiseClassifier", "make_classifier", "save_classifier", "load_classifier", "CHECKPOINT_FORMAT"]
@@ -99,7 +99,7 @@ def load_classifier(path, process=None, device=None) -> NoiseClassifier:
         raise UserError(f"{str(path)!r} is not a physgen classifier checkpoint (written by `physgen train-classifier`)")
     spec = ckpt["process"]
     if process is None:
-        process = make_process(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+        process = process_from_record(spec, f"classifier checkpoint {str(path)!r}")
     else:
         check_classifier_process(spec, process)
     try:
