@@ -22,7 +22,7 @@ from .errors import UserError, unknown_name
 from .fields.labels import drop_labels
 from .guidance import (GUIDANCE_KINDS, ClassifierFreeGuidance, ClassifierGuidance, bayes_classifier, load_classifier, make_classifier,
                        parse_interval, sample_guided)
-from .guidance.wrappers import check_w
+from .guidance.wrappers import check_guidance_flags, check_w
 from .io import ensure_dir, save_figure, save_npy, write_json
 from .metrics import sample_metrics
 from .noise import SeededNoise
@@ -232,18 +232,15 @@ def plot_trajectories(traj: Tensor, path: Path, n_paths: int = 64, process: str 
 
 def check_toy_guidance(config) -> None:
     """Validate the guidance fields of a :class:`physgen.toy.ToyConfig`."""
-    if config.guidance is None:
-        if config.classifier_ckpt is not None:
-            raise UserError("--classifier-ckpt is only used with --guidance classifier")
-        return
-    if config.guidance not in GUIDANCE_KINDS:
+    if config.guidance is not None and config.guidance not in GUIDANCE_KINDS:
         raise unknown_name("guidance", config.guidance, GUIDANCE_KINDS)
+    check_guidance_flags(config.guidance, config.w, config.guidance_interval, config.classifier_ckpt)
+    if config.guidance is None:
+        return
     if config.label is None:
         raise UserError(f"--guidance {config.guidance} needs --label (the class to guide towards)")
     check_w(config.w)
     parse_interval(config.guidance_interval)
-    if config.guidance == "cfg" and config.classifier_ckpt is not None:
-        raise UserError("--classifier-ckpt is only used with --guidance classifier")
 
 
 def guide_toy(config, process, field, data: Tensor, labels: Optional[Tensor], device, log_stream=None):

@@ -97,9 +97,10 @@ __all__ = ["ancestral_step", "brownian_pair_weight", "euler_ancestral", "dpm2_an
 ETA = Option("eta", float, 1.0, "noise per step: 0 is the deterministic solver, 1 the reverse SDE / DDPM's ancestral step", lo=0.0,
              hi=10.0, why="σ_up = min(σ_next, η σ_next √(1 - σ_next²/σ²)) saturates at σ_next (all noise) once η >= "
                           "1/√(1 - σ_next²/σ²): past 10 it is saturated on every step with σ_next/σ <= 0.995")
-S_NOISE = Option("s_noise", float, 1.0, "scale of the injected noise (1 keeps the marginals)", lo=0.0, hi=2.0,
+S_NOISE = Option("s_noise", float, 1.0, "scale of the injected noise (1 keeps the marginals)", lo=0.75, hi=1.5,
                  why="S_noise offsets the detail a denoiser removes by slightly more noise (EDM tunes it within [1, 1.007], "
-                     "arXiv 2206.00364 Table 5); past 2 the injected variance is 4x the marginal's and the samples leave the data")
+                     "arXiv 2206.00364 Table 5); the samples' spread scales about with it (on a Gaussian, 0.75x to 1.5x of "
+                     "s_noise = 1's across this range), and at 0 every sample collapses onto the denoised mean")
 SDE_SOLVER_TYPES = ("midpoint", "heun")
 
 
