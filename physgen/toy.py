@@ -8,7 +8,6 @@ drawn with a different seed from the data the field was built on.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field as dc_field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from .config import LIMIT_REASONS, MAX_LR, TOLERANCE_RANGE, parse_float
 from .data import load_toy
 from .errors import UserError, unknown_name
 from .fields.labels import drop_labels
@@ -73,12 +73,13 @@ class ToyConfig:
         for name in ("n_data", "train_steps", "batch", "hidden", "depth", "n_samples"):
             if int(getattr(self, name)) <= 0:
                 raise UserError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        for name in ("rtol", "atol", "lr"):
+        self.lr = parse_float(self.lr, "--lr", 0.0, MAX_LR, lo_open=True, why=LIMIT_REASONS["lr"])
+        for name in ("rtol", "atol"):  # given by the flag, or by --sampler-opt (a JSON value of any type)
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise UserError(f"--{name} must be finite and > 0, got {value}")
             if value is not None and name in self.sampler_options:
                 raise UserError(f"--{name} and --sampler-opt {name}=... both set {name}; give it once")
+            if value is not None:
+                setattr(self, name, parse_float(value, f"--{name}", *TOLERANCE_RANGE, why=LIMIT_REASONS["tolerance"]))
         check_sampler_options(self.sampler_options)
         check_toy_guidance(self)
 

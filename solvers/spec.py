@@ -50,6 +50,7 @@ NEEDS = {
 """What a solver can need, in words (``--list-solvers`` and error messages use these)."""
 
 MAX_INT_OPTION = 10**7  # no solver option counts more than this (steps, orders, levels)
+FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38  # the samples are float32: a float option must fit it
 
 
 class OptionError(ValueError):
@@ -123,6 +124,9 @@ class Option:
             value = float(value)
             if math.isnan(value) or (math.isinf(value) and not self.inf_ok):
                 raise OptionError(f"{where} must be finite, got {value!r}", self.name)
+            if math.isfinite(value) and (abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY):
+                raise OptionError(f"{where} must fit float32, the samples' precision (0 or |x| in [{FLOAT32_TINY:.3g}, "
+                                  f"{FLOAT32_MAX:.3g}]), got {value!r}", self.name)
             if self.hi is not None and value > self.hi:
                 raise OptionError(f"{where} must be <= {self.hi:g}, got {value!r}{because}", self.name)
         if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):

@@ -79,6 +79,9 @@ def torchdiffeq_solver(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, sche
     B = x.shape[0]
     last_euler = s[-1] == 0.0
     pts = s[:-1] if last_euler else s
+    if "step_size" in options and len(pts) >= 2 and options["step_size"] > abs(pts[-1] - pts[0]):
+        raise ValueError(f"torchdiffeq:{method}: step_size={options['step_size']:g} is longer than the span {pts[0]:g} -> {pts[-1]:g}; "
+                         f"a fixed grid needs at least one step inside it")
     if "step_size" in options and len(pts) >= 2 and abs(pts[-1] - pts[0]) / options["step_size"] > MAX_GRID_STEPS:
         raise ValueError(f"torchdiffeq:{method}: step_size={options['step_size']:g} takes more than {MAX_GRID_STEPS} steps over the span "
                          f"{pts[0]:g} -> {pts[-1]:g} (every step costs the method's stages); use a larger step or an adaptive method")

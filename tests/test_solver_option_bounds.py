@@ -44,7 +44,7 @@ def test_the_bounds_this_issue_added_carry_their_reason():
 
 
 @settings(max_examples=120, deadline=None)
-@given(pick=st.sampled_from(BOUNDED), over=st.floats(1e-6, 1e300), below=st.booleans())
+@given(pick=st.sampled_from(BOUNDED), over=st.floats(1e-6, 1e30), below=st.booleans())
 def test_a_value_past_a_bound_is_one_error_with_the_reason(pick, over, below):
     name, option = pick
     value = (option.lo - over * max(1.0, abs(option.lo))) if below else option.hi + over * max(1.0, abs(option.hi))
@@ -63,7 +63,7 @@ def _two_modes(n: int = 64, steps: int = 12):
 
 @settings(max_examples=40, deadline=None)
 @given(name=st.sampled_from(["euler-ancestral", "dpm2-ancestral", "dpmpp-sde", "dpmpp-2m-sde", "dpmpp-3m-sde"]),
-       eta=st.floats(0.0, 10.0), s_noise=st.floats(0.75, 1.5), seed=st.integers(0, 2**31 - 1))
+       eta=st.one_of(st.just(0.0), st.floats(1e-30, 10.0)), s_noise=st.floats(0.75, 1.5), seed=st.integers(0, 2**31 - 1))
 def test_ancestral_samplers_within_their_bounds_stay_on_the_data(name, eta, s_noise, seed):
     """Any eta and s_noise within the bounds: finite samples whose mean and spread stay of the
     data's order (N(0.5, 0.7²); 40 steps: measured 0.35-1.25 over the bounds' corners), never the
@@ -75,7 +75,8 @@ def test_ancestral_samplers_within_their_bounds_stay_on_the_data(name, eta, s_no
 
 
 @settings(max_examples=40, deadline=None)
-@given(pcoeff=st.floats(0.0, 1.0), icoeff=st.floats(0.5, 2.0), dcoeff=st.floats(0.0, 1.0), safety=st.floats(0.25, 1.0),
+@given(pcoeff=st.one_of(st.just(0.0), st.floats(1e-30, 1.0)), icoeff=st.floats(0.5, 2.0), dcoeff=st.one_of(st.just(0.0), st.floats(1e-30, 1.0)),
+       safety=st.floats(0.25, 1.0),
        rtol=st.sampled_from([1e-2, 1e-4, 1e-5]), h_init=st.floats(1e-3, 1.0))
 def test_dpm_adaptive_within_its_bounds_finishes_and_is_accurate(pcoeff, icoeff, dcoeff, safety, rtol, h_init):
     """Any controller within the bounds finishes well inside max_steps, near the exact solution
@@ -100,7 +101,34 @@ def test_a_tolerance_pair_below_float64_resolution_is_refused_before_the_solve(n
     assert not calls
 
 
-def test_torchdiffeq_step_size_past_the_grid_limit_is_refused():
+def test_torchdiffeq_step_size_past_the_grid_limit_or_the_span_is_refused():
     x0, s = _two_modes(2)
     with pytest.raises(ValueError, match="step_size=1e-09 takes more than 100000 steps"):
         solvers.solve(GaussianDenoiser(), x0, s, "torchdiffeq:rk4", step_size=1e-9)
+    with pytest.raises(ValueError, match="step_size=1000 is longer than the span 20 -> 0.01"):
+        solvers.solve(GaussianDenoiser(), x0, s, "torchdiffeq:rk4", step_size=1e3)
+
+
+@settings(max_examples=60, deadline=None)
+@given(value=st.floats(allow_nan=False, allow_infinity=False), name=st.sampled_from(["eta", "s_noise", "r"]))
+def test_a_float_option_must_fit_the_samples_float32(value, name):
+    """Overflowing float32 (a traceback when it met a tensor) or underflowing it to 0 is refused by name."""
+    option = solvers.get_solver("dpmpp-sde").option(name)
+    fits = value == 0 or 1.1754943508222875e-38 <= abs(value) <= 3.4028234663852886e38
+    try:
+        option.parse(value, "solver 'dpmpp-sde'")
+    except OptionError as exc:
+        assert exc.option == name and (not fits or "must be" in str(exc))
+    else:
+        assert fits
+
+
+def test_langevin_steps_past_stability_and_levels_outside_the_schedule_are_refused():
+    x0, s = _two_modes(2)
+    score = lambda x, t: -x / (C**2 + t.reshape(-1, 1) ** 2)  # noqa: E731  (b = the level for a bare score)
+    with pytest.raises(ValueError, match=r"langevin: step=1 is at least 4 b² = 0.0004"):
+        solvers.solve(score, x0, s, "langevin", step=1.0)
+    with pytest.raises(ValueError, match=r"ald: eps=1 is at least 4 b² = 0.0004"):
+        solvers.solve(score, x0, s[:-1], "ald", eps=1.0)
+    with pytest.raises(ValueError, match=r"langevin: sigma=1e\+06 is outside the schedule's scales \[0.01, 20\]"):
+        solvers.solve(score, x0, s, "langevin", sigma=1e6)

@@ -140,9 +140,6 @@ def run(args) -> int:
         dataset_spec = args.dataset or "moons"
         dataset = load_toy(dataset_spec)
         field_kind = args.field or ("analytic" if dataset.mixture is not None else "mlp")
-        if field_kind == "exact":
-            print("note: the exact field is the empirical distribution of --n-data points blurred by s_min; fresh points "
-                  "score far below the data density and the ODE is stiff (use --field mlp or a larger --s-min)", file=sys.stderr)
         g_data = torch.Generator(device=device).manual_seed(args.seed)
         if dataset.num_classes is not None:
             data, labels = dataset.sample_labelled(args.n_data, g_data, device=device)
@@ -151,6 +148,9 @@ def run(args) -> int:
         name = args.process or "edm"
         process = make_process(name, **data_defaults(name, data, opts))
         check_prior_density(process, data)  # before a field is built: the telegrapher has no prior density
+        if field_kind == "exact":
+            print("note: the exact field is the empirical distribution of --n-data points blurred by s_min; fresh points "
+                  "score far below the data density and the ODE is stiff (use --field mlp or a larger --s-min)", file=sys.stderr)
         cfg = ToyConfig(process=name, dataset=dataset_spec, field=field_kind, n_data=args.n_data, train_steps=args.train_steps,
                         hidden=args.hidden, depth=args.depth, lr=args.lr, seed=args.seed, device=args.device)
         field, _ = build_field(process, field_kind, dataset, data, None, cfg, device, log_stream=sys.stderr)

@@ -92,9 +92,12 @@ def save_classifier(path, classifier: NoiseClassifier, **meta: Any) -> None:
 def load_classifier(path, process=None, device=None) -> NoiseClassifier:
     """Load a :func:`save_classifier` checkpoint; with ``process``, check its kernel and bind to it."""
     try:  # verified, and loaded with weights_only=True: a classifier file cannot run code
-        ckpt = checkpoints.read(path, kind="classifier").payload
+        read = checkpoints.read(path, kind="classifier")
     except UserError as exc:
         raise UserError(f"cannot load classifier checkpoint: {exc}") from None
+    if "process" in read.meta:  # a header that records a process must record a known one (like every reader's check)
+        process_from_record(read.meta["process"], f"classifier checkpoint {str(path)!r}")
+    ckpt = read.payload
     if ckpt.get("format") != CHECKPOINT_FORMAT or not isinstance(ckpt.get("process"), dict) or not isinstance(ckpt.get("arch"), dict):
         raise UserError(f"{str(path)!r} is not a physgen classifier checkpoint (written by `physgen train-classifier`)")
     spec = ckpt["process"]
