@@ -41,6 +41,7 @@ from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # crafted_files: the same crafted files the tests use
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # audit_surfaces: the cases of the surfaces added since
 
 CLASSES = ("clear", "ok", "vague", "nonsense", "traceback", "hang", "crash", "payload")
 MARKER = "PAYLOAD-RAN"
@@ -65,6 +66,7 @@ class Case:
     owner: str = "infra"
     id: str = ""
     timeout: float = 60.0
+    note: str = ""  # what the case damages, where the argv does not say it (a cache file, a header field)
     result: dict = field(default_factory=dict)
 
 
@@ -345,6 +347,10 @@ def cases() -> list[Case]:
                          (TOY + ["--birth-death", "smc"], "--birth-death"), (CMP + ["--sampler-opt", "nope=1"], "nope")):
         out.append(Case("sampler options", argv + o, (needle,), owner="sampler"))
 
+    # the surfaces added since (issue 19): solver options, collisions, schedules, the optimal-schedule cache, headers, ...
+    import audit_surfaces
+
+    out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_surfaces.cases()]
     for i, case in enumerate(out):
         case.id = f"{case.area}-{i:03d}"
     return out
@@ -433,7 +439,10 @@ def _fixtures(base: Path) -> None:
     with open(os.devnull, "w") as null, contextlib.redirect_stdout(null), contextlib.redirect_stderr(null):
         main([*TRAIN, "--out", str(img)])
         main([*CMP, "--field", "mlp", "--train-steps", "3", "--batch", "16", "--hidden", "8", "--depth", "1", "--out", str(toy)])
-    os.environ["AUDIT_IMG"], os.environ["AUDIT_TOY"] = str(img), str(toy)
+        os.environ["AUDIT_IMG"], os.environ["AUDIT_TOY"] = str(img), str(toy)
+        import audit_surfaces
+
+        audit_surfaces.fixtures(base, main, ["train", *IMG])
 
 
 def _child(case: Case, w: Path, argv: list, result_path: Path) -> None:
@@ -484,7 +493,7 @@ def _message_lines(err: str) -> list[str]:
 
 def run_case(case: Case, base: Path) -> dict:
     w = Path(tempfile.mkdtemp(prefix=case.id + "-", dir=base))
-    subst = {"{W}": str(w), "{IMG}": os.environ.get("AUDIT_IMG", ""), "{TOYCKPT}": os.environ.get("AUDIT_TOY", "")}
+    subst = {"{W}": str(w), "{IMG}": os.environ.get("AUDIT_IMG", ""), "{TOYCKPT}": os.environ.get("AUDIT_TOY", ""), "{CLF}": os.environ.get("AUDIT_CLF", "")}
 
     def fill(text: str) -> str:
         for k, v in subst.items():
@@ -497,7 +506,7 @@ def run_case(case: Case, base: Path) -> dict:
         if case.setup is not None:
             case.setup(w)
     except Exception as exc:  # this checkout cannot make the file (e.g. no checkpoint module): not applicable
-        return {"id": case.id, "area": case.area, "owner": case.owner, "argv": argv, "class": "n/a", "detail": f"setup: {exc}"}
+        return {"id": case.id, "area": case.area, "owner": case.owner, "argv": argv, "note": case.note, "class": "n/a", "detail": f"setup: {exc}"}
     result_path = w / ".result.json"
     t0 = time.perf_counter()
     pid = os.fork()
@@ -536,7 +545,7 @@ def run_case(case: Case, base: Path) -> dict:
     else:
         cls = "crash"
     detail = outcome["exception"] if outcome and outcome["exception"] else (lines[-1] if lines else "")
-    return {"id": case.id, "area": case.area, "owner": case.owner, "argv": argv, "class": cls, "rc": outcome and outcome["rc"],
+    return {"id": case.id, "area": case.area, "owner": case.owner, "argv": argv, "note": case.note, "class": cls, "rc": outcome and outcome["rc"],
             "seconds": round(wall, 2), "detail": detail[:400].replace(str(w), "{W}")}
 
 
@@ -558,7 +567,7 @@ def table(results: list[dict]) -> str:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="audit_cli.json", help="JSON of every case and its outcome")
-    parser.add_argument("--only", default=None, help="run only cases whose id or area contains this text")
+    parser.add_argument("--only", default=None, help="run only cases whose id contains this text (several: comma-separated)")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-case limit in seconds (a case past it is a hang; a case known to be slow gets the same multiple of its own)")
     parser.add_argument("--memory-gb", type=float, default=6.0, help="address-space limit of each case (a case past it fails or crashes)")
     args = parser.parse_args(argv)
@@ -566,17 +575,18 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(1)  # forked children must not inherit a running thread pool
-    selected = [c for c in cases() if args.only is None or args.only in c.id]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="physgen-audit-") as tmp:
         base = Path(tmp)
-        _fixtures(base)
+        _fixtures(base)  # first: some cases are generated from the fixtures (the fields of their checkpoint headers)
+        selected = [c for c in cases() if args.only is None or any(part in c.id for part in args.only.split(","))]
         results = []
         for case in selected:
             case.timeout = case.timeout * args.timeout / 60.0  # --timeout scales every case's own limit
             results.append(run_case(case, base))
             r = results[-1]
-            print(f"{r['id']:<20} {r['class']:<9} {' '.join(r['argv'][:6])[:70]:<70} {r.get('detail', '')[:110]}", file=sys.stderr, flush=True)
+            what = f"{r['note']}: " if r.get("note") else ""
+            print(f"{r['id']:<20} {r['class']:<9} {' '.join(r['argv'][:6])[:70]:<70} {what}{r.get('detail', '')[:110]}", file=sys.stderr, flush=True)
     summary = {"cases": len(results), "wall_s": round(time.perf_counter() - t0, 1), "counts": dict(Counter(r["class"] for r in results)),
                "python": sys.version.split()[0], "torch": torch.__version__, "results": results}
     Path(args.out).write_text(json.dumps(summary, indent=1))

@@ -339,7 +339,7 @@ def read_header(path) -> Header:
         raise UserError(f"cannot read checkpoint {str(path)!r}: {_first_line(exc)}") from None
     try:
         h = json.loads(raw.decode(), parse_constant=_no_constant)
-        ok = isinstance(h, dict) and h.get("format") == FORMAT and h.get("kind") in KINDS and "step" in h
+        ok = isinstance(h, dict) and h.get("format") == FORMAT and isinstance(h.get("kind"), str) and h["kind"] in KINDS and "step" in h
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON, or a NaN/Infinity literal
         why = _first_line(exc) if "checkpoint can hold" in str(exc) else "it does not parse"
         raise UserError(f"checkpoint {str(path)!r} is damaged: its header {why}") from None

@@ -16,6 +16,8 @@ import time
 
 import torch
 
+from solvers.base import SolverError
+
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
 from .argtypes import BATCH, DEPTH, LR, POSITIVE, SAMPLES, SEED, STEPS, TOLERANCE, TRAIN_STEPS, WIDTH
@@ -174,9 +176,13 @@ def run(args) -> int:
     parts = []
     for start in range(0, n, args.batch):
         stop = min(n, start + args.batch)
-        parts.append(log_likelihood(process, field, x[start:stop], divergence=args.divergence, rtol=rtol, atol=atol,
-                                    s_min=args.s_min, noise=noise.subset(slice(start, stop)), dequantize=dequantize,
-                                    solver=args.solver, schedule=schedule))
+        try:
+            parts.append(log_likelihood(process, field, x[start:stop], divergence=args.divergence, rtol=rtol, atol=atol,
+                                        s_min=args.s_min, noise=noise.subset(slice(start, stop)), dequantize=dequantize,
+                                        solver=args.solver, schedule=schedule))
+        except SolverError as exc:  # the solver's advice in this command's flags (nll has no max_steps)
+            raise UserError(f"{exc}; here: loosen --rtol/--atol, or start at a larger --s-min (an exact field is stiff near "
+                            f"s_min = {process.s_min if args.s_min is None else args.s_min:g})") from None
     result = LikelihoodResult.concat(parts)
     wall = time.perf_counter() - t0
     summary = result.summary()

@@ -205,7 +205,7 @@ class ToyProblem(Problem):
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _mlp_spec_from_state(state: dict) -> dict:
+def _mlp_spec_from_state(state: dict, path) -> dict:
     """The toy MLP's sizes read off its state dict (for checkpoints that do not record them)."""
     try:
         hidden, dim = state["net.inp.weight"].shape
@@ -213,7 +213,7 @@ def _mlp_spec_from_state(state: dict) -> dict:
         embed_dim = int(state["net.embed.1.weight"].shape[1])
         out_dim = int(state["net.out.1.weight"].shape[0])
     except KeyError:
-        raise UserError("the checkpoint's network is not a toy MLP (no net.inp / net.blocks weights)") from None
+        raise UserError(f"checkpoint {str(path)!r}: its network is not a toy MLP (no net.inp / net.blocks weights)") from None
     label = state.get("net.label_embed.weight")
     return {"kind": "mlp", "dim": int(dim), "hidden": int(hidden), "depth": depth, "embed_dim": embed_dim,
             "num_classes": 0 if label is None else int(label.shape[0]) - 1, "out_dim": out_dim}
@@ -266,7 +266,7 @@ def load_toy_checkpoint(path, device=None, ema: bool = True) -> dict:
     state = ckpt.payload.get(weights)
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {str(found.path)!r} has no {weights!r} weights")
-    spec = (ckpt.meta.get("toy") or {}).get("net") or _mlp_spec_from_state(state)
+    spec = (ckpt.meta.get("toy") or {}).get("net") or _mlp_spec_from_state(state, found.path)
     process = process_from_record(ckpt.payload.get("process"), f"checkpoint {str(found.path)!r}")
     try:
         net = MLP(int(spec["dim"]), hidden=int(spec["hidden"]), depth=int(spec["depth"]), embed_dim=int(spec.get("embed_dim", 64)),
