@@ -124,13 +124,13 @@ class Option:
             value = float(value)
             if math.isnan(value) or (math.isinf(value) and not self.inf_ok):
                 raise OptionError(f"{where} must be finite, got {value!r}", self.name)
-            if math.isfinite(value) and (abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY):
-                raise OptionError(f"{where} must fit float32, the samples' precision (0 or |x| in [{FLOAT32_TINY:.3g}, "
-                                  f"{FLOAT32_MAX:.3g}]), got {value!r}", self.name)
             if self.hi is not None and value > self.hi:
                 raise OptionError(f"{where} must be <= {self.hi:g}, got {value!r}{because}", self.name)
         if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
             raise OptionError(f"{where} must be {'>' if self.lo_open else '>='} {self.lo:g}, got {value!r}{because}", self.name)
+        if self.kind is float and math.isfinite(value) and (abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY):
+            raise OptionError(f"{where} must fit float32, the samples' precision (0 or |x| in [{FLOAT32_TINY:.3g}, "
+                              f"{FLOAT32_MAX:.3g}]), got {value!r}", self.name)
         return value
 
     def describe(self) -> str:

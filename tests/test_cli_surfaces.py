@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from physgen.cli.main import main
+from physgen.config import FLOAT32_TINY
 from physgen.sampling import COMMAND_ARGUMENTS, SAMPLER_FLAGS, sample
 
 TOY = ["toy", "--dataset", "8gaussians", "--n-data", "40", "--n-samples", "8", "--steps", "2", "--device", "cpu"]
@@ -88,7 +89,7 @@ def test_every_lr_flag_takes_only_a_rate_in_0_1(value):
 
     text = value if isinstance(value, str) else repr(value)
     try:
-        ok = 0 < float(text) <= 1 and float(text) >= 1.2e-38
+        ok = FLOAT32_TINY <= float(text) <= 1  # > 0, and no float32 underflow (the flags' rule)
     except ValueError:
         ok = False
     for command in (TOY, CMP, NLL, CLF, TRAIN):
