@@ -274,8 +274,9 @@ def _cache_setup(mutate_entry=None, mutate_file=None, folder: bool = False) -> C
 def cache_cases() -> Iterator[tuple]:
     """A damaged cache through every command that fits a grid: refitted with a warning naming
     the file (then the file holds a valid entry again), or refused naming the file."""
-    def refitted(cmd: str) -> Callable[[Path], bool]:
-        return _all(CACHE_CHECKS[cmd], lambda w: _stderr_names(w, CACHE), lambda w: _refit_is_the_fit(w, cmd))
+    def refitted(cmd: str) -> Callable[[Path], bool]:  # (the fit's own progress line names the file too: the warning is asked for)
+        return _all(CACHE_CHECKS[cmd], lambda w: _stderr_names(w, f"warning: optimal-schedule cache '{w / 'o' / CACHE}'"),
+                    lambda w: _refit_is_the_fit(w, cmd))
 
     for cmd, argv in CACHE_COMMANDS.items():
         for what, damage in GRID_DAMAGE.items():
