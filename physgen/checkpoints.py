@@ -36,11 +36,11 @@ import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 
-from .config import jsonable
+from .config import INT64_MAX, MAX_DEPTH, MAX_RESOLUTION, MAX_SAMPLES, MAX_WIDTH, jsonable
 from .errors import UserError
 from .io import atomic_write, stale_temporaries
 
@@ -63,6 +63,8 @@ __all__ = [
     "sweep_temporaries",
     "load_state",
     "torch_load",
+    "HEADER_SCHEMA",
+    "check_weights_fit",
 ]
 
 FORMAT = "physgen-checkpoint"
@@ -176,6 +178,73 @@ def write(path, payload: dict, *, kind: str, step: int, meta: Optional[dict] = N
     return path
 
 
+# --------------------------------------------------------------------------- the header's schema
+
+HEADER_SCHEMA = {
+    ("step",): (int, 0, INT64_MAX), ("version",): (int, 1, VERSION), ("torch",): (str,), ("meta",): (dict,),
+    ("meta", "world_size"): (int, 1, MAX_SAMPLES),
+    ("meta", "process"): (dict,), ("meta", "process", "name"): (str,),
+    ("meta", "image"): (dict,), ("meta", "image", "config"): (dict,), ("meta", "image", "dataset"): (dict,),
+    ("meta", "image", "unet"): (dict,), ("meta", "image", "unet", "arch"): (str,), ("meta", "image", "unet", "overrides"): (dict,),
+    ("meta", "image", "unet", "img_resolution"): (int, 1, MAX_RESOLUTION), ("meta", "image", "unet", "channels"): (int, 1, MAX_WIDTH),
+    ("meta", "image", "unet", "num_classes"): (int, 0, MAX_SAMPLES),
+    ("meta", "image", "shape"): (list,), ("meta", "image", "shape", "*"): (int, 1, MAX_RESOLUTION),
+    ("meta", "toy"): (dict,), ("meta", "toy", "net"): (dict,), ("meta", "toy", "net", "dim"): (int, 1, MAX_WIDTH),
+    ("meta", "toy", "net", "hidden"): (int, 1, MAX_WIDTH), ("meta", "toy", "net", "depth"): (int, 1, MAX_DEPTH),
+    ("meta", "toy", "net", "embed_dim"): (int, 2, MAX_WIDTH), ("meta", "toy", "net", "num_classes"): (int, 0, MAX_SAMPLES),
+    ("meta", "toy", "net", "out_dim"): (int, 1, MAX_WIDTH), ("meta", "toy", "dataset"): (str,), ("meta", "toy", "n_data"): (int, 1, MAX_SAMPLES),
+    ("meta", "toy", "seed"): (int, 0, INT64_MAX), ("meta", "arch"): (dict,),
+}
+"""What each field of a header must be where present: ``(type,)`` or ``(int, lo, hi)`` (the size
+limits of :mod:`physgen.config`); ``"*"`` is every item of a list.  What a reader needs beyond
+this (a spec that is complete, a shape that agrees with it) it checks itself, before the file's
+weights are loaded (:func:`check_weights_fit`)."""
+
+
+def _field_problem(value: Any, rule: tuple) -> Optional[str]:
+    kind = rule[0]
+    if kind is int:
+        if type(value) is not int or not rule[1] <= value <= rule[2]:
+            return f"must be an integer in {rule[1]}..{rule[2]}, got {value!r}"
+        return None
+    if not isinstance(value, kind):
+        return f"must be {'an object' if kind is dict else 'a list' if kind is list else 'a string'}, got {json.dumps(value)[:60]}"
+    return None
+
+
+def _schema_problem(header: dict) -> Optional[str]:
+    """The first field of ``header`` that breaks :data:`HEADER_SCHEMA` (its path and why), or None."""
+    for path, rule in HEADER_SCHEMA.items():
+        nodes: list = [(header, "")]
+        for key in path:
+            step = []
+            for node, where in nodes:
+                if key == "*" and isinstance(node, list):
+                    step += [(v, f"{where}[{i}]") for i, v in enumerate(node)]
+                elif isinstance(node, dict) and key in node:
+                    step.append((node[key], f"{where}.{key}" if where else key))
+            nodes = step
+        for value, where in nodes:
+            why = _field_problem(value, rule)
+            if why is not None:
+                return f"{where} {why}"
+    return None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number a checkpoint can hold")
+
+
+def check_weights_fit(path, n_weights: int, what: str) -> None:
+    """UserError unless the file at ``path`` can hold ``n_weights`` numbers (2 bytes each, the
+    narrowest precision it could store): a header that describes a larger network than the
+    file's weights is refused before that network is allocated."""
+    size = Path(path).stat().st_size
+    if 2 * n_weights > size:
+        raise UserError(f"checkpoint {str(path)!r}: its header describes {what} of at least {n_weights:.3g} weights, more than "
+                        f"the file's {size / 1e6:.3g} MB can hold; the header does not describe these weights")
+
+
 # --------------------------------------------------------------------------- reading
 
 
@@ -269,14 +338,18 @@ def read_header(path) -> Header:
     except OSError as exc:
         raise UserError(f"cannot read checkpoint {str(path)!r}: {_first_line(exc)}") from None
     try:
-        h = json.loads(raw.decode())
-        ok = isinstance(h, dict) and h.get("format") == FORMAT and h.get("kind") in KINDS and isinstance(h.get("step"), int)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        ok = False
+        h = json.loads(raw.decode(), parse_constant=_no_constant)
+        ok = isinstance(h, dict) and h.get("format") == FORMAT and isinstance(h.get("kind"), str) and h["kind"] in KINDS and "step" in h
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: JSON, or a NaN/Infinity literal
+        why = _first_line(exc) if "checkpoint can hold" in str(exc) else "it does not parse"
+        raise UserError(f"checkpoint {str(path)!r} is damaged: its header {why}") from None
     if not ok:
         raise UserError(f"checkpoint {str(path)!r} is damaged: its header does not parse")
-    if not isinstance(h.get("version"), int) or h["version"] > VERSION:
+    if type(h.get("version")) is not int or h["version"] > VERSION:
         raise UserError(f"checkpoint {str(path)!r} has format version {h.get('version')!r}; this physgen reads up to {VERSION}")
+    why = _schema_problem(h)
+    if why is not None:
+        raise UserError(f"checkpoint {str(path)!r} has an invalid header: {why}")
     return Header(path, h["kind"], h["step"], h.get("meta") or {}, str(h.get("checksum")), len(MAGIC) + 8 + n, h["version"])
 
 
@@ -351,19 +424,27 @@ def list_checkpoints(path) -> list[Path]:
     return sorted(found, key=lambda c: (_step_of(c), c.name), reverse=True)
 
 
-def find(path, *, kind: Union[None, str, Sequence[str]] = None, log: Any = "stderr") -> Found:
+def find(path, *, kind: Union[None, str, Sequence[str]] = None, log: Any = "stderr",
+         check: Optional[Callable[[Header], None]] = None) -> Found:
     """The checkpoint to use for ``path``: the file itself (verified: a damaged file is an
     error, never silently replaced), or the newest checkpoint of a run folder that verifies.
 
-    Newer checkpoints that do not verify (or are of another ``kind``) are skipped, each
-    reported on ``log`` (default: the current ``sys.stderr``; ``None``: silent) with the
+    Newer checkpoints that do not verify (or are of another ``kind``, or whose header the
+    reader's ``check`` refuses with a :class:`UserError`: a spec it cannot build) are skipped,
+    each reported on ``log`` (default: the current ``sys.stderr``; ``None``: silent) with the
     reason, and listed in :attr:`Found.skipped`."""
     log = _stream(log)
     p = Path(path)
-    if p.is_file():
-        header = verify(p)
+
+    def usable(candidate: Path) -> Header:
+        header = verify(candidate)
         _check_kind(header, kind)
-        return Found(p, header, [])
+        if check is not None:
+            check(header)
+        return header
+
+    if p.is_file():
+        return Found(p, usable(p), [])
     if not p.exists():
         raise UserError(f"checkpoint {str(p)!r} does not exist")
     if not p.is_dir():
@@ -371,8 +452,7 @@ def find(path, *, kind: Union[None, str, Sequence[str]] = None, log: Any = "stde
     skipped: list = []
     for candidate in list_checkpoints(p):
         try:
-            header = verify(candidate)
-            _check_kind(header, kind)
+            header = usable(candidate)
         except UserError as exc:
             reason = str(exc)
             skipped.append((candidate, reason))

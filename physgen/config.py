@@ -42,7 +42,7 @@ from .errors import UserError
 __all__ = ["INF_STRINGS", "decode_inf", "jsonable", "parse_D", "D_MAX", "config_from_dict", "config_to_dict", "load_config_file",
            "read_json", "dump_config_file", "toml_text", "parse_int", "parse_float", "parse_probability", "parse_seed",
            "parse_optional", "arg", "parse_key_values", "check_options", "FLOAT32_MAX", "FLOAT32_TINY", "INT64_MAX", "SEED_MAX",
-           "MAX_STEPS", "MAX_TRAIN_STEPS", "MAX_SAMPLES", "MAX_BATCH", "MAX_WIDTH", "MAX_DEPTH", "MAX_RESOLUTION", "MAX_LEVELS",
+           "MAX_STEPS", "MAX_TRAIN_STEPS", "MAX_SAMPLES", "MAX_BATCH", "MAX_WIDTH", "MAX_DEPTH", "MAX_RESOLUTION", "MAX_LEVELS", "MAX_LR", "TOLERANCE_RANGE",
            "LIMIT_REASONS"]
 
 INF_STRINGS = ("inf", "+inf", "infinity", "+infinity")
@@ -62,6 +62,8 @@ MAX_WIDTH = 65_536  # network widths: the weights are width^2 numbers
 MAX_DEPTH = 1_000
 MAX_RESOLUTION = 4096
 MAX_LEVELS = 100_000  # annealed Langevin: levels x steps per level network evaluations
+MAX_LR = 1.0  # Adam moves every weight by about lr per step
+TOLERANCE_RANGE = (10 * 2.0**-52, 1.0)  # an ODE solver's rtol/atol: float64's resolution .. the state's own size
 
 LIMIT_REASONS = {
     "seed": "a 64-bit generator seed, with room for the held-out offsets",
@@ -73,6 +75,9 @@ LIMIT_REASONS = {
     "depth": "one block per unit of depth",
     "resolution": "images are held in memory at this size",
     "levels": "each level costs its steps in field evaluations",
+    "lr": "Adam moves every weight by about lr per step, and the networks' weights are of order 0.1: at 1 a step replaces them",
+    "tolerance": "an adaptive solver's error per step relative to the state (rtol) or to unit-scale data (atol): above 1 it "
+                 "accepts any step, and below 10x float64's resolution no floating-point solve can meet it",
 }
 
 
@@ -177,7 +182,7 @@ def _int(value: Any, lo: int, hi: int, why: Optional[str]) -> int:
     return out
 
 
-def _float(value: Any, lo: Optional[float], hi: Optional[float], lo_open: bool, hi_open: bool, allow_inf: bool) -> float:
+def _float(value: Any, lo: Optional[float], hi: Optional[float], lo_open: bool, hi_open: bool, allow_inf: bool, why: Optional[str] = None) -> float:
     x = _number(value)
     if math.isnan(x):
         raise _Bad(f"got {_show(value)}, not a number")
@@ -187,10 +192,11 @@ def _float(value: Any, lo: Optional[float], hi: Optional[float], lo_open: bool, 
         raise _Bad(f"got {_show(value)}, which overflows float32 (|x| <= {FLOAT32_MAX:.3g})")
     if x != 0 and math.isfinite(x) and abs(x) < FLOAT32_TINY:
         raise _Bad(f"got {_show(value)}, which underflows float32 (|x| >= {FLOAT32_TINY:.3g} or 0)")
+    because = f" ({why})" if why else ""
     if lo is not None and (x < lo or (lo_open and x == lo)):
-        raise _Bad(f"must be {'>' if lo_open else '>='} {lo:g}, got {_show(value)}")
+        raise _Bad(f"must be {'>' if lo_open else '>='} {lo:g}{because}, got {_show(value)}")
     if hi is not None and (x > hi or (hi_open and x == hi)):
-        raise _Bad(f"must be {'<' if hi_open else '<='} {hi:g}, got {_show(value)}")
+        raise _Bad(f"must be {'<' if hi_open else '<='} {hi:g}{because}, got {_show(value)}")
     return x
 
 
@@ -204,12 +210,13 @@ def parse_int(value: Any, name: str, lo: int = 1, hi: int = INT64_MAX, why: Opti
 
 
 def parse_float(value: Any, name: str, lo: Optional[float] = None, hi: Optional[float] = None, *, lo_open: bool = False,
-                hi_open: bool = False, allow_inf: bool = False) -> float:
+                hi_open: bool = False, allow_inf: bool = False, why: Optional[str] = None) -> float:
     """A float in the given range that a float32 tensor can hold (no overflow to inf, no
-    underflow of a non-zero value to 0); NaN always and infinity unless ``allow_inf`` refused.
-    ``parse_float(v, "--atol", 0, lo_open=True)`` is a finite positive tolerance."""
+    underflow of a non-zero value to 0); NaN always and infinity unless ``allow_inf`` refused;
+    ``why`` says why the range is what it is (quoted in the error).
+    ``parse_float(v, "--lr", 0, MAX_LR, lo_open=True, why=LIMIT_REASONS["lr"])`` is a learning rate."""
     try:
-        return _float(value, lo, hi, lo_open, hi_open, allow_inf)
+        return _float(value, lo, hi, lo_open, hi_open, allow_inf, why)
     except _Bad as bad:
         raise UserError(f"{name} {bad}") from None
 

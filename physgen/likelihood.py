@@ -47,6 +47,7 @@ from .errors import UserError
 __all__ = [
     "LikelihoodResult",
     "log_likelihood",
+    "check_prior_density",
     "exact_divergence",
     "hutchinson_divergence",
     "prior_log_prob",
@@ -167,6 +168,14 @@ def prior_log_prob(process, x: Tensor) -> Tensor:
     return process.prior_log_prob(x)
 
 
+def check_prior_density(process, x: Tensor) -> None:
+    """:class:`UserError` (the process's own one line) if ``process`` has no prior density to end
+    the likelihood with (the telegrapher's Kac kernel has atoms): asked of one point before any
+    field is built or ODE solved, so the refusal costs nothing."""
+    with torch.no_grad():
+        process.prior_log_prob(x[:1].detach().double())
+
+
 def _field_dtype(field) -> torch.dtype:
     if isinstance(field, nn.Module):
         for p in field.parameters():
@@ -212,6 +221,8 @@ def log_likelihood(
         raise UserError(f"divergence must be auto, exact or hutchinson, got {divergence!r}")
     if x.ndim < 2 or x.shape[0] == 0:
         raise UserError(f"x must be shaped [B, ...] with B >= 1, got {tuple(x.shape)}")
+    if prior is None:
+        check_prior_density(process, x)
     shape = tuple(x.shape)
     B, N = shape[0], math.prod(shape[1:])
     method = ("exact" if N <= EXACT_DIVERGENCE_MAX_DIM else "hutchinson") if divergence == "auto" else divergence
@@ -228,7 +239,7 @@ def log_likelihood(
     lo = float(points[0]) if points is not None else float(process.s_min if s_min is None else s_min)
     hi = float(process.s_max)
     if not (0 < lo < hi and math.isfinite(hi)):
-        raise UserError(f"need 0 < s_min < s_max (finite) for the likelihood, got s_min={lo}, s_max={hi}")
+        raise UserError(f"process {process.name!r}: the likelihood needs 0 < s_min < s_max (finite), got s_min={lo}, s_max={hi}")
     dt = dtype or _field_dtype(field)
     x = x.to(dt)
     extra_nats = 0.0

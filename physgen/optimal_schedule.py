@@ -22,6 +22,14 @@ solver's measured mean squared global error on pilot draws).  This module hands 
   sha256 of the process and its configuration, the field's fingerprint (a network's
   weights, an exact field's points, a mixture's parameters: :func:`field_fingerprint`), K,
   the solver and its options, the label, the sample shape and the pilot's settings.
+  The cache is derived data that a fit reproduces exactly (the pilot's seed is fixed), so
+  what cannot be trusted in it is refitted, never used and never fatal: an entry is used
+  only if its grid is what a user's grid must be (K + 1 finite numbers, strictly
+  decreasing, the ends of the process's own K-step grid), and a file that is not a JSON
+  object of entries (damaged, truncated, nested beyond reason, of another type) is
+  ignored; either way one warning line names the file and why, and the fit rewrites it.
+  Only a cache path that cannot hold a file (a folder there, an unwritable folder) is
+  refused, before the fit, which could not be kept.
 
 Cost: one reference solve plus at most ``max_evals`` solves of K steps on the pilot
 draws, in float64, once per cache entry: about 10 s for an analytic toy field and 2 min for
@@ -39,6 +47,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -52,12 +61,13 @@ from solvers.base import SolverError
 from solvers.optimal import optimise_grid
 from solvers.schedules import parse_schedule
 
+from .config import read_json
 from .errors import UserError
 from .io import write_json
 from .noise import SeededNoise
 from .processes.base import Process, check_steps
 
-__all__ = ["OPTIMAL", "optimal_schedule", "optimal_options", "field_fingerprint", "CACHE_NAME", "PILOT_SEED", "N_PILOT", "MAX_EVALS",
+__all__ = ["OPTIMAL", "optimal_schedule", "optimal_options", "field_fingerprint", "grid_problem", "CACHE_NAME", "PILOT_SEED", "N_PILOT", "MAX_EVALS",
            "N_PILOT_LARGE", "MAX_EVALS_LARGE", "SMALL_DIM", "START_SCHEDULES"]
 
 OPTIMAL = "optimal"
@@ -152,20 +162,53 @@ def _label_value(label) -> Optional[int]:
     return int(t[0])
 
 
-def _read_cache(path: Path) -> dict:
-    if not path.is_file():
+def _cache_path(cache_dir) -> Optional[Path]:
+    """``cache_dir/optimal_schedules.json``; :class:`UserError` if no file can be kept there (checked before a fit)."""
+    if cache_dir is None:
+        return None
+    path = Path(cache_dir) / CACHE_NAME
+    if path.exists() and not path.is_file():
+        raise UserError(f"the optimal-schedule cache {str(path)!r} is not a file; remove it (or give another --out) so the fit can be kept")
+    folder = path.parent
+    if folder.exists() and not (folder.is_dir() and os.access(folder, os.W_OK)):
+        raise UserError(f"the optimal-schedule cache {str(path)!r} cannot be written: {str(folder)!r} is not a writable folder")
+    return path
+
+
+def _warn(log, path: Path, why: str) -> None:
+    if log is not None:
+        print(f"warning: optimal-schedule cache {str(path)!r}: {why}; refitting (the fit rewrites it)", file=log, flush=True)
+
+
+def _read_cache(path: Optional[Path], log=None) -> dict:
+    """The cache's entries; a file that is not a JSON object is ignored (with a warning on ``log``)."""
+    if path is None or not path.is_file():
         return {}
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        raise UserError(f"cannot read the optimal-schedule cache {str(path)!r} (not JSON); delete it to recompute") from None
-    return data if isinstance(data, dict) else {}
+        data = read_json(path, "the optimal-schedule cache")
+    except UserError as exc:
+        _warn(log, path, str(exc).split(f"{str(path)!r}: ", 1)[-1])
+        return {}
+    if not isinstance(data, dict):
+        _warn(log, path, f"it holds a {type(data).__name__}, not an object of entries")
+        return {}
+    return data
 
 
-def _valid(entry: Any, steps: int) -> bool:
-    grid = entry.get("grid") if isinstance(entry, dict) else None
-    return (isinstance(grid, list) and len(grid) == steps + 1 and all(isinstance(v, (int, float)) and math.isfinite(v) for v in grid)
-            and all(a > b for a, b in zip(grid, grid[1:])))
+def grid_problem(grid: Any, steps: int, ends: Sequence[float]) -> Optional[str]:
+    """Why ``grid`` is not a valid ``steps``-step grid with the process's ``ends`` (its first and
+    last points, and the last positive one before a final 0), or None: the checks a user's grid gets."""
+    if not isinstance(grid, list) or len(grid) != steps + 1:
+        return f"not a list of {steps + 1} numbers"
+    bad = next((v for v in grid if not (type(v) in (int, float) and math.isfinite(v))), None)
+    if bad is not None or any(type(v) not in (int, float) for v in grid):
+        return f"not all finite numbers (it holds {bad!r})"
+    if not all(a > b for a, b in zip(grid, grid[1:])):
+        return "not strictly decreasing"
+    first, last = float(ends[0]), float(ends[-1])
+    if grid[0] != first or grid[-1] != last or (last == 0.0 and len(ends) > 2 and grid[-2] != float(ends[-2])):
+        return f"its ends {grid[0]!r} ... {grid[-1]!r} are not the process's ({first!r} ... {last!r})"
+    return None
 
 
 def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, method: str, sample_fn: Callable, shape: Sequence[int],
@@ -193,13 +236,18 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
                   "n_pilot": n_pilot, "pilot_seed": PILOT_SEED, "reference_tol": REFERENCE_TOL, "max_evals": max_evals,
                   "starts": [process.default_schedule_name, *START_SCHEDULES]}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()
-    path = Path(cache_dir) / CACHE_NAME if cache_dir is not None else None
-    cache = _read_cache(path) if path is not None else {}
-    if _valid(cache.get(key), K):
-        return torch.tensor(cache[key]["grid"], dtype=torch.float64)
+    log = sys.stderr if log is None else log
+    path = _cache_path(cache_dir)
+    cache = _read_cache(path, log)
+    own = process.grid(K).tolist()  # the process's own K-step grid: its ends are every grid's
+    if key in cache:
+        entry = cache[key]
+        why = grid_problem(entry.get("grid") if isinstance(entry, dict) else None, K, [own[0], *own[-2:]])
+        if why is None:
+            return torch.tensor([float(v) for v in entry["grid"]], dtype=torch.float64)
+        _warn(log, path, f"its grid for this fit is {why}")
 
     t0 = time.perf_counter()
-    log = sys.stderr if log is None else log
     print(f"--schedule optimal: fitting a {K}-step grid for {method} on {n_pilot} pilot draws (at most {max_evals} solves; "
           f"cached in {str(path) if path is not None else 'nothing: no run folder'})", file=log, flush=True)
     device = _device(field)
@@ -240,7 +288,7 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
     print(f"--schedule optimal: {result.evaluations} solves in {time.perf_counter() - t0:.1f} s; pilot RMS error {result.error:.3g} "
           f"(best start {result.start}: {result.start_errors.get(result.start, float('nan')):.3g})", file=log, flush=True)
     if path is not None:
-        cache = _read_cache(path)  # re-read: another command may have added entries meanwhile
+        cache = _read_cache(path)  # re-read: another command may have added entries meanwhile (a damaged file is replaced)
         cache[key] = {"grid": result.grid, "solver": method, "steps": K, "options": options, "process": process.describe(),
                       "field": key_fields["field"][:16], "label": label_value, "pilot_rms_error": result.error,
                       "start": result.start, "start_rms_errors": result.start_errors, "solves": result.evaluations,

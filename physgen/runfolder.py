@@ -63,10 +63,18 @@ def add_overwrite_argument(parser, what: str = "--out") -> None:
 # --------------------------------------------------------------------------- paths
 
 
+def _named(out, flag: str) -> Path:
+    """``out`` as a path; an empty (or blank) one is refused: ``Path("")`` is the current folder,
+    where a run's files would land among the user's."""
+    if not str(out).strip():
+        raise UserError(f"{flag} {str(out)!r} is empty; name the output (use . for the current folder)")
+    return Path(out)
+
+
 def check_out_dir(out, flag: str = "--out") -> Path:
     """``out`` as a directory path, created: UserError naming the file in the way when
-    ``out`` or one of its parents is a file, or when it cannot be created."""
-    out = Path(out)
+    ``out`` or one of its parents is a file, or when it cannot be created (or is empty)."""
+    out = _named(out, flag)
     for p in (out, *out.parents):
         if p.exists():
             if p.is_dir():
@@ -245,6 +253,7 @@ def prepare(
     sweep: bool = True,
     flag: str = "--out",
     hint: str = "",
+    resume_flag: str = "--resume",
 ) -> RunFolder:
     """Check, lock and (with ``overwrite``) clear the output folder ``out`` of ``command``.
 
@@ -252,9 +261,13 @@ def prepare(
     ``conflicts``: which existing files make ``out`` "another run's" (patterns, or a
     predicate on paths; default ``outputs``).  ``keep``: files that ``overwrite`` must not
     delete (those this run rewrites anyway, e.g. other ranks' shards).  ``resume``: this run
-    continues the folder's run (no refusal, nothing cleared).  ``hint`` ends the refusal.
+    continues the folder's run (no refusal, nothing cleared; with ``overwrite`` too, refused:
+    the two say opposite things, ``resume_flag`` names the first).  ``hint`` ends the refusal.
     """
-    created = _new_dirs(Path(out))
+    if resume and overwrite:
+        raise UserError(f"{resume_flag} and --overwrite disagree: the first continues the run in {str(out)!r}, the second would delete "
+                        f"its files first; give one of them")
+    created = _new_dirs(_named(out, flag))
     out = check_out_dir(out, flag)
     _release_finished(out)
     lock = _take(out / LOCK_NAME, command, flag, out)
@@ -291,7 +304,7 @@ def prepare_file(path, command: str, *, overwrite: bool = False, flag: str = "--
     """:func:`prepare` for a command whose output is the one file ``path``: its folder is
     checked, the file locked (``.NAME.lock`` beside it), and an existing file refused unless
     ``overwrite`` (the writer then replaces it atomically)."""
-    path = Path(path)
+    path = _named(path, flag)
     if path.is_dir():
         raise UserError(f"{flag} {str(path)!r} is a directory; name a file")
     created = _new_dirs(path.parent)

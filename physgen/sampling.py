@@ -34,7 +34,8 @@ from .optimal_schedule import OPTIMAL, optimal_options, optimal_schedule
 from .processes.base import Process, check_steps
 
 __all__ = ["grid", "sample", "sampling_record", "solver_spec", "solver_rows", "format_solver_table", "check_result", "DivergenceError",
-           "DIVERGENCE_RATIO", "STRAY_RATIO", "stray_fraction", "pooled_stray_fraction", "warn_strays", "warn_stray_runs"]
+           "DIVERGENCE_RATIO", "STRAY_RATIO", "stray_fraction", "pooled_stray_fraction", "warn_strays", "warn_stray_runs",
+           "COMMAND_ARGUMENTS", "SAMPLER_FLAGS", "check_sampler_options"]
 
 DIVERGENCE_RATIO = 4.0
 """A result whose median distance from the prior's centre exceeds this multiple of the
@@ -53,6 +54,33 @@ within 0.013 of it.  So a correct sample lies well inside half that radius, and 
 it was barely moved from its prior draw (or the prior does not cover the data).  Both are
 measured in the data's units (VP's ``x/a``: :meth:`physgen.processes.Process.signal_scale`),
 where every process's prior is wide (VP's ``x`` prior, ``b ≈ 1``, is not)."""
+
+
+COMMAND_ARGUMENTS = {
+    "process": "the command's process (--process)", "field": "the command's field", "x0": "the prior draws (--seed)",
+    "x": "the prior draws (--seed)", "target": "what the process offers the solver", "method": "--solver",
+    "schedule": "--steps and --schedule", "label": "--label", "noise": "the seeded noise of --seed",
+    "generator": "the seeded noise of --seed", "return_trajectory": "the command (it records trajectories where it draws them)",
+}
+"""What a sampling command hands the dispatcher (and the dispatcher a solver) itself, with the
+flag that sets it: a sampler option of one of these names would collide with it."""
+
+SAMPLER_FLAGS = {"steps_per_level": "--steps-per-level", "eps": "--eps", "snr": "--snr", "birth_death": "--birth-death",
+                 "rtol": "--rtol", "atol": "--atol"}
+"""Sampler options with a flag of their own (every other one is ``--sampler-opt KEY=VALUE``)."""
+
+
+def check_sampler_options(options: dict, where: str = "--sampler-opt") -> dict:
+    """``options`` if none of them is one of the :data:`COMMAND_ARGUMENTS` (a :class:`UserError`
+    naming it and the flag that sets it otherwise)."""
+    for key in options:
+        if key in COMMAND_ARGUMENTS:
+            raise UserError(f"{where} {key}=...: {key} is not a sampler option; it is set by {COMMAND_ARGUMENTS[key]}")
+    return options
+
+
+def _flag_of(option: str) -> str:
+    return f"{SAMPLER_FLAGS[option]} or --sampler-opt {option}=..." if option in SAMPLER_FLAGS else f"--sampler-opt {option}=..."
 
 
 class DivergenceError(FloatingPointError):
@@ -126,10 +154,16 @@ BIRTH_STEPS = ("heun", "euler")
 
 def _route(spec: solvers.Spec, process: Process, offers: dict, options: dict) -> tuple[solvers.Spec, dict]:
     """A process in a births mode offers only ``births``: ``heun``/``euler`` then step the
-    births sampler, in the process's mode (log-weights by the trapezoid rule)."""
+    births sampler, in the process's mode (log-weights by the trapezoid rule); the births
+    sampler itself also runs in the process's mode."""
     births = offers.get("births")
-    if births is None or "flow" in offers or spec.name == "births":
+    if births is None or "flow" in offers:
         return spec, options
+    if options.get("mode", births.mode) != births.mode:
+        raise UserError(f"--sampler-opt mode={options['mode']} disagrees with the process's --birth-death {births.mode}: "
+                        f"the births sampler runs in the process's mode (give --birth-death only)")
+    if spec.name == "births":
+        return spec, {**options, "mode": births.mode}
     if spec.name not in BIRTH_STEPS:
         raise UserError(f"solver {spec.name!r} needs {NEEDS[spec.target]}; process {process.describe()} in mode {births.mode!r} "
                         f"does not offer it (it offers: births; solvers that run here: births, {', '.join(BIRTH_STEPS)})")
@@ -155,7 +189,7 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
     try:
         options = spec.check_options(options)
     except OptionError as exc:  # name the flag too: --steps-per-level, --snr, ... or --sampler-opt KEY=VALUE
-        flag = f" (given as --{exc.option.replace('_', '-')} or --sampler-opt {exc.option}=...)" if exc.option else ""
+        flag = f" (given as {_flag_of(exc.option)})" if exc.option else ""
         raise UserError(f"{exc}{flag}") from None
     if spec.stochastic and noise is not None:
         options["noise"] = noise

@@ -10,7 +10,6 @@ the fraction of samples the sampler left far from any data
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, field as dc_field
 from pathlib import Path
@@ -19,18 +18,19 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
+from .config import LIMIT_REASONS, MAX_LR, TOLERANCE_RANGE, parse_float
 from .data import load_toy
 from .errors import UserError, unknown_name
 from .fields.labels import drop_labels
 from .guidance import (GUIDANCE_KINDS, ClassifierFreeGuidance, ClassifierGuidance, bayes_classifier, load_classifier, make_classifier,
                        parse_interval, sample_guided)
-from .guidance.wrappers import check_w
+from .guidance.wrappers import check_guidance_flags, check_w
 from .io import ensure_dir, save_figure, save_npy, write_json
 from .metrics import sample_metrics
 from .noise import SeededNoise
 from .processes import data_defaults, make_process, process_class
 from .runtime import resolve_device
-from .sampling import grid, sample, sampling_record, warn_strays
+from .sampling import check_sampler_options, grid, sample, sampling_record, warn_strays
 from .training import TrainConfig, train, train_classifier
 
 __all__ = ["ToyConfig", "run_toy", "build_field", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
@@ -75,10 +75,14 @@ class ToyConfig:
         for name in ("n_data", "train_steps", "batch", "hidden", "depth", "n_samples"):
             if int(getattr(self, name)) <= 0:
                 raise UserError(f"{name.replace('_', '-')} must be > 0, got {getattr(self, name)}")
-        for name in ("rtol", "atol", "lr"):
+        self.lr = parse_float(self.lr, "--lr", 0.0, MAX_LR, lo_open=True, why=LIMIT_REASONS["lr"])
+        for name in ("rtol", "atol"):  # given by the flag, or by --sampler-opt (a JSON value of any type)
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise UserError(f"--{name} must be finite and > 0, got {value}")
+            if value is not None and name in self.sampler_options:
+                raise UserError(f"--{name} and --sampler-opt {name}=... both set {name}; give it once")
+            if value is not None:
+                setattr(self, name, parse_float(value, f"--{name}", *TOLERANCE_RANGE, why=LIMIT_REASONS["tolerance"]))
+        check_sampler_options(self.sampler_options)
         check_toy_guidance(self)
 
 
@@ -232,18 +236,15 @@ def plot_trajectories(traj: Tensor, path: Path, n_paths: int = 64, process: str 
 
 def check_toy_guidance(config) -> None:
     """Validate the guidance fields of a :class:`physgen.toy.ToyConfig`."""
-    if config.guidance is None:
-        if config.classifier_ckpt is not None:
-            raise UserError("--classifier-ckpt is only used with --guidance classifier")
-        return
-    if config.guidance not in GUIDANCE_KINDS:
+    if config.guidance is not None and config.guidance not in GUIDANCE_KINDS:
         raise unknown_name("guidance", config.guidance, GUIDANCE_KINDS)
+    check_guidance_flags(config.guidance, config.w, config.guidance_interval, config.classifier_ckpt)
+    if config.guidance is None:
+        return
     if config.label is None:
         raise UserError(f"--guidance {config.guidance} needs --label (the class to guide towards)")
     check_w(config.w)
     parse_interval(config.guidance_interval)
-    if config.guidance == "cfg" and config.classifier_ckpt is not None:
-        raise UserError("--classifier-ckpt is only used with --guidance classifier")
 
 
 def guide_toy(config, process, field, data: Tensor, labels: Optional[Tensor], device, log_stream=None):

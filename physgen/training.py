@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import checkpoints
-from .config import LIMIT_REASONS, MAX_BATCH, MAX_TRAIN_STEPS, config_from_dict, parse_float, parse_int, parse_optional, parse_seed
+from .config import LIMIT_REASONS, MAX_BATCH, MAX_LR, MAX_TRAIN_STEPS, config_from_dict, parse_float, parse_int, parse_optional, parse_seed
 from .errors import UserError, unknown_name
 from .runtime import PRECISIONS, DistInfo, Progress, dist_info, mix_seed, resolve_precision
 
@@ -104,7 +104,7 @@ class TrainConfig:
         self.warmup_steps = parse_int(self.warmup_steps, "warmup_steps", 0, MAX_TRAIN_STEPS, reason)
         self.checkpoint_every = parse_int(self.checkpoint_every, "checkpoint_every", 0)
         self.seed = parse_seed(self.seed, "seed")
-        self.lr = parse_float(self.lr, "lr", 0.0, lo_open=True)
+        self.lr = parse_float(self.lr, "lr", 0.0, MAX_LR, lo_open=True, why=LIMIT_REASONS["lr"])
         self.ema_halflife = parse_float(self.ema_halflife, "ema_halflife", 0.0, lo_open=True)
         positive_or_none = parse_optional(parse_float)
         for name in ("ema_rampup", "grad_clip", "duration_mimg", "max_minutes"):

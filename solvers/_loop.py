@@ -26,8 +26,12 @@ from .base import Counted, DenoiserFormError, NoiseFn, Solution, SolverStats, as
 
 __all__ = [
     "StepRule", "Context", "run_steps", "to_zero", "resolve_noise", "DivergenceWatch",
-    "host_values", "scale_table", "combine", "check_batch", "require", "positive_scales",
+    "host_values", "scale_table", "combine", "check_batch", "require", "positive_scales", "check_tolerances",
 ]
+
+TOLERANCE_FLOOR = 10 * 2.0**-52
+"""10x float64's machine epsilon: no floating-point solve resolves a smaller error, and asking for one only
+shrinks the steps (like tol^(1/5) for a fifth-order pair) until the solver runs into max_steps."""
 
 
 def host_values(values: Sequence[float], dtype: torch.dtype, device: torch.device) -> Tensor:
@@ -93,6 +97,14 @@ def require(target, need: str, name: str) -> None:
         raise DenoiserFormError(f"{name} needs a flow of the denoiser form dx/ds = (x - D(x, s))/s exposing "
                                 f"denoise(x, s); {what} has no denoise method")
     raise TypeError(f"{name} needs {need} ({', '.join(NEED_METHODS.get(need, ('a callable',)))}); {what} lacks {', '.join(missing)}")
+
+
+def check_tolerances(name: str, rtol: float, atol: float) -> None:
+    """``ValueError`` unless an adaptive solver can meet ``rtol``/``atol``: not both below
+    :data:`TOLERANCE_FLOOR` (2.2e-15; both 0 included)."""
+    if rtol < TOLERANCE_FLOOR and atol < TOLERANCE_FLOOR:
+        raise ValueError(f"{name}: rtol={rtol:g} and atol={atol:g} are both below {TOLERANCE_FLOOR:.1e}, 10x the resolution of float64: "
+                         f"no floating-point solve meets them, and the steps would shrink until max_steps; loosen one of them")
 
 
 def positive_scales(s: list[float], name: str) -> None:

@@ -13,9 +13,9 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._loop import check_batch, combine, host_values, scale_table, to_zero
+from ._loop import check_batch, check_tolerances, combine, host_values, scale_table, to_zero
 from .base import Counted, Solution, SolverError, SolverStats, as_schedule
-from .spec import Option, takes
+from .spec import Option, takes, tolerance
 
 __all__ = ["dopri5", "DOPRI5_C", "DOPRI5_A", "DOPRI5_B", "DOPRI5_E", "PerSampleProgress", "finish_per_sample"]
 
@@ -40,7 +40,7 @@ def _rms(v: Tensor) -> Tensor:
     return v.flatten(1).pow(2).mean(1).sqrt()
 
 
-@takes("dopri5", Option("rtol", float, 1e-5, "relative tolerance", lo=0.0), Option("atol", float, 1e-5, "absolute tolerance", lo=0.0),
+@takes("dopri5", tolerance("rtol", 1e-5, "relative tolerance"), tolerance("atol", 1e-5, "absolute tolerance"),
        Option("max_steps", int, 10_000, "step limit per sample", lo=1, hi=10_000_000),
        Option("first_step", float, None, "first step size (default: Hairer's heuristic)", lo=0.0, lo_open=True, none_ok=True),
        Option("check_every", int, 4, "CUDA: force the blocking all-done test every N steps", lo=1),
@@ -76,8 +76,7 @@ def dopri5(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[
     Raises :class:`~solvers.base.SolverError` if some sample is unfinished after ``max_steps`` steps.
     """
     check_batch(x, "dopri5")
-    if not rtol + atol > 0:
-        raise ValueError(f"dopri5: rtol and atol cannot both be 0; got rtol={rtol}, atol={atol}")
+    check_tolerances("dopri5", rtol, atol)
     s = as_schedule(schedule)
     f = Counted(flow)
     B = x.shape[0]

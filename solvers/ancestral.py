@@ -88,13 +88,19 @@ from ._loop import run_steps
 from .base import Solution
 from .dpm import DPM2, DenoiserRule
 from .expint import multistep_order
+from .dpm import R_MIN, R_WHY
 from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, Option, takes
 
 __all__ = ["ancestral_step", "brownian_pair_weight", "euler_ancestral", "dpm2_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
            "dpmpp_3m_sde", "SDE_SOLVER_TYPES"]
 
-ETA = Option("eta", float, 1.0, "noise per step: 0 is the deterministic solver, 1 the reverse SDE / DDPM's ancestral step", lo=0.0)
-S_NOISE = Option("s_noise", float, 1.0, "scale of the injected noise (1 keeps the marginals)", lo=0.0)
+ETA = Option("eta", float, 1.0, "noise per step: 0 is the deterministic solver, 1 the reverse SDE / DDPM's ancestral step", lo=0.0,
+             hi=10.0, why="σ_up = min(σ_next, η σ_next √(1 - σ_next²/σ²)) saturates at σ_next (all noise) once η >= "
+                          "1/√(1 - σ_next²/σ²): past 10 it is saturated on every step with σ_next/σ <= 0.995")
+S_NOISE = Option("s_noise", float, 1.0, "scale of the injected noise (1 keeps the marginals)", lo=0.75, hi=1.5,
+                 why="S_noise offsets the detail a denoiser removes by slightly more noise (EDM tunes it within [1, 1.007], "
+                     "arXiv 2206.00364 Table 5); the samples' spread scales about with it (on a Gaussian, 0.75x to 1.5x of "
+                     "s_noise = 1's across this range), and at 0 every sample collapses onto the denoised mean")
 SDE_SOLVER_TYPES = ("midpoint", "heun")
 
 
@@ -242,7 +248,7 @@ class DPMppSDE(StochasticDenoiserRule):
 
 
 @takes("dpmpp-sde", ETA, S_NOISE,
-       Option("r", float, 0.5, "where the intermediate evaluation sits, as a fraction of the step in λ", lo=0.0, lo_open=True, hi=1.0),
+       Option("r", float, 0.5, "where the intermediate evaluation sits, as a fraction of the step in λ", lo=R_MIN, hi=1.0, why=R_WHY),
        base=STOCHASTIC_OPTIONS, passthrough=NOISE_KEYS)
 def dpmpp_sde(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], *, eta: float, s_noise: float, r: float, **loop) -> Solution:
     """DPM-Solver++ SDE (k-diffusion's ``sample_dpmpp_sde``; DPM-Solver++, Lu et al., arXiv 2211.01095), 2 NFE per step.

@@ -40,11 +40,11 @@ from typing import Callable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._loop import check_batch, host_values, positive_scales, require, run_steps
+from ._loop import check_batch, check_tolerances, host_values, positive_scales, require, run_steps
 from .adaptive import PerSampleProgress, finish_per_sample
 from .base import Counted, Solution, as_schedule
 from .dpm import DenoiserRule
-from .spec import Option, takes
+from .spec import Option, takes, tolerance
 
 __all__ = ["dpm_fast", "dpm_adaptive", "dpm_solver_coefficients", "fast_orders"]
 
@@ -130,16 +130,28 @@ def dpm_fast(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Unio
     return run_steps(DPMFast(orders), flow, x, grid, need="denoiser", extra={"grid": grid}, **loop)
 
 
+PID_WHY = ("the step factor is E^-(pcoeff + icoeff + dcoeff)/order times the previous errors' powers, whose exponents sum to "
+           "-icoeff/order: the integral gain must set the step by the error's level, the other two only temper it (k-diffusion's "
+           "default is the integral controller icoeff = 1). Measured on a Gaussian flow at rtol 1e-2 to 1e-5: icoeff in [0.5, 2] "
+           "with pcoeff, dcoeff in [0, 1] finishes within 1700 steps for any accept_safety; icoeff 0.1-0.3 with pcoeff or "
+           "dcoeff 2 did not finish in 3000, and icoeff <= 0 never does")
+
+
 def _rms(v: Tensor) -> Tensor:
     return v.flatten(1).pow(2).mean(1).sqrt()
 
 
 @takes("dpm-adaptive", Option("order", int, 3, "3: DPM-Solver-23 (3 NFE per attempt); 2: DPM-Solver-12 (2 NFE)", lo=2, hi=3),
-       Option("rtol", float, 0.05, "relative tolerance", lo=0.0), Option("atol", float, 0.0078, "absolute tolerance", lo=0.0),
-       Option("h_init", float, 0.05, "first step in λ = -log s", lo=0.0, lo_open=True),
-       Option("pcoeff", float, 0.0, "PID proportional coefficient"), Option("icoeff", float, 1.0, "PID integral coefficient"),
-       Option("dcoeff", float, 0.0, "PID derivative coefficient"),
-       Option("accept_safety", float, 0.81, "accept a step when the controller's factor is at least this", lo=0.0, hi=1.0),
+       tolerance("rtol", 0.05, "relative tolerance"), tolerance("atol", 0.0078, "absolute tolerance"),
+       Option("h_init", float, 0.05, "first step in λ = -log s", lo=0.0, lo_open=True, hi=1.0,
+              why="a first step of h in λ shrinks the scale by e^-h: past 1 the embedded estimate (order 2 against 3) is out "
+                  "of its small-step regime and passes bad steps (h_init = 5 accepted an error 240x rtol on a Gaussian flow)"),
+       Option("pcoeff", float, 0.0, "PID proportional coefficient", lo=0.0, hi=1.0, why=PID_WHY),
+       Option("icoeff", float, 1.0, "PID integral coefficient", lo=0.5, hi=2.0, why=PID_WHY),
+       Option("dcoeff", float, 0.0, "PID derivative coefficient", lo=0.0, hi=1.0, why=PID_WHY),
+       Option("accept_safety", float, 0.81, "accept a step when the controller's factor is at least this", lo=0.25, hi=1.0,
+              why="the factor 1 + atan(E^-b - 1) is at least 1 - π/4 = 0.215 whatever the error E: at or below that every step "
+                  "is accepted and the error control is off"),
        Option("max_steps", int, 10_000, "step limit per sample", lo=1),
        Option("check_every", int, 4, "CUDA: force the blocking all-done test every N steps", lo=1),
        Option("return_trajectory", bool, False, "states at every schedule point"), base=())
@@ -156,8 +168,7 @@ def dpm_adaptive(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: 
     name = "dpm-adaptive"
     check_batch(x, name)
     require(flow, "denoiser", name)
-    if not rtol + atol > 0:
-        raise ValueError(f"{name}: rtol and atol cannot both be 0; got rtol={rtol}, atol={atol}")
+    check_tolerances(name, rtol, atol)
     s = as_schedule(schedule)
     positive_scales(s, name)
     f = Counted(flow)

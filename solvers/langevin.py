@@ -29,7 +29,7 @@ from .base import Solution, as_schedule
 from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, Option, takes
 from .stochastic import host_noise_std
 
-__all__ = ["annealed_langevin", "langevin", "choose_eps", "default_eps", "variance_ratio", "DEFAULT_BUDGET", "LOW_DIM"]
+__all__ = ["annealed_langevin", "langevin", "choose_eps", "default_eps", "variance_ratio", "check_stable_step", "DEFAULT_BUDGET", "LOW_DIM"]
 
 DEFAULT_BUDGET = 1000
 """Score evaluations of annealed Langevin when ``steps_per_level`` is not given (``T = budget // L``)."""
@@ -187,9 +187,19 @@ def annealed_langevin(target, x: Tensor, schedule: Union[Tensor, Sequence[float]
     if eps is None:
         gamma = max([a / b for a, b in zip(sigmas[:-1], sigmas[1:])] or [1.5])
         eps = default_eps(max(gamma, 1.0 + 1e-9), sigmas[-1], T, x[0].numel())
+    check_stable_step("ald", "eps", eps, sigmas[-1])
     extra = {"levels": len(levels), "steps_per_level": T, "eps": eps, "sigma_max": sigmas[0], "sigma_min": sigmas[-1]}
     rule = Langevin("ald", levels, sigmas, eps, T, final_denoise)
     return run_steps(rule, target, x, rule.grid(), need="score", extra=extra, **loop)
+
+
+def check_stable_step(name: str, option: str, alpha: float, b: float) -> None:
+    """``ValueError`` naming ``option`` if a Langevin step ``alpha`` at noise std ``b > 0`` is past
+    stability: on the level's Gaussian component, ``x <- x - (α/2b²) x + √α z`` contracts only
+    for ``α < 4 b²`` (at ``α = 4 b²`` it flips sign each step, beyond it grows)."""
+    if b > 0 and not alpha < 4.0 * b * b:
+        raise ValueError(f"{name}: {option}={alpha:g} is at least 4 b² = {4.0 * b * b:.3g} (b = {b:.3g}, the noise std of its "
+                         f"{'last ' if name == 'ald' else ''}level): a Langevin step that large diverges; take {option} < {4.0 * b * b:.3g}")
 
 
 class ScoreFunction:
@@ -223,11 +233,16 @@ def langevin(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], *, sig
     annealed sampler with one level.  Noise for step ``k`` is ``noise(k, x)``; NFE = ``n_steps``.
     """
     target = as_score_target(target)
-    level = _levels(schedule, "langevin")[-1] if sigma is None else sigma
+    levels = _levels(schedule, "langevin")
+    level = levels[-1] if sigma is None else sigma
+    if not (level == 0.0 or levels[-1] <= level <= levels[0]):
+        raise ValueError(f"langevin: sigma={level:g} is outside the schedule's scales [{levels[-1]:g}, {levels[0]:g}] (or 0, the "
+                         f"data's score), where the field is defined")
     b = _noise_stds(target, [level])
     if step is None:
         if not b[0] > 0:
             raise ValueError("langevin: at sigma = 0 give the step size (step=...)")
         step, _ = choose_eps(1.5, b[0], n_steps)
+    check_stable_step("langevin", "step", step, b[0])
     rule = Langevin("langevin", [level], b, step, n_steps, final_denoise=False)
     return run_steps(rule, target, x, rule.grid(), need="score", extra={"step": step, "sigma": level}, **loop)

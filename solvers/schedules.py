@@ -8,12 +8,13 @@ the number of integration steps (the last one, to ``s = 0``, taken with Euler), 
 """
 from __future__ import annotations
 
-import inspect
 import math
 from typing import Callable
 
 import torch
 from torch import Tensor
+
+from .spec import Option
 
 __all__ = [
     "edm_schedule",
@@ -25,7 +26,18 @@ __all__ = [
     "make_schedule",
     "parse_schedule",
     "SCHEDULES",
+    "SCHEDULE_KEYWORDS",
 ]
+
+EDM_RHO = Option("rho", float, 7.0, "EDM's ρ: 1 is uniform, larger values crowd the points towards s_min", lo=0.1, hi=1000.0,
+                 why="ρ → ∞ is the log-uniform schedule, which EDM's points approach within about 1.5% of each scale at ρ = 1000 "
+                     "over EDM's range σ_max/σ_min = 4e4 (use log-uniform); ρ < 1 crowds them towards s_max, and below 0.1 "
+                     "s_max^(1/ρ) overflows float64 for large scales")
+POLY_RHO = Option("rho", float, 1.0, "the ramp's power: 1 is log-uniform, larger values move the points towards s_min", lo=0.1,
+                  hi=10.0, why="the last points sit (1 - i/(steps-1))^ρ of the log-range above s_min: at ρ = 10 the last step of an "
+                               "18-point grid is 5e-13 of it, and larger ρ merges the points into s_min in float64; ρ < 0.1 leaves "
+                               "every point but the last within 0.1 of the log-range of s_max")
+"""The keywords of the schedules that take one (``NAME:rho=R``), typed and bounded with the reason."""
 
 
 def _check(steps: int, s_min: float, s_max: float, *, append_zero: bool, positive: bool = False,
@@ -47,9 +59,13 @@ def _check(steps: int, s_min: float, s_max: float, *, append_zero: bool, positiv
         raise ValueError(f"{lo_name} must be < {hi_name}, got {lo_name}={s_min} >= {hi_name}={s_max}")
 
 
-def _finish(values: list[float], s_min: float, s_max: float, append_zero: bool) -> Tensor:
+def _finish(values: list[float], s_min: float, s_max: float, append_zero: bool, what: str = "the schedule") -> Tensor:
     values[0] = float(s_max)  # hit the endpoints exactly, whatever the rounding of the formula
     values[-1] = float(s_min) if len(values) > 1 else float(s_max)
+    bad = next((i for i, (a, b) in enumerate(zip(values, values[1:])) if not (math.isfinite(b) and a > b)), None)
+    if bad is not None:  # float64 cannot separate the points (a keyword at the edge of its range, or too many steps)
+        raise ValueError(f"{what} gives points {values[bad]!r} and {values[bad + 1]!r} at steps {bad} and {bad + 1} that do not "
+                         f"strictly decrease in float64")
     if append_zero:
         values.append(0.0)
     return torch.tensor(values, dtype=torch.float64)
@@ -67,10 +83,13 @@ def edm_schedule(steps: int, s_min: float, s_max: float, rho: float = 7.0, appen
     ``rho`` concentrates points near ``s_min``.
     """
     _check(steps, s_min, s_max, append_zero=append_zero)
-    if not (rho > 0 and math.isfinite(rho)):
-        raise ValueError(f"rho must be positive and finite, got rho={rho}")
-    a, b = s_max ** (1.0 / rho), s_min ** (1.0 / rho)
-    return _finish([(a + f * (b - a)) ** rho for f in _fractions(steps)], s_min, s_max, append_zero)
+    rho = EDM_RHO.parse(rho, "schedule 'edm'")
+    try:
+        a, b = s_max ** (1.0 / rho), s_min ** (1.0 / rho)
+        values = [(a + f * (b - a)) ** rho for f in _fractions(steps)]
+    except OverflowError:
+        raise ValueError(f"schedule 'edm' with rho={rho:g}: s_max^(1/rho) = {s_max:g}^{1 / rho:g} overflows float64; take a larger rho") from None
+    return _finish(values, s_min, s_max, append_zero, f"schedule 'edm' with rho={rho:g}")
 
 
 def uniform_schedule(steps: int, s_min: float, s_max: float, append_zero: bool = False) -> Tensor:
@@ -95,10 +114,10 @@ def polyexponential_schedule(steps: int, s_min: float, s_max: float, rho: float 
     points towards ``s_min``, ``rho < 1`` towards ``s_max``.
     """
     _check(steps, s_min, s_max, append_zero=append_zero, positive=True)
-    if not (rho > 0 and math.isfinite(rho)):
-        raise ValueError(f"rho must be positive and finite, got rho={rho}")
+    rho = POLY_RHO.parse(rho, "schedule 'polyexponential'")
     la, lb = math.log(s_max), math.log(s_min)
-    return _finish([math.exp(lb + (1.0 - f) ** rho * (la - lb)) for f in _fractions(steps)], s_min, s_max, append_zero)
+    values = [math.exp(lb + (1.0 - f) ** rho * (la - lb)) for f in _fractions(steps)]
+    return _finish(values, s_min, s_max, append_zero, f"schedule 'polyexponential' with rho={rho:g}")
 
 
 def vp_time_schedule(steps: int, t_eps: float = 1e-3, t_max: float = 1.0, append_zero: bool = False) -> Tensor:
@@ -129,6 +148,8 @@ SCHEDULES: dict[str, Callable[..., Tensor]] = {
     "vp-time": lambda steps, s_min, s_max, **kw: vp_time_schedule(steps, t_eps=s_min, t_max=s_max, **kw),
     "ve-time": lambda steps, s_min, s_max, **kw: ve_time_schedule(steps, sigma_min=s_min, sigma_max=s_max, **kw),
 }
+SCHEDULE_KEYWORDS: dict[str, tuple] = {"edm": (EDM_RHO,), "polyexponential": (POLY_RHO,)}
+"""The keywords ``NAME:KEY=VALUE`` of each schedule (none for the others)."""
 
 
 def make_schedule(name: str, steps: int, s_min: float, s_max: float, **kw) -> Tensor:
@@ -143,21 +164,19 @@ def make_schedule(name: str, steps: int, s_min: float, s_max: float, **kw) -> Te
 
 def parse_schedule(spec: str) -> tuple[str, dict]:
     """``"NAME"`` or ``"NAME:KEY=VALUE[,KEY=VALUE]"`` (e.g. ``polyexponential:rho=2``) as
-    ``(NAME, {KEY: float})``; ``ValueError`` naming a malformed item, an unknown name or a
-    keyword the schedule does not take."""
+    ``(NAME, {KEY: float})``; ``ValueError`` naming a malformed item, an unknown name, a
+    keyword the schedule does not take, a keyword given twice or a value out of its range
+    (:data:`SCHEDULE_KEYWORDS`, with the reason)."""
     name, _, rest = str(spec).partition(":")
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; valid: {', '.join(SCHEDULES)}")
-    fn = SCHEDULES[name]
-    takes = [n for n, p in inspect.signature(fn).parameters.items()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and n not in ("steps", "s_min", "s_max", "append_zero")]
+    takes = {o.name: o for o in SCHEDULE_KEYWORDS.get(name, ())}
     kw = {}
     for item in filter(None, (t.strip() for t in rest.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep or key.strip() not in takes:
+        key, sep, value = (v.strip() for v in item.partition("="))
+        if not sep or key not in takes:
             raise ValueError(f"schedule {name!r} takes {', '.join(f'{k}=VALUE' for k in takes) or 'no options'}; got {item!r}")
-        try:
-            kw[key.strip()] = float(value)
-        except ValueError:
-            raise ValueError(f"schedule {name!r}: {key.strip()} must be a number, got {value!r}") from None
+        if key in kw:
+            raise ValueError(f"schedule {name!r}: {key} is given twice ({spec!r}); give it once")
+        kw[key] = takes[key].parse(value, f"schedule {name!r}")
     return name, kw

@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ["Option", "Spec", "NEEDS", "OptionError", "LOOP_OPTIONS", "STOCHASTIC_OPTIONS", "takes", "parse_options"]
+__all__ = ["Option", "Spec", "NEEDS", "OptionError", "LOOP_OPTIONS", "STOCHASTIC_OPTIONS", "takes", "parse_options", "tolerance"]
 
 NEEDS = {
     "flow": "dx/ds = v(x, s)",
@@ -50,6 +50,7 @@ NEEDS = {
 """What a solver can need, in words (``--list-solvers`` and error messages use these)."""
 
 MAX_INT_OPTION = 10**7  # no solver option counts more than this (steps, orders, levels)
+FLOAT32_MAX, FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38  # the samples are float32: a float option must fit it
 
 
 class OptionError(ValueError):
@@ -66,9 +67,10 @@ class Option:
     """One keyword option of a solver: its type, default, bounds and meaning.
 
     ``kind`` is ``bool``, ``int``, ``float`` or ``str``; ``lo``/``hi`` are inclusive bounds
-    (``lo_open``: ``> lo``); ``choices`` restricts a string; ``none_ok`` admits ``None``;
-    ``inf_ok`` admits ``inf`` for a float.  :meth:`parse` returns the typed value or raises
-    :class:`OptionError` naming the solver, the option and the value.
+    (``lo_open``: ``> lo``) and ``why`` their reason (said when a value is refused);
+    ``choices`` restricts a string; ``none_ok`` admits ``None``; ``inf_ok`` admits ``inf``
+    for a float.  :meth:`parse` returns the typed value or raises :class:`OptionError`
+    naming the solver, the option and the value.
     """
 
     name: str
@@ -81,52 +83,67 @@ class Option:
     choices: Optional[tuple] = None
     none_ok: bool = False
     inf_ok: bool = False
+    why: str = ""
 
     def parse(self, value: Any, owner: str) -> Any:
         where = f"{owner}: option {self.name}"
+        because = f" ({self.why})" if self.why else ""
         if value is None:
             if self.none_ok:
                 return None
-            raise OptionError(f"{where} cannot be none")
+            raise OptionError(f"{where} cannot be none", self.name)
         if self.kind is bool:
             if isinstance(value, str) and value.lower() in ("true", "false"):
                 return value.lower() == "true"
             if not isinstance(value, bool):
-                raise OptionError(f"{where} must be true or false, got {value!r}")
+                raise OptionError(f"{where} must be true or false, got {value!r}", self.name)
             return value
         if self.kind is str:
             if not isinstance(value, str):
-                raise OptionError(f"{where} must be a string, got {value!r}")
+                raise OptionError(f"{where} must be a string, got {value!r}", self.name)
             if self.choices is not None and value not in self.choices:
-                raise OptionError(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r}")
+                raise OptionError(f"{where} must be one of {', '.join(map(str, self.choices))}; got {value!r}", self.name)
             return value
         if isinstance(value, str):
             try:
                 value = float(value)
             except ValueError:
-                raise OptionError(f"{where} must be a number, got {value!r}") from None
+                raise OptionError(f"{where} must be a number, got {value!r}", self.name) from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise OptionError(f"{where} must be a number, got {value!r}")
+            raise OptionError(f"{where} must be a number, got {value!r}", self.name)
         if self.kind is int:
             if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
-                raise OptionError(f"{where} must be an integer, got {value!r}")
+                raise OptionError(f"{where} must be an integer, got {value!r}", self.name)
             value = int(value)
             hi = MAX_INT_OPTION if self.hi is None else self.hi
-            if abs(value) > MAX_INT_OPTION or value > hi:
-                raise OptionError(f"{where} must be at most {int(hi)}, got {value!r}")
+            if value > hi:
+                raise OptionError(f"{where} must be at most {int(hi)}, got {value!r}{because}", self.name)
+            if value < -MAX_INT_OPTION:
+                raise OptionError(f"{where} must be at least {-MAX_INT_OPTION}, got {value!r}", self.name)
         else:
             value = float(value)
             if math.isnan(value) or (math.isinf(value) and not self.inf_ok):
-                raise OptionError(f"{where} must be finite, got {value!r}")
+                raise OptionError(f"{where} must be finite, got {value!r}", self.name)
             if self.hi is not None and value > self.hi:
-                raise OptionError(f"{where} must be <= {self.hi:g}, got {value!r}")
+                raise OptionError(f"{where} must be <= {self.hi:g}, got {value!r}{because}", self.name)
         if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
-            raise OptionError(f"{where} must be {'>' if self.lo_open else '>='} {self.lo:g}, got {value!r}")
+            raise OptionError(f"{where} must be {'>' if self.lo_open else '>='} {self.lo:g}, got {value!r}{because}", self.name)
+        if self.kind is float and math.isfinite(value) and (abs(value) > FLOAT32_MAX or 0 < abs(value) < FLOAT32_TINY):
+            raise OptionError(f"{where} must fit float32, the samples' precision (0 or |x| in [{FLOAT32_TINY:.3g}, "
+                              f"{FLOAT32_MAX:.3g}]), got {value!r}", self.name)
         return value
 
     def describe(self) -> str:
         default = "none" if self.default is None else self.default
         return f"{self.name}={default} ({self.help})"
+
+
+def tolerance(name: str, default: Optional[float], help: str, none_ok: bool = False) -> Option:
+    """An adaptive solver's ``rtol`` or ``atol``: in ``[0, 1]``.  Below, the solver itself refuses
+    a pair that is under its dtype's resolution (:func:`solvers._loop.check_tolerances`)."""
+    return Option(name, float, default, help, lo=0.0, hi=1.0, none_ok=none_ok,
+                  why="a tolerance above 1 accepts a step whose error is larger than the state (rtol) or than data of unit "
+                      "scale (atol): the result is then not the ODE's solution")
 
 
 CHECK_EVERY = Option("check_every", int, 0, "read the divergence flag every N steps (0: never inside the loop; no device sync)", lo=0)

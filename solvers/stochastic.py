@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ._loop import StepRule, run_steps, to_zero
+from .ancestral import S_NOISE
 from .base import Solution
 from .runge_kutta import HEUN, RungeKutta
 from .sde import per_sample
@@ -91,7 +92,9 @@ class PredictorCorrector(StepRule):
 
 
 @takes("pc", Option("predictor", str, "reverse-diffusion", "reverse-diffusion (exact transition) or euler-maruyama", choices=PREDICTORS),
-       Option("snr", float, 0.16, "Langevin corrector signal-to-noise ratio", lo=0.0),
+       Option("snr", float, 0.16, "Langevin corrector signal-to-noise ratio", lo=0.0, hi=1.0,
+              why="the corrector's step is 2 (snr ‖z‖/‖s‖)²: at snr = 1 its noise is as large as the noise level itself "
+                  "(score-SDE uses 0.01 to 0.17)"),
        Option("corrector_steps", int, 1, "corrector steps per level", lo=0, hi=1000),
        Option("denoise_last", bool, True, "no noise in the last predictor step (score-SDE's noise_removal)"),
        Option("norms", str, "auto", "corrector step size from per-sample or batch-mean norms (auto: per sample from 64 dimensions)",
@@ -172,7 +175,7 @@ class Churn(StepRule):
 @takes("edm-sde", Option("s_churn", float, EDM_CHURN["s_churn"], "S_churn: total churn", lo=0.0),
        Option("s_min", float, EDM_CHURN["s_min"], "churn only for σ >= S_min", lo=0.0),
        Option("s_max", float, EDM_CHURN["s_max"], "churn only for σ <= S_max", lo=0.0, inf_ok=True),
-       Option("s_noise", float, EDM_CHURN["s_noise"], "S_noise: noise inflation", lo=0.0),
+       Option("s_noise", float, EDM_CHURN["s_noise"], "S_noise: noise inflation", lo=S_NOISE.lo, hi=S_NOISE.hi, why=S_NOISE.why),
        base=STOCHASTIC_OPTIONS, passthrough=NOISE_KEYS)
 def edm_sde(flow, x: Tensor, schedule: Union[Tensor, Sequence[float]], *, s_churn: float, s_min: float, s_max: float,
             s_noise: float, **loop) -> Solution:

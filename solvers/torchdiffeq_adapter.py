@@ -15,9 +15,9 @@ import torch
 import torchdiffeq
 from torch import Tensor
 
-from ._loop import check_batch, scale_table, to_zero
+from ._loop import check_batch, check_tolerances, scale_table, to_zero
 from .base import Counted, Solution, SolverError, SolverStats, as_schedule
-from .spec import Option, takes
+from .spec import Option, takes, tolerance
 
 __all__ = ["torchdiffeq_solver", "torchdiffeq_methods", "TORCHDIFFEQ_FIXED_GRID", "TORCHDIFFEQ_PREFIX", "TORCHDIFFEQ_WITHHELD",
            "make_torchdiffeq"]
@@ -32,6 +32,8 @@ TORCHDIFFEQ_WITHHELD = {
                       "on any grid; use torchdiffeq:implicit_adams (its Adams-Moulton corrector) or lms instead",
 }
 """torchdiffeq methods not offered, with the reason (benchmarks/RESULTS.md, "Solver orders")."""
+TORCHDIFFEQ_RTOL, TORCHDIFFEQ_ATOL = 1e-7, 1e-9  # torchdiffeq's own defaults (rtol/atol not given)
+MAX_GRID_STEPS = 100_000  # step_size: every step costs the method's stages; a finer grid is a job for an adaptive method
 _FALLBACK_METHODS = ("dopri8", "dopri5", "bosh3", "fehlberg2", "adaptive_heun", "euler", "midpoint", "heun2",
                      "heun3", "rk4", "explicit_adams", "implicit_adams", "fixed_adams")
 
@@ -58,8 +60,8 @@ class _Func(torch.nn.Module):
 
 
 TORCHDIFFEQ_OPTIONS = (
-    Option("rtol", float, None, "relative tolerance (adaptive methods; torchdiffeq's default 1e-7)", lo=0.0, none_ok=True),
-    Option("atol", float, None, "absolute tolerance (adaptive methods; torchdiffeq's default 1e-9)", lo=0.0, none_ok=True),
+    tolerance("rtol", None, "relative tolerance (adaptive methods; torchdiffeq's default 1e-7)", none_ok=True),
+    tolerance("atol", None, "absolute tolerance (adaptive methods; torchdiffeq's default 1e-9)", none_ok=True),
     Option("step_size", float, None, "fixed-grid methods: step on this grid instead of the schedule", lo=0.0, lo_open=True, none_ok=True),
     Option("first_step", float, None, "adaptive methods: the first step", lo=0.0, lo_open=True, none_ok=True),
     Option("max_num_steps", int, None, "adaptive methods: step limit", lo=1, none_ok=True),
@@ -86,11 +88,19 @@ def torchdiffeq_solver(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, sche
     if method not in torchdiffeq_methods():
         raise ValueError(f"unknown torchdiffeq method {method!r}; valid: {', '.join(torchdiffeq_methods())}")
     options = {k: v for k, v in options.items() if v is not None}
+    if method not in TORCHDIFFEQ_FIXED_GRID:
+        check_tolerances(f"torchdiffeq:{method}", TORCHDIFFEQ_RTOL if rtol is None else rtol, TORCHDIFFEQ_ATOL if atol is None else atol)
     s = as_schedule(schedule)
     f = Counted(flow)
     B = x.shape[0]
     last_euler = s[-1] == 0.0
     pts = s[:-1] if last_euler else s
+    if "step_size" in options and len(pts) >= 2 and options["step_size"] > abs(pts[-1] - pts[0]):
+        raise ValueError(f"torchdiffeq:{method}: step_size={options['step_size']:g} is longer than the span {pts[0]:g} -> {pts[-1]:g}; "
+                         f"a fixed grid needs at least one step inside it")
+    if "step_size" in options and len(pts) >= 2 and abs(pts[-1] - pts[0]) / options["step_size"] > MAX_GRID_STEPS:
+        raise ValueError(f"torchdiffeq:{method}: step_size={options['step_size']:g} takes more than {MAX_GRID_STEPS} steps over the span "
+                         f"{pts[0]:g} -> {pts[-1]:g} (every step costs the method's stages); use a larger step or an adaptive method")
     kw = {k: v for k, v in (("rtol", rtol), ("atol", atol)) if v is not None}
     traj = None
     if len(pts) >= 2:

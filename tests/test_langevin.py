@@ -64,7 +64,7 @@ def test_annealed_langevin_step_sizes_nfe_and_final_denoising():
     torch.testing.assert_close(sol.x, torch.full((3, 2), expected, dtype=torch.float64))
     # NCSNv2's final step x + σ_L² s(x, σ_L) is Tweedie's denoiser: exact for Gaussian data
     x = torch.randn(5, 2, dtype=torch.float64)
-    out = solvers.annealed_langevin(lambda x, s: -x / (s[:, None] ** 2), x, [0.5], eps=1e-300, steps_per_level=1,
+    out = solvers.annealed_langevin(lambda x, s: -x / (s[:, None] ** 2), x, [0.5], eps=1e-30, steps_per_level=1,
                                     noise=lambda k, like: torch.zeros_like(like))
     torch.testing.assert_close(out.x, torch.zeros_like(x), atol=1e-12, rtol=0)
 
@@ -150,6 +150,8 @@ def test_no_nonfinite_value_escapes_silently(log_eps, n_levels, steps, seed, pla
             sol = solvers.annealed_langevin(_gaussian_score, x0, levels, eps=eps, steps_per_level=steps, generator=g)
     except FloatingPointError as e:
         assert _STEP.search(str(e)) and _LEVEL.search(str(e)), str(e)
+    except ValueError as e:  # refused before the loop: past the last level's stability limit α < 4 b² (b = levels[-1] here)
+        assert eps >= 4 * levels[-1] ** 2 and "4 b²" in str(e), str(e)
     else:
         assert bool(torch.isfinite(sol.x).all())
 

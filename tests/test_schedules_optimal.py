@@ -44,7 +44,8 @@ def test_schedule_keywords_and_errors():
     assert torch.equal(grid(p, 6, "edm:rho=3"), p.grid(6, "edm", rho=3.0)) and not torch.equal(grid(p, 6, "edm:rho=3"), grid(p, 6, "edm"))
     assert parse_schedule("log-uniform") == ("log-uniform", {})
     for bad, why in (("bogus", "unknown schedule 'bogus'"), ("uniform:rho=2", "takes no options"), ("edm:rho=x", "must be a number"),
-                     ("edm:beta=1", "takes rho=VALUE"), ("polyexponential:rho=-1", "rho must be positive")):
+                     ("edm:beta=1", "takes rho=VALUE"), ("polyexponential:rho=-1", "rho must be >= 0.1"),
+                     ("edm:rho=1e300", "rho must be <= 1000, got 1e[+]300 [(].*log-uniform"), ("edm:rho=2,rho=3", "rho is given twice")):
         with pytest.raises(UserError, match=why):
             grid(p, 6, bad)
     with pytest.raises(UserError, match="optimal"):  # the unknown-name error lists optimal among the valid schedules
@@ -132,9 +133,59 @@ def test_optimal_refused_where_it_has_no_meaning(method, why, tmp_path):
         opt_mod.optimal_schedule(p, field, 5, method=method, sample_fn=sample, shape=(2,), cache_dir=tmp_path)
     with pytest.raises(UserError, match="fitted to a field"):
         grid(p, 5, "optimal", method="heun", dim=2)
-    (tmp_path / opt_mod.CACHE_NAME).write_text("{not json")
-    with pytest.raises(UserError, match="cache"):
+    (tmp_path / opt_mod.CACHE_NAME).mkdir()  # no file can be kept there: refused before the fit
+    with pytest.raises(UserError, match=f"{opt_mod.CACHE_NAME}' is not a file"):
         opt_mod.optimal_schedule(p, field, 5, method="heun", sample_fn=sample, shape=(2,), cache_dir=tmp_path)
+
+
+# ----------------------------------------------------------------------------- the cache is not trusted
+ENDS = [20.0, 0.002, 0.0]  # a 4-step grid of a process whose grid ends with the denoising step
+
+
+def _grid_ok(g) -> bool:
+    return (isinstance(g, list) and len(g) == 5 and all(type(v) in (int, float) and math.isfinite(v) for v in g)
+            and all(a > b for a, b in zip(g, g[1:])) and g[0] == 20.0 and g[-2] == 0.002 and g[-1] == 0)
+
+
+@settings(max_examples=300)
+@given(st.one_of(
+    st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 30), st.booleans(), st.none(), st.text(max_size=2)),
+             max_size=7),
+    st.lists(st.floats(0.002, 20.0), min_size=3, max_size=3).map(lambda mid: [20.0, *sorted(mid, reverse=True), 0.0]),
+    st.one_of(st.floats(), st.text(max_size=3), st.dictionaries(st.text(max_size=2), st.integers(), max_size=2))))
+def test_a_cache_grid_is_checked_like_a_users(grid_value):
+    """An entry's grid is used only if it is a user's valid grid: K + 1 finite numbers,
+    strictly decreasing, the process's ends; any other value gets a reason."""
+    why = opt_mod.grid_problem(grid_value, 4, ENDS)
+    assert (why is None) == _grid_ok(grid_value), (grid_value, why)
+
+
+_FIT = dict(sample_fn=sample, shape=(2,), n_pilot=16, max_evals=3)
+DAMAGES = {
+    "negative end": lambda d: _each(d, lambda g: [*g[:-1], -1.0]), "true/false": lambda d: _each(d, lambda g: [True, *g[1:-1], False]),
+    "start 1e6": lambda d: _each(d, lambda g: [1e6, *g[1:]]), "nested file": lambda d: "[" * 100000 + "]" * 100000,
+    "a list": lambda d: [1, 2], "truncated": lambda d: json.dumps(d)[:40], "NaN": lambda d: json.dumps(d).replace("0.0]", "NaN]"),
+}
+
+
+def _each(data: dict, change) -> dict:
+    return {k: {**v, "grid": change(v["grid"])} for k, v in data.items()}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_cache_is_refitted_with_a_warning_naming_it(damage, tmp_path, capsys):
+    """The fit is reproducible, so a damaged cache costs a refit, never a wrong grid or a
+    lost command: one warning line names the file, and the fit rewrites it."""
+    p, field = _problem()
+    clean = opt_mod.optimal_schedule(p, field, 4, method="heun", cache_dir=tmp_path, log=None, **_FIT)
+    path = tmp_path / opt_mod.CACHE_NAME
+    damaged = DAMAGES[damage](json.loads(path.read_text()))
+    path.write_text(damaged if isinstance(damaged, str) else json.dumps(damaged))
+    again = opt_mod.optimal_schedule(p, field, 4, method="heun", cache_dir=tmp_path, **_FIT)
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert torch.equal(again, clean)
+    assert len(warning) == 1 and str(path) in warning[0] and "refitting" in warning[0], warning
+    assert [e["grid"] for e in json.loads(path.read_text()).values()] == [clean.tolist()]
 
 
 @pytest.mark.slow

@@ -363,7 +363,7 @@ def test_schedule_shapes():
         (lambda: log_uniform_schedule(5, 0.0, 1.0), "s_min=0.0"),
         (lambda: vp_time_schedule(5, t_eps=2.0), "t_eps=2.0"),
         (lambda: ve_time_schedule(5, 0.0, 1.0), "sigma_min=0.0"),
-        (lambda: edm_schedule(5, 0.1, 1.0, rho=0.0), "rho=0.0"),
+        (lambda: edm_schedule(5, 0.1, 1.0, rho=0.0), "rho must be >= 0.1, got 0.0"),
         (lambda: make_schedule("cosine", 5, 0.1, 1.0), "'cosine'"),
     ],
 )

@@ -3,17 +3,19 @@ parsers): a bad value is one line ``argument --flag: ... got 'VALUE'``, exit sta
 from __future__ import annotations
 
 from ..config import (
-    LIMIT_REASONS, MAX_BATCH, MAX_DEPTH, MAX_LEVELS, MAX_RESOLUTION, MAX_SAMPLES, MAX_STEPS, MAX_TRAIN_STEPS, MAX_WIDTH, arg, parse_D,
-    parse_float, parse_int, parse_optional, parse_probability, parse_seed,
+    LIMIT_REASONS, MAX_BATCH, MAX_DEPTH, MAX_LEVELS, MAX_LR, MAX_RESOLUTION, MAX_SAMPLES, MAX_STEPS, MAX_TRAIN_STEPS, MAX_WIDTH,
+    TOLERANCE_RANGE, arg, parse_D, parse_float, parse_int, parse_optional, parse_probability, parse_seed,
 )
 from ..runtime import available_cpus
 
 __all__ = ["POSITIVE", "OPTIONAL_POSITIVE", "NONNEGATIVE", "FINITE", "PROBABILITY", "FRACTION", "STEPS", "TRAIN_STEPS", "SAMPLES",
-           "BATCH", "WIDTH", "DEPTH", "LEVELS", "RESOLUTION", "SEED", "LABEL", "THREADS", "D", "COUNT"]
+           "BATCH", "WIDTH", "DEPTH", "LEVELS", "RESOLUTION", "SEED", "LABEL", "THREADS", "D", "COUNT", "LR", "TOLERANCE"]
 
 POSITIVE = arg(parse_float, 0.0, lo_open=True)  # finite, > 0, fits float32 (scales, tolerances, rates)
 OPTIONAL_POSITIVE = arg(parse_optional(parse_float), 0.0, lo_open=True)  # the same, or none/off
 NONNEGATIVE = arg(parse_float, 0.0)
+LR = arg(parse_float, 0.0, MAX_LR, lo_open=True, why=LIMIT_REASONS["lr"])  # a learning rate
+TOLERANCE = arg(parse_float, *TOLERANCE_RANGE, why=LIMIT_REASONS["tolerance"])  # an adaptive solver's rtol or atol
 FINITE = arg(parse_float)
 PROBABILITY = arg(parse_probability)
 FRACTION = arg(parse_probability, hi_open=True)  # [0, 1)

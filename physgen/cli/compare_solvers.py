@@ -17,7 +17,7 @@ import sys
 from ..config import LIMIT_REASONS, MAX_STEPS, parse_int
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import BATCH, DEPTH, LABEL, POSITIVE, SAMPLES, SEED, TRAIN_STEPS, WIDTH
+from .argtypes import BATCH, DEPTH, LABEL, LR, SAMPLES, SEED, TOLERANCE, TRAIN_STEPS, WIDTH
 from .toy import add_process_arguments, process_options, sampler_options
 
 # what compare-solvers writes (the toy MLP's checkpoint only when it trains one)
@@ -73,13 +73,13 @@ def register(sub) -> None:
     p.add_argument("--label", type=LABEL, default=None, help="class label to condition on")
     p.add_argument("--train-steps", type=TRAIN_STEPS, default=2000, help="--field mlp: training steps")
     p.add_argument("--batch", type=BATCH, default=512, help="--field mlp: training batch")
-    p.add_argument("--lr", type=POSITIVE, default=2e-3)
+    p.add_argument("--lr", type=LR, default=2e-3)
     p.add_argument("--hidden", type=WIDTH, default=256)
     p.add_argument("--depth", type=DEPTH, default=3)
     p.add_argument("--solve-batch", type=BATCH, default=None, help="solve in chunks of this many samples (images; NFE is then per chunk)")
-    p.add_argument("--ref-rtol", type=POSITIVE, default=1e-9, help="reference dopri5 (float64) rtol")
-    p.add_argument("--ref-atol", type=POSITIVE, default=1e-9, help="reference dopri5 (float64) atol")
-    p.add_argument("--no-ref-check", dest="ref_check", action="store_false", help="skip the second reference at 10x tolerance (its error estimate)")
+    p.add_argument("--ref-rtol", type=TOLERANCE, default=1e-9, help="reference dopri5 (float64) rtol")
+    p.add_argument("--ref-atol", type=TOLERANCE, default=1e-9, help="reference dopri5 (float64) atol")
+    p.add_argument("--no-ref-check", dest="ref_check", action="store_false", help="skip the second reference at 10x tolerance (its error estimate); the reference itself runs (error_vs_reference is measured against it) unless every solver compared is stochastic")
     p.add_argument("--inception", default=None, help="image checkpoints: local Inception-v3 weights for an FID column")
     p.add_argument("--birth-death", default=None, help="Yukawa: transport, smc, weights, off")
     p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE", help="solver option (JSON value), passed to the solvers that take it")
@@ -91,7 +91,7 @@ def register(sub) -> None:
 def build_problem(args, log_stream=None):
     """The :class:`~physgen.compare.Problem` the arguments describe."""
     from .. import checkpoints
-    from ..compare.problems import ImageProblem
+    from ..compare.problems import ImageProblem, check_field_header
     from ..toy import FIELDS, ToyConfig
 
     if args.field not in FIELDS:
@@ -106,7 +106,7 @@ def build_problem(args, log_stream=None):
     popts = process_options(args)
     process, dataset = args.process, args.dataset
     if args.ckpt is not None:
-        found = checkpoints.find(args.ckpt, kind=("train", "toy-mlp"))
+        found = checkpoints.find(args.ckpt, kind=("train", "toy-mlp"), check=check_field_header)
         meta = found.header.meta
         stored = (meta.get("process") or {}).get("name")
         if process is not None and stored is not None and process != stored:
@@ -152,6 +152,7 @@ def run(args) -> int:
             solver_spec(name)  # an unknown name: one line listing the valid ones
     if not (args.ref_rtol > 0 and args.ref_atol > 0):
         raise UserError(f"--ref-rtol and --ref-atol must be > 0, got {args.ref_rtol}, {args.ref_atol}")
+    options = sampler_options(args)  # before any work: a name the command passes itself is refused here
     # with --ckpt nothing is trained here: a checkpoint in --out is the input, not an old output
     keep_input = (lambda path: path.parent.name == "checkpoints") if args.ckpt is not None else None
     prepare(args.out, "compare-solvers", OUTPUTS, overwrite=args.overwrite, keep=keep_input,
@@ -159,7 +160,7 @@ def run(args) -> int:
     log = stderr_log()
     problem = build_problem(args, log_stream=sys.stderr)
     result = compare(problem, names, steps, ref_rtol=args.ref_rtol, ref_atol=args.ref_atol, check_reference=args.ref_check,
-                     options=sampler_options(args), log=log)
+                     options=options, log=log)
     write_json(f"{args.out}/config.json", {k: v for k, v in vars(args).items() if k != "func"})
     paths = write_outputs(result, args.out, problem.title)
     print(markdown_table(result))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ..config import LIMIT_REASONS, MAX_SAMPLES, arg, parse_int
 from ..errors import UserError
+from ..guidance.wrappers import check_guidance_flags
 from ..io import write_json
 from ..runfolder import add_overwrite_argument, join, prepare, prepare_file
 from .argtypes import BATCH, LABEL, SAMPLES, SEED
@@ -53,9 +54,9 @@ def _prepare_out(args, info) -> None:
     def ours(path: Path) -> bool:  # a PNG this run writes (other ranks may be writing it now)
         return path.suffix == ".png" and path.stem.isdigit() and first <= int(path.stem) < stop
 
-    if info.is_main:
-        prepare(out, "sample", OUTPUTS, overwrite=args.overwrite, resume=args.skip_existing, conflicts=ours, keep=ours,
-                sweep=info.world_size == 1, hint=" (or --skip-existing to finish them)")
+    if info.is_main:  # args.out as given: an empty --out is refused there (Path("") would be the current folder)
+        prepare(args.out, "sample", OUTPUTS, overwrite=args.overwrite, resume=args.skip_existing, conflicts=ours, keep=ours,
+                sweep=info.world_size == 1, hint=" (or --skip-existing to finish them)", resume_flag="--skip-existing")
     else:
         join(out, "sample")
 
@@ -74,18 +75,21 @@ def run(args) -> int:
         raise UserError("physgen sample needs --ckpt and --out (or --list-solvers)")
     if args.n < 1:
         raise UserError(f"--n must be >= 1, got {args.n}")
+    check_guidance_flags(args.guidance, args.w, args.guidance_interval, args.classifier_ckpt)  # before any work
+    options = sampler_options(args)
     info = dist_info()
     device = resolve_device(args.device, info.local_rank)
     _prepare_out(args, info)
     model = load_trained(args.ckpt, device=device, ema=not args.raw)
     out = Path(args.out)
     kw = dict(seed=args.seed, solver=args.solver, steps=sampling_steps(args), schedule=args.schedule, batch=args.batch,
-              device=device, sampler_options=sampler_options(args), precision=args.precision, label=args.label,
+              device=device, sampler_options=options, precision=args.precision, label=args.label,
               schedule_cache=out.parent if out.suffix.lower() == ".png" else out)  # --schedule optimal caches its grids by the output
-    if args.guidance is not None:  # physgen/guidance.py: the network evaluations are counted by the wrapper
-        from .toy import guidance_transform
+    from .toy import guidance_transform
 
-        kw["field_transform"] = guidance_transform(args, model.process, device)
+    transform = guidance_transform(args, model.process, device)  # physgen/guidance: the wrapper counts the network evaluations
+    if transform is not None:
+        kw["field_transform"] = transform
     if out.suffix.lower() == ".png":
         if not info.is_main:
             return 0  # a grid is one file: rank 0 draws it

@@ -7,7 +7,7 @@ from typing import Optional
 from ..config import parse_key_values
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import BATCH, DEPTH, FINITE, FRACTION, LABEL, LEVELS, POSITIVE, SAMPLES, SEED, STEPS, THREADS, TRAIN_STEPS, WIDTH, D
+from .argtypes import BATCH, DEPTH, FINITE, FRACTION, LABEL, LEVELS, LR, POSITIVE, SAMPLES, SEED, STEPS, THREADS, TOLERANCE, TRAIN_STEPS, WIDTH, D
 
 OUTPUTS = ("config.json", "samples.npy", "metrics.json", "samples.png", "trajectories.png")  # what physgen toy writes
 
@@ -24,9 +24,21 @@ def add_process_arguments(p) -> None:
     p.add_argument("--process-opt", action="append", default=[], metavar="KEY=VALUE", help="any other process option (JSON value)")
 
 
+PROCESS_FLAGS = {"sigma_min": "--sigma-min", "sigma_max": "--sigma-max", "m": "--m", "a": "--a", "c": "--c", "D": "--D"}
+"""Process options with a flag of their own (every other one is ``--process-opt KEY=VALUE``)."""
+
+
+def _merge_once(flags: dict, given: dict, flag_names: dict, where: str) -> dict:
+    """The dedicated flags' values and the ``KEY=VALUE`` pairs of ``where``; a key set both ways is refused."""
+    for key in given:
+        if flags.get(key) is not None:
+            raise UserError(f"{flag_names[key]} and {where} {key}=... both set {key}; give it once")
+    return {**flags, **given}
+
+
 def process_options(args) -> dict:
-    opts = {"sigma_min": args.sigma_min, "sigma_max": args.sigma_max, "m": args.m, "a": args.a, "c": args.c, "D": args.D}
-    return {**opts, **parse_key_values(args.process_opt, "--process-opt")}
+    opts = {k: getattr(args, k) for k in PROCESS_FLAGS}
+    return _merge_once(opts, parse_key_values(args.process_opt, "--process-opt"), PROCESS_FLAGS, "--process-opt")
 
 
 def add_sampler_arguments(p) -> None:
@@ -35,8 +47,8 @@ def add_sampler_arguments(p) -> None:
     p.add_argument("--list-solvers", action="store_true", help="print the solver table for the process (needs, order, NFE per step) and exit")
     p.add_argument("--steps", type=STEPS, default=None, help="K integration steps on every path (default 18; ald: K noise levels, default NCSNv2's rule)")
     p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, polyexponential (NAME:rho=R sets a schedule's rho), vp-time, ve-time, or optimal[:n_pilot=N,max_evals=M] (fitted to the solver's error on this field, cached in --out); default: the process's")
-    p.add_argument("--rtol", type=POSITIVE, default=None, help="adaptive solvers (dopri5, torchdiffeq:*): relative tolerance (default 1e-5)")
-    p.add_argument("--atol", type=POSITIVE, default=None, help="adaptive solvers: absolute tolerance (default 1e-5)")
+    p.add_argument("--rtol", type=TOLERANCE, default=None, help="adaptive solvers (dopri5, torchdiffeq:*): relative tolerance (default 1e-5)")
+    p.add_argument("--atol", type=TOLERANCE, default=None, help="adaptive solvers: absolute tolerance (default 1e-5)")
     p.add_argument("--levels", type=LEVELS, default=None, help="annealed Langevin: number of noise levels (= --steps for ald)")
     p.add_argument("--steps-per-level", type=LEVELS, default=None, help="annealed Langevin: T")
     p.add_argument("--eps", type=POSITIVE, default=None, help="annealed Langevin: step size ε")
@@ -46,10 +58,13 @@ def add_sampler_arguments(p) -> None:
 
 
 def sampler_options(args) -> dict:
-    """Solver options and process sampling modes from the flags (checked against the chosen solver later)."""
-    names = ("steps_per_level", "eps", "snr", "birth_death", "rtol", "atol")
-    opts = {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
-    return {**opts, **parse_key_values(args.sampler_opt, "--sampler-opt")}
+    """Solver options and process sampling modes from the flags (checked against the chosen solver later);
+    a name the command sets itself (:data:`physgen.sampling.COMMAND_ARGUMENTS`) or a key given twice is refused."""
+    from ..sampling import SAMPLER_FLAGS, check_sampler_options
+
+    opts = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
+    given = check_sampler_options(parse_key_values(args.sampler_opt, "--sampler-opt"))
+    return _merge_once(opts, given, SAMPLER_FLAGS, "--sampler-opt")
 
 
 def sampling_steps(args) -> Optional[int]:
@@ -90,7 +105,10 @@ def add_guidance_arguments(p, cond_drop: bool = True) -> None:
 
 
 def guidance_transform(args, process, device=None):
-    """From CLI flags ``--guidance --w --guidance-interval --classifier-ckpt --label`` (``physgen sample``)."""
+    """From CLI flags ``--guidance --w --guidance-interval --classifier-ckpt --label`` (``physgen sample``;
+    None without ``--guidance``: the caller has refused the flags that only act with it)."""
+    if args.guidance is None:
+        return None
     if args.label is None:
         raise UserError(f"--guidance {args.guidance} needs --label (the class to guide towards)")
     from ..guidance import GuidanceTransform, load_classifier
@@ -100,8 +118,6 @@ def guidance_transform(args, process, device=None):
         if args.classifier_ckpt is None:
             raise UserError("--guidance classifier needs --classifier-ckpt (train one with `physgen train-classifier`)")
         classifier = load_classifier(args.classifier_ckpt, process, device)
-    elif args.classifier_ckpt is not None:
-        raise UserError("--classifier-ckpt is only used with --guidance classifier")
     return GuidanceTransform(args.guidance, process, args.w, args.guidance_interval, classifier)
 
 
@@ -117,7 +133,7 @@ def register(sub) -> None:
     p.add_argument("--n-data", type=SAMPLES, default=10_000)
     p.add_argument("--train-steps", type=TRAIN_STEPS, default=2000)
     p.add_argument("--batch", type=BATCH, default=512)
-    p.add_argument("--lr", type=POSITIVE, default=2e-3)
+    p.add_argument("--lr", type=LR, default=2e-3)
     p.add_argument("--hidden", type=WIDTH, default=256)
     p.add_argument("--depth", type=DEPTH, default=3)
     add_sampler_arguments(p)

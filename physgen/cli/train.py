@@ -17,7 +17,7 @@ from pathlib import Path
 from ..config import arg, parse_float, parse_key_values, parse_optional
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import BATCH, COUNT, FRACTION, OPTIONAL_POSITIVE, POSITIVE, RESOLUTION, SAMPLES, SEED, STEPS, TRAIN_STEPS
+from .argtypes import BATCH, COUNT, FRACTION, LR, OPTIONAL_POSITIVE, POSITIVE, RESOLUTION, SAMPLES, SEED, STEPS, TRAIN_STEPS
 from .toy import add_process_arguments, process_options
 
 OUTPUTS = ("config.json", "summary.json", "checkpoints/ckpt-*.pt", "samples/grid-*.png")  # what physgen train writes
@@ -56,7 +56,7 @@ FLAGS = {
     "--duration-mimg": ("train.duration_mimg", dict(type=POSITIVE, help="total training images in millions (EDM: 200)")),
     "--batch": ("train.batch", dict(type=BATCH, help="global batch over all processes (default 512)")),
     "--micro-batch": ("train.micro_batch", dict(type=BATCH, help="samples per forward pass (gradient accumulation)")),
-    "--lr": ("train.lr", dict(type=POSITIVE, help="Adam learning rate (default 1e-3)")),
+    "--lr": ("train.lr", dict(type=LR, help="Adam learning rate (default 1e-3)")),
     "--warmup-steps": ("train.warmup_steps", dict(type=COUNT, help="linear lr warm-up in steps (clears --warmup-mimg)")),
     "--warmup-mimg": ("train.warmup_mimg", dict(type=arg(parse_optional(parse_float), 0.0), help="linear lr warm-up in millions of images (default 10)")),
     "--ema-halflife": ("train.ema_halflife", dict(type=POSITIVE, help="EMA half-life in images (default 500000)")),
@@ -137,13 +137,13 @@ def apply_overrides(base: dict, given: dict) -> dict:
 def resolve_config(args):
     """(config, resume target or False) from --resume / --config / flags."""
     from .. import checkpoints
-    from ..images.train import ImageTrainConfig, config_from_dict, load_config
+    from ..images.train import ImageTrainConfig, check_image_header, config_from_dict, load_config
 
     given = given_overrides(args)
     if args.resume:
         if args.config:
             raise UserError("--resume takes the run's config from its checkpoint; drop --config")
-        found = checkpoints.find(args.resume, kind="train")  # the newest that verifies; skipped ones are reported
+        found = checkpoints.find(args.resume, kind="train", check=check_image_header)  # the newest usable one; skipped ones are reported
         ckpt_path = found.path
         run_dir = Path(args.resume) if Path(args.resume).is_dir() else ckpt_path.parent.parent
         meta = found.header.meta.get("image")

@@ -15,7 +15,7 @@ from dataclasses import asdict
 
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import BATCH, DEPTH, POSITIVE, RESOLUTION, SAMPLES, SEED, TRAIN_STEPS, WIDTH
+from .argtypes import BATCH, DEPTH, LR, RESOLUTION, SAMPLES, SEED, TRAIN_STEPS, WIDTH
 from .toy import add_process_arguments, process_options
 
 OUTPUTS = ("classifier.pt", "config.json", "metrics.json", "checkpoints/ckpt-*.pt")  # what train-classifier writes
@@ -36,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--scales", default="mixed", help="training scales: mixed (default: half the process's law, half log-uniform over its sampling range), process, log-uniform")
     p.add_argument("--steps", type=TRAIN_STEPS, default=2000)
     p.add_argument("--batch", type=BATCH, default=512)
-    p.add_argument("--lr", type=POSITIVE, default=2e-3)
+    p.add_argument("--lr", type=LR, default=2e-3)
     p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")

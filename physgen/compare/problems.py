@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from .. import checkpoints
-from ..config import decode_inf, jsonable
+from ..config import jsonable
 from ..errors import UserError
 from ..metrics import default_bandwidths, mmd, sample_metrics, sliced_w2
 from ..noise import SeededNoise
@@ -44,6 +44,8 @@ __all__ = [
     "ImageProblem",
     "cast_field",
     "load_toy_checkpoint",
+    "check_toy_header",
+    "check_field_header",
     "save_toy_checkpoint",
     "load_problem_from_checkpoint",
     "REFERENCE_SEED_OFFSET",
@@ -203,7 +205,7 @@ class ToyProblem(Problem):
 # --------------------------------------------------------------------------- checkpoints
 
 
-def _mlp_spec_from_state(state: dict) -> dict:
+def _mlp_spec_from_state(state: dict, path) -> dict:
     """The toy MLP's sizes read off its state dict (for checkpoints that do not record them)."""
     try:
         hidden, dim = state["net.inp.weight"].shape
@@ -211,43 +213,61 @@ def _mlp_spec_from_state(state: dict) -> dict:
         embed_dim = int(state["net.embed.1.weight"].shape[1])
         out_dim = int(state["net.out.1.weight"].shape[0])
     except KeyError:
-        raise UserError("the checkpoint's network is not a toy MLP (no net.inp / net.blocks weights)") from None
+        raise UserError(f"checkpoint {str(path)!r}: its network is not a toy MLP (no net.inp / net.blocks weights)") from None
     label = state.get("net.label_embed.weight")
     return {"kind": "mlp", "dim": int(dim), "hidden": int(hidden), "depth": depth, "embed_dim": embed_dim,
             "num_classes": 0 if label is None else int(label.shape[0]) - 1, "out_dim": out_dim}
 
 
-def _process_from_checkpoint(ckpt: "checkpoints.Checkpoint"):
-    from ..processes import make_process
+def check_toy_header(header: checkpoints.Header) -> None:
+    """UserError naming the file unless its header can describe a toy MLP in this file: not an
+    image network, a known process where it records one, and an MLP spec (where it records
+    one) of no more weights than the file has room for.  Given to :func:`checkpoints.find`, so a
+    run folder falls back past a checkpoint that fails it."""
+    from ..nets.mlp import mlp_weight_floor
+    from ..processes import process_from_record
 
-    conf = ckpt.payload.get("process")
-    if not isinstance(conf, dict) or "name" not in conf:
-        raise UserError(f"checkpoint {str(ckpt.path)!r} does not record its process")
-    conf = dict(conf)
-    name = conf.pop("name")
-    return make_process(name, **{k: decode_inf(v) for k, v in conf.items()})
+    where = f"checkpoint {str(header.path)!r}"
+    if header.meta.get("image"):
+        raise UserError(f"{str(header.path)!r} holds an image network (physgen train), not a toy MLP")
+    if "process" in header.meta:
+        process_from_record(header.meta["process"], where)
+    spec = (header.meta.get("toy") or {}).get("net")
+    if spec:
+        try:
+            floor = mlp_weight_floor(spec["dim"], spec["hidden"], spec["depth"], spec.get("embed_dim", 64), spec.get("num_classes", 0),
+                                     spec.get("out_dim"))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{where}: its MLP spec {spec} is incomplete ({exc})") from None
+        checkpoints.check_weights_fit(header.path, floor, "an MLP")
+
+
+def check_field_header(header: checkpoints.Header) -> None:
+    """:func:`physgen.images.train.check_image_header` for an image checkpoint, else :func:`check_toy_header`."""
+    from ..images.train import check_image_header
+
+    (check_image_header if header.meta.get("image") else check_toy_header)(header)
 
 
 def load_toy_checkpoint(path, device=None, ema: bool = True) -> dict:
     """Rebuild a toy MLP field from a checkpoint: ``{process, field, dim, step, path, meta}``.
 
-    ``path``: a file or a run dir (its newest checkpoint that verifies).  The MLP's sizes come
-    from ``meta["toy"]["net"]`` when recorded (compare-solvers writes it), else from the
-    shapes in the state dict; the process from the checkpoint's ``process`` entry.  The EMA
-    weights are loaded unless ``ema=False``.
+    ``path``: a file or a run dir (its newest checkpoint whose header passes
+    :func:`check_toy_header` and that verifies).  The MLP's sizes come from ``meta["toy"]["net"]``
+    when recorded (compare-solvers writes it), else from the shapes in the state dict; the
+    process from the checkpoint's ``process`` entry.  The EMA weights are loaded unless ``ema=False``.
     """
     from ..nets.mlp import MLP
+    from ..processes import process_from_record
 
-    found = checkpoints.find(path, kind=("train", "toy-mlp"))
-    if found.header.meta.get("image"):
-        raise UserError(f"{str(found.path)!r} holds an image network (physgen train), not a toy MLP")
+    found = checkpoints.find(path, kind=("train", "toy-mlp"), check=check_toy_header)
     ckpt = checkpoints.read(found.path)
     weights = "ema" if ema and "ema" in ckpt.payload else "model"
     state = ckpt.payload.get(weights)
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {str(found.path)!r} has no {weights!r} weights")
-    spec = (ckpt.meta.get("toy") or {}).get("net") or _mlp_spec_from_state(state)
-    process = _process_from_checkpoint(ckpt)
+    spec = (ckpt.meta.get("toy") or {}).get("net") or _mlp_spec_from_state(state, found.path)
+    process = process_from_record(ckpt.payload.get("process"), f"checkpoint {str(found.path)!r}")
     try:
         net = MLP(int(spec["dim"]), hidden=int(spec["hidden"]), depth=int(spec["depth"]), embed_dim=int(spec.get("embed_dim", 64)),
                   num_classes=int(spec.get("num_classes", 0)), out_dim=spec.get("out_dim"))

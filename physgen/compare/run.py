@@ -229,12 +229,15 @@ def _span_key(schedule: Tensor) -> tuple:
 def reference_solve(problem: Problem, schedule: Tensor, rtol: float = REFERENCE_TOL, atol: float = REFERENCE_TOL,
                     options: Optional[dict] = None) -> tuple[Tensor, dict]:
     """The float64 dopri5 solution over ``schedule``'s span (its endpoints; a final
-    ``s = 0`` step is the same Euler step the solvers take)."""
+    ``s = 0`` step is the same Euler step the solvers take).  Of ``options`` it takes only the
+    process's sampling modes (the path generation follows): options meant for the compared
+    solvers (a dopri5 row's ``max_steps`` or ``first_step``) never reach the reference."""
     s = schedule.tolist()
     span = [s[0], s[-2], 0.0] if s[-1] == 0.0 and len(s) > 2 else [s[0], s[-1]]
     field64 = problem.reference_field()
     x0 = problem.x0.to(torch.float64)
-    opts = {**options_for("dopri5", options or {}, problem.process), "rtol": rtol, "atol": atol}
+    modes = {o.name for o in problem.process.sampling_options}
+    opts = {**{k: v for k, v in (options or {}).items() if k in modes}, "rtol": rtol, "atol": atol}
     x, stats, wall = _solve(problem, field64, x0, torch.tensor(span, dtype=torch.float64), "dopri5", opts)
     return x, {"span": span, "rtol": rtol, "atol": atol, "wall_s": wall, **stats}
 

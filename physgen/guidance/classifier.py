@@ -13,7 +13,7 @@ from ..errors import UserError, unknown_name
 from ..fields.kinds import expand_as_batch
 from ..nets.classifier import ConvClassifierNet
 from ..nets.mlp import MLP
-from ..processes import make_process
+from ..processes import process_from_record
 from .wrappers import check_classifier_process, conditioning_sigma
 
 __all__ = ["NoiseClassifier", "make_classifier", "save_classifier", "load_classifier", "CHECKPOINT_FORMAT"]
@@ -92,14 +92,17 @@ def save_classifier(path, classifier: NoiseClassifier, **meta: Any) -> None:
 def load_classifier(path, process=None, device=None) -> NoiseClassifier:
     """Load a :func:`save_classifier` checkpoint; with ``process``, check its kernel and bind to it."""
     try:  # verified, and loaded with weights_only=True: a classifier file cannot run code
-        ckpt = checkpoints.read(path, kind="classifier").payload
+        read = checkpoints.read(path, kind="classifier")
     except UserError as exc:
         raise UserError(f"cannot load classifier checkpoint: {exc}") from None
+    if "process" in read.meta:  # a header that records a process must record a known one (like every reader's check)
+        process_from_record(read.meta["process"], f"classifier checkpoint {str(path)!r}")
+    ckpt = read.payload
     if ckpt.get("format") != CHECKPOINT_FORMAT or not isinstance(ckpt.get("process"), dict) or not isinstance(ckpt.get("arch"), dict):
         raise UserError(f"{str(path)!r} is not a physgen classifier checkpoint (written by `physgen train-classifier`)")
     spec = ckpt["process"]
     if process is None:
-        process = make_process(spec["name"], **{k: v for k, v in spec.items() if k != "name"})
+        process = process_from_record(spec, f"classifier checkpoint {str(path)!r}")
     else:
         check_classifier_process(spec, process)
     try:

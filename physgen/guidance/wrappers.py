@@ -115,7 +115,7 @@ from ..fields.labels import check_label
 from .bayes import bayes_classifier, classifier_gradient
 
 __all__ = ["GUIDANCE_KINDS", "ClassifierFreeGuidance", "ClassifierGuidance", "GuidanceTransform", "guidance_variance",
-           "conditioning_sigma", "to_denoiser", "make_guided_field", "sample_guided", "parse_interval", "check_w",
+           "conditioning_sigma", "to_denoiser", "make_guided_field", "sample_guided", "parse_interval", "check_w", "check_guidance_flags",
            "check_classifier_process", "KERNEL_KEYS"]
 
 GUIDANCE_KINDS = ("cfg", "classifier")
@@ -129,6 +129,20 @@ def check_w(w: float) -> float:
     if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
         raise UserError(f"guidance scale w must be a finite number, got {w!r}")
     return float(w)
+
+
+def check_guidance_flags(kind: Optional[str], w: float = 1.0, interval: Any = None, classifier_ckpt: Any = None) -> None:
+    """The one rule of every command with guidance flags: ``--w``, ``--guidance-interval`` and
+    ``--classifier-ckpt`` only act with ``--guidance`` (the last only with ``classifier``);
+    given without it they are refused, never ignored."""
+    if kind is None:
+        given = [f for f, v in (("--w", w != 1.0), ("--guidance-interval", interval is not None), ("--classifier-ckpt", classifier_ckpt is not None)) if v]
+        if given:
+            kinds = "classifier" if given[0] == "--classifier-ckpt" else "cfg or classifier"
+            raise UserError(f"{given[0]} only acts with --guidance ({kinds}); add it, or drop {given[0]}")
+        return
+    if kind == "cfg" and classifier_ckpt is not None:
+        raise UserError("--classifier-ckpt is only used with --guidance classifier")
 
 
 def parse_interval(interval: Any) -> Optional[tuple[float, float]]:

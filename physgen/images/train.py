@@ -371,26 +371,46 @@ class TrainedModel:
         return config_from_dict(cfg, where=str(self.path)) if cfg else None
 
 
+def check_image_header(header: checkpoints.Header) -> None:
+    """UserError naming the file unless its header describes an image network this file can
+    hold: a complete U-Net spec, a sample shape that agrees with it, a known process, and no
+    more weights than the file has room for (:func:`checkpoints.check_weights_fit`).  Given to
+    :func:`checkpoints.find`, so a run folder falls back past a checkpoint that fails it."""
+    from ..nets.unet import unet_weight_floor
+    from ..processes import process_from_record
+
+    where = f"checkpoint {str(header.path)!r}"
+    meta = header.meta.get("image")
+    if not meta:
+        raise UserError(f"{str(header.path)!r} is not an image checkpoint (no U-Net spec inside); was it written by physgen train?")
+    if "process" in header.meta:
+        process_from_record(header.meta["process"], where)
+    try:
+        spec = meta["unet"]
+        floor = unet_weight_floor(spec["arch"], spec["channels"], spec["num_classes"], **dict(spec.get("overrides", {})))
+        side = spec["img_resolution"]
+        if list(meta["shape"]) != [spec["channels"], side, side]:
+            raise ValueError(f"shape {meta['shape']} is not [channels, img_resolution, img_resolution] = {[spec['channels'], side, side]}")
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{where}: its U-Net spec is invalid ({exc})") from None
+    checkpoints.check_weights_fit(header.path, floor, "a U-Net")
+
+
 def load_trained(path, device="cpu", ema: bool = True) -> TrainedModel:
     """Rebuild process, U-Net and field from a checkpoint (file or run dir: its newest
-    checkpoint that verifies) and load the EMA weights (``ema=False``: the raw training
-    weights).  Nothing else is read."""
-    from ..processes import make_process
+    checkpoint whose header is valid, :func:`check_image_header`, and that verifies) and load
+    the EMA weights (``ema=False``: the raw training weights).  Nothing else is read."""
+    from ..processes import process_from_record
 
-    found = checkpoints.find(path, kind="train")
-    meta = found.header.meta.get("image")
-    if not meta:
-        raise UserError(f"{str(found.path)!r} is not an image checkpoint (no U-Net spec inside); was it written by physgen train?")
+    found = checkpoints.find(path, kind="train", check=check_image_header)
+    meta = found.header.meta["image"]
     ckpt = checkpoints.read(found.path, kind="train")
-    if not isinstance(ckpt.payload.get("process"), dict) or "name" not in ckpt.payload["process"]:
-        raise UserError(f"checkpoint {str(found.path)!r} does not record its process; was it written by physgen train?")
-    pconf = dict(ckpt.payload["process"])
-    process = make_process(pconf.pop("name"), **pconf)
+    process = process_from_record(ckpt.payload.get("process"), f"checkpoint {str(found.path)!r}")
     try:
         net = build_network(meta["unet"])
         shape = tuple(int(v) for v in meta["shape"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise UserError(f"checkpoint {str(found.path)!r}: its U-Net spec is incomplete ({exc})") from None
+        raise UserError(f"checkpoint {str(found.path)!r}: its U-Net spec is invalid ({exc})") from None
     field_ = process.precondition(net)
     weights = "ema" if ema else "model"
     checkpoints.load_state(field_, ckpt.payload.get(weights), path=found.path, what=f"{weights} weights")

@@ -14,7 +14,15 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-__all__ = ["MLP", "SinusoidalEmbedding"]
+__all__ = ["MLP", "SinusoidalEmbedding", "mlp_weight_floor"]
+
+
+def mlp_weight_floor(dim: int, hidden: int, depth: int, embed_dim: int = 64, num_classes: int = 0, out_dim: Optional[int] = None) -> int:
+    """The weight matrices of ``MLP(dim, hidden, depth, embed_dim, num_classes, out_dim)`` (biases
+    left out: a lower bound), without building it."""
+    labels = (int(num_classes) + 1) * int(hidden) if num_classes else 0
+    out = int(dim) if out_dim is None else int(out_dim)
+    return int(hidden) * (2 * int(depth) * int(hidden) + int(hidden) + int(embed_dim) + int(dim) + out) + labels
 
 
 class SinusoidalEmbedding(nn.Module):

@@ -56,6 +56,7 @@ embedding (NCSN++: 2).
 """
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Any, Dict, Iterable, Optional, Sequence
 
@@ -70,6 +71,7 @@ __all__ = [
     "UNet",
     "UNET_PRESETS",
     "build_unet",
+    "unet_weight_floor",
     "PositionalEmbedding",
     "FourierEmbedding",
     "ResBlock",
@@ -580,6 +582,23 @@ UNET_PRESETS: Dict[str, Dict[str, Any]] = {
         embedding="positional",
     ),
 }
+
+
+def unet_weight_floor(arch: str, channels: int, num_classes: int = 0, **overrides: Any) -> int:
+    """A lower bound on the weights of ``build_unet(arch, ..., channels, num_classes, **overrides)``
+    without building it (so a checkpoint header that claims a huge network is caught before the
+    network is allocated): at the widest level, width ``w``, the encoder's ``num_blocks`` blocks
+    hold at least a ``w -> w`` 3x3 convolution each and the decoder's ``num_blocks + 1`` two
+    (their input is wider), ``9 w² (3 num_blocks + 2)``; plus the embedding MLP's second layer,
+    the input convolution and the label table."""
+    if arch not in UNET_PRESETS:
+        raise unknown_name("network architecture", arch, UNET_PRESETS)
+    defaults = {k: p.default for k, p in inspect.signature(UNet.__init__).parameters.items() if p.default is not p.empty}
+    kw = {**defaults, **UNET_PRESETS[arch], **{k: v for k, v in overrides.items() if v is not None}}
+    width = int(kw["model_channels"]) * max([int(m) for m in kw["channel_mult"]] or [1])
+    emb = int(kw["model_channels"]) * int(kw["channel_mult_emb"])
+    labels = (int(num_classes) + 1) * int(kw["model_channels"]) if num_classes else 0
+    return 9 * (3 * int(kw["num_blocks"]) + 2) * width**2 + emb**2 + 9 * int(channels) * int(kw["model_channels"]) + labels
 
 
 def build_unet(

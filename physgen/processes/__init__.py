@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..config import check_options, parse_D
-from ..errors import unknown_name
+from ..config import check_options, decode_inf, parse_D
+from ..errors import UserError, unknown_name
 from .base import DEFAULT_STEPS, MAX_STEPS, DenoiserFlow, NoScoreError, Process, ProcessFlow
 from .gaussian import EDM, VE, VP, DenoiserProcess, GaussianSDE, SigmaForm
 from .ncsn import NCSN
@@ -17,7 +17,7 @@ from .yukawa import Yukawa
 
 __all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "EDM", "VE", "VP", "NCSN", "PFGM", "PFGMpp", "Yukawa", "Telegrapher",
            "DenoiserProcess", "GaussianSDE", "SigmaForm", "PROCESSES", "process_names", "process_class", "make_process",
-           "data_defaults", "DEFAULT_STEPS", "MAX_STEPS"]
+           "data_defaults", "process_from_record", "DEFAULT_STEPS", "MAX_STEPS"]
 
 PROCESSES: dict[str, type] = {cls.name: cls for cls in (VE, VP, EDM, NCSN, PFGMpp, PFGM, Yukawa, Telegrapher)}
 """name -> Process class (``--process``)."""
@@ -49,6 +49,18 @@ def make_process(name: str, **options: Any) -> Process:
     given = {key: value for key, value in options.items() if value is not None}
     # names and value types against the constructor (physgen.config.check_options)
     return cls(**check_options(cls.__init__, given, f"process {name!r}", custom={"D": parse_D}))
+
+
+def process_from_record(record: Any, where: str) -> Process:
+    """The process a file records as ``{"name": NAME, **options}`` (a checkpoint's), every error
+    one line naming ``where`` (the file): a missing record, an unknown name, a bad option."""
+    if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+        raise UserError(f"{where} does not record its process")
+    options = {k: decode_inf(v) for k, v in record.items() if k != "name"}
+    try:
+        return make_process(record["name"], **options)
+    except UserError as exc:
+        raise UserError(f"{where}: {exc}") from None
 
 
 def data_defaults(name: str, data, given: dict) -> dict:

@@ -24,6 +24,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from solvers.schedules import EDM_RHO
+from solvers.spec import OptionError
+
 from ..errors import UserError
 from ..fields.analytic import GaussianMixtureField
 from ..fields.exact import ExactField, GaussianProfile
@@ -158,8 +161,10 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
         check_scale_range("sigma_min", s_min, "sigma_max", s_max)
         if not (isinstance(sigma_data, (int, float)) and math.isfinite(sigma_data) and sigma_data > 0):
             raise UserError(f"sigma_data must be a positive number, got {sigma_data!r}")
-        if not (isinstance(rho, (int, float)) and math.isfinite(rho) and rho > 0):
-            raise UserError(f"rho must be a positive number, got {rho!r}")
+        try:  # the ρ of the process's own EDM schedule: the schedule's keyword, with its bounds
+            rho = EDM_RHO.parse(rho, f"process {self.name!r}")
+        except OptionError as exc:
+            raise UserError(str(exc)) from None
         self.s_min, self.s_max, self.sigma_data, self.rho = float(s_min), float(s_max), float(sigma_data), float(rho)
         self.prior_mean = check_prior_mean(prior_mean)
 
