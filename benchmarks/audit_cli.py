@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))  # crafted_files: the same crafted files the tests use
+sys.path.insert(0, str(ROOT / "tests" / "helpers"))  # crafted_files: the same crafted files the tests use
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # audit_surfaces: the cases of the surfaces added since
 
 CLASSES = ("clear", "ok", "vague", "nonsense", "traceback", "hang", "crash", "payload")

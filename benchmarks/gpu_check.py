@@ -411,7 +411,7 @@ class Run:
         if "tests" not in self.sections:
             return None
         # the files that use the marker (collecting all ~800 tests would only cost time), then -m cuda
-        files = sorted(str(f) for f in (ROOT / "tests").glob("test_*.py") if "pytest.mark.cuda" in f.read_text())
+        files = sorted(str(f) for f in (ROOT / "tests").rglob("test_*.py") if "pytest.mark.cuda" in f.read_text())
         cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-rA", "-p", "no:cacheprovider", *files]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         logf = open(self.out / "pytest_cuda.log", "w")

@@ -20,7 +20,7 @@ def _skips_without_cuda(node: ast.AST) -> bool:
 
 def test_cuda_skips_are_marked_cuda():
     unmarked = []
-    for path in sorted(TESTS.glob("test_*.py")):
+    for path in sorted(TESTS.rglob("test_*.py")):
         tree = ast.parse(path.read_text())
         module_marked = any(
             isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "pytestmark" for t in stmt.targets)
@@ -30,5 +30,5 @@ def test_cuda_skips_are_marked_cuda():
         for fn in ast.walk(tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and any(_skips_without_cuda(d) for d in fn.decorator_list):
                 if not (module_marked or any(_is_cuda_mark(d) for d in fn.decorator_list)):
-                    unmarked.append(f"{path.name}::{fn.name}")
+                    unmarked.append(f"{path.relative_to(TESTS)}::{fn.name}")
     assert not unmarked, f"add @pytest.mark.cuda to: {', '.join(unmarked)}"

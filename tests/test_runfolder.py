@@ -2,6 +2,7 @@
 two runs out of one folder, stale locks are taken over, outputs honour the umask."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -96,7 +97,13 @@ def test_stale_lock_file_with_a_dead_pid_is_taken_over(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     (out / runfolder.LOCK_NAME).write_text(f'{{"pid": {dead.pid}, "host": "here", "command": "train"}}\n')
-    runfolder.prepare(out, "toy", ("x",)).release()
+    folder = runfolder.prepare(out, "toy", ("x",))
+    try:  # the lock is ours now: it names this process and command, no longer the dead run
+        holder = json.loads((out / runfolder.LOCK_NAME).read_text())
+        assert holder["pid"] == os.getpid() and holder["command"] == "toy"
+    finally:
+        folder.release()
+    assert not (out / runfolder.LOCK_NAME).exists()  # released: the lock file goes with it
 
 
 def test_toy_twice_refuses_then_overwrite_replaces(tmp_path, capsys):

@@ -1,4 +1,4 @@
-"""physgen.pretrained: EDM / PFGM++ snapshots (written by tests/edm_snapshots.py in EDM's
+"""physgen.pretrained: EDM / PFGM++ snapshots (written by tests/helpers/edm_snapshots.py in EDM's
 persistence format) load as the right process with the right parameters, and their
 denoiser equals physgen's own network with the same weights under EDM's Table 1
 preconditioning (arXiv 2206.00364), in float64; the fields sample with physgen's solvers."""

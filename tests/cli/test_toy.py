@@ -34,10 +34,36 @@ def test_toy_reads_user_files(tmp_path):
     pts = np.random.default_rng(0).normal(size=(400, 2)).astype(np.float32)
     np.save(tmp_path / "pts.npy", pts)
     (tmp_path / "mix.json").write_text(json.dumps({"means": [[-2, 0], [2, 0]], "stds": [0.3, 0.3], "weights": [0.2, 0.8]}))
+    samples = {}
     for spec, field in ((tmp_path / "pts.npy", "exact"), (tmp_path / "mix.json", "analytic")):
         out = tmp_path / f"run_{field}"
-        assert main(["toy", "--dataset", str(spec), "--field", field, "--n-samples", "200", "--steps", "8", "--device", "cpu", "--out", str(out)]) == 0
-        assert (out / "samples.npy").exists()
+        assert main(["toy", "--dataset", str(spec), "--field", field, "--n-samples", "1000", "--steps", "8", "--device", "cpu", "--out", str(out)]) == 0
+        assert json.loads((out / "config.json").read_text())["dataset"] == str(spec)
+        samples[field] = np.load(out / "samples.npy")
+        assert samples[field].shape == (1000, 2) and np.isfinite(samples[field]).all()
+    # the exact field of a point set carries every sample onto one of its points (measured: < 0.01 away)
+    nearest = np.sqrt(((samples["exact"][:, None, :] - pts[None]) ** 2).sum(-1)).min(1)
+    assert nearest.max() < 0.05, np.sort(nearest)[-5:]
+    # the mixture file's analytic field: its weights (0.2 / 0.8, 4 binomial sd) and each mode's place and spread
+    # (8 Heun steps leave a bias: measured spread 0.34-0.37 for 0.3, centres 0.22 off)
+    left = samples["analytic"][:, 0] < 0
+    assert abs(left.mean() - 0.2) < 0.05
+    for side, centre in ((left, -2.0), (~left, 2.0)):
+        mode = samples["analytic"][side]
+        assert abs(mode[:, 0].mean() - centre) < 0.35 and abs(mode[:, 1].mean()) < 0.1
+        assert ((mode.std(0) > 0.2) & (mode.std(0) < 0.5)).all(), mode.std(0)
+        assert np.abs(mode - [centre, 0.0]).max() < 2.0  # no sample far from its mode
+
+
+@pytest.mark.xfail(strict=True, reason="a toy MLP run draws from torch's global generator, which --seed does not "
+                   "seed: two runs of one command give different samples (with torch.manual_seed set before each, they "
+                   "agree bit for bit; found by issue 20's test review)")
+def test_toy_mlp_run_is_reproducible_from_its_seed(tmp_path):
+    args = ["toy", "--process", "edm", "--field", "mlp", "--train-steps", "30", "--batch", "64", "--hidden", "16", "--depth", "2",
+            "--n-samples", "100", "--steps", "4", "--seed", "3", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert np.array_equal(np.load(tmp_path / "a" / "samples.npy"), np.load(tmp_path / "b" / "samples.npy"))
 
 
 @pytest.mark.parametrize(

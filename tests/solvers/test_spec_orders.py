@@ -2,7 +2,7 @@
 deterministic row's order is fitted on the closed-form Gaussian probability-flow ODE and
 compared with its row, the warm-up tails its notes state are measured, NFE per step is
 counted at the field, and torchdiffeq's explicit Adams, which diverges there, is withheld
-with its reason.  How each is measured: tests/measured_orders.py."""
+with its reason.  How each is measured: tests/helpers/measured_orders.py."""
 from __future__ import annotations
 
 import importlib

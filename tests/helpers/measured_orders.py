@@ -1,5 +1,5 @@
-"""The solver table's orders and NFE per step, measured (tests/test_solver_orders.py checks the
-rows against them; ``python tests/measured_orders.py`` prints the table in benchmarks/RESULTS.md).
+"""The solver table's orders and NFE per step, measured (tests/solvers/test_spec_orders.py checks the
+rows against them; ``python tests/helpers/measured_orders.py`` prints the table in benchmarks/RESULTS.md).
 
 The problem: the closed-form Gaussian probability-flow ODE (:class:`toy_fields.GaussianPF`)::
 

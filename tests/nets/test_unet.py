@@ -18,15 +18,28 @@ def _randomize_output(net: UNet) -> UNet:
 
 @pytest.mark.parametrize("res", [8, 16, 32])
 @pytest.mark.parametrize("num_classes", [0, 10])
-def test_tiny_output_shape(res, num_classes):
+def test_tiny_output_is_per_sample_and_follows_its_conditioning(res, num_classes):
+    """What makes it a denoiser network, not only its shape: each row of the output depends on its own
+    sample alone (group norms, no batch statistics: the sample alone gives the same row), and on its
+    noise level and its label (a network that ignored either could not learn to condition on it)."""
     torch.manual_seed(0)
-    net = build_unet("tiny", res, 3, num_classes=num_classes)
-    x = torch.randn(2, 3, res, res)
-    c = torch.rand(2)
-    out = net(x, c)
-    assert out.shape == x.shape
-    if num_classes:
-        assert net(x, c, torch.tensor([0, 9])).shape == x.shape
+    net = build_unet("tiny", res, 3, num_classes=num_classes).eval()
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # as if trained: the zero-initialised layers (output, each block's last conv) get weights
+        for p in net.parameters():
+            p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+    x, c = torch.randn(2, 3, res, res), torch.rand(2)
+    label = torch.tensor([0, 9]) if num_classes else None
+    with torch.no_grad():
+        out = net(x, c, label)
+        assert out.shape == x.shape and bool(torch.isfinite(out).all())
+        alone = net(x[1:], c[1:], None if label is None else label[1:])
+        torch.testing.assert_close(alone[0], out[1], rtol=1e-5, atol=1e-5)
+        other_level = net(x, c + 0.5, label)
+        assert all((other_level[i] - out[i]).abs().max() > 1e-4 for i in range(2))  # the noise level conditions every row
+        if num_classes:
+            swapped = net(x, c, label.flip(0))
+            assert all((swapped[i] - out[i]).abs().max() > 1e-4 for i in range(2))  # so does the label
 
 
 def test_zero_init_output():

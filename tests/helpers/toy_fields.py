@@ -1,4 +1,4 @@
-"""Closed-form toy fields the tests share (imported like ``crafted_files``: tests/ is on the path)."""
+"""Closed-form toy fields the tests share (imported like ``crafted_files``: pyproject puts tests/helpers on the path)."""
 from __future__ import annotations
 
 import torch
