@@ -17,8 +17,8 @@ import sys
 from ..config import LIMIT_REASONS, MAX_STEPS, parse_int
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import BATCH, DEPTH, LABEL, LR, SAMPLES, SEED, TOLERANCE, TRAIN_STEPS, WIDTH
-from .toy import add_process_arguments, process_options, sampler_options
+from .flags import (BATCH, DEPTH, LABEL, LR, SAMPLES, SEED, TOLERANCE, TRAIN_STEPS, WIDTH, add_process_arguments, list_solvers,
+                    process_options, sampler_options)
 
 # what compare-solvers writes (the toy MLP's checkpoint only when it trains one)
 OUTPUTS = ("results.csv", "results.json", "error_vs_nfe.png", "quality_vs_nfe.png", "time_vs_nfe.png", "config.json", "checkpoints/ckpt-*.pt")
@@ -142,7 +142,6 @@ def run(args) -> int:
 
     if args.list_solvers:
         from ..processes import make_process
-        from .toy import list_solvers
 
         return list_solvers(make_process(args.process or "edm", **process_options(args)), args)
     steps = _int_list(args.steps, "--steps")

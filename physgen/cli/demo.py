@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import SAMPLES, SEED, THREADS, TRAIN_STEPS
+from .flags import SAMPLES, SEED, THREADS, TRAIN_STEPS
 from .toy import OUTPUTS as TOY_OUTPUTS
 
 DEMO_PROCESSES = ("edm", "ve", "vp", "pfgmpp")

@@ -15,7 +15,7 @@ import math
 
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare_file
-from .argtypes import BATCH, RESOLUTION, SAMPLES
+from .flags import BATCH, RESOLUTION, SAMPLES
 
 
 def _add_net(p) -> None:

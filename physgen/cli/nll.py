@@ -20,8 +20,8 @@ from solvers.base import SolverError
 
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import BATCH, DEPTH, LR, POSITIVE, SAMPLES, SEED, STEPS, TOLERANCE, TRAIN_STEPS, WIDTH
-from .toy import add_process_arguments, process_options
+from .flags import (BATCH, DEPTH, LR, POSITIVE, SAMPLES, SEED, STEPS, TOLERANCE, TRAIN_STEPS, WIDTH, add_process_arguments,
+                    process_options)
 
 __all__ = ["register", "run", "load_field_checkpoint"]
 

@@ -15,8 +15,8 @@ from ..errors import UserError
 from ..guidance.wrappers import check_guidance_flags
 from ..io import write_json
 from ..runfolder import add_overwrite_argument, join, prepare, prepare_file
-from .argtypes import BATCH, LABEL, SAMPLES, SEED
-from .toy import add_guidance_arguments, add_sampler_arguments, sampler_options, sampling_steps
+from .flags import (BATCH, LABEL, SAMPLES, SEED, add_guidance_arguments, add_sampler_arguments, guidance_transform,
+                    sampler_options, sampling_steps)
 
 OUTPUTS = ("sampling.json", "[0-9][0-9][0-9][0-9][0-9][0-9]*.png")  # what sample --out DIR writes
 
@@ -85,7 +85,6 @@ def run(args) -> int:
     kw = dict(seed=args.seed, solver=args.solver, steps=sampling_steps(args), schedule=args.schedule, batch=args.batch,
               device=device, sampler_options=options, precision=args.precision, label=args.label,
               schedule_cache=out.parent if out.suffix.lower() == ".png" else out)  # --schedule optimal caches its grids by the output
-    from .toy import guidance_transform
 
     transform = guidance_transform(args, model.process, device)  # physgen/guidance: the wrapper counts the network evaluations
     if transform is not None:

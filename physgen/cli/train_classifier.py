@@ -15,8 +15,7 @@ from dataclasses import asdict
 
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import BATCH, DEPTH, LR, RESOLUTION, SAMPLES, SEED, TRAIN_STEPS, WIDTH
-from .toy import add_process_arguments, process_options
+from .flags import (BATCH, DEPTH, LR, RESOLUTION, SAMPLES, SEED, TRAIN_STEPS, WIDTH, add_process_arguments, process_options)
 
 OUTPUTS = ("classifier.pt", "config.json", "metrics.json", "checkpoints/ckpt-*.pt")  # what train-classifier writes
 
