@@ -115,7 +115,7 @@ def save_npy(path: PathLike, array: Any) -> None:
 
 def save_figure(fig: Any, path: PathLike, **kwargs: Any) -> None:
     """Save a matplotlib figure atomically (format from the suffix) and close it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     path = Path(path)
     with atomic_write(path) as f:

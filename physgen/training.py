@@ -56,6 +56,8 @@ from . import checkpoints
 from .config import LIMIT_REASONS, MAX_BATCH, MAX_LR, MAX_TRAIN_STEPS, config_from_dict, parse_float, parse_int, parse_optional, parse_seed
 from .errors import UserError, unknown_name
 from .runtime import PRECISIONS, DistInfo, Progress, dist_info, mix_seed, resolve_precision
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 __all__ = ["TrainConfig", "TrainResult", "train", "ClassifierObjective", "SCALE_LAWS", "train_classifier", "classifier_accuracy"]
 
@@ -249,8 +251,6 @@ def train(
     ``checkpoint_meta`` is stored in every checkpoint under ``"meta"`` (make it
     self-describing: what network, data and process to rebuild).
     """
-    import torch.distributed as dist
-
     device = torch.device(device) if device is not None else next(field.parameters()).device
     info = dist_info() if (dist.is_available() and dist.is_initialized()) else DistInfo()
     rank, world = info.rank, info.world_size
@@ -302,8 +302,6 @@ def train(
     module: Callable = field
     ddp_module = None
     if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
         ddp_module = DDP(field, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
         module = ddp_module
         if resumed_from is None:  # DDP broadcast rank 0's initial parameters: start the EMA there

@@ -22,6 +22,19 @@ from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
 from .flags import (BATCH, DEPTH, LR, POSITIVE, SAMPLES, SEED, STEPS, TOLERANCE, TRAIN_STEPS, WIDTH, add_process_arguments,
                     process_options)
+from .. import checkpoints
+from ..compare.problems import check_field_header, load_toy_checkpoint
+from ..images.train import load_trained
+from ..data import load_toy
+from ..io import write_json
+from ..likelihood import LikelihoodResult, check_prior_density, log_likelihood
+from ..noise import SeededNoise
+from ..processes import data_defaults, make_process
+from ..runtime import resolve_device
+from ..toy import ToyConfig, build_field
+from ..sampling import grid, solver_spec
+from ..fields.analytic import GaussianMixtureField
+from ..images.data import load_image_dataset
 
 __all__ = ["register", "run", "load_field_checkpoint"]
 
@@ -69,21 +82,15 @@ def load_field_checkpoint(path, device="cpu", weights: str = "ema"):
     :func:`physgen.compare.problems.load_toy_checkpoint` (sizes from the checkpoint's
     metadata, else from the shapes of its state dict).
     """
-    from .. import checkpoints
-    from ..compare.problems import check_field_header
-
     found = checkpoints.find(path, kind=("train", "toy-mlp"), check=check_field_header)
     meta = found.header.meta
     if "image" in meta:
-        from ..images.train import load_trained
-
         model = load_trained(found.path, device=device, ema=weights == "ema")
         trained_on = (model.meta.get("config") or {}).get("dataset")
         return model.process, model.field, {"kind": "image", "path": str(found.path), "step": model.step, "shape": list(model.shape),
                                             "dataset": trained_on}
     if "process" not in meta:
         raise UserError(f"checkpoint {str(found.path)!r} does not record its process; pass a checkpoint written by physgen.training")
-    from ..compare.problems import load_toy_checkpoint
 
     loaded = load_toy_checkpoint(found.path, device=device, ema=weights == "ema")
     spec = {"dim": loaded["dim"], **((loaded["meta"].get("toy") or {}).get("net") or {})}
@@ -92,14 +99,6 @@ def load_field_checkpoint(path, device="cpu", weights: str = "ema"):
 
 
 def run(args) -> int:
-    from ..data import load_toy
-    from ..io import write_json
-    from ..likelihood import LikelihoodResult, check_prior_density, log_likelihood
-    from ..noise import SeededNoise
-    from ..processes import data_defaults, make_process
-    from ..runtime import resolve_device
-    from ..toy import ToyConfig, build_field
-
     for name in ("n", "n_data", "batch"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
@@ -121,8 +120,6 @@ def run(args) -> int:
         field_kind = "mlp"
         dataset_spec = args.dataset or info["dataset"] or "moons"
         if info["kind"] == "image":
-            from ..images.data import load_image_dataset
-
             try:
                 ds = load_image_dataset(dataset_spec)
             except UserError as exc:
@@ -160,8 +157,6 @@ def run(args) -> int:
             field.eval()
         x = dataset.sample(args.n, torch.Generator(device=device).manual_seed(args.seed + 1_000_003), device=device)
 
-    from ..sampling import grid, solver_spec
-
     adaptive = solver_spec(args.solver).adaptive
     if not adaptive and (args.rtol is not None or args.atol is not None):
         raise UserError(f"--rtol/--atol apply to adaptive solvers; {args.solver!r} takes --steps")
@@ -193,8 +188,6 @@ def run(args) -> int:
                    grid=None if schedule is None else schedule.tolist())
     summary = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}
     if dataset is not None and dataset.mixture is not None and "score" in process.capabilities():
-        from ..fields.analytic import GaussianMixtureField
-
         ref = GaussianMixtureField(dataset.mixture, process.coefficients)
         s = torch.full((n,), result.s_min, dtype=torch.float64, device=x.device)
         summary["analytic_nll_nats"] = float(-ref.log_prob(x.double(), s).mean())

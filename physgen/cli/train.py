@@ -19,6 +19,9 @@ from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
 from .flags import (BATCH, COUNT, FRACTION, LR, OPTIONAL_POSITIVE, POSITIVE, RESOLUTION, SAMPLES, SEED, STEPS, TRAIN_STEPS,
                     add_process_arguments, process_options)
+from .. import checkpoints
+from ..images.train import ImageTrainConfig, check_image_header, config_from_dict, load_config, dump_config, run_training
+from ..runtime import dist_info
 
 OUTPUTS = ("config.json", "summary.json", "checkpoints/ckpt-*.pt", "samples/grid-*.png")  # what physgen train writes
 
@@ -136,9 +139,6 @@ def apply_overrides(base: dict, given: dict) -> dict:
 
 def resolve_config(args):
     """(config, resume target or False) from --resume / --config / flags."""
-    from .. import checkpoints
-    from ..images.train import ImageTrainConfig, check_image_header, config_from_dict, load_config
-
     given = given_overrides(args)
     if args.resume:
         if args.config:
@@ -173,9 +173,6 @@ def _differs(base: dict, key: str, value) -> bool:
 
 
 def run(args) -> int:
-    from ..images.train import dump_config, run_training
-    from ..runtime import dist_info
-
     config, resume = resolve_config(args)
     if args.dump_config:
         dump_config(config, args.dump_config)

@@ -13,9 +13,17 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 
-from ..errors import UserError
+from ..errors import UserError, unknown_name
 from ..runfolder import add_overwrite_argument, prepare
 from .flags import (BATCH, DEPTH, LR, RESOLUTION, SAMPLES, SEED, TRAIN_STEPS, WIDTH, add_process_arguments, process_options)
+import torch
+from ..guidance import make_classifier, save_classifier
+from ..io import write_json
+from ..processes import data_defaults, make_process
+from ..runtime import resolve_device
+from ..training import SCALE_LAWS, TrainConfig, classifier_accuracy, train_classifier
+from ..images.data import load_image_dataset
+from ..data import load_toy
 
 OUTPUTS = ("classifier.pt", "config.json", "metrics.json", "checkpoints/ckpt-*.pt")  # what train-classifier writes
 
@@ -49,15 +57,6 @@ def _is_image(spec: str) -> bool:
 
 
 def run(args) -> int:
-    import torch
-
-    from ..errors import unknown_name
-    from ..guidance import make_classifier, save_classifier
-    from ..io import write_json
-    from ..processes import data_defaults, make_process
-    from ..runtime import resolve_device
-    from ..training import SCALE_LAWS, TrainConfig, classifier_accuracy, train_classifier
-
     for name in ("steps", "batch", "n_data", "hidden", "depth", "width"):
         if getattr(args, name) <= 0:
             raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
@@ -68,8 +67,6 @@ def run(args) -> int:
                   hint=", continue with --resume").path
     g = torch.Generator(device=device).manual_seed(args.seed)
     if _is_image(args.dataset):
-        from ..images.data import load_image_dataset
-
         ds = load_image_dataset(args.dataset, args.resolution)
         if ds.labels is None or ds.num_classes < 2:
             raise UserError(f"dataset {args.dataset!r} has no class labels to train a classifier on")
@@ -80,8 +77,6 @@ def run(args) -> int:
         num_classes = ds.num_classes
         popts = {k: v for k, v in process_options(args).items() if v is not None}
     else:
-        from ..data import load_toy
-
         ds = load_toy(args.dataset)
         data, labels = ds.sample_labelled(args.n_data, g, device=device)  # UserError for unlabelled sets
         val_x, val_y = ds.sample_labelled(2000, torch.Generator(device=device).manual_seed(args.seed + 7), device=device)

@@ -483,10 +483,10 @@ def _json_row(r: Any) -> dict:
 
 def plot_comparison(comparison: Comparison, out: Path, title: str = "") -> list[Path]:
     """The three log-log figures, one line per solver (stochastic samplers dashed, adaptive dotted)."""
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     by_solver: dict[str, list[Row]] = {}
     for r in comparison.rows:
@@ -559,7 +559,7 @@ def plot_comparison(comparison: Comparison, out: Path, title: str = "") -> list[
 
 def _nfe_ticks(ax, nfes) -> None:
     """Plain-number NFE ticks at powers of two (log axes label minor ticks with overlapping mantissas)."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter  # heavy optional dependency: imported only where it is used
 
     if not nfes:
         return

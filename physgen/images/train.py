@@ -47,6 +47,9 @@ from ..io import write_json
 from ..runtime import init_distributed
 from ..training import TrainConfig, TrainResult, train
 from .data import ImageDataset, ImageSampler, load_image_dataset
+from ..nets.unet import UNET_PRESETS, build_unet, unet_weight_floor, UNet
+from ..processes import make_process, process_from_record, process_class
+from .generate import sample_grid
 
 __all__ = [
     "ImageTrainConfig",
@@ -70,8 +73,6 @@ STEPS_200_MIMG_AT_512 = 390_625
 
 def resolve_arch(arch: str) -> str:
     """``ddpmpp`` -> ``ddpmpp-cifar10``; preset names (``tiny``, ``small``, ...) as they are."""
-    from ..nets.unet import UNET_PRESETS
-
     name = ARCH_ALIASES.get(arch, arch)
     if name not in UNET_PRESETS:
         raise unknown_name("--arch", arch, list(UNET_PRESETS) + list(ARCH_ALIASES))
@@ -138,8 +139,6 @@ class ImageTrainConfig:
     train: TrainConfig = field(default_factory=default_image_train)
 
     def __post_init__(self):
-        from ..processes import process_class
-
         if isinstance(self.train, dict):
             self.train = _from_dict(TrainConfig, {**config_to_dict(default_image_train(), encode=False), **self.train}, "config", prefix="train.")
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -163,9 +162,6 @@ class ImageTrainConfig:
 
     def _check_options(self) -> None:
         """Process options and U-Net overrides by name and type now, not when a run starts."""
-        from ..nets.unet import UNet
-        from ..processes import process_class
-
         given = {**self.process_options, **{k: getattr(self, k) for k in ("D", "sigma_min", "sigma_max", "sigma_data")}}
         check_options(process_class(self.process).__init__, {k: v for k, v in given.items() if v is not None}, f"process_options (process {self.process!r})",
                       custom={"D": parse_D})
@@ -205,8 +201,6 @@ def dump_config(config: ImageTrainConfig, path) -> Path:
 
 def build_process(config: ImageTrainConfig):
     """``make_process(config.process, D=..., sigma_min=..., ...)`` (``None``: default)."""
-    from ..processes import make_process
-
     opts = dict(config.process_options)
     for key in ("D", "sigma_min", "sigma_max", "sigma_data"):
         if getattr(config, key) is not None:
@@ -216,8 +210,6 @@ def build_process(config: ImageTrainConfig):
 
 def build_network(spec: Dict[str, Any]):
     """A U-Net from a spec ``{arch, img_resolution, channels, num_classes, overrides}``."""
-    from ..nets.unet import build_unet
-
     return build_unet(spec["arch"], int(spec["img_resolution"]), int(spec["channels"]), num_classes=int(spec["num_classes"]), **dict(spec.get("overrides", {})))
 
 
@@ -253,8 +245,6 @@ class LabelledStream:
 
 def _grid_callback(process, out: Path, config: ImageTrainConfig, shape, num_classes: int, device, rank: int) -> Callable:
     def write_grid(step: int, ema) -> None:
-        from .generate import sample_grid
-
         label = [i % num_classes for i in range(config.sample_n)] if num_classes else None
         sample_grid(
             process, ema, config.sample_n, out / "samples" / f"grid-{step:08d}.png", shape,
@@ -376,9 +366,6 @@ def check_image_header(header: checkpoints.Header) -> None:
     hold: a complete U-Net spec, a sample shape that agrees with it, a known process, and no
     more weights than the file has room for (:func:`checkpoints.check_weights_fit`).  Given to
     :func:`checkpoints.find`, so a run folder falls back past a checkpoint that fails it."""
-    from ..nets.unet import unet_weight_floor
-    from ..processes import process_from_record
-
     where = f"checkpoint {str(header.path)!r}"
     meta = header.meta.get("image")
     if not meta:
@@ -400,8 +387,6 @@ def load_trained(path, device="cpu", ema: bool = True) -> TrainedModel:
     """Rebuild process, U-Net and field from a checkpoint (file or run dir: its newest
     checkpoint whose header is valid, :func:`check_image_header`, and that verifies) and load
     the EMA weights (``ema=False``: the raw training weights).  Nothing else is read."""
-    from ..processes import process_from_record
-
     found = checkpoints.find(path, kind="train", check=check_image_header)
     meta = found.header.meta["image"]
     ckpt = checkpoints.read(found.path, kind="train")
