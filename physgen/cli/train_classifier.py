@@ -21,6 +21,7 @@ from ..guidance import make_classifier, save_classifier
 from ..io import write_json
 from ..processes import data_defaults, make_process
 from ..runtime import resolve_device
+from ..sampling import grid
 from ..training import SCALE_LAWS, TrainConfig, classifier_accuracy, train_classifier
 from ..images.data import load_image_dataset
 from ..data import load_toy
@@ -95,7 +96,7 @@ def run(args) -> int:
                               log_stream=sys.stderr)
     clf = result.ema.eval()
     sd = float(getattr(process, "sigma_data", 0.5))
-    scales = [float(s) for s in process.grid(5)[:-1].flip(0)] if not process.ends_at_zero else [0.1 * sd, 0.5 * sd, sd, 2 * sd, 4 * sd]
+    scales = [float(s) for s in grid(process, 5)[:-1].flip(0)] if not process.ends_at_zero else [0.1 * sd, 0.5 * sd, sd, 2 * sd, 4 * sd]
     acc = classifier_accuracy(clf, process, val_x, val_y, scales, generator=torch.Generator(device=device).manual_seed(args.seed + 11))
     metrics = {**acc, "final_loss": sum(result.losses[-20:]) / max(1, len(result.losses[-20:])), "steps": result.step}
     save_classifier(out / "classifier.pt", clf, dataset=args.dataset, num_classes=num_classes)

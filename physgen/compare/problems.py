@@ -262,15 +262,12 @@ def load_toy_checkpoint(path, device=None, ema: bool = True) -> dict:
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {str(found.path)!r} has no {weights!r} weights")
     spec = (ckpt.meta.get("toy") or {}).get("net") or _mlp_spec_from_state(state, found.path)
-    process = process_from_record(ckpt.payload.get("process"), f"checkpoint {str(found.path)!r}")
     try:
         net = MLP(int(spec["dim"]), hidden=int(spec["hidden"]), depth=int(spec["depth"]), embed_dim=int(spec.get("embed_dim", 64)),
                   num_classes=int(spec.get("num_classes", 0)), out_dim=spec.get("out_dim"))
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"checkpoint {str(found.path)!r}: its MLP spec {spec} is incomplete ({exc})") from None
-    field = process.precondition(net)
-    checkpoints.load_state(field, state, path=found.path, what=f"{weights} weights")
-    field.to(device or "cpu").eval().requires_grad_(False)
+    process, field = checkpoints.rebuild_field(ckpt, net, weights=weights, device=device or "cpu")
     return {"process": process, "field": field, "dim": int(spec["dim"]), "step": ckpt.step, "path": found.path, "meta": ckpt.meta}
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from physgen.sampling import warn_stray_runs
+from physgen.sampling import grid, warn_stray_runs
 from physgen.data import load_toy
 from physgen.guidance import BayesClassifier, ClassifierGuidance, make_classifier, ClassifierFreeGuidance, sample_guided, bayes_classifier
 from physgen.processes import EDM, make_process, data_defaults
@@ -194,7 +194,7 @@ def _guided_samples(process, field, guidance, w, labels, shape, *, steps, seed, 
     noise = SeededNoise(seed, range(n))
     x0 = process.sample_prior((n, *shape), noise=noise, device=labels.device)
     with torch.no_grad():
-        sol = sample_guided(process, guided, x0, process.grid(steps), "heun", noise=noise, label=labels)
+        sol = sample_guided(process, guided, x0, grid(process, steps), "heun", noise=noise, label=labels)
     return sol.x, sol.stats
 
 

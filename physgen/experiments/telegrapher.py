@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from physgen.sampling import warn_stray_runs, sample
+from physgen.sampling import grid, sample, warn_stray_runs
 from physgen.errors import UserError
 from physgen.noise import SeededNoise
 from physgen.metrics import mode_weights, sliced_w2
@@ -87,7 +87,7 @@ def _sample(process, field, n, steps, solver, seed, trajectory=False, shift=None
         x0 = x0 + shift
     t0 = time.perf_counter()
     with torch.no_grad():
-        sol = sample(process, field, x0, process.grid(steps), solver, return_trajectory=trajectory)
+        sol = sample(process, field, x0, grid(process, steps, method=solver), solver, return_trajectory=trajectory)
     return sol, time.perf_counter() - t0
 
 

@@ -44,7 +44,7 @@ from pathlib import Path
 
 import torch
 
-from physgen.sampling import warn_stray_runs, sample
+from physgen.sampling import grid, sample, warn_stray_runs
 from physgen.errors import UserError
 from physgen.metrics import mmd, mode_weights, sliced_w2
 from solvers import heun
@@ -165,7 +165,7 @@ def run_experiment(args, log=None) -> dict:
     print("two-mode mixture (target 0.2 on the left):", file=log)
     for m in masses:
         p = Yukawa(m=m, sigma_min=0.002, sigma_max=args.sigma_max, prior_mean=mix_points.mean(0).tolist())
-        sched = p.grid(args.steps)
+        sched = grid(p, args.steps)
         x0 = prior(p, args.seed + 10)
         base = {"dataset": "two_mode", "field": "exact", "m": m, "z_max": p.s_max, "m_zmax": m * p.s_max}
         _run_samplers(p, p.exact_field(mix_points), x0, sched, SAMPLERS, mix_ref, base, rows, ess_rows, samples)
@@ -183,14 +183,14 @@ def run_experiment(args, log=None) -> dict:
             sigma_max = float(Yukawa(m=m).sigma_of_scale(torch.tensor(z_max, dtype=torch.float64)))
             p = Yukawa(m=m, sigma_min=0.002, sigma_max=sigma_max, prior_mean=mix_points.mean(0).tolist())
             base = {"dataset": "genphys", "field": "exact", "m": m, "z_max": p.s_max, "m_zmax": m * p.s_max}
-            _run_samplers(p, p.exact_field(mix_points), prior(p, args.seed + 20), p.grid(args.steps), ("off", "weights", "smc", "transport"), mix_ref, base, rows, ess_rows, samples)
+            _run_samplers(p, p.exact_field(mix_points), prior(p, args.seed + 20), grid(p, args.steps), ("off", "weights", "smc", "transport"), mix_ref, base, rows, ess_rows, samples)
 
     # 3. a 2-D toy set for sample quality
     print(f"toy set {args.dataset}:", file=log)
     for m in masses:
         p = Yukawa(m=m, sigma_min=0.002, sigma_max=args.sigma_max, prior_mean=toy_points.mean(0).tolist())
         base = {"dataset": "toy", "field": "exact", "m": m, "z_max": p.s_max, "m_zmax": m * p.s_max}
-        _run_samplers(p, p.exact_field(toy_points), prior(p, args.seed + 30), p.grid(args.steps), ("off", "smc", "transport"), toy_ref, base, rows, ess_rows, samples)
+        _run_samplers(p, p.exact_field(toy_points), prior(p, args.seed + 30), grid(p, args.steps), ("off", "smc", "transport"), toy_ref, base, rows, ess_rows, samples)
 
     # 5. a neural field
     neural = {}
@@ -240,7 +240,7 @@ def _neural_run(args, m, mix, mix_points, mix_ref, rows, ess_rows, samples, log)
     base = {"dataset": "two_mode", "field": "mlp", "m": m, "z_max": p.s_max, "m_zmax": m * p.s_max}
     x0 = p.sample_prior((args.n_particles, 2), generator=torch.Generator().manual_seed(args.seed + 40))
     neural_samples = {}
-    _run_samplers(p, result.ema, x0, p.grid(args.steps), ("off", "smc", "transport"), mix_ref, base, rows, ess_rows, neural_samples)
+    _run_samplers(p, result.ema, x0, grid(p, args.steps), ("off", "smc", "transport"), mix_ref, base, rows, ess_rows, neural_samples)
     samples.update({("neural",) + key[1:]: v for key, v in neural_samples.items()})
     return {"m": m, "train_steps": args.train_steps, "loss_first": first, "loss_last": last, "train_s": train_s}
 

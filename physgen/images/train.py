@@ -390,14 +390,10 @@ def load_trained(path, device="cpu", ema: bool = True) -> TrainedModel:
     found = checkpoints.find(path, kind="train", check=check_image_header)
     meta = found.header.meta["image"]
     ckpt = checkpoints.read(found.path, kind="train")
-    process = process_from_record(ckpt.payload.get("process"), f"checkpoint {str(found.path)!r}")
     try:
         net = build_network(meta["unet"])
         shape = tuple(int(v) for v in meta["shape"])
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"checkpoint {str(found.path)!r}: its U-Net spec is invalid ({exc})") from None
-    field_ = process.precondition(net)
-    weights = "ema" if ema else "model"
-    checkpoints.load_state(field_, ckpt.payload.get(weights), path=found.path, what=f"{weights} weights")
-    field_.to(device).eval().requires_grad_(False)
+    process, field_ = checkpoints.rebuild_field(ckpt, net, weights="ema" if ema else "model", device=device)
     return TrainedModel(process, field_, shape, int(meta["unet"]["num_classes"]), ckpt.step, found.path, meta)
