@@ -243,7 +243,9 @@ class LabelledStream:
         self.sampler.load_state_dict(state)
 
 
-def _grid_callback(process, out: Path, config: ImageTrainConfig, shape, num_classes: int, device, rank: int) -> Callable:
+def _grid_writer(process, out: Path, config: ImageTrainConfig, shape, num_classes: int, device) -> Callable[[int, Any], None]:
+    """``write_grid(step, ema)``: ``out/samples/grid-<step>.png`` of ``sample_n`` EMA samples
+    (fixed seed, labels cycling through the classes), for :meth:`physgen.training.Trainer.sample_grid`."""
     def write_grid(step: int, ema) -> None:
         label = [i % num_classes for i in range(config.sample_n)] if num_classes else None
         sample_grid(
@@ -252,12 +254,7 @@ def _grid_callback(process, out: Path, config: ImageTrainConfig, shape, num_clas
             label=label, batch=min(config.sample_n, 256), device=device,
         )
 
-    def on_step(step: int, ema) -> None:
-        if rank == 0 and config.sample_every and step % config.sample_every == 0:
-            write_grid(step, ema)
-
-    on_step.write_grid = write_grid  # type: ignore[attr-defined]
-    return on_step
+    return write_grid
 
 
 def run_training(
@@ -319,18 +316,11 @@ def run_training(
         n_params = sum(p.numel() for p in net.parameters())
         print(f"physgen train: {process.name} {jsonable(process.config())}  {spec['arch']} ({n_params / 1e6:.2f}M params)  {dataset.name} {list(shape)} x {len(dataset)}  "
               f"{info.world_size} process(es) on {device}  {tcfg.total_steps} steps of {tcfg.batch}", file=log, flush=True)
-    grid = _grid_callback(process, out, config, shape, spec["num_classes"], device, info.rank)
-
-    def step_hook(step: int, ema) -> Optional[bool]:
-        grid(step, ema)
-        return on_step(step, ema) if on_step is not None else None
-
     t0 = time.perf_counter()
-    result = train(process, field_, stream, tcfg, out_dir=out, resume=resume, device=device, log_stream=log, on_step=step_hook, checkpoint_meta=meta, unit="img")
+    result = train(process, field_, stream, tcfg, out_dir=out, resume=resume, device=device, log_stream=log, on_step=on_step, checkpoint_meta=meta,
+                   unit="img", sample_grid=_grid_writer(process, out, config, shape, spec["num_classes"], device), sample_every=config.sample_every)
     wall = time.perf_counter() - t0
     if info.is_main:
-        if not (config.sample_every and result.step % config.sample_every == 0):
-            grid.write_grid(result.step, result.ema)  # type: ignore[attr-defined]
         tail = result.losses[-max(1, len(result.losses) // 10):]
         write_json(out / "summary.json", {
             "step": result.step, "total_steps": tcfg.total_steps, "stopped_early": result.stopped_early,
