@@ -136,6 +136,26 @@ def _pfgm_flow_distance(points, x0, schedule, yukawa_samples):
     return float((pfgm - yukawa_samples).norm(dim=1).mean()), pfgm, source
 
 
+def _mixture_runs(args, masses, mix_points, mix_ref, prior, rows, ess_rows, samples, log) -> dict:
+    """Every sampler on the two-mode mixture's exact field for each mass; at the smallest mass
+    also PFGM's flow from the same prior (how far Yukawa's flow-only samples are from it)."""
+    pfgm_info = {}
+    print("two-mode mixture (target 0.2 on the left):", file=log)
+    for m in masses:
+        p = Yukawa(m=m, sigma_min=0.002, sigma_max=args.sigma_max, prior_mean=mix_points.mean(0).tolist())
+        sched = grid(p, args.steps)
+        x0 = prior(p, args.seed + 10)
+        base = {"dataset": "two_mode", "field": "exact", "m": m, "z_max": p.s_max, "m_zmax": m * p.s_max}
+        _run_samplers(p, p.exact_field(mix_points), x0, sched, SAMPLERS, mix_ref, base, rows, ess_rows, samples)
+        if m == min(masses):
+            dist, pfgm_x, source = _pfgm_flow_distance(mix_points, x0, sched, samples[("two_mode", m, "off")])
+
+            pfgm_info = {"m": m, "mean_distance": dist, "pfgm_left_weight": float(mode_weights(pfgm_x, CENTERS)[0]),
+                         "yukawa_left_weight": float(mode_weights(samples[("two_mode", m, "off")], CENTERS)[0]), "pfgm_field": source}
+            print(f"  PFGM vs Yukawa m={m:g} flow only: mean |x_pfgm - x_yukawa| = {dist:.4f}", file=log)
+    return pfgm_info
+
+
 def run_experiment(args, log=None) -> dict:
     log = log or sys.stderr
 
@@ -161,20 +181,7 @@ def run_experiment(args, log=None) -> dict:
         return process.sample_prior((args.n_particles, 2), generator=torch.Generator().manual_seed(seed))
 
     # 1. the weighted mixture across m, and 4. PFGM at the smallest m
-    pfgm_info = {}
-    print("two-mode mixture (target 0.2 on the left):", file=log)
-    for m in masses:
-        p = Yukawa(m=m, sigma_min=0.002, sigma_max=args.sigma_max, prior_mean=mix_points.mean(0).tolist())
-        sched = grid(p, args.steps)
-        x0 = prior(p, args.seed + 10)
-        base = {"dataset": "two_mode", "field": "exact", "m": m, "z_max": p.s_max, "m_zmax": m * p.s_max}
-        _run_samplers(p, p.exact_field(mix_points), x0, sched, SAMPLERS, mix_ref, base, rows, ess_rows, samples)
-        if m == min(masses):
-            dist, pfgm_x, source = _pfgm_flow_distance(mix_points, x0, sched, samples[("two_mode", m, "off")])
-
-            pfgm_info = {"m": m, "mean_distance": dist, "pfgm_left_weight": float(mode_weights(pfgm_x, CENTERS)[0]),
-                         "yukawa_left_weight": float(mode_weights(samples[("two_mode", m, "off")], CENTERS)[0]), "pfgm_field": source}
-            print(f"  PFGM vs Yukawa m={m:g} flow only: mean |x_pfgm - x_yukawa| = {dist:.4f}", file=log)
+    pfgm_info = _mixture_runs(args, masses, mix_points, mix_ref, prior, rows, ess_rows, samples, log)
 
     # 2. GENPHYS.md's configurations
     if not args.no_genphys_rows:
