@@ -43,7 +43,6 @@ import torch
 from .config import INT64_MAX, MAX_DEPTH, MAX_RESOLUTION, MAX_SAMPLES, MAX_WIDTH, jsonable
 from .errors import UserError
 from .io import atomic_write, stale_temporaries
-from .processes import Process, process_from_record
 
 __all__ = [
     "FORMAT",
@@ -516,18 +515,4 @@ def load_state(module: torch.nn.Module, state: Any, *, path, what: str = "weight
     if missing:
         raise UserError(f"{where}: its {what} lack the tensor {missing[0]!r} of the network ({len(missing)} missing)")
     module.load_state_dict(state)
-
-
-def rebuild_field(ckpt: Checkpoint, net: torch.nn.Module, *, weights: str, device: Any = "cpu") -> tuple[Process, torch.nn.Module]:
-    """The one rebuild of a trained field from a checkpoint: the process its ``"process"`` entry
-    records (:func:`physgen.processes.process_from_record`), its preconditioning around ``net``
-    (built by the caller from the sizes the checkpoint records: an MLP, a U-Net), the ``weights``
-    state dict (``"ema"`` or ``"model"``) loaded strictly, moved to ``device``, in eval mode and
-    frozen.  ``physgen sample``/``nll``/``compare-solvers --ckpt`` and :mod:`physgen.pretrained`
-    all come through here."""
-    process = process_from_record(ckpt.payload.get("process"), f"checkpoint {str(ckpt.path)!r}")
-    field_ = process.precondition(net)
-    load_state(field_, ckpt.payload.get(weights), path=ckpt.path, what=f"{weights} weights")
-    field_.to(device).eval().requires_grad_(False)
-    return process, field_
 

@@ -55,11 +55,12 @@ from torch import Tensor, nn
 from . import checkpoints
 from .config import LIMIT_REASONS, MAX_BATCH, MAX_LR, MAX_TRAIN_STEPS, config_from_dict, parse_float, parse_int, parse_optional, parse_seed
 from .errors import UserError, unknown_name
+from .processes import Process, process_from_record
 from .runtime import PRECISIONS, DistInfo, Progress, dist_info, mix_seed, resolve_precision
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "ClassifierObjective", "SCALE_LAWS", "train_classifier", "classifier_accuracy"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "rebuild_field", "ClassifierObjective", "SCALE_LAWS", "train_classifier", "classifier_accuracy"]
 
 BatchFn = Callable[[int, torch.Generator], tuple[Tensor, Optional[Tensor]]]
 CHECKPOINT_FORMAT = "physgen-train/2"
@@ -484,6 +485,20 @@ def train(
     if resume:
         trainer.restore(resume)
     return trainer.run(on_step)
+
+
+def rebuild_field(ckpt: checkpoints.Checkpoint, net: torch.nn.Module, *, weights: str, device: Any = "cpu") -> tuple[Process, torch.nn.Module]:
+    """The one rebuild of a trained field from a checkpoint: the process its ``"process"`` entry
+    records (:func:`physgen.processes.process_from_record`), its preconditioning around ``net``
+    (built by the caller from the sizes the checkpoint records: an MLP, a U-Net), the ``weights``
+    state dict (``"ema"`` or ``"model"``) loaded strictly, moved to ``device``, in eval mode and
+    frozen: the reader of what :meth:`Trainer.save` writes.  ``physgen sample``/``nll``/
+    ``compare-solvers --ckpt`` and :mod:`physgen.pretrained` all come through here."""
+    process = process_from_record(ckpt.payload.get("process"), f"checkpoint {str(ckpt.path)!r}")
+    field_ = process.precondition(net)
+    checkpoints.load_state(field_, ckpt.payload.get(weights), path=ckpt.path, what=f"{weights} weights")
+    field_.to(device).eval().requires_grad_(False)
+    return process, field_
 
 
 # --------------------------------------------------------------------------- classifiers

@@ -57,6 +57,7 @@ from ..processes import process_from_record
 from ..images.train import check_image_header, load_trained
 from ..data import load_toy
 from ..runtime import resolve_device
+from ..training import rebuild_field
 from ..images.data import load_image_dataset
 from ..nets.inception import load_inception
 from ..images.metrics import extract_features, feature_statistics, compute_fid
@@ -267,7 +268,7 @@ def load_toy_checkpoint(path, device=None, ema: bool = True) -> dict:
                   num_classes=int(spec.get("num_classes", 0)), out_dim=spec.get("out_dim"))
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"checkpoint {str(found.path)!r}: its MLP spec {spec} is incomplete ({exc})") from None
-    process, field = checkpoints.rebuild_field(ckpt, net, weights=weights, device=device or "cpu")
+    process, field = rebuild_field(ckpt, net, weights=weights, device=device or "cpu")
     return {"process": process, "field": field, "dim": int(spec["dim"]), "step": ckpt.step, "path": found.path, "meta": ckpt.meta}
 
 

@@ -45,7 +45,7 @@ from ..errors import UserError, unknown_name
 from ..fields.labels import drop_labels
 from ..io import write_json
 from ..runtime import init_distributed
-from ..training import TrainConfig, TrainResult, train
+from ..training import TrainConfig, TrainResult, rebuild_field, train
 from .data import ImageDataset, ImageSampler, load_image_dataset
 from ..nets.unet import UNET_PRESETS, build_unet, unet_weight_floor, UNet
 from ..processes import make_process, process_from_record, process_class
@@ -385,5 +385,5 @@ def load_trained(path, device="cpu", ema: bool = True) -> TrainedModel:
         shape = tuple(int(v) for v in meta["shape"])
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"checkpoint {str(found.path)!r}: its U-Net spec is invalid ({exc})") from None
-    process, field_ = checkpoints.rebuild_field(ckpt, net, weights="ema" if ema else "model", device=device)
+    process, field_ = rebuild_field(ckpt, net, weights="ema" if ema else "model", device=device)
     return TrainedModel(process, field_, shape, int(meta["unet"]["num_classes"]), ckpt.step, found.path, meta)
