@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 
 from .errors import UserError
-import torch.distributed as dist
 
 __all__ = [
     "DistInfo",

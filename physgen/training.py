@@ -51,14 +51,14 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoints
 from .config import LIMIT_REASONS, MAX_BATCH, MAX_LR, MAX_TRAIN_STEPS, config_from_dict, parse_float, parse_int, parse_optional, parse_seed
 from .errors import UserError, unknown_name
 from .processes import Process, process_from_record
 from .runtime import PRECISIONS, DistInfo, Progress, dist_info, mix_seed, resolve_precision
-import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel as DDP
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "rebuild_field", "ClassifierObjective", "SCALE_LAWS", "train_classifier", "classifier_accuracy"]
 

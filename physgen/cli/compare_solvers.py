@@ -13,13 +13,13 @@ when it trains an MLP) or an image checkpoint of ``physgen train`` (file or run 
 from __future__ import annotations
 
 import sys
+import argparse
 
 from ..config import LIMIT_REASONS, MAX_STEPS, parse_int
 from ..errors import UserError, unknown_name
 from ..runfolder import add_overwrite_argument, prepare
 from .flags import (BATCH, DEPTH, LABEL, LR, SAMPLES, SEED, TOLERANCE, TRAIN_STEPS, WIDTH, add_process_arguments, list_solvers,
                     process_options, sampler_options)
-import argparse
 from .. import checkpoints
 from ..compare.problems import ImageProblem, check_field_header, ToyProblem
 from ..toy import FIELDS, ToyConfig

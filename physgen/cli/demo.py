@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
+
+import numpy as np
+import torch
 
 from ..runfolder import add_overwrite_argument, prepare
 from .flags import SAMPLES, SEED, THREADS, TRAIN_STEPS
 from .toy import OUTPUTS as TOY_OUTPUTS
-import numpy as np
-import torch
 from ..data import load_toy
 from ..io import save_figure, write_json, atomic_write
 from ..processes import PROCESSES

@@ -12,11 +12,11 @@ Reference statistics of a dataset are cached as ``.npz`` (``--ref-cache``).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare_file
 from .flags import BATCH, RESOLUTION, SAMPLES
-from pathlib import Path
 from ..images.evaluate import load_feature_net, evaluate_fid, _is_stats_file, reference_features, evaluate_ssim
 from ..runtime import resolve_device
 from ..io import write_json

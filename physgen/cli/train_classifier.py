@@ -13,10 +13,11 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 
+import torch
+
 from ..errors import UserError, unknown_name
 from ..runfolder import add_overwrite_argument, prepare
 from .flags import (BATCH, DEPTH, LR, RESOLUTION, SAMPLES, SEED, TRAIN_STEPS, WIDTH, add_process_arguments, process_options)
-import torch
 from ..guidance import make_classifier, save_classifier
 from ..io import write_json
 from ..processes import data_defaults, make_process
