@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+import torch.distributed as dist
+
 from ..config import arg, parse_float, parse_key_values, parse_optional
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
@@ -183,8 +185,6 @@ def run(args) -> int:
     try:
         result = run_training(config, resume=resume, log_stream=sys.stderr)
     finally:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     if result.checkpoint is not None:
