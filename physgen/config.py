@@ -38,6 +38,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 import numpy as np
 
 from .errors import UserError
+from .io import atomic_write, jsonable, write_json
 
 __all__ = ["INF_STRINGS", "decode_inf", "jsonable", "parse_D", "D_MAX", "config_from_dict", "config_to_dict", "load_config_file",
            "read_json", "dump_config_file", "toml_text", "parse_int", "parse_float", "parse_probability", "parse_seed",
@@ -97,22 +98,6 @@ def decode_inf(value: Any) -> Any:
         if text in ("-inf", "-infinity"):
             return -math.inf
     return value
-
-
-def jsonable(obj: Any) -> Any:
-    """``obj`` with infinities as ``"inf"``/``"-inf"`` (JSON has none), tuples as lists, paths
-    and numpy scalars as plain values, recursively through dicts and lists."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.generic,)):
-        obj = obj.item()
-    if isinstance(obj, float) and math.isinf(obj):
-        return "inf" if obj > 0 else "-inf"
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
 
 
 def parse_D(value: Any, name: str = "D") -> Union[int, float]:
@@ -487,7 +472,7 @@ def read_json(path: Any, what: str = "JSON file") -> Any:
     if not path.is_file():
         raise UserError(f"{what} {str(path)!r} does not exist")
     try:
-        return json.loads(path.read_text(), parse_float=_file_float, parse_constant=_file_float, parse_int=_file_int)
+        return json.loads(path.read_text(), parse_float=_file_float, parse_constant=_file_constant, parse_int=_file_int)
     except _Bad as bad:
         raise UserError(f"{what} {str(path)!r}: {bad}") from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -529,6 +514,15 @@ def _file_float(text: str) -> float:
     return x
 
 
+def _file_constant(text: str) -> float:
+    """``Infinity``, ``-Infinity`` and ``NaN``: Python's JSON extensions, refused in files.
+    Every JSON file physgen writes goes through :func:`physgen.io.jsonable` (infinity as
+    ``"inf"``); only ``physgen toy`` before the codec wrote ``"D": Infinity`` into its
+    ``config.json``, a record no command reads back."""
+    hint = " (write \"inf\" where infinity is allowed)" if "inf" in text.lower() else ""
+    raise _Bad(f"{text} is not JSON{hint}")
+
+
 def _file_int(text: str) -> int:
     if len(text.lstrip("+-")) > 19 and abs(int(text)) > INT64_MAX:
         raise _Bad(f"{text} overflows a 64-bit integer")
@@ -564,14 +558,12 @@ def toml_text(d: Mapping[str, Any], prefix: str = "") -> str:
 
 def dump_config_file(d: Mapping[str, Any], path: Any, what: str = "config file") -> Path:
     """Write ``d`` as TOML or JSON (by suffix), atomically."""
-    from .io import atomic_write, write_json
-
     path = Path(path)
     if path.suffix.lower() == ".toml":
         with atomic_write(path, "w") as f:
             f.write(toml_text(dict(d)) + "\n")
     elif path.suffix.lower() == ".json":
-        write_json(path, jsonable(dict(d)))
+        write_json(path, dict(d))
     else:
         raise UserError(f"{what} {str(path)!r} must end in .toml or .json")
     return path

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import re
 import tempfile
@@ -11,9 +12,11 @@ from typing import Any, Iterator, Union
 
 import numpy as np
 
+from .errors import UserError
+
 PathLike = Union[str, os.PathLike]
 
-__all__ = ["atomic_write", "write_json", "save_npy", "save_torch", "save_figure", "ensure_dir", "stale_temporaries", "output_mode"]
+__all__ = ["atomic_write", "jsonable", "write_json", "save_npy", "save_figure", "ensure_dir", "stale_temporaries", "output_mode"]
 
 # atomic_write's temporary files: ".NAME.<mkstemp's 8 random characters>.tmp" beside NAME
 _TEMPORARY = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
@@ -44,8 +47,6 @@ def atomic_write(path: PathLike, mode: str = "wb") -> Iterator[Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:  # a parent is a file, no permission, disk full: the user's path
-        from .errors import UserError
-
         raise UserError(f"cannot write {str(path)!r}: {exc.strerror or exc}") from None
     try:
         os.chmod(tmp, output_mode())
@@ -69,9 +70,29 @@ def stale_temporaries(folder: PathLike, recursive: bool = True) -> list[Path]:
     return sorted(p for p in found if p.is_file() and _TEMPORARY.match(p.name))
 
 
+def jsonable(obj: Any) -> Any:
+    """``obj`` with infinities as ``"inf"``/``"-inf"`` (JSON has none), tuples as lists, paths
+    and numpy scalars as plain values, recursively through dicts and lists: the one codec every
+    JSON file a run writes goes through (:func:`write_json`); :func:`physgen.config.read_json`
+    and the config parsers read ``"inf"`` back as ``math.inf``."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, (np.generic,)):
+        obj = obj.item()
+    if isinstance(obj, float) and math.isinf(obj):
+        return "inf" if obj > 0 else "-inf"
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
 def write_json(path: PathLike, obj: Any) -> None:
+    """``obj`` through :func:`jsonable` as indented, key-sorted JSON, atomically (so an infinite
+    ``D`` is written ``"inf"``, never the non-JSON ``Infinity``)."""
     with atomic_write(path, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True, default=_json_default)
+        json.dump(jsonable(obj), f, indent=2, sort_keys=True, default=_json_default)
         f.write("\n")
 
 
@@ -92,16 +113,9 @@ def save_npy(path: PathLike, array: Any) -> None:
         np.save(f, np.asarray(array))
 
 
-def save_torch(path: PathLike, obj: Any) -> None:
-    import torch
-
-    with atomic_write(path) as f:
-        torch.save(obj, f)
-
-
 def save_figure(fig: Any, path: PathLike, **kwargs: Any) -> None:
     """Save a matplotlib figure atomically (format from the suffix) and close it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     path = Path(path)
     with atomic_write(path) as f:
@@ -112,8 +126,6 @@ def save_figure(fig: Any, path: PathLike, **kwargs: Any) -> None:
 def ensure_dir(path: PathLike) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
-        from .errors import UserError
-
         raise UserError(f"output path {str(path)!r} exists and is not a directory")
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 
 from .errors import UserError
 
@@ -70,8 +71,6 @@ def _env_int(name: str, default: str) -> int:
 def dist_info() -> DistInfo:
     """From the initialised process group, else from ``torchrun``'s environment variables
     (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), else a single process."""
-    import torch.distributed as dist
-
     local = _env_int("LOCAL_RANK", "0")
     if dist.is_available() and dist.is_initialized():
         return DistInfo(dist.get_rank(), dist.get_world_size(), local)
@@ -109,8 +108,6 @@ def init_distributed(device: str = "auto") -> tuple[DistInfo, torch.device]:
     """Join the process group when started by ``torchrun`` (``WORLD_SIZE > 1``): NCCL on
     CUDA, gloo on CPU, rendezvous from the environment (``MASTER_ADDR``/``MASTER_PORT``,
     multi-node included).  Returns this process's :class:`DistInfo` and device."""
-    import torch.distributed as dist
-
     info = dist_info()
     dev = resolve_device(device, info.local_rank)
     if info.world_size > 1 and not dist.is_initialized():

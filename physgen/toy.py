@@ -32,6 +32,7 @@ from .processes import data_defaults, make_process, process_class
 from .runtime import resolve_device
 from .sampling import check_sampler_options, grid, sample, sampling_record, warn_strays
 from .training import TrainConfig, train, train_classifier
+from .nets.mlp import MLP
 
 __all__ = ["ToyConfig", "run_toy", "build_field", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
            "class_fraction", "class_reference"]
@@ -101,7 +102,6 @@ def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tens
         if dataset.mixture is None:
             raise UserError(f"--field analytic needs a Gaussian-mixture dataset (8gaussians, 25gaussians, a .json mixture); {dataset.name!r} is not one")
         return process.analytic_field(dataset.mixture), None
-    from .nets.mlp import MLP
 
     # a conditional network only when a label is asked for; label dropout keeps the null label trained
     if config.label is None:
@@ -194,10 +194,10 @@ def _plane(x: Tensor) -> Tensor:
 
 
 def plot_samples(data: Tensor, samples: Tensor, path: Path, title: str = "") -> None:
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     fig, axes = plt.subplots(1, 2, figsize=(8, 4), sharex=True, sharey=True)
     lim = float(torch.quantile(data.abs().flatten().double(), 0.995)) * 1.3
@@ -212,10 +212,10 @@ def plot_samples(data: Tensor, samples: Tensor, path: Path, title: str = "") -> 
 
 
 def plot_trajectories(traj: Tensor, path: Path, n_paths: int = 64, process: str = "") -> None:
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     fig, ax = plt.subplots(figsize=(5, 5))
     t = _plane(traj[:, :n_paths])

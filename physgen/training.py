@@ -51,13 +51,16 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
 
 from . import checkpoints
 from .config import LIMIT_REASONS, MAX_BATCH, MAX_LR, MAX_TRAIN_STEPS, config_from_dict, parse_float, parse_int, parse_optional, parse_seed
 from .errors import UserError, unknown_name
+from .processes import Process, process_from_record
 from .runtime import PRECISIONS, DistInfo, Progress, dist_info, mix_seed, resolve_precision
 
-__all__ = ["TrainConfig", "TrainResult", "train", "ClassifierObjective", "SCALE_LAWS", "train_classifier", "classifier_accuracy"]
+__all__ = ["TrainConfig", "TrainResult", "Trainer", "train", "rebuild_field", "ClassifierObjective", "SCALE_LAWS", "train_classifier", "classifier_accuracy"]
 
 BatchFn = Callable[[int, torch.Generator], tuple[Tensor, Optional[Tensor]]]
 CHECKPOINT_FORMAT = "physgen-train/2"
@@ -220,6 +223,231 @@ def _seed_global(seed: int, device: torch.device) -> None:
 # --------------------------------------------------------------------------- train
 
 
+class Trainer:
+    """One training run: its state (field, EMA, optimiser, data generator or stream, step, loss
+    history) and the parts of a step as methods, each readable alone.
+
+    :func:`train` is the driver: ``Trainer(...)``, :meth:`restore` when resuming, :meth:`run`.
+    :meth:`run` wraps the field (DDP under ``torch.distributed``, ``torch.compile``) and loops
+    :meth:`step` (one optimiser step over the global batch: warm-up, accumulation with
+    ``no_sync``, clipping, EMA), :meth:`flush` (the loss history, agreed over ranks),
+    :meth:`sample_grid` (every ``sample_every`` steps) and :meth:`save` (a checkpoint).
+    """
+
+    def __init__(self, process, field: nn.Module, sample_batch: Union[BatchFn, Any], config: TrainConfig, *, out_dir=None,
+                 device=None, log_stream=None, checkpoint_meta: Optional[dict] = None, unit: str = "samples",
+                 sample_grid: Optional[Callable[[int, nn.Module], None]] = None, sample_every: int = 0):
+        self.process, self.config, self.out_dir, self.log_stream, self.unit = process, config, out_dir, log_stream, unit
+        self.checkpoint_meta = checkpoint_meta or {}
+        self.grid_writer, self.sample_every = sample_grid, sample_every
+        self.device = torch.device(device) if device is not None else next(field.parameters()).device
+        info = dist_info() if (dist.is_available() and dist.is_initialized()) else DistInfo()
+        self.rank, self.world = info.rank, info.world_size
+        if config.batch % self.world:
+            raise UserError(f"batch={config.batch} must be divisible by the number of processes ({self.world})")
+        self.local = config.batch // self.world
+        self.micro = int(config.micro_batch or self.local)
+        if self.micro > self.local or self.local % self.micro:
+            raise UserError(f"micro_batch={self.micro} must divide the per-process batch {self.local} (batch {config.batch} over {self.world} processes)")
+        self.accum = self.local // self.micro
+        self.sample_batch = sample_batch
+        self.stream = sample_batch if _is_stream(sample_batch) else None
+        if self.stream is not None and getattr(self.stream, "batch_size", self.local) != self.local:
+            raise UserError(f"the image sampler draws {self.stream.batch_size} per process but the per-process batch is {self.local}")
+        self.amp_dtype = resolve_precision(config.precision, self.device)
+
+        field = field.to(self.device)
+        if config.channels_last:
+            field = field.to(memory_format=torch.channels_last)
+        self.field = field
+        self.ema = copy.deepcopy(field).requires_grad_(False).eval()
+        # fused Adam on CUDA (one kernel for all parameters); the reference loop elsewhere
+        self.opt = torch.optim.Adam(field.parameters(), lr=config.lr, **({"fused": True} if self.device.type == "cuda" else {}))
+        self.gen = torch.Generator(device=self.device)
+        self.gen.manual_seed(config.seed)
+        self.losses: list[float] = []
+        self.completed = 0  # optimiser steps done
+        self.resumed_from: Optional[Path] = None
+        self.last_checkpoint: Optional[Path] = None
+        self.pending: list[Tensor] = []  # step losses not yet in the history (one sync per log interval)
+        self.ddp_module = None
+        if out_dir is not None and self.rank == 0:
+            checkpoints.sweep_temporaries(out_dir)  # what killed writers left behind
+
+    def restore(self, resume: Union[bool, str, os.PathLike]) -> None:
+        """Continue from a checkpoint (``True``: the newest in ``out_dir`` that verifies; a path:
+        that file): weights, EMA, optimiser, data generator or stream, step and loss history."""
+        ckpt = _resume_checkpoint(resume, self.out_dir, (self.log_stream or sys.stderr) if self.rank == 0 else None)
+        path, state = ckpt.path, ckpt.payload
+        checkpoints.load_state(self.field, state["model"], path=path, what="model weights")
+        checkpoints.load_state(self.ema, state["ema"], path=path, what="EMA weights")
+        try:
+            self.opt.load_state_dict(state["optimizer"])
+            self.gen.set_state(state["generator"].cpu())
+        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise UserError(f"checkpoint {str(path)!r}: its optimiser or data-generator state does not fit this run ({str(exc).splitlines()[0]})") from None
+        if self.stream is not None and state.get("sampler") is not None:
+            self.stream.load_state_dict(state["sampler"])
+        self.losses = [float(v) for v in state["losses"]]
+        self.completed = int(state["step"])
+        self.resumed_from = self.last_checkpoint = path
+
+    def _wrap(self) -> None:
+        """The module the loss calls: DDP around the field over several processes (the EMA then
+        starts from rank 0's broadcast parameters, unless resumed), compiled when asked."""
+        module: Callable = self.field
+        if self.world > 1:
+            dev = self.device
+            self.ddp_module = DDP(self.field, device_ids=[dev.index] if dev.type == "cuda" else None, broadcast_buffers=False)
+            module = self.ddp_module
+            if self.resumed_from is None:
+                self.ema.load_state_dict(self.field.state_dict())
+        if self.config.compile:
+            module = torch.compile(module)
+        self.view = _FieldView(module, self.field)
+        self.ema_update = _EmaUpdate(self.ema, self.field)
+        self.noise_gen = torch.Generator(device=self.device)
+
+    def _batch(self) -> tuple[Tensor, Optional[Tensor]]:
+        """This rank's slice of the global batch, on the device."""
+        if self.stream is not None:
+            y, label = self.stream.next()
+        else:
+            y, label = self.sample_batch(self.config.batch, self.gen)
+            if self.world > 1:
+                lo, hi = self.rank * self.local, (self.rank + 1) * self.local
+                y, label = y[lo:hi], None if label is None else label[lo:hi]
+        y = y.to(self.device, non_blocking=True)
+        return y, None if label is None else label.to(self.device, non_blocking=True)
+
+    def step(self) -> None:
+        """One optimiser step on the global batch: warm-up learning rate, ``accum`` chunks of
+        ``micro`` samples (each seeded by its position; DDP syncs on the last), clipping,
+        Adam, EMA.  The step's mean loss joins :attr:`pending`."""
+        config, device, accum = self.config, self.device, self.accum
+        for group in self.opt.param_groups:
+            group["lr"] = config.lr * min(1.0, (self.completed + 1) / max(config.warmup, 1))
+        y, label = self._batch()
+        self.opt.zero_grad(set_to_none=True)
+        step_loss: Optional[Tensor] = None
+        for a in range(accum):
+            part = slice(a * self.micro, (a + 1) * self.micro)
+            yc = y[part] if accum > 1 else y
+            lc = None if label is None else (label[part] if accum > 1 else label)
+            if config.channels_last and yc.ndim == 4:
+                yc = yc.contiguous(memory_format=torch.channels_last)
+            seed = mix_seed(config.seed, self.completed, self.rank * accum + a, stream="train")
+            self.noise_gen.manual_seed(seed)
+            _seed_global(seed, device)
+            no_sync = self.ddp_module.no_sync() if (self.ddp_module is not None and a < accum - 1) else contextlib.nullcontext()
+            with no_sync:
+                with torch.autocast(device_type=device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+                    loss = self.process.loss(self.view, yc, generator=self.noise_gen, label=lc).float().mean()
+                (loss / accum).backward()
+            part_loss = loss.detach() / accum
+            step_loss = part_loss if step_loss is None else step_loss + part_loss
+        if config.grad_clip is not None:
+            nn.utils.clip_grad_norm_(self.field.parameters(), config.grad_clip)
+        self.opt.step()
+        self.completed += 1
+        seen = self.completed * config.batch
+        halflife = config.ema_halflife if config.ema_rampup is None else min(config.ema_halflife, config.ema_rampup * seen)
+        self.ema_update(0.5 ** (config.batch / max(halflife, 1e-8)))
+        self.pending.append(step_loss)
+
+    def flush(self) -> tuple[list[float], bool]:
+        """Average the pending losses over ranks (one sync) into the history; also agree on the
+        time limit (``max_minutes``)."""
+        config = self.config
+        over = config.max_minutes is not None and time.perf_counter() - self.t_start > 60.0 * config.max_minutes
+        vals = torch.stack(self.pending).float() if self.pending else torch.zeros(0, device=self.device)
+        self.pending.clear()
+        if self.world > 1:
+            both = torch.cat([vals, torch.tensor([float(over)], device=vals.device)])
+            dist.all_reduce(both)
+            vals, over = both[:-1] / self.world, bool(both[-1] > 0)
+        chunk = vals.tolist()
+        if not all(math.isfinite(v) for v in chunk):
+            raise FloatingPointError(f"training loss became non-finite at step {self.completed} (lr={config.lr}); lower --lr")
+        self.losses.extend(chunk)
+        return chunk, over
+
+    def save(self) -> None:
+        """A checkpoint of everything :meth:`restore` reads (rank 0, with an out dir); the last
+        ``keep_checkpoints`` are kept."""
+        if self.out_dir is None or self.rank != 0:
+            return
+        process = {"name": self.process.name, **self.process.config()}
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "step": self.completed,
+            "model": self.field.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "generator": self.gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "sampler": self.stream.state_dict() if self.stream is not None else None,
+            "losses": list(self.losses),
+            "config": asdict(self.config),
+            "process": process,
+            "world_size": self.world,
+            "meta": self.checkpoint_meta,
+        }
+        meta = {"process": process, "world_size": self.world, **self.checkpoint_meta}
+        self.last_checkpoint = checkpoints.save(self.out_dir, state, kind="train", step=self.completed, meta=meta,
+                                                keep_last=self.config.keep_checkpoints)
+
+    def sample_grid(self) -> None:
+        """The sample grid of the EMA at this step (rank 0; ``sample_grid`` given)."""
+        if self.grid_writer is not None and self.rank == 0:
+            self.grid_writer(self.completed, self.ema)
+
+    def _grid_due(self) -> bool:
+        return bool(self.sample_every) and self.completed % self.sample_every == 0
+
+    def run(self, on_step: Optional[Callable[[int, nn.Module], Optional[bool]]] = None) -> TrainResult:
+        """Steps up to ``config.total_steps`` (or until ``on_step`` or ``max_minutes`` stops it),
+        logging every ``log_every``, then a final checkpoint and sample grid."""
+        config, total, start = self.config, self.config.total_steps, self.completed
+        self._wrap()
+        progress = Progress(total, unit=self.unit, every=config.log_every, stream=self.log_stream, start=start, enabled=self.rank == 0)
+        self.t_start = time.perf_counter()
+        stopped = False
+        dev = self.device
+        fork_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
+        self.field.train()
+        with torch.random.fork_rng(devices=fork_devices, device_type=dev.type if dev.type == "cuda" else "cuda"):
+            while self.completed < total and not stopped:
+                self.step()
+                step = self.completed
+                if step % config.log_every == 0 or step == total:
+                    chunk, over = self.flush()
+                    progress.update(step, config.batch, force=True, loss=sum(chunk) / max(len(chunk), 1))
+                    if over:
+                        stopped = True
+                        if self.rank == 0:
+                            print(f"stopping at step {step}: --max-minutes {config.max_minutes} reached; resume to continue",
+                                  file=self.log_stream or sys.stderr, flush=True)
+                if self._grid_due():
+                    self.sample_grid()
+                if on_step is not None and on_step(step, self.ema):
+                    stopped = True
+                if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total and not stopped:
+                    if self.pending:
+                        self.flush()
+                    self.save()
+            if self.pending:
+                self.flush()
+        if self.completed != start or self.resumed_from is None:
+            self.save()
+        self.field.eval()
+        self.ema.eval()
+        if not self._grid_due():
+            self.sample_grid()
+        return TrainResult(field=self.field, ema=self.ema, losses=self.losses, step=self.completed,
+                           stopped_early=stopped and self.completed < total, checkpoint=self.last_checkpoint)
+
+
 def train(
     process,
     field: nn.Module,
@@ -233,6 +461,8 @@ def train(
     on_step: Optional[Callable[[int, nn.Module], Optional[bool]]] = None,
     checkpoint_meta: Optional[dict] = None,
     unit: str = "samples",
+    sample_grid: Optional[Callable[[int, nn.Module], None]] = None,
+    sample_every: int = 0,
 ) -> TrainResult:
     """Train ``field`` on ``process.loss``; returns the field, its EMA and the loss history.
 
@@ -244,181 +474,31 @@ def train(
     group the field is wrapped in DDP; only rank 0 prints and writes files.
 
     ``resume``: ``True`` continues from the newest checkpoint in ``out_dir``, a path from
-    that checkpoint file.  ``on_step(step, ema)`` runs after every step on every rank;
-    returning ``True`` stops training (it must then return ``True`` on every rank).
-    ``checkpoint_meta`` is stored in every checkpoint under ``"meta"`` (make it
-    self-describing: what network, data and process to rebuild).
+    that checkpoint file.  ``sample_grid(step, ema)`` runs on rank 0 every ``sample_every``
+    steps and once at the end (if the last step was not one).  ``on_step(step, ema)`` runs
+    after every step on every rank; returning ``True`` stops training (it must then return
+    ``True`` on every rank).  ``checkpoint_meta`` is stored in every checkpoint under
+    ``"meta"`` (make it self-describing: what network, data and process to rebuild).
     """
-    import torch.distributed as dist
-
-    device = torch.device(device) if device is not None else next(field.parameters()).device
-    info = dist_info() if (dist.is_available() and dist.is_initialized()) else DistInfo()
-    rank, world = info.rank, info.world_size
-    total = config.total_steps
-    if config.batch % world:
-        raise UserError(f"batch={config.batch} must be divisible by the number of processes ({world})")
-    local = config.batch // world
-    micro = int(config.micro_batch or local)
-    if micro > local or local % micro:
-        raise UserError(f"micro_batch={micro} must divide the per-process batch {local} (batch {config.batch} over {world} processes)")
-    accum = local // micro
-    stream = sample_batch if _is_stream(sample_batch) else None
-    if stream is not None and getattr(stream, "batch_size", local) != local:
-        raise UserError(f"the image sampler draws {stream.batch_size} per process but the per-process batch is {local}")
-    amp_dtype = resolve_precision(config.precision, device)
-
-    field = field.to(device)
-    if config.channels_last:
-        field = field.to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(field).requires_grad_(False).eval()
-    # fused Adam on CUDA (one kernel for all parameters); the reference loop elsewhere
-    opt = torch.optim.Adam(field.parameters(), lr=config.lr, **({"fused": True} if device.type == "cuda" else {}))
-    gen = torch.Generator(device=device)
-    gen.manual_seed(config.seed)
-    losses: list[float] = []
-    step = 0
-    resumed_from: Optional[Path] = None
-    if out_dir is not None and rank == 0:
-        checkpoints.sweep_temporaries(out_dir)  # what killed writers left behind
+    trainer = Trainer(process, field, sample_batch, config, out_dir=out_dir, device=device, log_stream=log_stream,
+                      checkpoint_meta=checkpoint_meta, unit=unit, sample_grid=sample_grid, sample_every=sample_every)
     if resume:
-        ckpt = _resume_checkpoint(resume, out_dir, (log_stream or sys.stderr) if rank == 0 else None)
-        ckpt_path = ckpt.path
-        state = ckpt.payload
-        checkpoints.load_state(field, state["model"], path=ckpt_path, what="model weights")
-        checkpoints.load_state(ema, state["ema"], path=ckpt_path, what="EMA weights")
-        try:
-            opt.load_state_dict(state["optimizer"])
-            gen.set_state(state["generator"].cpu())
-        except (RuntimeError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise UserError(f"checkpoint {str(ckpt_path)!r}: its optimiser or data-generator state does not fit this run ({str(exc).splitlines()[0]})") from None
-        if stream is not None and state.get("sampler") is not None:
-            stream.load_state_dict(state["sampler"])
-        losses = [float(v) for v in state["losses"]]
-        step = int(state["step"])
-        resumed_from = ckpt_path
-        del ckpt, state
-    start_step = step
+        trainer.restore(resume)
+    return trainer.run(on_step)
 
-    module: Callable = field
-    ddp_module = None
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
 
-        ddp_module = DDP(field, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
-        module = ddp_module
-        if resumed_from is None:  # DDP broadcast rank 0's initial parameters: start the EMA there
-            ema.load_state_dict(field.state_dict())
-    if config.compile:
-        module = torch.compile(module)
-    view = _FieldView(module, field)
-
-    last_ckpt: list[Optional[Path]] = [resumed_from]
-
-    def save(at: int) -> None:
-        if out_dir is None or rank != 0:
-            return
-        state = {
-            "format": CHECKPOINT_FORMAT,
-            "step": at,
-            "model": field.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": opt.state_dict(),
-            "generator": gen.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "sampler": stream.state_dict() if stream is not None else None,
-            "losses": list(losses),
-            "config": asdict(config),
-            "process": {"name": process.name, **process.config()},
-            "world_size": world,
-            "meta": checkpoint_meta or {},
-        }
-        meta = {"process": state["process"], "world_size": world, **(checkpoint_meta or {})}
-        last_ckpt[0] = checkpoints.save(out_dir, state, kind="train", step=at, meta=meta, keep_last=config.keep_checkpoints)
-
-    progress = Progress(total, unit=unit, every=config.log_every, stream=log_stream, start=step, enabled=rank == 0)
-    t_start = time.perf_counter()
-    pending: list[Tensor] = []
-
-    def flush() -> tuple[list[float], bool]:
-        """Average the pending losses over ranks (one sync); also agree on the time limit."""
-        over = config.max_minutes is not None and time.perf_counter() - t_start > 60.0 * config.max_minutes
-        vals = torch.stack(pending).float() if pending else torch.zeros(0, device=device)
-        pending.clear()
-        if world > 1:
-            both = torch.cat([vals, torch.tensor([float(over)], device=vals.device)])
-            dist.all_reduce(both)
-            vals, over = both[:-1] / world, bool(both[-1] > 0)
-        chunk = vals.tolist()
-        if not all(math.isfinite(v) for v in chunk):
-            raise FloatingPointError(f"training loss became non-finite at step {step} (lr={config.lr}); lower --lr")
-        losses.extend(chunk)
-        return chunk, over
-
-    warmup = max(config.warmup, 1)
-    ema_update = _EmaUpdate(ema, field)
-    noise_gen = torch.Generator(device=device)
-    stopped = False
-    fork_devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    field.train()
-    with torch.random.fork_rng(devices=fork_devices, device_type=device.type if device.type == "cuda" else "cuda"):
-        while step < total and not stopped:
-            for group in opt.param_groups:
-                group["lr"] = config.lr * min(1.0, (step + 1) / warmup)
-            if stream is not None:
-                y, label = stream.next()
-            else:
-                y, label = sample_batch(config.batch, gen)
-                if world > 1:
-                    y = y[rank * local : (rank + 1) * local]
-                    label = None if label is None else label[rank * local : (rank + 1) * local]
-            y = y.to(device, non_blocking=True)
-            label = None if label is None else label.to(device, non_blocking=True)
-            opt.zero_grad(set_to_none=True)
-            step_loss: Optional[Tensor] = None
-            for a in range(accum):
-                part = slice(a * micro, (a + 1) * micro)
-                yc = y[part] if accum > 1 else y
-                lc = None if label is None else (label[part] if accum > 1 else label)
-                if config.channels_last and yc.ndim == 4:
-                    yc = yc.contiguous(memory_format=torch.channels_last)
-                seed = mix_seed(config.seed, step, rank * accum + a, stream="train")
-                noise_gen.manual_seed(seed)
-                _seed_global(seed, device)
-                no_sync = ddp_module.no_sync() if (ddp_module is not None and a < accum - 1) else contextlib.nullcontext()
-                with no_sync:
-                    with torch.autocast(device_type=device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                        loss = process.loss(view, yc, generator=noise_gen, label=lc).float().mean()
-                    (loss / accum).backward()
-                part_loss = loss.detach() / accum
-                step_loss = part_loss if step_loss is None else step_loss + part_loss
-            if config.grad_clip is not None:
-                nn.utils.clip_grad_norm_(field.parameters(), config.grad_clip)
-            opt.step()
-            step += 1
-            seen = step * config.batch
-            halflife = config.ema_halflife if config.ema_rampup is None else min(config.ema_halflife, config.ema_rampup * seen)
-            ema_update(0.5 ** (config.batch / max(halflife, 1e-8)))
-            pending.append(step_loss)
-            if step % config.log_every == 0 or step == total:
-                chunk, over = flush()
-                progress.update(step, config.batch, force=True, loss=sum(chunk) / max(len(chunk), 1))
-                if over:
-                    stopped = True
-                    if rank == 0:
-                        print(f"stopping at step {step}: --max-minutes {config.max_minutes} reached; resume to continue", file=log_stream or sys.stderr, flush=True)
-            if on_step is not None and on_step(step, ema):
-                stopped = True
-            if config.checkpoint_every and step % config.checkpoint_every == 0 and step < total and not stopped:
-                if pending:
-                    flush()
-                save(step)
-        if pending:
-            flush()
-    if step != start_step or resumed_from is None:
-        save(step)
-    field.eval()
-    ema.eval()
-    return TrainResult(field=field, ema=ema, losses=losses, step=step, stopped_early=stopped and step < total, checkpoint=last_ckpt[0])
+def rebuild_field(ckpt: checkpoints.Checkpoint, net: torch.nn.Module, *, weights: str, device: Any = "cpu") -> tuple[Process, torch.nn.Module]:
+    """The one rebuild of a trained field from a checkpoint: the process its ``"process"`` entry
+    records (:func:`physgen.processes.process_from_record`), its preconditioning around ``net``
+    (built by the caller from the sizes the checkpoint records: an MLP, a U-Net), the ``weights``
+    state dict (``"ema"`` or ``"model"``) loaded strictly, moved to ``device``, in eval mode and
+    frozen: the reader of what :meth:`Trainer.save` writes.  ``physgen sample``/``nll``/
+    ``compare-solvers --ckpt`` and :mod:`physgen.pretrained` all come through here."""
+    process = process_from_record(ckpt.payload.get("process"), f"checkpoint {str(ckpt.path)!r}")
+    field_ = process.precondition(net)
+    checkpoints.load_state(field_, ckpt.payload.get(weights), path=ckpt.path, what=f"{weights} weights")
+    field_.to(device).eval().requires_grad_(False)
+    return process, field_
 
 
 # --------------------------------------------------------------------------- classifiers

@@ -209,7 +209,8 @@ def test_config_keys_and_types_are_checked_naming_the_key():
             config_from_dict(Outer, d)
 
 
-@pytest.mark.parametrize("text,frag", [('{"D": 1e400}', "1e400 overflows"), ('{"D": NaN}', "not a number"), ("[1, 2]", "must hold a table"),
+@pytest.mark.parametrize("text,frag", [('{"D": 1e400}', "1e400 overflows"), ('{"D": NaN}', "NaN is not JSON"),
+                                       ('{"D": Infinity}', 'Infinity is not JSON .write "inf"'), ('{"D": [-Infinity]}', "-Infinity is not JSON"), ("[1, 2]", "must hold a table"),
                                        ('{"a": ', "invalid JSON"), ('{"seed": 123456789012345678901234}', "overflows a 64-bit")])
 def test_config_files_refuse_overflowing_literals(tmp_path, text, frag):
     path = tmp_path / "c.json"

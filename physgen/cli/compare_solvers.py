@@ -13,12 +13,21 @@ when it trains an MLP) or an image checkpoint of ``physgen train`` (file or run 
 from __future__ import annotations
 
 import sys
+import argparse
 
 from ..config import LIMIT_REASONS, MAX_STEPS, parse_int
-from ..errors import UserError
+from ..errors import UserError, unknown_name
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import BATCH, DEPTH, LABEL, LR, SAMPLES, SEED, TOLERANCE, TRAIN_STEPS, WIDTH
-from .toy import add_process_arguments, process_options, sampler_options
+from .flags import (BATCH, DEPTH, LABEL, LR, SAMPLES, SEED, TOLERANCE, TRAIN_STEPS, WIDTH, add_process_arguments, list_solvers,
+                    process_options, sampler_options)
+from .. import checkpoints
+from ..compare.problems import ImageProblem, check_field_header, ToyProblem
+from ..toy import FIELDS, ToyConfig
+from ..runtime import resolve_device
+from ..compare.run import compare, markdown_table, stderr_log, write_outputs
+from ..io import write_json
+from ..sampling import solver_spec
+from ..processes import make_process
 
 # what compare-solvers writes (the toy MLP's checkpoint only when it trains one)
 OUTPUTS = ("results.csv", "results.json", "error_vs_nfe.png", "quality_vs_nfe.png", "time_vs_nfe.png", "config.json", "checkpoints/ckpt-*.pt")
@@ -42,8 +51,6 @@ def _name_list(text):
 
 
 def register(sub) -> None:
-    import argparse
-
     p = sub.add_parser(
         "compare-solvers",
         help="every solver x step budget on one problem: error vs a float64 reference, sample quality and time, against NFE",
@@ -90,13 +97,7 @@ def register(sub) -> None:
 
 def build_problem(args, log_stream=None):
     """The :class:`~physgen.compare.Problem` the arguments describe."""
-    from .. import checkpoints
-    from ..compare.problems import ImageProblem, check_field_header
-    from ..toy import FIELDS, ToyConfig
-
     if args.field not in FIELDS:
-        from ..errors import unknown_name
-
         raise unknown_name("field", args.field, FIELDS)
     for name in ("n_samples", "n_data"):
         if getattr(args, name) <= 0:
@@ -114,8 +115,6 @@ def build_problem(args, log_stream=None):
         if any(v is not None for v in popts.values()):
             raise UserError("process options (--D, --sigma-*, --m, --process-opt) come from the checkpoint; drop them with --ckpt")
         if meta.get("image"):
-            from ..runtime import resolve_device
-
             problem = ImageProblem(found.path, n_samples=args.n_samples, seed=args.seed, device=resolve_device(args.device), dataset=dataset,
                                    inception=args.inception, label=args.label, schedule_name=args.schedule, batch=args.solve_batch)
             problem.cache_dir = args.out  # --schedule optimal caches its grids here
@@ -128,7 +127,6 @@ def build_problem(args, log_stream=None):
         schedule=args.schedule, n_samples=args.n_samples, seed=args.seed, device=args.device,
         process_options=popts, label=args.label,
     )
-    from ..compare.problems import ToyProblem
 
     problem = ToyProblem.from_config(config, ckpt=args.ckpt, out=args.out, log_stream=log_stream)
     problem.batch = args.solve_batch
@@ -136,14 +134,7 @@ def build_problem(args, log_stream=None):
 
 
 def run(args) -> int:
-    from ..compare.run import compare, markdown_table, stderr_log, write_outputs
-    from ..io import write_json
-    from ..sampling import solver_spec
-
     if args.list_solvers:
-        from ..processes import make_process
-        from .toy import list_solvers
-
         return list_solvers(make_process(args.process or "edm", **process_options(args)), args)
     steps = _int_list(args.steps, "--steps")
     names = _name_list(args.solvers)

@@ -9,11 +9,18 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
+
+import numpy as np
+import torch
 
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import SAMPLES, SEED, THREADS, TRAIN_STEPS
+from .flags import SAMPLES, SEED, THREADS, TRAIN_STEPS
 from .toy import OUTPUTS as TOY_OUTPUTS
+from ..data import load_toy
+from ..io import save_figure, write_json, atomic_write
+from ..processes import PROCESSES
+from ..toy import ToyConfig, run_toy
+from ..runtime import set_threads
 
 DEMO_PROCESSES = ("edm", "ve", "vp", "pfgmpp")
 OUTPUTS = ("demo.png", "metrics.md", "metrics.json", *(f"{p}/{name}" for p in DEMO_PROCESSES for name in TOY_OUTPUTS))
@@ -33,16 +40,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    import numpy as np
-    import torch
-
-    from ..data import load_toy
-    from ..io import save_figure, write_json
-    from ..processes import PROCESSES
-    from ..toy import ToyConfig, run_toy
-
-    from ..runtime import set_threads
-
     set_threads(args.threads)
     out = prepare(args.out, "demo", OUTPUTS, overwrite=args.overwrite).path
     rows = []
@@ -58,10 +55,10 @@ def run(args) -> int:
         metrics = run_toy(config, log_stream=sys.stderr)
         rows.append({"process": name, **{k: metrics[k] for k in ("sliced_w2", "mmd", "energy", "nfe", "wall_s", "final_loss")}})
 
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     g = torch.Generator().manual_seed(args.seed + 1_000_003)
     data = load_toy(args.dataset).sample(args.n_samples, g).numpy()
@@ -81,7 +78,6 @@ def run(args) -> int:
     table = header + "".join(
         f"| {r['process']} | {r['sliced_w2']:.4f} | {r['mmd']:.5f} | {r['energy']:.4f} | {r['nfe']} | {r['wall_s']:.2f} | {r['final_loss']:.4f} |\n" for r in rows
     )
-    from ..io import atomic_write
 
     with atomic_write(out / "metrics.md", "w") as f:
         f.write(table)

@@ -12,10 +12,14 @@ Reference statistics of a dataset are cached as ``.npz`` (``--ref-cache``).
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare_file
-from .argtypes import BATCH, RESOLUTION, SAMPLES
+from .flags import BATCH, RESOLUTION, SAMPLES
+from ..images.evaluate import load_feature_net, evaluate_fid, _is_stats_file, reference_features, evaluate_ssim
+from ..runtime import resolve_device
+from ..io import write_json
 
 
 def _add_net(p) -> None:
@@ -62,9 +66,6 @@ def register(sub) -> None:
 
 
 def _net(args):
-    from ..images.evaluate import load_feature_net
-    from ..runtime import resolve_device
-
     device = resolve_device(args.device)
     net, net_id = load_feature_net(args.feature_net, args.inception, device=device)
     return net, net_id, device
@@ -75,9 +76,6 @@ def _fmt(v) -> str:
 
 
 def run_fid(args) -> int:
-    from ..images.evaluate import evaluate_fid
-    from ..io import write_json
-
     net, net_id, device = _net(args)
     cache = False if args.no_ref_cache else (args.ref_cache or True)
     res = evaluate_fid(args.samples, args.ref, net, net_id, split=args.ref_split, resolution=args.resolution, cache=cache,
@@ -94,13 +92,10 @@ def run_fid(args) -> int:
 
 
 def run_ref_stats(args) -> int:
-    from ..images.evaluate import _is_stats_file, reference_features
-
     if _is_stats_file(args.ref):
         raise UserError("--ref must be a dataset here (this command writes the statistics file)")
     if not args.out.lower().endswith(".npz"):
         raise UserError(f"--out must end in .npz, got {args.out!r}")
-    from pathlib import Path
 
     prepare_file(args.out, "eval ref-stats", overwrite=args.overwrite)
     net, net_id, device = _net(args)
@@ -111,9 +106,6 @@ def run_ref_stats(args) -> int:
 
 
 def run_ssim(args) -> int:
-    from ..images.evaluate import evaluate_ssim
-    from ..io import write_json
-
     res = evaluate_ssim(args.a, args.b, batch=args.batch)
     print(f"ssim {res['ssim_mean']:.5f} ± {res['ssim_std']:.5f} (min {res['ssim_min']:.4f}) over {res['n']} pairs")
     if args.out:

@@ -6,6 +6,8 @@ import json
 import textwrap
 
 from ..errors import UserError
+from ..genphys.catalogue import CATALOGUE, get_physical_process
+from ..genphys.framework import classify
 
 COLUMNS = ("name", "PDE", "ω(k)", "C1", "C2", "verdict", "reason")
 
@@ -38,9 +40,6 @@ def _params(items) -> dict:
 
 def rows(pde=None, dim: int = 2, params=None) -> list:
     """The verdicts to print (a list of :class:`physgen.genphys.framework.Verdict`)."""
-    from ..genphys.catalogue import CATALOGUE, get_physical_process
-    from ..genphys.framework import classify
-
     if dim < 1 or dim > 3:
         raise UserError(f"--dim must be 1, 2 or 3 (the kernel check's grid), got {dim}")
     if params and pde is None:

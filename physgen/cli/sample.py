@@ -15,8 +15,12 @@ from ..errors import UserError
 from ..guidance.wrappers import check_guidance_flags
 from ..io import write_json
 from ..runfolder import add_overwrite_argument, join, prepare, prepare_file
-from .argtypes import BATCH, LABEL, SAMPLES, SEED
-from .toy import add_guidance_arguments, add_sampler_arguments, sampler_options, sampling_steps
+from .flags import (BATCH, LABEL, SAMPLES, SEED, add_guidance_arguments, add_sampler_arguments, guidance_transform,
+                    sampler_options, sampling_steps)
+from ..images.generate import sample_grid, sample_to_dir
+from ..images.train import load_trained
+from ..runtime import dist_info, resolve_device
+from ..sampling import format_solver_table
 
 OUTPUTS = ("sampling.json", "[0-9][0-9][0-9][0-9][0-9][0-9]*.png")  # what sample --out DIR writes
 
@@ -62,13 +66,7 @@ def _prepare_out(args, info) -> None:
 
 
 def run(args) -> int:
-    from ..images.generate import sample_grid, sample_to_dir
-    from ..images.train import load_trained
-    from ..runtime import dist_info, resolve_device
-
     if args.list_solvers:
-        from ..sampling import format_solver_table
-
         print(format_solver_table(load_trained(args.ckpt).process) if args.ckpt else format_solver_table())
         return 0
     if args.ckpt is None or args.out is None:
@@ -85,7 +83,6 @@ def run(args) -> int:
     kw = dict(seed=args.seed, solver=args.solver, steps=sampling_steps(args), schedule=args.schedule, batch=args.batch,
               device=device, sampler_options=options, precision=args.precision, label=args.label,
               schedule_cache=out.parent if out.suffix.lower() == ".png" else out)  # --schedule optimal caches its grids by the output
-    from .toy import guidance_transform
 
     transform = guidance_transform(args, model.process, device)  # physgen/guidance: the wrapper counts the network evaluations
     if transform is not None:

@@ -2,127 +2,15 @@
 from __future__ import annotations
 
 import sys
-from typing import Optional
 
-from ..config import parse_key_values
-from ..errors import UserError
+from ..processes import make_process
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import BATCH, DEPTH, FINITE, FRACTION, LABEL, LEVELS, LR, POSITIVE, SAMPLES, SEED, STEPS, THREADS, TOLERANCE, TRAIN_STEPS, WIDTH, D
+from ..runtime import set_threads
+from ..toy import ToyConfig, run_toy
+from .flags import (BATCH, DEPTH, LABEL, LR, SAMPLES, SEED, THREADS, TRAIN_STEPS, WIDTH, add_guidance_arguments, add_process_arguments,
+                    add_sampler_arguments, guidance_options, list_solvers, process_options, sampler_options, sampling_steps)
 
 OUTPUTS = ("config.json", "samples.npy", "metrics.json", "samples.png", "trajectories.png")  # what physgen toy writes
-
-
-def add_process_arguments(p) -> None:
-    """Process options shared by every command that builds a process."""
-    p.add_argument("--process", default="edm", help="ve, vp, edm, ... (see the README)")
-    p.add_argument("--sigma-min", type=POSITIVE, default=None, help="smallest scale (default: the process's)")
-    p.add_argument("--sigma-max", type=POSITIVE, default=None, help="largest scale (toy default: 10 x the data's largest principal std, the prior-matching rule)")
-    p.add_argument("--D", type=D, default=None, help="PFGM++ extra dimensions: a positive integer or inf")
-    p.add_argument("--m", type=FINITE, default=None, help="Yukawa mass")
-    p.add_argument("--a", type=POSITIVE, default=None, help="telegrapher: Kac flip rate (damping)")
-    p.add_argument("--c", type=POSITIVE, default=None, help="telegrapher: Kac speed")
-    p.add_argument("--process-opt", action="append", default=[], metavar="KEY=VALUE", help="any other process option (JSON value)")
-
-
-PROCESS_FLAGS = {"sigma_min": "--sigma-min", "sigma_max": "--sigma-max", "m": "--m", "a": "--a", "c": "--c", "D": "--D"}
-"""Process options with a flag of their own (every other one is ``--process-opt KEY=VALUE``)."""
-
-
-def _merge_once(flags: dict, given: dict, flag_names: dict, where: str) -> dict:
-    """The dedicated flags' values and the ``KEY=VALUE`` pairs of ``where``; a key set both ways is refused."""
-    for key in given:
-        if flags.get(key) is not None:
-            raise UserError(f"{flag_names[key]} and {where} {key}=... both set {key}; give it once")
-    return {**flags, **given}
-
-
-def process_options(args) -> dict:
-    opts = {k: getattr(args, k) for k in PROCESS_FLAGS}
-    return _merge_once(opts, parse_key_values(args.process_opt, "--process-opt"), PROCESS_FLAGS, "--process-opt")
-
-
-def add_sampler_arguments(p) -> None:
-    """The sampling flags every sampling command shares (one rule: :func:`sampling_steps`, :func:`sampler_options`)."""
-    p.add_argument("--solver", default="heun", help="euler, heun, dpmpp-2m, dopri5, ald, ... (--list-solvers prints the table)")
-    p.add_argument("--list-solvers", action="store_true", help="print the solver table for the process (needs, order, NFE per step) and exit")
-    p.add_argument("--steps", type=STEPS, default=None, help="K integration steps on every path (default 18; ald: K noise levels, default NCSNv2's rule)")
-    p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, polyexponential (NAME:rho=R sets a schedule's rho), vp-time, ve-time, or optimal[:n_pilot=N,max_evals=M] (fitted to the solver's error on this field, cached in --out); default: the process's")
-    p.add_argument("--rtol", type=TOLERANCE, default=None, help="adaptive solvers (dopri5, torchdiffeq:*): relative tolerance (default 1e-5)")
-    p.add_argument("--atol", type=TOLERANCE, default=None, help="adaptive solvers: absolute tolerance (default 1e-5)")
-    p.add_argument("--levels", type=LEVELS, default=None, help="annealed Langevin: number of noise levels (= --steps for ald)")
-    p.add_argument("--steps-per-level", type=LEVELS, default=None, help="annealed Langevin: T")
-    p.add_argument("--eps", type=POSITIVE, default=None, help="annealed Langevin: step size ε")
-    p.add_argument("--snr", type=POSITIVE, default=None, help="predictor-corrector: Langevin corrector snr")
-    p.add_argument("--birth-death", default=None, help="Yukawa: smc, weights, off, transport")
-    p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE", help="any other sampler option (JSON value)")
-
-
-def sampler_options(args) -> dict:
-    """Solver options and process sampling modes from the flags (checked against the chosen solver later);
-    a name the command sets itself (:data:`physgen.sampling.COMMAND_ARGUMENTS`) or a key given twice is refused."""
-    from ..sampling import SAMPLER_FLAGS, check_sampler_options
-
-    opts = {k: getattr(args, k) for k in SAMPLER_FLAGS if getattr(args, k, None) is not None}
-    given = check_sampler_options(parse_key_values(args.sampler_opt, "--sampler-opt"))
-    return _merge_once(opts, given, SAMPLER_FLAGS, "--sampler-opt")
-
-
-def sampling_steps(args) -> Optional[int]:
-    """``--steps``, with ``--levels`` as its name for annealed Langevin (one rule for every command)."""
-    import solvers
-
-    levels = getattr(args, "levels", None)
-    if levels is None:
-        return args.steps
-    try:
-        levelled = solvers.get_solver(args.solver).grid == "levels"
-    except ValueError:
-        levelled = False
-    if not levelled:
-        raise UserError(f"--levels applies to annealed Langevin (--solver ald); solver {args.solver!r} takes --steps")
-    if args.steps is not None and args.steps != levels:
-        raise UserError(f"--levels {levels} and --steps {args.steps} disagree (for ald they are the same number)")
-    return levels
-
-
-def list_solvers(process, args) -> int:
-    """``--list-solvers``: the table for ``process`` (its sampling modes from the flags)."""
-    from ..sampling import format_solver_table
-
-    modes = {o.name: sampler_options(args)[o.name] for o in process.sampling_options if o.name in sampler_options(args)}
-    print(format_solver_table(process, **modes))
-    return 0
-
-
-def add_guidance_arguments(p, cond_drop: bool = True) -> None:
-    """--guidance/--w/--guidance-interval/--classifier-ckpt (and --cond-drop) (physgen/guidance.py)."""
-    p.add_argument("--guidance", default=None, choices=("cfg", "classifier"), help="guide towards --label: classifier-free (cfg) or classifier guidance")
-    p.add_argument("--w", type=FINITE, default=1.0, help="guidance scale (0: unconditional, 1: conditional)")
-    p.add_argument("--guidance-interval", default=None, metavar="LO,HI", help="guide only for scales in [LO, HI] (the process's s)")
-    p.add_argument("--classifier-ckpt", default=None, help="classifier.pt from `physgen train-classifier` (default: the Bayes classifier of an exact/analytic field, or one trained here)")
-    if cond_drop:
-        p.add_argument("--cond-drop", type=FRACTION, default=0.1, help="label dropout when training a conditional network")
-
-
-def guidance_transform(args, process, device=None):
-    """From CLI flags ``--guidance --w --guidance-interval --classifier-ckpt --label`` (``physgen sample``;
-    None without ``--guidance``: the caller has refused the flags that only act with it)."""
-    if args.guidance is None:
-        return None
-    if args.label is None:
-        raise UserError(f"--guidance {args.guidance} needs --label (the class to guide towards)")
-    from ..guidance import GuidanceTransform, load_classifier
-
-    classifier = None
-    if args.guidance == "classifier":
-        if args.classifier_ckpt is None:
-            raise UserError("--guidance classifier needs --classifier-ckpt (train one with `physgen train-classifier`)")
-        classifier = load_classifier(args.classifier_ckpt, process, device)
-    return GuidanceTransform(args.guidance, process, args.w, args.guidance_interval, classifier)
-
-
-def guidance_options(args) -> dict:
-    return {"guidance": args.guidance, "w": args.w, "guidance_interval": args.guidance_interval, "classifier_ckpt": args.classifier_ckpt}
 
 
 def register(sub) -> None:
@@ -149,10 +37,6 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..processes import make_process
-    from ..runtime import set_threads
-    from ..toy import ToyConfig, run_toy
-
     if args.list_solvers:
         return list_solvers(make_process(args.process, **process_options(args)), args)
     set_threads(args.threads)

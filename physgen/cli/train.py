@@ -14,11 +14,16 @@ import json
 import sys
 from pathlib import Path
 
+import torch.distributed as dist
+
 from ..config import arg, parse_float, parse_key_values, parse_optional
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
-from .argtypes import BATCH, COUNT, FRACTION, LR, OPTIONAL_POSITIVE, POSITIVE, RESOLUTION, SAMPLES, SEED, STEPS, TRAIN_STEPS
-from .toy import add_process_arguments, process_options
+from .flags import (BATCH, COUNT, FRACTION, LR, OPTIONAL_POSITIVE, POSITIVE, RESOLUTION, SAMPLES, SEED, STEPS, TRAIN_STEPS,
+                    add_process_arguments, process_options)
+from .. import checkpoints
+from ..images.train import ImageTrainConfig, check_image_header, config_from_dict, load_config, dump_config, run_training
+from ..runtime import dist_info
 
 OUTPUTS = ("config.json", "summary.json", "checkpoints/ckpt-*.pt", "samples/grid-*.png")  # what physgen train writes
 
@@ -136,9 +141,6 @@ def apply_overrides(base: dict, given: dict) -> dict:
 
 def resolve_config(args):
     """(config, resume target or False) from --resume / --config / flags."""
-    from .. import checkpoints
-    from ..images.train import ImageTrainConfig, check_image_header, config_from_dict, load_config
-
     given = given_overrides(args)
     if args.resume:
         if args.config:
@@ -173,9 +175,6 @@ def _differs(base: dict, key: str, value) -> bool:
 
 
 def run(args) -> int:
-    from ..images.train import dump_config, run_training
-    from ..runtime import dist_info
-
     config, resume = resolve_config(args)
     if args.dump_config:
         dump_config(config, args.dump_config)
@@ -186,8 +185,6 @@ def run(args) -> int:
     try:
         result = run_training(config, resume=resume, log_stream=sys.stderr)
     finally:
-        import torch.distributed as dist
-
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     if result.checkpoint is not None:

@@ -51,7 +51,16 @@ __all__ = [
     "REFERENCE_SEED_OFFSET",
 ]
 
-from ..toy import REFERENCE_SEED_OFFSET  # noqa: E402  (physgen toy's held-out seed offset, shared)
+from ..toy import REFERENCE_SEED_OFFSET, build_field, toy_data, toy_process
+from ..nets.mlp import mlp_weight_floor, MLP
+from ..processes import process_from_record
+from ..images.train import check_image_header, load_trained
+from ..data import load_toy
+from ..runtime import resolve_device
+from ..training import rebuild_field
+from ..images.data import load_image_dataset
+from ..nets.inception import load_inception
+from ..images.metrics import extract_features, feature_statistics, compute_fid
 FLOOR_SEED_OFFSET = 2_000_029  # a second held-out set, for the metric's noise floor
 
 
@@ -151,11 +160,6 @@ class ToyProblem(Problem):
         With ``field = "mlp"``, no ``ckpt`` and an ``out`` dir, the trained MLP is saved to
         ``out/checkpoints/ckpt-<step>.pt`` (reusable with ``--ckpt out``).
         """
-        from ..data import load_toy
-        from ..processes import make_process
-        from ..runtime import resolve_device
-        from ..toy import build_field, toy_data, toy_process
-
         device = resolve_device(config.device)
         dataset = load_toy(config.dataset)
         data, labels, reference = toy_data(dataset, config, device)
@@ -224,9 +228,6 @@ def check_toy_header(header: checkpoints.Header) -> None:
     image network, a known process where it records one, and an MLP spec (where it records
     one) of no more weights than the file has room for.  Given to :func:`checkpoints.find`, so a
     run folder falls back past a checkpoint that fails it."""
-    from ..nets.mlp import mlp_weight_floor
-    from ..processes import process_from_record
-
     where = f"checkpoint {str(header.path)!r}"
     if header.meta.get("image"):
         raise UserError(f"{str(header.path)!r} holds an image network (physgen train), not a toy MLP")
@@ -244,8 +245,6 @@ def check_toy_header(header: checkpoints.Header) -> None:
 
 def check_field_header(header: checkpoints.Header) -> None:
     """:func:`physgen.images.train.check_image_header` for an image checkpoint, else :func:`check_toy_header`."""
-    from ..images.train import check_image_header
-
     (check_image_header if header.meta.get("image") else check_toy_header)(header)
 
 
@@ -257,9 +256,6 @@ def load_toy_checkpoint(path, device=None, ema: bool = True) -> dict:
     when recorded (compare-solvers writes it), else from the shapes in the state dict; the
     process from the checkpoint's ``process`` entry.  The EMA weights are loaded unless ``ema=False``.
     """
-    from ..nets.mlp import MLP
-    from ..processes import process_from_record
-
     found = checkpoints.find(path, kind=("train", "toy-mlp"), check=check_toy_header)
     ckpt = checkpoints.read(found.path)
     weights = "ema" if ema and "ema" in ckpt.payload else "model"
@@ -267,15 +263,12 @@ def load_toy_checkpoint(path, device=None, ema: bool = True) -> dict:
     if not isinstance(state, dict):
         raise UserError(f"checkpoint {str(found.path)!r} has no {weights!r} weights")
     spec = (ckpt.meta.get("toy") or {}).get("net") or _mlp_spec_from_state(state, found.path)
-    process = process_from_record(ckpt.payload.get("process"), f"checkpoint {str(found.path)!r}")
     try:
         net = MLP(int(spec["dim"]), hidden=int(spec["hidden"]), depth=int(spec["depth"]), embed_dim=int(spec.get("embed_dim", 64)),
                   num_classes=int(spec.get("num_classes", 0)), out_dim=spec.get("out_dim"))
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"checkpoint {str(found.path)!r}: its MLP spec {spec} is incomplete ({exc})") from None
-    field = process.precondition(net)
-    checkpoints.load_state(field, state, path=found.path, what=f"{weights} weights")
-    field.to(device or "cpu").eval().requires_grad_(False)
+    process, field = rebuild_field(ckpt, net, weights=weights, device=device or "cpu")
     return {"process": process, "field": field, "dim": int(spec["dim"]), "step": ckpt.step, "path": found.path, "meta": ckpt.meta}
 
 
@@ -330,8 +323,6 @@ class ImageProblem(Problem):
     @cached_property
     def model(self):
         """The rebuilt field (:func:`physgen.images.train.load_trained`); read on first use."""
-        from ..images.train import load_trained
-
         return load_trained(self.path, device=self._device)
 
     @property
@@ -365,8 +356,6 @@ class ImageProblem(Problem):
     @cached_property
     def reference(self) -> Tensor:
         """Held-out images, flattened ``[n_reference, C*H*W]``."""
-        from ..images.data import load_image_dataset
-
         cfg = self.model.meta.get("config") or {}
         spec = self.dataset_spec or cfg.get("dataset")
         if not spec:
@@ -384,14 +373,10 @@ class ImageProblem(Problem):
 
     @cached_property
     def _feature_net(self):
-        from ..nets.inception import load_inception
-
         return load_inception(self.inception, device=self._device)
 
     @cached_property
     def _reference_fid_stats(self):
-        from ..images.metrics import extract_features, feature_statistics
-
         images = self.reference.reshape(-1, *self.model.shape).float()
         return feature_statistics(extract_features(images, self._feature_net, device=self._device))
 
@@ -406,8 +391,6 @@ class ImageProblem(Problem):
         out["sliced_w2"] = sliced_w2(flat, ref)
         out["mmd"] = mmd(flat, ref, bandwidths=default_bandwidths(ref))
         if self.inception:
-            from ..images.metrics import compute_fid
-
             out["fid"] = compute_fid(samples[finite].float().clamp(-1, 1), self._reference_fid_stats, self._feature_net, device=self._device)
         return out
 

@@ -250,6 +250,43 @@ def _fmt(v: Any, spec: str = ".3g") -> str:
     return str(v)
 
 
+def _measure(problem: Problem, name: str, steps: int, options: dict, references: dict, reference_tol: tuple, say: Callable[[str], None],
+             tag: str) -> tuple[Row, list]:
+    """One (solver, budget) cell: its grid, its reference (the float64 solve on the same span,
+    shared by the cells of that span through ``references``), the solve, its error and metrics;
+    a divergence is a row of NaNs with its status."""
+    kind = kind_of(name)
+    opts = options_for(name, options, problem.process)
+    schedule = problem.schedule(steps, name, opts)
+    tol = None
+    if kind == "adaptive":
+        tol = adaptive_tolerance(steps)
+        opts.setdefault("rtol", tol)
+        opts.setdefault("atol", tol)
+    ref = None
+    if kind != "stochastic":
+        key = _span_key(schedule)
+        if key not in references:
+            references[key] = _reference(problem, schedule, *reference_tol, options, say)
+        ref = references[key][0]
+    try:
+        x, stats, wall = _solve(problem, problem.field, problem.x0, schedule, name, opts)
+    except DivergenceError as exc:  # a data point of the comparison, recorded as such (NaN error and metrics)
+        st = exc.solution.stats
+        row = Row(name, kind, int(steps), int(st.nfe), math.nan, {m: math.nan for m in problem.metric_names}, math.nan,
+                  tol=tol, steps_taken=int(st.steps), rejected=int(st.rejected), nfe_total=int(st.nfe),
+                  status=f"diverged: {exc}")
+        say(f"{tag} nfe={row.nfe:<5} DIVERGED")
+        return row, schedule.tolist()
+    err = rms_error(x, ref) if ref is not None and ref.shape == x.shape else math.nan
+    metrics = {**problem.metrics(x), "stray_fraction": stats["stray_fraction"]}
+    row = Row(name, kind, int(steps), stats["nfe"], err, metrics, wall, tol=tol, steps_taken=stats["steps_taken"],
+              rejected=stats["rejected"], nfe_total=stats["nfe_total"])
+    say(f"{tag} nfe={row.nfe:<5} error={_fmt(err, '.3e'):<9} "
+        f"sliced_w2={_fmt(row.sliced_w2, '.4f')}  mmd={_fmt(row.mmd, '.2e')}  {wall:.2f} s")
+    return row, schedule.tolist()
+
+
 def compare(
     problem: Problem,
     solver_names: Optional[Sequence[str]],
@@ -291,40 +328,12 @@ def compare(
     i = 0
     used: dict[str, dict[str, list]] = {name: {} for name in names}  # the grid each (solver, budget) integrated on
     for name in names:
-        kind = kind_of(name)
         for steps in budgets:
             i += 1
-            opts = options_for(name, options, problem.process)
-            schedule = problem.schedule(steps, name, opts)
-            used[name][str(steps)] = schedule.tolist()
-            tol = None
-            if kind == "adaptive":
-                tol = adaptive_tolerance(steps)
-                opts.setdefault("rtol", tol)
-                opts.setdefault("atol", tol)
-            ref = None
-            if kind != "stochastic":
-                key = _span_key(schedule)
-                if key not in references:
-                    references[key] = _reference(problem, schedule, ref_rtol, ref_atol, check_reference, options, say)
-                ref = references[key][0]
-            try:
-                x, stats, wall = _solve(problem, problem.field, problem.x0, schedule, name, opts)
-            except DivergenceError as exc:  # a data point of the comparison, recorded as such (NaN error and metrics)
-                st = exc.solution.stats
-                row = Row(name, kind, int(steps), int(st.nfe), math.nan, {m: math.nan for m in problem.metric_names}, math.nan,
-                          tol=tol, steps_taken=int(st.steps), rejected=int(st.rejected), nfe_total=int(st.nfe),
-                          status=f"diverged: {exc}")
-                rows.append(row)
-                say(f"[{i:>{len(str(total))}}/{total}] {name:<14} steps={steps:<4} nfe={row.nfe:<5} DIVERGED")
-                continue
-            err = rms_error(x, ref) if ref is not None and ref.shape == x.shape else math.nan
-            metrics = {**problem.metrics(x), "stray_fraction": stats["stray_fraction"]}
-            row = Row(name, kind, int(steps), stats["nfe"], err, metrics, wall, tol=tol, steps_taken=stats["steps_taken"],
-                      rejected=stats["rejected"], nfe_total=stats["nfe_total"])
+            tag = f"[{i:>{len(str(total))}}/{total}] {name:<14} steps={steps:<4}"
+            row, schedule = _measure(problem, name, steps, options, references, (ref_rtol, ref_atol, check_reference), say, tag)
+            used[name][str(steps)] = schedule
             rows.append(row)
-            say(f"[{i:>{len(str(total))}}/{total}] {name:<14} steps={steps:<4} nfe={row.nfe:<5} error={_fmt(err, '.3e'):<9} "
-                f"sliced_w2={_fmt(row.sliced_w2, '.4f')}  mmd={_fmt(row.mmd, '.2e')}  {wall:.2f} s")
     refs = [{**info, "metrics": metrics} for _, info, metrics in references.values()]
     _warn_strays(rows, refs)
     # the grid of each budget (physgen.sampling.grid); a schedule fitted per solver (optimal) gives each solver its own
@@ -483,10 +492,10 @@ def _json_row(r: Any) -> dict:
 
 def plot_comparison(comparison: Comparison, out: Path, title: str = "") -> list[Path]:
     """The three log-log figures, one line per solver (stochastic samplers dashed, adaptive dotted)."""
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     by_solver: dict[str, list[Row]] = {}
     for r in comparison.rows:
@@ -559,7 +568,7 @@ def plot_comparison(comparison: Comparison, out: Path, title: str = "") -> list[
 
 def _nfe_ticks(ax, nfes) -> None:
     """Plain-number NFE ticks at powers of two (log axes label minor ticks with overlapping mantissas)."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter  # heavy optional dependency: imported only where it is used
 
     if not nfes:
         return

@@ -37,6 +37,8 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..config import read_json
+from ..io import write_json
 
 __all__ = ["GaussianMixture", "two_mode_mixture", "ncsn_mixture"]
 
@@ -245,16 +247,12 @@ class GaussianMixture:
     @classmethod
     def from_json(cls, path: PathLike) -> "GaussianMixture":
         """Read the JSON file format of the module docstring."""
-        from ..config import read_json
-
         path = Path(path)
         # one strict JSON reader: overflowing numbers (1e400), NaN and absurd nesting are one line naming the file
         return cls.from_dict(read_json(path, what="mixture file"), f"mixture file {str(path)!r}")
 
     def to_json(self, path: PathLike) -> None:
         """Write the JSON file format (atomically)."""
-        from ..io import write_json
-
         write_json(path, self.to_dict())
 
 

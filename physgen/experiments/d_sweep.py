@@ -50,7 +50,18 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from physgen.sampling import warn_stray_runs
+from physgen.sampling import warn_stray_runs, sample
+from physgen.config import parse_D
+from physgen.errors import UserError, unknown_name
+from physgen.data import load_toy
+from physgen.nets.mlp import MLP
+from physgen.training import TrainConfig, train as train_loop
+from physgen.metrics import mmd, sliced_w2
+from physgen.noise import SeededNoise
+from physgen.robustness import budget_schedule, quantize_weights, sample_with_noise
+from physgen.io import save_figure, ensure_dir, atomic_write
+from physgen.processes.pfgmpp import PFGMpp
+from physgen.runtime import resolve_device
 
 __all__ = ["add_arguments", "run", "make_dataset", "parse_D_values", "spearman"]
 
@@ -83,9 +94,6 @@ def add_arguments(parser) -> None:
 
 # ------------------------------------------------------------------------------ parsing
 def parse_D_values(text: str) -> list:
-    from physgen.config import parse_D
-    from physgen.errors import UserError
-
     values = [v.strip() for v in str(text).split(",") if v.strip()]
     if not values:
         raise UserError("--D-values needs at least one value")
@@ -93,8 +101,6 @@ def parse_D_values(text: str) -> list:
 
 
 def _parse_list(text: str, cast, name: str, lo=None) -> list:
-    from physgen.errors import UserError
-
     out = []
     for v in (s.strip() for s in str(text).split(",")):
         if not v:
@@ -116,12 +122,8 @@ def _label(D) -> str:
 # ------------------------------------------------------------------------------ data
 def make_dataset(kind: str, toy_name: str, seed: int, n_train: int = 8000, n_test: int = 1000) -> tuple[str, Tensor, Tensor]:
     """``(name, train [n, d], held_out [m, d])`` float32 for ``kind`` in :data:`DIMS`."""
-    from physgen.errors import UserError, unknown_name
-
     g = torch.Generator().manual_seed(seed)
     if kind == "toy":
-        from physgen.data import load_toy
-
         ds = load_toy(toy_name)
         if ds.dim != 2:
             raise UserError(f"--dataset must be a 2-D set, {toy_name!r} has {ds.dim} dims")
@@ -129,7 +131,7 @@ def make_dataset(kind: str, toy_name: str, seed: int, n_train: int = 8000, n_tes
         test = ds.sample(n_test, torch.Generator().manual_seed(seed + 1_000_003))
         return f"toy:{toy_name}", train, test
     if kind == "digits":
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # heavy optional dependency: imported only where it is used
 
         x = torch.from_numpy(load_digits().data).float() / 8.0 - 1.0  # pixels 0..16 -> [-1, 1]
         perm = torch.randperm(x.shape[0], generator=g)
@@ -185,9 +187,6 @@ def spearman(a: list, b: list) -> float:
 
 # ------------------------------------------------------------------------------ one (data set, D)
 def _train_field(process, train: Tensor, args, hidden: int, device, seed: int):
-    from physgen.nets.mlp import MLP
-    from physgen.training import TrainConfig, train as train_loop
-
     torch.manual_seed(seed)
     field = process.precondition(MLP(train.shape[1], hidden=hidden, depth=args.depth)).to(device)
     data = train.to(device)
@@ -203,11 +202,6 @@ def _train_field(process, train: Tensor, args, hidden: int, device, seed: int):
 
 
 def _evaluate(process, field, test: Tensor, args, device, alphas, few_steps, bits, seed: int) -> list[dict]:
-    from physgen.metrics import mmd, sliced_w2
-    from physgen.noise import SeededNoise
-    from physgen.robustness import budget_schedule, quantize_weights, sample_with_noise
-    from physgen.sampling import sample
-
     n = min(args.n_samples, test.shape[0])
     ref = test[:n].to(device)
     noise = SeededNoise(seed, range(n))
@@ -244,12 +238,10 @@ def _evaluate(process, field, test: Tensor, args, device, alphas, few_steps, bit
 
 # ------------------------------------------------------------------------------ reporting
 def _plot(rows: list[dict], datasets: list[str], Ds: list, path: Path, floors: Optional[dict] = None) -> None:
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from physgen.io import save_figure
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     cols = ("baseline", "alpha", "steps", "bits")
     titles = {"baseline": "quality after the budget (sliced W2, log)", "alpha": "degradation: noise α (symlog)",
@@ -398,7 +390,6 @@ def run(args) -> int:
     """Run the sweep (see the module docstring); subnormal floats are flushed to zero meanwhile."""
     # heavy-tailed kernels (small D) feed huge inputs to the MLP, and SiLU then produces
     # subnormal floats, which x86 CPUs process many times slower: flush them to zero
-    from physgen.errors import UserError
 
     if int(args.threads) <= 0:
         raise UserError(f"--threads must be > 0, got {args.threads}")
@@ -413,11 +404,6 @@ def run(args) -> int:
 
 
 def _run(args) -> int:
-    from physgen.errors import UserError
-    from physgen.io import ensure_dir
-    from physgen.processes.pfgmpp import PFGMpp
-    from physgen.runtime import resolve_device
-
     Ds = parse_D_values(args.D_values)
     kinds = [k.strip() for k in str(args.dims).split(",") if k.strip()]
     for k in kinds:
@@ -451,7 +437,6 @@ def _run(args) -> int:
         sc = data_scales(train)
         scales[name] = sc
         n_eval = min(args.n_samples, test.shape[0])
-        from physgen.metrics import sliced_w2
 
         floors[name] = sliced_w2(train[-n_eval:], test[:n_eval])  # two independent samples of the data
         hidden = args.hidden or (128 if kind == "toy" else 256)
@@ -480,7 +465,6 @@ def _run(args) -> int:
     writer.writeheader()
     for r in rows:
         writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    from physgen.io import atomic_write
 
     with atomic_write(out / "results.csv", "w") as f:
         f.write(buf.getvalue())

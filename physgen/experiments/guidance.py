@@ -36,7 +36,20 @@ from pathlib import Path
 
 import torch
 
-from physgen.sampling import warn_stray_runs
+from physgen.sampling import grid, warn_stray_runs
+from physgen.data import load_toy
+from physgen.guidance import BayesClassifier, ClassifierGuidance, make_classifier, ClassifierFreeGuidance, sample_guided, bayes_classifier
+from physgen.processes import EDM, make_process, data_defaults
+from physgen.processes.pfgmpp import PFGMpp
+from physgen.processes.yukawa import Yukawa
+from physgen.io import save_figure, atomic_write, ensure_dir, write_json
+from physgen.nets.mlp import MLP
+from physgen.training import TrainConfig, train, train_classifier
+from physgen.noise import SeededNoise
+from physgen.metrics import sliced_w2, default_bandwidths, mmd
+from physgen.images.data import load_digits
+from physgen.errors import UserError
+from physgen.runtime import resolve_device
 
 __all__ = ["add_arguments", "run", "shift_errors"]
 
@@ -83,20 +96,10 @@ def _queries(proc, pts, lab, scale, n, g, on_class, num_classes, z_of=None):
 def shift_errors(n_points: int = 600, n_queries: int = 200, seed: int = 0, Ds=(4, 8, 32, 128, 512, 2048, math.inf),
                  ms=(0.3, 1.0, 3.0, 10.0, 30.0, 100.0), sigmas=(0.25, 1.0, 4.0)) -> list[dict]:
     """Relative error of the classifier-guided exact field (Bayes classifier, w = 1) on 8 Gaussians."""
-    from physgen.data import load_toy
-    from physgen.guidance import BayesClassifier, ClassifierGuidance
-    from physgen.processes import EDM
-    from physgen.processes.pfgmpp import PFGMpp
-
     g = torch.Generator().manual_seed(seed)
     pts, lab = load_toy("8gaussians").sample_labelled(n_points, g, dtype=torch.float64)
     cases = [("pfgmpp", D, (EDM() if D == math.inf else PFGMpp(D=D))) for D in Ds]
-    try:
-        from physgen.processes.yukawa import Yukawa
-
-        cases += [("yukawa", m, Yukawa(m=m)) for m in ms]
-    except ImportError:  # Yukawa not available: PFGM++ only
-        pass
+    cases += [("yukawa", m, Yukawa(m=m)) for m in ms]
     rows = []
     for family, param, proc in cases:
         field = proc.exact_field(pts, lab)
@@ -115,12 +118,10 @@ def shift_errors(n_points: int = 600, n_queries: int = 200, seed: int = 0, Ds=(4
 
 
 def _plot_shift_errors(rows, path) -> None:
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from physgen.io import save_figure
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for q, ls in (("on_class", "-"), ("any_x", "--")):
@@ -147,9 +148,6 @@ def _plot_shift_errors(rows, path) -> None:
 # ----------------------------------------------------------------------- training bits
 def _train_field(process, data, labels, num_classes, *, steps, hidden, depth, cond_drop, seed, device, lr=2e-3, batch=512):
     """A conditional MLP field with label dropout, or (``num_classes = 0``) an unconditional one."""
-    from physgen.nets.mlp import MLP
-    from physgen.training import TrainConfig, train
-
     dim = int(data[0].numel())
     net = MLP(dim, hidden=hidden, depth=depth, num_classes=num_classes)
     field = process.precondition(net).to(device)
@@ -166,10 +164,6 @@ def _train_field(process, data, labels, num_classes, *, steps, hidden, depth, co
 
 
 def _train_classifier(process, data, labels, num_classes, *, steps, seed, device, arch, hidden=64, width=16, batch=512, lr=2e-3):
-    from physgen.guidance import make_classifier
-    from physgen.training import train_classifier
-    from physgen.training import TrainConfig
-
     clf = make_classifier(process, data.shape[1:], num_classes, arch=arch, hidden=hidden, depth=2, width=width,
                           sigma_data=getattr(process, "sigma_data", 0.5)).to(device)
 
@@ -182,12 +176,8 @@ def _train_classifier(process, data, labels, num_classes, *, steps, seed, device
 
 
 def _processes(Ds, data):
-    from physgen.processes import make_process
-    from physgen.processes import data_defaults
-
     flat = data.reshape(data.shape[0], -1)
     out = [("edm", "", make_process("edm", **data_defaults("edm", flat, {})))]
-    from physgen.processes.pfgmpp import PFGMpp
 
     opts = data_defaults("edm", flat, {})
     for D in Ds:
@@ -196,9 +186,6 @@ def _processes(Ds, data):
 
 
 def _guided_samples(process, field, guidance, w, labels, shape, *, steps, seed, classifier=None):
-    from physgen.guidance import ClassifierFreeGuidance, ClassifierGuidance, sample_guided
-    from physgen.noise import SeededNoise
-
     n = labels.shape[0]
     if guidance == "cfg":
         guided = ClassifierFreeGuidance(field, w)
@@ -207,16 +194,12 @@ def _guided_samples(process, field, guidance, w, labels, shape, *, steps, seed, 
     noise = SeededNoise(seed, range(n))
     x0 = process.sample_prior((n, *shape), noise=noise, device=labels.device)
     with torch.no_grad():
-        sol = sample_guided(process, guided, x0, process.grid(steps), "heun", noise=noise, label=labels)
+        sol = sample_guided(process, guided, x0, grid(process, steps), "heun", noise=noise, label=labels)
     return sol.x, sol.stats
 
 
 # --------------------------------------------------------------------------- 8 Gaussians
 def run_toy(args, device, log) -> tuple[list[dict], dict]:
-    from physgen.data import load_toy
-    from physgen.guidance import bayes_classifier
-    from physgen.metrics import sliced_w2
-
     ds = load_toy("8gaussians")
     g = torch.Generator().manual_seed(args.seed)
     data, labels = ds.sample_labelled(10_000, g)
@@ -269,10 +252,7 @@ def run_toy(args, device, log) -> tuple[list[dict], dict]:
 
 # --------------------------------------------------------------------------------- digits
 def run_digits(args, device, log) -> tuple[list[dict], dict]:
-    from sklearn.linear_model import LogisticRegression
-
-    from physgen.images.data import load_digits
-    from physgen.metrics import default_bandwidths, mmd
+    from sklearn.linear_model import LogisticRegression  # heavy optional dependency: imported only where it is used
 
     ds = load_digits()
     data, labels = ds.images.to(device), ds.labels.to(device)
@@ -310,12 +290,10 @@ def run_digits(args, device, log) -> tuple[list[dict], dict]:
 
 # ---------------------------------------------------------------------------------- figures
 def _plot_curves(rows, dataset, quality_key, quality_label, path) -> None:
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from physgen.io import save_figure
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     rows = [r for r in rows if r["dataset"] == dataset]
     procs = list(dict.fromkeys(r["process"] for r in rows))
@@ -342,12 +320,10 @@ def _plot_curves(rows, dataset, quality_key, quality_label, path) -> None:
 
 
 def _plot_toy_samples(keep, ws, path) -> None:
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from physgen.io import save_figure
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     procs = list(dict.fromkeys(p for p, _ in keep))
     ws = [w for w in ws if any((p, w) in keep for p in procs)]
@@ -372,12 +348,10 @@ def _plot_toy_samples(keep, ws, path) -> None:
 
 
 def _plot_digit_samples(keep, ws, per_class, path) -> None:
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from physgen.io import save_figure
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     keys = [key for key in keep if key[0] == "edm"] or list(keep)
     guidances = list(dict.fromkeys(g for _, g, _ in keys))
@@ -402,8 +376,6 @@ def _plot_digit_samples(keep, ws, per_class, path) -> None:
 
 
 def _write_csv(path, rows) -> None:
-    from physgen.io import atomic_write
-
     keys = list(dict.fromkeys(k for r in rows for k in r))
     with atomic_write(path, "w") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
@@ -413,10 +385,6 @@ def _write_csv(path, rows) -> None:
 
 # ------------------------------------------------------------------------------------ run
 def run(args) -> int:
-    from physgen.errors import UserError
-    from physgen.io import ensure_dir, write_json
-    from physgen.runtime import resolve_device
-
     if args.quick:
         args.field_steps, args.digits_field_steps, args.classifier_steps = min(args.field_steps, 400), min(args.digits_field_steps, 400), min(args.classifier_steps, 150)
         args.n_per_class, args.digits_per_class = min(args.n_per_class, 40), min(args.digits_per_class, 10)

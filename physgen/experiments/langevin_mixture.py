@@ -26,6 +26,14 @@ import io
 import time
 
 import torch
+import solvers
+from physgen.data import ncsn_mixture
+from physgen.errors import UserError
+from physgen.metrics import mode_weights
+from physgen.noise import SeededNoise
+from physgen.processes import make_process
+from physgen.processes.ncsnv2 import ncsnv2_levels
+from physgen.io import save_figure, atomic_write, ensure_dir, write_json
 
 OUTPUTS = ("langevin_mixture.png", "weights.json", "weights.csv")  # what the experiment writes into --out
 
@@ -52,14 +60,6 @@ def run_mixture(n: int = 3000, seed: int = 0, *, plain_step: float = 0.1, plain_
                 sigma_min: float = 1.0, levels: int = 10, steps_per_level: int = 100, eps: float = 0.2,
                 ncsnv2: bool = True) -> dict:
     """Run the samplers; returns ``{"data": x, "plain": ..., "annealed": ..., "ncsnv2": ..., "rows": [...]}``."""
-    import solvers
-
-    from physgen.data import ncsn_mixture
-    from physgen.errors import UserError
-    from physgen.metrics import mode_weights
-    from physgen.noise import SeededNoise
-    from physgen.processes import make_process
-
     if n <= 0:
         raise UserError(f"--n must be > 0, got {n}")
     mix = ncsn_mixture()
@@ -91,8 +91,6 @@ def run_mixture(n: int = 3000, seed: int = 0, *, plain_step: float = 0.1, plain_
            f"{levels} levels {sigma_max:g} -> {sigma_min:g}, T={steps_per_level}, eps={eps:g}, no final denoising (NCSN Alg. 1)")
 
     if ncsnv2:
-        from physgen.processes.ncsnv2 import ncsnv2_levels
-
         plan = ncsnv2_levels(data)
         p2 = make_process("ncsn", sigma_max=plan.sigma_max, sigma_min=plan.sigma_min, num_levels=plan.num_levels)
         f2 = p2.analytic_field(mix)
@@ -106,12 +104,10 @@ def run_mixture(n: int = 3000, seed: int = 0, *, plain_step: float = 0.1, plain_
 
 
 def _figure(result: dict, path) -> None:
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from physgen.io import save_figure
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     names = [k for k in ("data", "plain", "annealed", "ncsnv2") if k in result]
     titles = {"data": "data (exact samples)", "plain": "Langevin (exact score)", "annealed": "annealed Langevin",
@@ -132,8 +128,6 @@ def _figure(result: dict, path) -> None:
 
 
 def run(args) -> int:
-    from physgen.io import atomic_write, ensure_dir, write_json
-
     t0 = time.perf_counter()
     result = run_mixture(args.n, args.seed, plain_step=args.plain_step, plain_steps=args.plain_steps, sigma_max=args.sigma_max,
                          sigma_min=args.sigma_min, levels=args.levels, steps_per_level=args.steps_per_level, eps=args.eps,

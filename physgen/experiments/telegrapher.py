@@ -35,7 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from physgen.sampling import warn_stray_runs
+from physgen.sampling import grid, sample, warn_stray_runs
+from physgen.errors import UserError
+from physgen.noise import SeededNoise
+from physgen.metrics import mode_weights, sliced_w2
+from physgen.processes import make_process
+from physgen.kernels.kac import kac_log_density, kac_variance, kac_offsets
+from physgen.io import atomic_write, ensure_dir, write_json, save_figure
 
 __all__ = ["add_arguments", "run", "run_experiment"]
 
@@ -59,8 +65,6 @@ def add_arguments(parser) -> None:
 
 
 def _numbers(text: str, flag: str, integer: bool = False) -> list:
-    from physgen.errors import UserError
-
     try:
         vals = [(int if integer else float)(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
@@ -78,28 +82,21 @@ def _stratified(n: int, g: torch.Generator) -> torch.Tensor:
 
 
 def _sample(process, field, n, steps, solver, seed, trajectory=False, shift=None):
-    from physgen.noise import SeededNoise
-    from physgen.sampling import sample
-
     x0 = process.sample_prior((n, 2), noise=SeededNoise(seed, range(n)))
     if shift is not None:
         x0 = x0 + shift
     t0 = time.perf_counter()
     with torch.no_grad():
-        sol = sample(process, field, x0, process.grid(steps), solver, return_trajectory=trajectory)
+        sol = sample(process, field, x0, grid(process, steps, method=solver), solver, return_trajectory=trajectory)
     return sol, time.perf_counter() - t0
 
 
 def _quality(x, reference) -> dict:
-    from physgen.metrics import mode_weights, sliced_w2
-
     finite = torch.isfinite(x).all(1)
     return {"left": float(mode_weights(x, CENTERS)[0]), "sliced_w2": sliced_w2(x[finite], reference), "nonfinite": int((~finite).sum())}
 
 
 def _ladder(args, points, reference, log) -> tuple[list, dict]:
-    from physgen.processes import make_process
-
     rows, samples = [], {}
     for a in args.a_values:
         p = make_process("telegrapher", a=a, c=args.c, sigma_max=args.sigma_max, prior_mean=points.mean(0).tolist())
@@ -119,8 +116,6 @@ def _ladder(args, points, reference, log) -> tuple[list, dict]:
 
 def _kac_cdf(a: float, c: float, t: float):
     """The 1-D Kac law's CDF at time ``t`` as a function of ``δ`` (tabulated, atoms included)."""
-    from physgen.kernels.kac import kac_log_density, kac_variance
-
     tt = torch.tensor(t, dtype=torch.float64)
     ct = c * t
     half = min(ct, 14.0 * math.sqrt(float(kac_variance(tt, a, c))))  # the continuous part's bulk
@@ -142,8 +137,6 @@ def _prior_mismatch(args, points, log) -> list:
     KS = sup_x |F_true − F_prior| and W1 = ∫ |F_true − F_prior| dx (divided by σ_max), the
     worse of the two coordinates; ``F_true(x) = mean_j F_kac(x − y_j)``.  No sampling noise.
     """
-    from physgen.processes import make_process
-
     toy_sigma_max = float(torch.cdist(points[:2000].double(), points[:2000].double()).max())
     mean = points.double().mean(0)
     rows = []
@@ -171,8 +164,6 @@ def _prior_mismatch(args, points, log) -> list:
 
 
 def _nfe_comparison(args, points, reference, log) -> list:
-    from physgen.processes import make_process
-
     rows = []
     runs = [("edm", None)] + [("telegrapher", a) for a in args.nfe_a]
     for name, a in runs:
@@ -195,9 +186,6 @@ def _nfe_comparison(args, points, reference, log) -> list:
 
 
 def run_experiment(args, log=None) -> dict:
-    from physgen.errors import UserError
-    from physgen.io import atomic_write, ensure_dir, write_json
-
     log = log or sys.stderr
     out = ensure_dir(args.out)
     args.a_values = _numbers(args.a_values, "--a-values")
@@ -244,8 +232,6 @@ def run(args) -> int:
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    from physgen.io import atomic_write
-
     if not rows:
         return
     with atomic_write(path, "w") as f:
@@ -256,18 +242,15 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _plt():
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     return plt
 
 
 def _kernel_figure(path: Path, a: float = 1.0, c: float = 1.0, times=(0.25, 1.0, 4.0)) -> None:
-    from physgen.io import save_figure
-    from physgen.kernels.kac import kac_log_density, kac_offsets, kac_variance
-
     plt = _plt()
     fig, axes = plt.subplots(1, len(times), figsize=(4.2 * len(times), 3.6))
     g = torch.Generator().manual_seed(0)
@@ -295,8 +278,6 @@ def _kernel_figure(path: Path, a: float = 1.0, c: float = 1.0, times=(0.25, 1.0,
 
 
 def _ladder_figure(path: Path, samples: dict, points, args) -> None:
-    from physgen.io import save_figure
-
     plt = _plt()
     keys = list(samples)
     fig, axes = plt.subplots(2, len(keys), figsize=(3.2 * len(keys), 6.4), squeeze=False)
@@ -320,8 +301,6 @@ def _ladder_figure(path: Path, samples: dict, points, args) -> None:
 
 
 def _nfe_figure(path: Path, rows: list) -> None:
-    from physgen.io import save_figure
-
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     def key(r):  # EDM has no a (NaN, which is never equal to itself)

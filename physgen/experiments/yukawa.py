@@ -44,7 +44,17 @@ from pathlib import Path
 
 import torch
 
-from physgen.sampling import warn_stray_runs
+from physgen.sampling import grid, sample, warn_stray_runs
+from physgen.errors import UserError
+from physgen.metrics import mmd, mode_weights, sliced_w2
+from solvers import heun
+from physgen.data import load_toy, two_mode_mixture
+from physgen.io import ensure_dir, write_json, atomic_write, save_figure
+from physgen.processes.yukawa import Yukawa
+from physgen.processes import make_process
+from physgen.processes.pfgm import PoissonExactField
+from physgen.nets.mlp import MLP
+from physgen.training import TrainConfig, train
 
 __all__ = ["add_arguments", "run", "run_experiment"]
 
@@ -71,8 +81,6 @@ def add_arguments(parser) -> None:
 
 
 def _masses(text: str) -> list[float]:
-    from physgen.errors import UserError
-
     try:
         vals = [float(v) for v in str(text).split(",") if v.strip()]
     except ValueError:
@@ -83,9 +91,6 @@ def _masses(text: str) -> list[float]:
 
 
 def _run_samplers(process, field, x0, schedule, samplers, reference, row_base, rows, ess_rows, samples_out):
-    from physgen.metrics import mmd, mode_weights, sliced_w2
-    from physgen.sampling import sample
-
     for sampler in samplers:
         t0 = time.perf_counter()
         with torch.no_grad():
@@ -120,23 +125,8 @@ def _run_samplers(process, field, x0, schedule, samplers, reference, row_base, r
 
 def _pfgm_flow_distance(points, x0, schedule, yukawa_samples):
     """Integrate PFGM's exact flow from the same prior with the same schedule and solver."""
-    from solvers import heun
-
-    try:  # the toolkit's PFGM (physgen.processes.pfgm), else the same Cauchy posterior by hand
-        from physgen.processes import make_process
-        from physgen.processes.pfgm import PoissonExactField
-
-        field = PoissonExactField(make_process("pfgm"), points)
-        denoise, source = field.denoise, "physgen.processes.pfgm"
-    except Exception:  # pragma: no cover - fallback when PFGM is unavailable
-        from physgen.fields.exact import posterior_mean
-
-        n = points.shape[1]
-
-        def denoise(x, z, label=None):
-            return posterior_mean(x, points, z, lambda sq, s: -0.5 * (n + 1) * torch.log1p(sq / (s * s)))
-
-        source = "Cauchy posterior (PFGM's field) by hand"
+    field = PoissonExactField(make_process("pfgm"), points)
+    denoise, source = field.denoise, "physgen.processes.pfgm"
 
     def flow(x, z):
         return (x - denoise(x, z)) / z[:, None]
@@ -146,12 +136,28 @@ def _pfgm_flow_distance(points, x0, schedule, yukawa_samples):
     return float((pfgm - yukawa_samples).norm(dim=1).mean()), pfgm, source
 
 
-def run_experiment(args, log=None) -> dict:
-    from physgen.data import load_toy, two_mode_mixture
+def _mixture_runs(args, masses, mix_points, mix_ref, prior, rows, ess_rows, samples, log) -> dict:
+    """Every sampler on the two-mode mixture's exact field for each mass; at the smallest mass
+    also PFGM's flow from the same prior (how far Yukawa's flow-only samples are from it)."""
+    pfgm_info = {}
+    print("two-mode mixture (target 0.2 on the left):", file=log)
+    for m in masses:
+        p = Yukawa(m=m, sigma_min=0.002, sigma_max=args.sigma_max, prior_mean=mix_points.mean(0).tolist())
+        sched = grid(p, args.steps)
+        x0 = prior(p, args.seed + 10)
+        base = {"dataset": "two_mode", "field": "exact", "m": m, "z_max": p.s_max, "m_zmax": m * p.s_max}
+        _run_samplers(p, p.exact_field(mix_points), x0, sched, SAMPLERS, mix_ref, base, rows, ess_rows, samples)
+        if m == min(masses):
+            dist, pfgm_x, source = _pfgm_flow_distance(mix_points, x0, sched, samples[("two_mode", m, "off")])
 
+            pfgm_info = {"m": m, "mean_distance": dist, "pfgm_left_weight": float(mode_weights(pfgm_x, CENTERS)[0]),
+                         "yukawa_left_weight": float(mode_weights(samples[("two_mode", m, "off")], CENTERS)[0]), "pfgm_field": source}
+            print(f"  PFGM vs Yukawa m={m:g} flow only: mean |x_pfgm - x_yukawa| = {dist:.4f}", file=log)
+    return pfgm_info
+
+
+def run_experiment(args, log=None) -> dict:
     log = log or sys.stderr
-    from physgen.io import ensure_dir, write_json
-    from physgen.processes.yukawa import Yukawa
 
     out = ensure_dir(args.out)
     masses = _masses(args.masses)
@@ -160,8 +166,6 @@ def run_experiment(args, log=None) -> dict:
         args.train_steps = min(args.train_steps, 60)
     for name in ("n_data", "n_particles", "steps"):
         if getattr(args, name) < 2:
-            from physgen.errors import UserError
-
             raise UserError(f"--{name.replace('_', '-')} must be >= 2, got {getattr(args, name)}")
     g = torch.Generator().manual_seed(args.seed)
     mix = two_mode_mixture()
@@ -177,21 +181,7 @@ def run_experiment(args, log=None) -> dict:
         return process.sample_prior((args.n_particles, 2), generator=torch.Generator().manual_seed(seed))
 
     # 1. the weighted mixture across m, and 4. PFGM at the smallest m
-    pfgm_info = {}
-    print("two-mode mixture (target 0.2 on the left):", file=log)
-    for m in masses:
-        p = Yukawa(m=m, sigma_min=0.002, sigma_max=args.sigma_max, prior_mean=mix_points.mean(0).tolist())
-        sched = p.grid(args.steps)
-        x0 = prior(p, args.seed + 10)
-        base = {"dataset": "two_mode", "field": "exact", "m": m, "z_max": p.s_max, "m_zmax": m * p.s_max}
-        _run_samplers(p, p.exact_field(mix_points), x0, sched, SAMPLERS, mix_ref, base, rows, ess_rows, samples)
-        if m == min(masses):
-            dist, pfgm_x, source = _pfgm_flow_distance(mix_points, x0, sched, samples[("two_mode", m, "off")])
-            from physgen.metrics import mode_weights
-
-            pfgm_info = {"m": m, "mean_distance": dist, "pfgm_left_weight": float(mode_weights(pfgm_x, CENTERS)[0]),
-                         "yukawa_left_weight": float(mode_weights(samples[("two_mode", m, "off")], CENTERS)[0]), "pfgm_field": source}
-            print(f"  PFGM vs Yukawa m={m:g} flow only: mean |x_pfgm - x_yukawa| = {dist:.4f}", file=log)
+    pfgm_info = _mixture_runs(args, masses, mix_points, mix_ref, prior, rows, ess_rows, samples, log)
 
     # 2. GENPHYS.md's configurations
     if not args.no_genphys_rows:
@@ -200,14 +190,14 @@ def run_experiment(args, log=None) -> dict:
             sigma_max = float(Yukawa(m=m).sigma_of_scale(torch.tensor(z_max, dtype=torch.float64)))
             p = Yukawa(m=m, sigma_min=0.002, sigma_max=sigma_max, prior_mean=mix_points.mean(0).tolist())
             base = {"dataset": "genphys", "field": "exact", "m": m, "z_max": p.s_max, "m_zmax": m * p.s_max}
-            _run_samplers(p, p.exact_field(mix_points), prior(p, args.seed + 20), p.grid(args.steps), ("off", "weights", "smc", "transport"), mix_ref, base, rows, ess_rows, samples)
+            _run_samplers(p, p.exact_field(mix_points), prior(p, args.seed + 20), grid(p, args.steps), ("off", "weights", "smc", "transport"), mix_ref, base, rows, ess_rows, samples)
 
     # 3. a 2-D toy set for sample quality
     print(f"toy set {args.dataset}:", file=log)
     for m in masses:
         p = Yukawa(m=m, sigma_min=0.002, sigma_max=args.sigma_max, prior_mean=toy_points.mean(0).tolist())
         base = {"dataset": "toy", "field": "exact", "m": m, "z_max": p.s_max, "m_zmax": m * p.s_max}
-        _run_samplers(p, p.exact_field(toy_points), prior(p, args.seed + 30), p.grid(args.steps), ("off", "smc", "transport"), toy_ref, base, rows, ess_rows, samples)
+        _run_samplers(p, p.exact_field(toy_points), prior(p, args.seed + 30), grid(p, args.steps), ("off", "smc", "transport"), toy_ref, base, rows, ess_rows, samples)
 
     # 5. a neural field
     neural = {}
@@ -221,7 +211,6 @@ def run_experiment(args, log=None) -> dict:
     _write_csv(out / "ess.csv", ess_rows)
     _figures(out, rows, ess_rows, samples, masses, mix_ref, toy_ref, args)
     summary = _summary(rows, pfgm_info, neural, args, wall)
-    from physgen.io import atomic_write
 
     with atomic_write(out / "summary.md", "w") as f:
         f.write(summary)
@@ -240,10 +229,6 @@ def _stratified(mix, n: int, g: torch.Generator) -> torch.Tensor:
 
 
 def _neural_run(args, m, mix, mix_points, mix_ref, rows, ess_rows, samples, log) -> dict:
-    from physgen.nets.mlp import MLP
-    from physgen.processes.yukawa import Yukawa
-    from physgen.training import TrainConfig, train
-
     sd = float(mix_points.std())
     p = Yukawa(m=m, sigma_min=0.002, sigma_max=args.sigma_max, sigma_data=sd, p_mean=math.log(sd), p_std=1.5,
                prior_mean=mix_points.mean(0).tolist(), objective="both")
@@ -262,14 +247,12 @@ def _neural_run(args, m, mix, mix_points, mix_ref, rows, ess_rows, samples, log)
     base = {"dataset": "two_mode", "field": "mlp", "m": m, "z_max": p.s_max, "m_zmax": m * p.s_max}
     x0 = p.sample_prior((args.n_particles, 2), generator=torch.Generator().manual_seed(args.seed + 40))
     neural_samples = {}
-    _run_samplers(p, result.ema, x0, p.grid(args.steps), ("off", "smc", "transport"), mix_ref, base, rows, ess_rows, neural_samples)
+    _run_samplers(p, result.ema, x0, grid(p, args.steps), ("off", "smc", "transport"), mix_ref, base, rows, ess_rows, neural_samples)
     samples.update({("neural",) + key[1:]: v for key, v in neural_samples.items()})
     return {"m": m, "train_steps": args.train_steps, "loss_first": first, "loss_last": last, "train_s": train_s}
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:
-    from physgen.io import atomic_write
-
     if not rows:
         return
     keys = list(rows[0])
@@ -281,12 +264,10 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
 
 
 def _figures(out: Path, rows, ess_rows, samples, masses, mix_ref, toy_ref, args) -> None:
-    import matplotlib
+    import matplotlib  # heavy optional dependency: imported only where it is used
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from physgen.io import save_figure
+    import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     colors = {"off": "tab:red", "weights": "tab:orange", "smc": "tab:green", "transport": "tab:blue"}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))

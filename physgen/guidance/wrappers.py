@@ -113,6 +113,7 @@ from ..errors import UserError, unknown_name
 from ..fields.kinds import convert_gaussian, expand_as_batch
 from ..fields.labels import check_label
 from .bayes import bayes_classifier, classifier_gradient
+from ..sampling import sample
 
 __all__ = ["GUIDANCE_KINDS", "ClassifierFreeGuidance", "ClassifierGuidance", "GuidanceTransform", "guidance_variance",
            "conditioning_sigma", "to_denoiser", "make_guided_field", "sample_guided", "parse_interval", "check_w", "check_guidance_flags",
@@ -384,8 +385,6 @@ def sample_guided(process, field, x0: Tensor, schedule: Tensor, method: str = "h
     goes to ``stats.extra["flow_evaluations"]`` and classifier gradients to
     ``stats.extra["classifier_evaluations"]``; other fields pass through unchanged.
     """
-    from ..sampling import sample
-
     counted = hasattr(field, "evaluations")
     if counted:
         field.reset_counts()

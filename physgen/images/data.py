@@ -127,7 +127,7 @@ def _maybe_resize(images: torch.Tensor, resolution: Optional[int]) -> torch.Tens
 
 def load_digits(resolution: Optional[int] = None) -> ImageDataset:
     """sklearn's 8x8 digits (values 0..16 -> ``v/8 - 1``), resized to ``resolution``."""
-    from sklearn.datasets import load_digits as _sk_load_digits
+    from sklearn.datasets import load_digits as _sk_load_digits  # heavy optional dependency: imported only where it is used
 
     bunch = _sk_load_digits()
     images = torch.from_numpy(bunch.images.astype(np.float32)).div_(8.0).sub_(1.0)[:, None]
@@ -235,7 +235,7 @@ def load_cifar10(path: PathLike, split: str = "train", resolution: Optional[int]
 
 
 def _read_image(file: Path, grayscale: bool) -> np.ndarray:
-    from PIL import Image
+    from PIL import Image  # heavy optional dependency: imported only where it is used
 
     try:
         with Image.open(file) as img:
@@ -262,7 +262,7 @@ def load_folder(path: PathLike, resolution: Optional[int] = None) -> ImageDatase
     image is centre-cropped to a square and resized bilinearly (antialiased); without it,
     all images must share one size.
     """
-    from PIL import Image
+    from PIL import Image  # heavy optional dependency: imported only where it is used
 
     root = Path(path)
     if not root.is_dir():
@@ -535,7 +535,7 @@ def to_uint8(images: Union[torch.Tensor, np.ndarray]) -> np.ndarray:
 
 
 def _write_png(array: np.ndarray, path: Path) -> None:
-    from PIL import Image
+    from PIL import Image  # heavy optional dependency: imported only where it is used
 
     img = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
     with atomic_write(path) as f:

@@ -50,6 +50,7 @@ from torch import nn
 from ..errors import UserError
 from .data import ImageDataset, load_image_dataset
 from .metrics import extract_features, feature_statistics, frechet_distance, inception_score, kid, load_statistics, save_statistics, ssim
+from ..nets.inception import load_inception
 
 __all__ = ["load_feature_net", "load_images", "default_cache_path", "reference_features", "evaluate_fid", "evaluate_ssim", "KID_REF_MAX"]
 
@@ -79,8 +80,6 @@ def load_feature_net(feature_net: Optional[str] = None, inception: Optional[str]
     if (feature_net is None) == (inception is None):
         raise UserError("name exactly one feature network: --inception WEIGHTS (standard FID) or --feature-net module:callable")
     if inception is not None:
-        from ..nets.inception import load_inception
-
         net = load_inception(inception, device=device)
         return net, f"inception-{net.flavour}:{_file_id(Path(inception))}"
     spec = str(feature_net)

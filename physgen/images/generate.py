@@ -27,6 +27,7 @@ from ..io import ensure_dir, write_json
 from ..noise import SeededNoise
 from ..sampling import grid, pooled_stray_fraction, sample, sampling_record, warn_strays
 from .data import save_image_grid, save_pngs
+from ..runtime import resolve_precision
 
 __all__ = ["shard", "label_tensor", "generate", "sample_grid", "sample_to_dir"]
 
@@ -86,8 +87,6 @@ def generate(
     ``precision="bf16"`` runs the field under bf16 autocast on CUDA (fp32 elsewhere).
     ``schedule_cache`` is where ``schedule="optimal"`` caches its grids.
     """
-    from ..runtime import resolve_precision
-
     if batch < 1:
         raise UserError(f"batch must be >= 1, got {batch}")
     indices = [int(i) for i in indices]

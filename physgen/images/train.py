@@ -45,8 +45,11 @@ from ..errors import UserError, unknown_name
 from ..fields.labels import drop_labels
 from ..io import write_json
 from ..runtime import init_distributed
-from ..training import TrainConfig, TrainResult, train
+from ..training import TrainConfig, TrainResult, rebuild_field, train
 from .data import ImageDataset, ImageSampler, load_image_dataset
+from ..nets.unet import UNET_PRESETS, build_unet, unet_weight_floor, UNet
+from ..processes import make_process, process_from_record, process_class
+from .generate import sample_grid
 
 __all__ = [
     "ImageTrainConfig",
@@ -70,8 +73,6 @@ STEPS_200_MIMG_AT_512 = 390_625
 
 def resolve_arch(arch: str) -> str:
     """``ddpmpp`` -> ``ddpmpp-cifar10``; preset names (``tiny``, ``small``, ...) as they are."""
-    from ..nets.unet import UNET_PRESETS
-
     name = ARCH_ALIASES.get(arch, arch)
     if name not in UNET_PRESETS:
         raise unknown_name("--arch", arch, list(UNET_PRESETS) + list(ARCH_ALIASES))
@@ -138,8 +139,6 @@ class ImageTrainConfig:
     train: TrainConfig = field(default_factory=default_image_train)
 
     def __post_init__(self):
-        from ..processes import process_class
-
         if isinstance(self.train, dict):
             self.train = _from_dict(TrainConfig, {**config_to_dict(default_image_train(), encode=False), **self.train}, "config", prefix="train.")
         if not isinstance(self.dataset, str) or not self.dataset:
@@ -163,9 +162,6 @@ class ImageTrainConfig:
 
     def _check_options(self) -> None:
         """Process options and U-Net overrides by name and type now, not when a run starts."""
-        from ..nets.unet import UNet
-        from ..processes import process_class
-
         given = {**self.process_options, **{k: getattr(self, k) for k in ("D", "sigma_min", "sigma_max", "sigma_data")}}
         check_options(process_class(self.process).__init__, {k: v for k, v in given.items() if v is not None}, f"process_options (process {self.process!r})",
                       custom={"D": parse_D})
@@ -205,8 +201,6 @@ def dump_config(config: ImageTrainConfig, path) -> Path:
 
 def build_process(config: ImageTrainConfig):
     """``make_process(config.process, D=..., sigma_min=..., ...)`` (``None``: default)."""
-    from ..processes import make_process
-
     opts = dict(config.process_options)
     for key in ("D", "sigma_min", "sigma_max", "sigma_data"):
         if getattr(config, key) is not None:
@@ -216,8 +210,6 @@ def build_process(config: ImageTrainConfig):
 
 def build_network(spec: Dict[str, Any]):
     """A U-Net from a spec ``{arch, img_resolution, channels, num_classes, overrides}``."""
-    from ..nets.unet import build_unet
-
     return build_unet(spec["arch"], int(spec["img_resolution"]), int(spec["channels"]), num_classes=int(spec["num_classes"]), **dict(spec.get("overrides", {})))
 
 
@@ -251,10 +243,10 @@ class LabelledStream:
         self.sampler.load_state_dict(state)
 
 
-def _grid_callback(process, out: Path, config: ImageTrainConfig, shape, num_classes: int, device, rank: int) -> Callable:
+def _grid_writer(process, out: Path, config: ImageTrainConfig, shape, num_classes: int, device) -> Callable[[int, Any], None]:
+    """``write_grid(step, ema)``: ``out/samples/grid-<step>.png`` of ``sample_n`` EMA samples
+    (fixed seed, labels cycling through the classes), for :meth:`physgen.training.Trainer.sample_grid`."""
     def write_grid(step: int, ema) -> None:
-        from .generate import sample_grid
-
         label = [i % num_classes for i in range(config.sample_n)] if num_classes else None
         sample_grid(
             process, ema, config.sample_n, out / "samples" / f"grid-{step:08d}.png", shape,
@@ -262,12 +254,7 @@ def _grid_callback(process, out: Path, config: ImageTrainConfig, shape, num_clas
             label=label, batch=min(config.sample_n, 256), device=device,
         )
 
-    def on_step(step: int, ema) -> None:
-        if rank == 0 and config.sample_every and step % config.sample_every == 0:
-            write_grid(step, ema)
-
-    on_step.write_grid = write_grid  # type: ignore[attr-defined]
-    return on_step
+    return write_grid
 
 
 def run_training(
@@ -329,18 +316,11 @@ def run_training(
         n_params = sum(p.numel() for p in net.parameters())
         print(f"physgen train: {process.name} {jsonable(process.config())}  {spec['arch']} ({n_params / 1e6:.2f}M params)  {dataset.name} {list(shape)} x {len(dataset)}  "
               f"{info.world_size} process(es) on {device}  {tcfg.total_steps} steps of {tcfg.batch}", file=log, flush=True)
-    grid = _grid_callback(process, out, config, shape, spec["num_classes"], device, info.rank)
-
-    def step_hook(step: int, ema) -> Optional[bool]:
-        grid(step, ema)
-        return on_step(step, ema) if on_step is not None else None
-
     t0 = time.perf_counter()
-    result = train(process, field_, stream, tcfg, out_dir=out, resume=resume, device=device, log_stream=log, on_step=step_hook, checkpoint_meta=meta, unit="img")
+    result = train(process, field_, stream, tcfg, out_dir=out, resume=resume, device=device, log_stream=log, on_step=on_step, checkpoint_meta=meta,
+                   unit="img", sample_grid=_grid_writer(process, out, config, shape, spec["num_classes"], device), sample_every=config.sample_every)
     wall = time.perf_counter() - t0
     if info.is_main:
-        if not (config.sample_every and result.step % config.sample_every == 0):
-            grid.write_grid(result.step, result.ema)  # type: ignore[attr-defined]
         tail = result.losses[-max(1, len(result.losses) // 10):]
         write_json(out / "summary.json", {
             "step": result.step, "total_steps": tcfg.total_steps, "stopped_early": result.stopped_early,
@@ -376,9 +356,6 @@ def check_image_header(header: checkpoints.Header) -> None:
     hold: a complete U-Net spec, a sample shape that agrees with it, a known process, and no
     more weights than the file has room for (:func:`checkpoints.check_weights_fit`).  Given to
     :func:`checkpoints.find`, so a run folder falls back past a checkpoint that fails it."""
-    from ..nets.unet import unet_weight_floor
-    from ..processes import process_from_record
-
     where = f"checkpoint {str(header.path)!r}"
     meta = header.meta.get("image")
     if not meta:
@@ -400,19 +377,13 @@ def load_trained(path, device="cpu", ema: bool = True) -> TrainedModel:
     """Rebuild process, U-Net and field from a checkpoint (file or run dir: its newest
     checkpoint whose header is valid, :func:`check_image_header`, and that verifies) and load
     the EMA weights (``ema=False``: the raw training weights).  Nothing else is read."""
-    from ..processes import process_from_record
-
     found = checkpoints.find(path, kind="train", check=check_image_header)
     meta = found.header.meta["image"]
     ckpt = checkpoints.read(found.path, kind="train")
-    process = process_from_record(ckpt.payload.get("process"), f"checkpoint {str(found.path)!r}")
     try:
         net = build_network(meta["unet"])
         shape = tuple(int(v) for v in meta["shape"])
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"checkpoint {str(found.path)!r}: its U-Net spec is invalid ({exc})") from None
-    field_ = process.precondition(net)
-    weights = "ema" if ema else "model"
-    checkpoints.load_state(field_, ckpt.payload.get(weights), path=found.path, what=f"{weights} weights")
-    field_.to(device).eval().requires_grad_(False)
+    process, field_ = rebuild_field(ckpt, net, weights="ema" if ema else "model", device=device)
     return TrainedModel(process, field_, shape, int(meta["unet"]["num_classes"]), ckpt.step, found.path, meta)

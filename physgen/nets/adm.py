@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .unet import BOX_FILTER, PositionalEmbedding, ResBlock, _check_config, _group_norm, _init, check_input, label_index, noise_input
+from .blocks import BOX_FILTER, PositionalEmbedding, ResBlock, _group_norm, _init, check_input, label_index, noise_input
+from .unet import _check_config
 
 __all__ = ["ADMUNet"]
 

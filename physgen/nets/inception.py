@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError, unknown_name
+from ..checkpoints import torch_load
 
 __all__ = ["InceptionV3", "load_inception", "FLAVOURS", "detect_flavour"]
 
@@ -318,7 +319,6 @@ def _read_state_dict(path: Path) -> Dict[str, torch.Tensor]:
             "pt_inception-2015-12-05-6726825d.pth (standard FID) or torchvision's "
             "inception_v3_google-*.pth (nothing is downloaded)"
         )
-    from ..checkpoints import torch_load
 
     obj = torch_load(path, f"Inception weights {str(path)!r}")
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):

@@ -142,11 +142,11 @@ def load_diffusers(folder, dtype: torch.dtype = torch.float32) -> Tuple[VP, Diff
     betas = diffusers_betas(sched, where)
     prediction = sched.get("prediction_type", "epsilon")
     try:
-        from diffusers import UNet2DModel
+        from diffusers import UNet2DModel  # heavy optional dependency: imported only where it is used
     except ImportError:
         raise UserError(f"{str(folder)!r} is a diffusers folder; reading it needs the optional diffusers package: "
                         f"pip install \"physgen[diffusers]\"") from None
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # heavy optional dependency: imported only where it is used
 
     try:
         model = UNet2DModel.from_config(config)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from solvers.schedules import SCHEDULES, make_schedule
 
+from ..config import MAX_STEPS  # the one bound (--steps parses against it too)
 from ..errors import UserError, unknown_name
 from ..fields.kinds import FieldEstimator, expand_as_batch
 
@@ -25,9 +26,6 @@ __all__ = ["Process", "ProcessFlow", "DenoiserFlow", "KernelPrior", "NoScoreErro
 
 DEFAULT_STEPS = 18
 """``--steps`` when none is given: EDM's 18 Heun steps (35 NFE)."""
-MAX_STEPS = 100_000
-"""Upper bound on integration steps: the grid is built on the host as a Python list, and
-beyond this a fixed-step solve is no longer a sampler but a simulation (use dopri5)."""
 
 
 class NoScoreError(TypeError):

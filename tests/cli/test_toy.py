@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from physgen.cli.main import main
+from physgen.config import read_json
 
 FILES = ("config.json", "samples.npy", "metrics.json", "samples.png", "trajectories.png")
 
@@ -28,6 +29,18 @@ def test_toy_writes_every_file(tmp_path, process):
     assert metrics["nfe"] == (2 * 10 - 1 if process != "vp" else 2 * 10)
     config = json.loads((out / "config.json").read_text())
     assert config["process"] == process and config["n_samples"] == 300
+
+
+def test_toy_config_json_is_strict_json_with_an_infinite_D(tmp_path):
+    """``--D inf`` is recorded as ``"inf"`` (the codec), never Python's non-JSON ``Infinity``,
+    and the file reads back through the strict reader."""
+    out = tmp_path / "inf"
+    assert main(["toy", "--process", "pfgmpp", "--D", "inf", "--n-data", "300", "--n-samples", "100", "--steps", "4",
+                 "--device", "cpu", "--out", str(out)]) == 0
+    text = (out / "config.json").read_text()
+    assert "Infinity" not in text
+    config = read_json(out / "config.json")
+    assert config["process_options"]["D"] == "inf" and config["resolved_process"]["D"] == "inf"
 
 
 def test_toy_reads_user_files(tmp_path):

@@ -11,7 +11,9 @@ import torch
 from physgen.errors import UserError
 from physgen.images.train import ImageTrainConfig, config_from_dict, dump_config, load_config, run_training
 from physgen import checkpoints
-from physgen.training import TrainConfig
+from physgen.nets.mlp import MLP
+from physgen.processes import make_process
+from physgen.training import TrainConfig, train
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -163,3 +165,19 @@ def test_bad_config_values():
         config_from_dict({"arch": "resnet"})
     with pytest.raises(UserError, match="process"):
         config_from_dict({"process": "nope"})
+
+
+@pytest.mark.parametrize("steps,due", [(7, [3, 6, 7]), (6, [3, 6])])
+def test_trainer_writes_the_sample_grid_every_period_and_once_at_the_end(steps, due):
+    """``Trainer.sample_grid``: every ``sample_every`` steps, plus the last step when it is not
+    one of them (never twice), always of the EMA the run returns."""
+    torch.manual_seed(0)
+    process = make_process("edm", sigma_max=5.0)
+    data = torch.randn(64, 2)
+    calls = []
+    result = train(process, process.precondition(MLP(2, hidden=16, depth=1)),
+                   lambda n, g: (data[torch.randint(0, 64, (n,), generator=g)], None),
+                   TrainConfig(steps=steps, batch=8, log_every=2, warmup_steps=0), log_stream=open("/dev/null", "w"),
+                   sample_grid=lambda step, ema: calls.append((step, ema)), sample_every=3)
+    assert [s for s, _ in calls] == due
+    assert all(ema is result.ema for _, ema in calls)
