@@ -24,6 +24,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from solvers.base import Solution
+from solvers.offers import CoordinateChange
 from solvers.schedules import EDM_RHO
 from solvers.spec import OptionError
 
@@ -33,7 +35,7 @@ from ..fields.exact import ExactField, GaussianProfile
 from ..fields.kinds import FieldEstimator, convert_gaussian, expand_as_batch
 from ..fields.neural import DenoiserPreconditioning, EpsPreconditioning, NeuralField, ScorePreconditioning
 from ..kernels import GaussianKernel
-from .base import DenoiserFlow, KernelPrior, Process, ProcessFlow, check_prior_mean, check_scale_range, draw, prior_centre
+from .base import DenoiserFlow, KernelPrior, NoScoreError, Process, ProcessFlow, check_prior_mean, check_scale_range, draw, prior_centre
 from .discrete_vp import DiscreteBetas
 from .ncsnv2 import ncsnv2_levels
 
@@ -134,6 +136,14 @@ class GaussianMarginal:
             lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
         return 0.5 * (lo + hi)
 
+    def t_of_sigma(self, sigma: Tensor) -> Tensor:
+        """The scale ``s`` of the noise level ``σ = b/a`` (bisection; a path with a closed form overrides it)."""
+        return self.scale_of_sigma(sigma)
+
+    def signal_of_sigma(self, sigma: Tensor) -> Tensor:
+        """``a`` at the noise level ``σ = b/a`` (a path with a closed form overrides it)."""
+        return self.coefficients(self.t_of_sigma(sigma.double()))[0]
+
     def langevin_levels(self, dim: int, num_levels: Optional[int] = None) -> Tensor:
         """``L`` decreasing Langevin levels (float64 scales) from ``s_max`` to ``s_min``: NCSNv2's
         technique 2 for ``L`` unless given, geometric in ``b/a``."""
@@ -215,7 +225,7 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
 
     def score(self, field, x, s, label=None):
         if not self.gaussian:
-            return Process.score(self, field, x, s, label)
+            raise NoScoreError(f"process {self.describe()} has no score: its kernel is not Gaussian")
         return super().score(field, x, s, label)
 
     def flow(self, field, label=None) -> DenoiserFlow:
@@ -336,25 +346,37 @@ class VE(DenoiserProcess):
         return NeuralField(net, ScorePreconditioning(self.sigma_data if sigma_data is None else sigma_data))
 
 
-class SigmaForm(DenoiserFlow):
-    """VP's probability-flow ODE in EDM's denoiser form (arXiv 2206.00364, eq. 4 with
-    ``s(t) = a(t)``, ``σ(t) = b(t)/a(t)``): with ``x̄ = x/a``,
+class SigmaForm(CoordinateChange, DenoiserFlow):
+    """Any affine Gaussian path ``x = a(s) y + b(s) ε`` in EDM's denoiser form (arXiv
+    2206.00364, eq. 4 with ``s(t) = a(t)``, ``σ(t) = b(t)/a(t)``): with ``x̄ = x/a``,
 
-        dx̄/dσ = (x̄ - D(a x̄, t(σ)))/σ,
+        dx̄/dσ = (x̄ - D(a x̄, s(σ)))/σ,
 
-    so every denoiser-form solver integrates VP.  ``sigma_of(t) = b/a`` and ``scale_of(t) = a``
-    map the process's grid and state; ``t(σ)`` is closed-form (:meth:`VP.t_of_sigma`)."""
+    so every denoiser-form solver integrates the path.  The path (a :class:`GaussianMarginal`)
+    gives ``coefficients(s) -> (a, b)``, ``equivalent_sigma(s) = b/a``, its inverse
+    ``t_of_sigma(σ)`` and ``signal_of_sigma(σ) = a(s(σ))``.  The coordinate change is the
+    offer's (:class:`solvers.offers.CoordinateChange`): :meth:`to_solver` maps the prior
+    draws ``x -> x/a(s_0)`` and the grid ``s -> σ(s)``; :meth:`from_solver` maps the result
+    back, ``x = a(s_K) x̄``, and a recorded trajectory at the σ of each state (the grid's,
+    or the solver's own, ``stats.extra["grid"]``: dpm-fast) by ``x = a(σ) x̄``."""
 
-    def sigma_of(self, t: Tensor) -> Tensor:
-        return self.process.equivalent_sigma(t)
+    def to_solver(self, x: Tensor, schedule: Tensor) -> tuple[Tensor, Tensor]:
+        t = torch.as_tensor(schedule, dtype=torch.float64).cpu()
+        return x / float(self._signal(t)[0]), self.process.equivalent_sigma(t)
 
-    def scale_of(self, t: Tensor) -> Tensor:
+    def from_solver(self, solution: Solution, schedule: Tensor) -> Solution:
+        t = torch.as_tensor(schedule, dtype=torch.float64).cpu()
+        x = solution.x
+        solution.x = x * float(self._signal(t)[-1])
+        traj = solution.stats.trajectory
+        points = torch.as_tensor(solution.stats.extra.get("grid", self.process.equivalent_sigma(t)), dtype=torch.float64)
+        if traj is not None and points.shape[0] == traj.shape[0]:
+            scale = self.process.signal_of_sigma(points).double().to(x.device, x.dtype)
+            solution.stats.trajectory = traj * scale.reshape(-1, *[1] * (x.dim()))
+        return solution
+
+    def _signal(self, t: Tensor) -> Tensor:
         return self.process.coefficients(t.double())[0].double()
-
-    def scale_of_sigma(self, sigma: Tensor) -> Tensor:
-        """``a`` at the noise level ``σ = b/a``: ``a = 1/√(1 + σ²)`` (variance preserving: ``a² + b² = 1``);
-        it maps a trajectory a solver recorded on its own σ points (dpm-fast) back to ``x = a x̄``."""
-        return (1.0 + sigma.double() ** 2).rsqrt()
 
     def denoise(self, xbar: Tensor, sigma: Tensor) -> Tensor:
         t = self.process.t_of_sigma(sigma)
@@ -428,6 +450,10 @@ class VP(GaussianMarginal, Process):
     def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
         a = self._log_alpha(t.double()).exp()
         return a.to(t.dtype), (1 - a**2).clamp_min(0).sqrt().to(t.dtype)
+
+    def signal_of_sigma(self, sigma: Tensor) -> Tensor:
+        """``a = 1/√(1 + σ²)`` at ``σ = b/a``: variance preserving, ``a² + b² = 1``."""
+        return (1.0 + sigma.double() ** 2).rsqrt()
 
     def t_of_sigma(self, sigma: Tensor) -> Tensor:
         """The time with ``b(t)/a(t) = σ``: ``-log a² = log(1 + σ²)`` solved in closed form."""

@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from ..errors import UserError, unknown_name
 from ..fields.exact import DEFAULT_CHUNK_ELEMS, ExactField, posterior_mean
 from ..fields.kinds import expand_as_batch
-from solvers.births import BIRTH_MODES
+from solvers.offers import BIRTH_MODES, BirthsOffer
 from solvers.spec import Option
 
 from ..kernels.nig import (
@@ -259,9 +259,10 @@ class Yukawa(DenoiserProcess):
         }
 
 
-class BirthFlow:
-    """The births target (:func:`solvers.births`): ``(dx/dz, κ)`` from one field evaluation,
-    with the mean rate ``m`` as the log-weight offset and the mode to sample in."""
+class BirthFlow(BirthsOffer):
+    """The births offer (:class:`solvers.offers.BirthsOffer`): ``(dx/dz, κ)`` from one field
+    evaluation, with the mean rate ``m`` as the log-weight offset and the mode to sample in;
+    the births sampler runs it, stepped by Heun (``--solver heun``, its default) or Euler."""
 
     def __init__(self, process: "Yukawa", field, label, mode: str):
         self.process, self.field, self.label, self.mode = process, field, label, mode
