@@ -166,6 +166,19 @@ def _check_int(name: str, value, lo: int) -> int:
     return value
 
 
+def _step_size(eps: Optional[float], gamma: float, sigma_min: float, T: int, dim: int) -> tuple[float, str]:
+    """``(ε, how it was chosen)``: NCSNv2's technique 4 unless given."""
+    if eps is None:
+        return default_eps(gamma, sigma_min, T, dim), (
+            "technique 4, the step size that brings Eq. (6) closest to 1" if dim > LOW_DIM else
+            f"technique 4 reached after a quarter of the T steps (in {dim} <= {LOW_DIM} dimensions the chain must "
+            "also mix between modes: solvers.langevin.default_eps)")
+    eps = float(eps)
+    if not (eps > 0 and math.isfinite(eps)):
+        raise UserError(f"eps must be positive and finite, got {eps}")
+    return eps, "given"
+
+
 def ncsnv2_levels(
     data: Optional[Tensor] = None,
     *,
@@ -235,17 +248,7 @@ def ncsnv2_levels(
     else:
         T = _check_int("steps-per-level", steps_per_level, 1)
         sources["steps_per_level"] = "given"
-    if eps is None:
-        eps = default_eps(gamma, sigma_min, T, dim)
-        vr = variance_ratio(eps, gamma, sigma_min, T)
-        sources["eps"] = ("technique 4, the step size that brings Eq. (6) closest to 1" if dim > LOW_DIM else
-                          f"technique 4 reached after a quarter of the T steps (in {dim} <= {LOW_DIM} dimensions the chain must "
-                          "also mix between modes: solvers.langevin.default_eps)")
-    else:
-        eps = float(eps)
-        if not (eps > 0 and math.isfinite(eps)):
-            raise UserError(f"eps must be positive and finite, got {eps}")
-        vr = variance_ratio(eps, gamma, sigma_min, T)
-        sources["eps"] = "given"
+    eps, sources["eps"] = _step_size(eps, gamma, sigma_min, T, dim)
+    vr = variance_ratio(eps, gamma, sigma_min, T)
     return NCSNv2Plan(dim=dim, sigma_max=sigma_max, sigma_min=sigma_min, num_levels=L, ratio=gamma, overlap=ov,
                       steps_per_level=T, eps=eps, variance_ratio=vr, sources=sources)

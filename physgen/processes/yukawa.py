@@ -187,29 +187,16 @@ class Yukawa(DenoiserProcess):
     def precondition(self, net: nn.Module, sigma_data: Optional[float] = None) -> "YukawaNeuralField":
         """Wrap ``net`` with the heads of ``objective``.
 
-        The network must output ``network_out_dim(N)`` numbers per sample.  A
-        :class:`physgen.nets.mlp.MLP` built with the default ``out_dim = N`` has its
-        (zero-initialised) output layer widened here, so ``physgen toy --field mlp`` works
-        unchanged; any other network must be built with the right ``out_dim``.
+        The network must output ``network_out_dim(N)`` numbers per sample (build it so:
+        ``MLP(N, out_dim=process.network_out_dim(N))``, as ``physgen toy`` does); a network
+        that declares another ``out_dim`` is refused.  The network is not altered here.
         """
         sd = self.sigma_data if sigma_data is None else sigma_data
         heads = _HEADS[self.objective]
-        dim = getattr(net, "dim", None)
-        out_dim = getattr(net, "out_dim", None)
-        if dim is not None and out_dim is not None:
-            need = self.network_out_dim(int(dim))
-            if out_dim != need:
-                from ..nets.mlp import MLP
-
-                if isinstance(net, MLP) and out_dim == dim:
-                    hidden = net.out[1].in_features
-                    layer = nn.Linear(hidden, need).to(net.out[1].weight.device)
-                    nn.init.zeros_(layer.weight)
-                    nn.init.zeros_(layer.bias)
-                    net.out[1] = layer
-                    net.out_dim = need
-                else:
-                    raise UserError(f"Yukawa objective {self.objective!r} needs a network with out_dim={need} (heads: {', '.join(heads)}), got out_dim={out_dim}")
+        dim, out_dim = getattr(net, "dim", None), getattr(net, "out_dim", None)
+        if dim is not None and out_dim is not None and out_dim != self.network_out_dim(int(dim)):
+            raise UserError(f"Yukawa objective {self.objective!r} needs a network with out_dim={self.network_out_dim(int(dim))} "
+                            f"(heads: {', '.join(heads)}), got out_dim={out_dim}")
         return YukawaNeuralField(net, self.m, sd, self.sigma_of_scale, heads)
 
     def network_out_dim(self, n_dim: int) -> int:
