@@ -39,7 +39,7 @@ from .base import DenoiserFlow, KernelPrior, NoScoreError, Process, ProcessFlow,
 from .discrete_vp import DiscreteBetas
 from .ncsnv2 import ncsnv2_levels
 
-__all__ = ["GaussianSDE", "GaussianMarginal", "DenoiserProcess", "SigmaForm", "EDM", "VE", "VP", "data_scales", "GAUSSIAN_NEEDS"]
+__all__ = ["GaussianSDE", "GaussianMarginal", "DenoiserProcess", "SigmaForm", "LogNormalSigma", "EDMParts", "EDM", "VE", "VP", "data_scales", "GAUSSIAN_NEEDS"]
 
 GAUSSIAN_NEEDS = frozenset({"sde", "transition", "score", "gaussian"})
 """What a Gaussian kernel adds to the needs a process meets (:mod:`solvers.spec`)."""
@@ -56,6 +56,21 @@ def data_scales(data: Tensor) -> dict:
         raise UserError(f"need at least 2 finite data points to set the scales, got shape {tuple(data.shape)}")
     cov = torch.cov(sub.T).reshape(sub.shape[1], sub.shape[1])
     return {"mean": sub.mean(0).tolist(), "std": float(sub.std()), "lambda_max": float(torch.linalg.eigvalsh(cov)[-1])}
+
+
+class LogNormalSigma:
+    """EDM's training law (arXiv 2206.00364, Table 1): ``ln σ ~ N(P_mean, P_std²)``."""
+
+    def __init__(self, p_mean, p_std):
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (p_mean, p_std))
+        if not (ok and p_std > 0):
+            raise UserError(f"need a finite p_mean and p_std > 0, got p_mean={p_mean!r}, p_std={p_std!r}")
+        self.p_mean, self.p_std = float(p_mean), float(p_std)
+
+    def draw(self, n, *, generator=None, device=None, dtype=None) -> Tensor:
+        """``σ = exp(P_mean + P_std ξ)``, ``ξ ~ N(0, 1)``."""
+        xi = torch.randn(n, generator=generator, device=device, dtype=dtype)
+        return (self.p_mean + self.p_std * xi).exp()
 
 
 class GaussianSDE:
@@ -185,18 +200,22 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
     def sigma_of_scale(self, s: Tensor) -> Tensor:
         return s
 
-    # EDM's training law (arXiv 2206.00364, Table 1): ln σ ~ N(P_mean, P_std²), shared by
-    # every process trained at EDM's σ (EDM, PFGM++, Yukawa, telegrapher)
+    # EDM's training law (arXiv 2206.00364, Table 1), a part shared by every process trained
+    # at EDM's σ (EDM, PFGM++, Yukawa, telegrapher)
     def set_training_law(self, p_mean, p_std) -> None:
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (p_mean, p_std))
-        if not (ok and p_std > 0):
-            raise UserError(f"need a finite p_mean and p_std > 0, got p_mean={p_mean!r}, p_std={p_std!r}")
-        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.training_law = LogNormalSigma(p_mean, p_std)
+
+    @property
+    def p_mean(self) -> float:
+        return self.training_law.p_mean
+
+    @property
+    def p_std(self) -> float:
+        return self.training_law.p_std
 
     def draw_training_sigma(self, n, *, generator=None, device=None, dtype=None) -> Tensor:
-        """``σ = exp(P_mean + P_std ξ)``, ``ξ ~ N(0, 1)``."""
-        xi = torch.randn(n, generator=generator, device=device, dtype=dtype)
-        return (self.p_mean + self.p_std * xi).exp()
+        """``σ = exp(P_mean + P_std ξ)``, ``ξ ~ N(0, 1)`` (:class:`LogNormalSigma`)."""
+        return self.training_law.draw(n, generator=generator, device=device, dtype=dtype)
 
     # Gaussian marginal (only meaningful for a Gaussian kernel)
     def coefficients(self, s: Tensor) -> tuple[Tensor, Tensor]:
@@ -295,24 +314,34 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
                 "prior_mean": self.prior_mean}
 
 
-class EDM(DenoiserProcess):
-    """EDM (Karras et al. 2022, arXiv 2206.00364): ``σ(t) = t``, ``ln σ ~ N(P_mean, P_std²)``
-    for training, the preconditioned denoiser, ``λ(σ) = (σ²+σ_d²)/(σσ_d)²``, and the ρ-schedule
-    ``σ_i = (σ_max^{1/ρ} + i/(K-1)(σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ`` with a final ``σ = 0``.
-    """
+class EDMParts(DenoiserProcess):
+    """EDM's parts on a radial ``kernel`` (arXiv 2206.00364): ``σ(t) = t``, the training law
+    ``ln σ ~ N(P_mean, P_std²)`` (:class:`LogNormalSigma`), the preconditioned denoiser, the
+    loss weight ``λ(σ) = (σ²+σ_d²)/(σσ_d)²`` and the ρ-schedule ``σ_i = (σ_max^{1/ρ} +
+    i/(K-1)(σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ`` with a final ``σ = 0``.  :class:`EDM` puts them
+    on the Gaussian kernel, :class:`physgen.processes.pfgmpp.PFGMpp` on its own."""
 
-    name = "edm"
     network_kind = "denoiser"
 
-    def __init__(self, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2, prior_mean=None):
+    def __init__(self, kernel, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2, prior_mean=None):
         super().__init__(sigma_min, sigma_max, sigma_data, rho, prior_mean)
         self.set_training_law(p_mean, p_std)
+        self.kernel = kernel
 
     def sample_scales(self, n, *, generator=None, device=None) -> Tensor:
         return self.draw_training_sigma(n, generator=generator, device=device)
 
     def config(self) -> dict:
         return {**super().config(), "p_mean": self.p_mean, "p_std": self.p_std}
+
+
+class EDM(EDMParts):
+    """EDM (Karras et al. 2022, arXiv 2206.00364): :class:`EDMParts` on the Gaussian kernel ``N(y, σ² I)``."""
+
+    name = "edm"
+
+    def __init__(self, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2, prior_mean=None):
+        super().__init__(GaussianKernel(), sigma_min, sigma_max, sigma_data, rho, p_mean, p_std, prior_mean)
 
 
 class VE(DenoiserProcess):
