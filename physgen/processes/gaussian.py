@@ -151,14 +151,6 @@ class GaussianMarginal:
             lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
         return 0.5 * (lo + hi)
 
-    def t_of_sigma(self, sigma: Tensor) -> Tensor:
-        """The scale ``s`` of the noise level ``σ = b/a`` (bisection; a path with a closed form overrides it)."""
-        return self.scale_of_sigma(sigma)
-
-    def signal_of_sigma(self, sigma: Tensor) -> Tensor:
-        """``a`` at the noise level ``σ = b/a`` (a path with a closed form overrides it)."""
-        return self.coefficients(self.t_of_sigma(sigma.double()))[0]
-
     def langevin_levels(self, dim: int, num_levels: Optional[int] = None) -> Tensor:
         """``L`` decreasing Langevin levels (float64 scales) from ``s_max`` to ``s_min``: NCSNv2's
         technique 2 for ``L`` unless given, geometric in ``b/a``."""
@@ -383,7 +375,8 @@ class SigmaForm(CoordinateChange, DenoiserFlow):
 
     so every denoiser-form solver integrates the path.  The path (a :class:`GaussianMarginal`)
     gives ``coefficients(s) -> (a, b)``, ``equivalent_sigma(s) = b/a``, its inverse
-    ``t_of_sigma(σ)`` and ``signal_of_sigma(σ) = a(s(σ))``.  The coordinate change is the
+    ``t_of_sigma(σ)`` and ``signal_of_sigma(σ) = a(s(σ))`` (closed forms; VP's hold for its
+    linear, cosine and discrete β).  The coordinate change is the
     offer's (:class:`solvers.offers.CoordinateChange`): :meth:`to_solver` maps the prior
     draws ``x -> x/a(s_0)`` and the grid ``s -> σ(s)``; :meth:`from_solver` maps the result
     back, ``x = a(s_K) x̄``, and a recorded trajectory at the σ of each state (the grid's,
