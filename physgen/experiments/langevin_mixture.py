@@ -91,7 +91,7 @@ def run_mixture(n: int = 3000, seed: int = 0, *, plain_step: float = 0.1, plain_
            f"{levels} levels {sigma_max:g} -> {sigma_min:g}, T={steps_per_level}, eps={eps:g}, no final denoising (NCSN Alg. 1)")
 
     if ncsnv2:
-        from physgen.processes.ncsnv2 import ncsnv2_levels
+        from physgen.ncsnv2_plan import ncsnv2_levels
 
         plan = ncsnv2_levels(data)
         p2 = make_process("ncsn", sigma_max=plan.sigma_max, sigma_min=plan.sigma_min, num_levels=plan.num_levels)

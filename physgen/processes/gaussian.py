@@ -37,7 +37,7 @@ from ..fields.neural import DenoiserPreconditioning, EpsPreconditioning, NeuralF
 from ..kernels import GaussianKernel
 from .base import DenoiserFlow, KernelPrior, NoScoreError, Process, ProcessFlow, check_prior_mean, check_scale_range, draw, prior_centre
 from .discrete_vp import DiscreteBetas
-from .ncsnv2 import ncsnv2_levels
+from .ncsnv2 import geometric_levels, level_count
 
 __all__ = ["GaussianSDE", "GaussianMarginal", "DenoiserProcess", "SigmaForm", "LogNormalSigma", "EDMParts", "EDM", "VE", "VP", "data_scales", "GAUSSIAN_NEEDS"]
 
@@ -155,8 +155,8 @@ class GaussianMarginal:
         """``L`` decreasing Langevin levels (float64 scales) from ``s_max`` to ``s_min``: NCSNv2's
         technique 2 for ``L`` unless given, geometric in ``b/a``."""
         ends = self.equivalent_sigma(torch.tensor([float(self.s_max), float(self.s_min)], dtype=torch.float64))
-        plan = ncsnv2_levels(dim=dim, sigma_max=float(ends[0]), sigma_min=float(ends[1]), num_levels=num_levels, max_ratio=self.max_ratio)
-        scales = self.scale_of_sigma(plan.levels)
+        L = level_count(float(ends[0]), float(ends[1]), dim, num_levels, max_ratio=self.max_ratio)
+        scales = self.scale_of_sigma(geometric_levels(float(ends[0]), float(ends[1]), L))
         scales[0], scales[-1] = float(self.s_max), float(self.s_min)
         return scales
 
