@@ -196,14 +196,7 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
     # at EDM's σ (EDM, PFGM++, Yukawa, telegrapher)
     def set_training_law(self, p_mean, p_std) -> None:
         self.training_law = LogNormalSigma(p_mean, p_std)
-
-    @property
-    def p_mean(self) -> float:
-        return self.training_law.p_mean
-
-    @property
-    def p_std(self) -> float:
-        return self.training_law.p_std
+        self.p_mean, self.p_std = self.training_law.p_mean, self.training_law.p_std  # the config's keys
 
     def draw_training_sigma(self, n, *, generator=None, device=None, dtype=None) -> Tensor:
         """``σ = exp(P_mean + P_std ξ)``, ``ξ ~ N(0, 1)`` (:class:`LogNormalSigma`)."""
