@@ -251,7 +251,7 @@ def exact_w2(x: Any, y: Any, max_points: int = EXACT_W2_MAX) -> float:
     matrix (the optimal coupling of two uniform ``n``-point laws is a permutation).  Raises
     :class:`UserError` when sizes differ or exceed ``max_points`` (default 5000).
     """
-    from scipy.optimize import linear_sum_assignment
+    from scipy.optimize import linear_sum_assignment  # scipy, loaded only for the exact W2 (an import of seconds)
 
     xt, yt = _pair(x, y)
     n, m = xt.shape[0], yt.shape[0]

@@ -211,6 +211,28 @@ def grid_problem(grid: Any, steps: int, ends: Sequence[float]) -> Optional[str]:
     return None
 
 
+def _check_fittable(method: str) -> None:
+    """:class:`UserError` unless ``method`` is a fixed-step ODE solver on the grid's steps (what the fit optimises)."""
+    spec = solvers.get_solver(method)
+    if spec.stochastic or spec.adaptive or spec.grid != "steps":
+        kind = ("stochastic" if spec.stochastic else "adaptive" if spec.adaptive else
+                "laid on its own steps between the grid's ends" if spec.grid == "ends" else "run on noise levels")
+        raise UserError(f"--schedule optimal fits the grid of a fixed-step ODE solver to its error against the exact ODE solution; "
+                        f"solver {method!r} is {kind}")
+
+
+def _start_grids(process: Process, K: int) -> dict:
+    """name -> the ``K``-step grid of each start of the search (the process's own schedule first)."""
+    starts = {}
+    for name in dict.fromkeys([process.default_schedule_name, *START_SCHEDULES]):
+        base, kw = parse_schedule(name)
+        try:
+            starts[name] = process.grid(K, base, **kw).tolist()
+        except UserError:
+            continue  # a schedule this process cannot lay out (e.g. log-uniform from a bound <= 0)
+    return starts
+
+
 def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, method: str, sample_fn: Callable, shape: Sequence[int],
                      options: Optional[dict] = None, label=None, cache_dir=None, n_pilot: Optional[int] = None,
                      max_evals: Optional[int] = None, log=None) -> Tensor:
@@ -218,12 +240,7 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
     (float64, decreasing, the ends of the process's own grid); see the module docstring.
     ``n_pilot``/``max_evals`` default by sample size (toy or image); progress goes to ``log``
     (default stderr)."""
-    spec = solvers.get_solver(method)
-    if spec.stochastic or spec.adaptive or spec.grid != "steps":
-        kind = ("stochastic" if spec.stochastic else "adaptive" if spec.adaptive else
-                "laid on its own steps between the grid's ends" if spec.grid == "ends" else "run on noise levels")
-        raise UserError(f"--schedule optimal fits the grid of a fixed-step ODE solver to its error against the exact ODE solution; "
-                        f"solver {method!r} is {kind}")
+    _check_fittable(method)
     K = check_steps(process.default_steps if steps is None else steps)
     options = dict(options or {})
     label_value = _label_value(label)
@@ -255,13 +272,7 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
     x0 = process.sample_prior((n_pilot, *shape), noise=SeededNoise(PILOT_SEED, range(n_pilot)), device=device, dtype=torch.float64)
     lab = None if label_value is None else torch.full((n_pilot,), label_value, dtype=torch.long, device=device)
     modes = {k: v for k, v in options.items() if k in {o.name for o in process.sampling_options}}
-    starts = {}
-    for name in dict.fromkeys([process.default_schedule_name, *START_SCHEDULES]):
-        base, kw = parse_schedule(name)
-        try:
-            starts[name] = process.grid(K, base, **kw).tolist()
-        except UserError:
-            continue  # a schedule this process cannot lay out (e.g. log-uniform from a bound <= 0)
+    starts = _start_grids(process, K)
     first = starts[process.default_schedule_name]
     span = torch.tensor([first[0], first[-2], 0.0] if first[-1] == 0.0 and len(first) > 2 else [first[0], first[-1]], dtype=torch.float64)
     with torch.no_grad():

@@ -5,14 +5,18 @@
   ``K`` integration steps of :meth:`physgen.processes.Process.grid`, or, for a solver whose
   row says ``grid="levels"`` (``ald``), ``K`` Langevin levels of the process (its NCSNv2
   plan when ``K`` is not given) followed by the final denoising step to 0.
-* :func:`sample` looks the solver up in the table (:data:`solvers.SOLVERS`), checks what it
-  needs against what the process offers (one error naming what is missing and which
-  solvers would run), splits the process's sampling modes (Yukawa's ``birth_death``) from
-  the solver's options (checked against the solver's own list), maps the state and the grid
-  where an offer lives in other coordinates (VP's σ form), solves, and refuses to return a
-  result that diverged (non-finite, or far outside the prior's scale).
+* :func:`sample` looks the solver up in the table (:data:`solvers.SOLVERS`), splits the
+  process's sampling modes (Yukawa's ``birth_death``) from the solver's options (checked
+  against the solver's own list), and picks the row that runs: the solver's own where the
+  process offers what it needs, or the row a :class:`solvers.offers.Delegating` offer names
+  (Yukawa's births flow: ``heun``/``euler`` step the births sampler); otherwise one error
+  naming what is missing and which solvers would run.  An offer that is a
+  :class:`solvers.offers.CoordinateChange` (the σ form of an affine Gaussian path: VP) maps
+  the state and the grid to the solver and the result back.  It refuses to return a result
+  that diverged (non-finite, or far outside the prior's scale).
 
-No process name appears here: a process declares what it offers.
+No process name and no solver name appears here: a process declares what it offers, with the
+offer types of :mod:`solvers.offers`.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from torch import Tensor
 
 import solvers
 from solvers.base import Solution
+from solvers.offers import NEED_TABLE, CoordinateChange, Delegating
 from solvers.spec import NEEDS, OptionError, parse_options
 
 from solvers.schedules import SCHEDULES, parse_schedule
@@ -115,8 +120,9 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
     if spec.grid == "levels":
         if schedule is not None:
             raise UserError(f"solver {method!r} runs on the process's geometric noise levels; --schedule does not apply (use --steps L for L levels)")
-        if "score" not in process.capabilities():
-            raise UserError(f"solver {method!r} needs {NEEDS['score']}; process {process.describe()} has none (its kernel is not Gaussian)")
+        caps = process.capabilities()
+        if any(n not in caps for n in spec.needs):
+            raise _missing(spec, process, caps, {})
         if dim is None:
             raise UserError(f"solver {method!r} needs the data dimension to place its levels")
         levels = process.langevin_levels(int(dim), None if steps is None else check_steps(steps))
@@ -148,33 +154,40 @@ def _split_modes(process: Process, options: dict) -> tuple[dict, dict]:
     return modes, {k: v for k, v in options.items() if k not in declared}
 
 
-BIRTH_STEPS = ("heun", "euler")
-"""The step rules of the births sampler: ``--solver heun --birth-death smc`` steps births with Heun."""
+def _in_modes(process: Process, modes: dict) -> str:
+    """``" in mode 'smc'"``: the process's sampling modes that are not its defaults."""
+    set_ = [repr(modes[o.name]) for o in process.sampling_options if modes.get(o.name, o.default) != o.default]
+    return f" in mode {', '.join(set_)}" if set_ else ""
 
 
-def _route(spec: solvers.Spec, process: Process, offers: dict, options: dict) -> tuple[solvers.Spec, dict]:
-    """A process in a births mode offers only ``births``: ``heun``/``euler`` then step the
-    births sampler, in the process's mode (log-weights by the trapezoid rule); the births
-    sampler itself also runs in the process's mode."""
-    births = offers.get("births")
-    if births is None or "flow" in offers:
-        return spec, options
-    if options.get("mode", births.mode) != births.mode:
-        raise UserError(f"--sampler-opt mode={options['mode']} disagrees with the process's --birth-death {births.mode}: "
-                        f"the births sampler runs in the process's mode (give --birth-death only)")
-    if spec.name == "births":
-        return spec, {**options, "mode": births.mode}
-    if spec.name not in BIRTH_STEPS:
-        raise UserError(f"solver {spec.name!r} needs {NEEDS[spec.target]}; process {process.describe()} in mode {births.mode!r} "
-                        f"does not offer it (it offers: births; solvers that run here: births, {', '.join(BIRTH_STEPS)})")
-    return solvers.get_solver("births"), {**options, "method": spec.name, "mode": births.mode}
-
-
-def _missing(spec: solvers.Spec, process: Process, caps) -> UserError:
-    need = next(n for n in spec.needs if n not in caps)
+def _runs_here(caps) -> list[str]:
+    """The rows that run where a process meets the needs ``caps``: those whose needs it meets,
+    and those served by an offer of a :class:`solvers.offers.Delegating` type."""
     runs = [n for n, s in solvers.SOLVERS.items() if all(k in caps for k in s.needs) and not n.startswith(solvers.TORCHDIFFEQ_PREFIX)]
-    return UserError(f"solver {spec.name!r} needs {NEEDS[need]}; process {process.describe()} does not offer it "
-                     f"(it offers: {', '.join(sorted(caps))}; solvers that run here: {', '.join(runs)})")
+    offer_types = [NEED_TABLE[need].protocol for need in sorted(caps)]
+    return runs + [n for t in offer_types if isinstance(t, type) and issubclass(t, Delegating) for n in t.serves if n not in runs]
+
+
+def _route(spec: solvers.Spec, process: Process, offers: dict, caps, modes: dict, options: dict) -> tuple[solvers.Spec, dict]:
+    """The row that runs and its options: ``spec`` itself where the process offers what it
+    needs; the row a :class:`~solvers.offers.Delegating` offer names where the offer runs or
+    serves ``spec`` (Yukawa's births flow: heun/euler step the births sampler, in the
+    process's mode); else one error naming what is missing and which solvers would run."""
+    for offer in offers.values():
+        if isinstance(offer, Delegating) and (spec.name == offer.runs or spec.name in offer.serves):
+            try:
+                return solvers.get_solver(offer.runs), {**options, **offer.solver_options(spec.name, options)}
+            except ValueError as exc:
+                raise UserError(str(exc)) from None
+    if all(n in caps for n in spec.needs):
+        return spec, options
+    raise _missing(spec, process, caps, modes)
+
+
+def _missing(spec: solvers.Spec, process: Process, caps, modes: dict) -> UserError:
+    need = next(n for n in spec.needs if n not in caps)
+    return UserError(f"solver {spec.name!r} needs {NEEDS[need]}; process {process.describe()}{_in_modes(process, modes)} "
+                     f"does not offer it (it offers: {', '.join(sorted(caps))}; solvers that run here: {', '.join(_runs_here(caps))})")
 
 
 def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = "heun", *, noise: Optional[SeededNoise] = None,
@@ -183,9 +196,7 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
     spec = solver_spec(method)
     modes, options = _split_modes(process, options)
     offers, caps = process.offers(field, label, **modes), process.capabilities(**modes)
-    spec, options = _route(spec, process, offers, options)
-    if any(n not in caps for n in spec.needs):
-        raise _missing(spec, process, caps)
+    spec, options = _route(spec, process, offers, caps, modes, options)
     try:
         options = spec.check_options(options)
     except OptionError as exc:  # name the flag too: --steps-per-level, --snr, ... or --sampler-opt KEY=VALUE
@@ -194,22 +205,11 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
     if spec.stochastic and noise is not None:
         options["noise"] = noise
     target = offers[spec.target]
-    x, s = x0, schedule
-    state_scale = None
-    if callable(getattr(target, "scale_of", None)):  # an offer in other coordinates (VP's σ form)
-        t = torch.as_tensor(schedule, dtype=torch.float64).cpu()
-        state_scale = target.scale_of(t)
-        s = target.sigma_of(t)
-        x = x0 / float(state_scale[0])
-    sol = spec.fn(target, x, s, **options)
-    if state_scale is not None:
-        sol.x = sol.x * float(state_scale[-1])
-        traj = sol.stats.trajectory
-        if traj is not None:  # x = a(σ) x̄ at the σ of each recorded state: the grid's, or the solver's own (dpm-fast)
-            points = torch.as_tensor(sol.stats.extra.get("grid", s), dtype=torch.float64)
-            if points.shape[0] == traj.shape[0]:
-                scale = target.scale_of_sigma(points).to(sol.x.device, sol.x.dtype)
-                sol.stats.trajectory = traj * scale.reshape(-1, *[1] * x0.dim())
+    if isinstance(target, CoordinateChange):  # an offer in coordinates of its own (VP's σ form)
+        x, s = target.to_solver(x0, schedule)
+        sol = target.from_solver(spec.fn(target, x, s, **options), schedule)
+    else:
+        sol = spec.fn(target, x0, schedule, **options)
     sol.stats.extra.update(modes)  # the process's sampling modes (Yukawa's birth_death), recorded with the result
     s_first, s_last = torch.as_tensor(schedule, dtype=torch.float64)[[0, -1]].tolist()
     x_data, x0_data = sol.x / process.signal_scale(s_last), x0 / process.signal_scale(s_first)  # in the data's units
@@ -308,15 +308,14 @@ def solver_rows(process: Optional[Process] = None, **modes) -> list[dict]:
     its note, :attr:`solvers.Spec.order_text`), stochastic, adaptive, and (for a process)
     whether it runs there or what is missing."""
     caps = process.capabilities(**modes) if process is not None else None
+    runs = _runs_here(caps) if process is not None else []
     rows = []
     for name, spec in solvers.SOLVERS.items():
         row = {"name": name, "needs": " + ".join(spec.needs), "order": spec.order_text, "nfe_per_step": spec.nfe_text,
                "stochastic": spec.stochastic, "adaptive": spec.adaptive, "reference": spec.reference,
                "options": ", ".join(o.name for o in spec.options)}
         if caps is not None:
-            missing = [n for n in spec.needs if n not in caps]
-            if "births" in caps and spec.name in BIRTH_STEPS:
-                missing = []
+            missing = [] if name in runs else [n for n in spec.needs if n not in caps]
             row["runs"] = "yes" if not missing else f"no: needs {missing[0]}"
         rows.append(row)
     return rows

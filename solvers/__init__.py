@@ -4,7 +4,7 @@ ONE table, :data:`SOLVERS`: name -> :class:`~solvers.spec.Spec` (the function, w
 needs, its order, its NFE per step, whether it is adaptive or stochastic, and its typed
 options).  ``solve(target, x, schedule, method=NAME, **options)`` works for every name in
 the table, given the object that name needs (a flow, a denoiser-form flow, an SDE, a
-Gaussian transition, a score, a births flow: :mod:`solvers.spec`).  Every fixed-step method
+Gaussian transition, a score, a births flow: :mod:`solvers.offers`).  Every fixed-step method
 is a step rule run by the one step loop, :func:`solvers._loop.run_steps`; a new solver is
 one function and one row (:func:`register_solver` for solvers defined elsewhere).
 """
@@ -47,6 +47,7 @@ from .schedules import (
     vp_time_schedule,
 )
 from .sde import euler_maruyama
+from .offers import NEED_TABLE, BirthsOffer, CoordinateChange, Delegating, Need, Score
 from .spec import NEEDS, Option, OptionError, Spec
 from .stochastic import ddpm_ancestral, edm_sde, pc
 from .unipc import unipc_bh1, unipc_bh2
@@ -58,6 +59,7 @@ __all__ = [
     # contract
     "Flow", "DenoiserFlow", "SDE", "GaussianTransition", "SolverStats", "Solution", "Counted", "NoiseFn",
     "DenoiserFormError", "SolverError", "as_schedule", "scale_batch", "default_noise", "Spec", "Option", "OptionError", "NEEDS",
+    "Need", "NEED_TABLE", "Score", "CoordinateChange", "Delegating", "BirthsOffer",
     # solvers
     "euler", "midpoint", "heun", "rk3", "rk4", "rk4_38", "explicit_rk", "ButcherTableau", "TABLEAUX",
     "lms", "adams_bashforth_coefficients", "dpm2", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "unipc_bh1", "unipc_bh2", "deis", "ipndm",
@@ -186,7 +188,7 @@ def withheld(name: str) -> Optional[str]:
 
 def solve(target, x, schedule, method: str = "heun", **options) -> Solution:
     """Integrate with the solver called ``method``, handing it ``target`` (the object its
-    first need names: :mod:`solvers.spec`); options are checked against its own list."""
+    first need names: :mod:`solvers.offers`); options are checked against its own list."""
     spec = get_solver(method)
     require(target, spec.target, method)
     return spec.fn(target, x, schedule, **options)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .offers import NEED_TABLE
 from .base import Counted, DenoiserFormError, NoiseFn, Solution, SolverStats, as_schedule, default_noise
 
 __all__ = [
@@ -79,24 +80,19 @@ def check_batch(x: Tensor, name: str) -> None:
         raise TypeError(f"{name}: x must be floating point, got {x.dtype}")
 
 
-NEED_METHODS = {"denoiser": ("denoise",), "sde": ("drift", "diffusion"), "transition": ("score", "marginal", "transition"),
-                "score": ("score",)}
-
-
 def require(target, need: str, name: str) -> None:
-    """``TypeError`` (``DenoiserFormError`` for the denoiser form) when ``target`` lacks what ``need`` means."""
-    missing = [m for m in NEED_METHODS.get(need, ()) if not callable(getattr(target, m, None))]
-    if need in ("flow", "births") and not callable(target):
-        missing = ["__call__"]
-    if need == "score" and callable(target):  # a bare score function is a score target
-        missing = []
+    """``TypeError`` (``DenoiserFormError`` for the denoiser form) when ``target`` lacks what ``need``
+    means (:data:`solvers.offers.NEED_TABLE`)."""
+    spec = NEED_TABLE[need]
+    missing = spec.missing(target)
     if not missing:
         return
     what = type(getattr(target, "target", target)).__name__
     if need == "denoiser":
         raise DenoiserFormError(f"{name} needs a flow of the denoiser form dx/ds = (x - D(x, s))/s exposing "
                                 f"denoise(x, s); {what} has no denoise method")
-    raise TypeError(f"{name} needs {need} ({', '.join(NEED_METHODS.get(need, ('a callable',)))}); {what} lacks {', '.join(missing)}")
+    methods = ", ".join("a callable" if m == "__call__" else m for m in spec.methods)
+    raise TypeError(f"{name} needs {need} ({methods}); {what} lacks {', '.join(missing)}")
 
 
 def check_tolerances(name: str, rtol: float, atol: float) -> None:

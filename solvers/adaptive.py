@@ -106,15 +106,7 @@ def dopri5(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[
         while not progress.finished():
             t, target = progress.t, progress.target
             h_eff, hits = progress.clip(h)
-            hx = h_eff.to(dt).view(bshape)
-            ks = [k1]
-            y = x
-            for j in range(1, 7):
-                y = torch.addcmul(x, hx, combine(ks[0].mul(DOPRI5_A[j][0]), ks[1:], DOPRI5_A[j][1:], 1.0))
-                tj = torch.where(hits, target, t + h_eff) if j >= 5 else t + DOPRI5_C[j] * h_eff
-                ks.append(f(y, tj.to(dt)))
-            x5, k7 = y, ks[6]
-            err = hx * combine(ks[0].mul(DOPRI5_E[0]), ks[1:], DOPRI5_E[1:], 1.0)
+            x5, k7, err = _dopri5_step(f, x, k1, t, h_eff, target, hits)
             sc = torch.maximum(x.abs(), x5.abs()).mul_(rtol).add_(atol)
             q = _rms(err / sc).to(tdt)
             q = torch.where(torch.isfinite(q), q, torch.full_like(q, math.inf))
@@ -130,6 +122,19 @@ def dopri5(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[
             h = torch.where(active, h_eff * fac, h)
             progress.advance(accept, hits, h_eff, x)
     return finish_per_sample(f, x, x0, pts, last_euler, progress, return_trajectory)
+
+
+def _dopri5_step(f, x: Tensor, k1: Tensor, t: Tensor, h: Tensor, target: Tensor, hits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """One Dormand-Prince step of size ``h`` (``[B]``) from ``(x, t)`` with ``k_1`` given:
+    ``(x_{n+1}, k_7, err)``; a sample that ``hits`` its target takes its last stages exactly there."""
+    hx = h.to(x.dtype).view((x.shape[0],) + (1,) * (x.dim() - 1))
+    ks = [k1]
+    y = x
+    for j in range(1, 7):
+        y = torch.addcmul(x, hx, combine(ks[0].mul(DOPRI5_A[j][0]), ks[1:], DOPRI5_A[j][1:], 1.0))
+        tj = torch.where(hits, target, t + h) if j >= 5 else t + DOPRI5_C[j] * h
+        ks.append(f(y, tj.to(x.dtype)))
+    return y, ks[6], hx * combine(ks[0].mul(DOPRI5_E[0]), ks[1:], DOPRI5_E[1:], 1.0)
 
 
 class PerSampleProgress:

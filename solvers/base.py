@@ -3,7 +3,7 @@
 A solver integrates ``dx/ds = v(x, s)`` (or an SDE) over a schedule ``s_0, s_1, ..., s_K``
 (strictly monotone; generation runs it decreasing) for a whole batch at once.  It knows
 nothing of physics: it receives a *target* object, one of the protocols below, and the
-table (:mod:`solvers.spec`) says which one each solver needs.  ``s`` is always handed to the
+table (:mod:`solvers.spec`) says which one each solver needs (each need and its protocol: :mod:`solvers.offers`).  ``s`` is always handed to the
 target as a tensor shaped ``[B]`` (one scale per sample), so adaptive solvers can keep a
 different scale per sample.
 

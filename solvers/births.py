@@ -43,11 +43,10 @@ from torch import Tensor
 
 from ._loop import StepRule, run_steps
 from .base import Solution, as_schedule
+from .offers import BIRTH_MODES, BIRTH_STEPS
 from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, Option, takes
 
 __all__ = ["births", "systematic_resample", "effective_sample_size", "BIRTH_MODES"]
-
-BIRTH_MODES = ("smc", "weights", "off")
 
 
 def effective_sample_size(log_w: Tensor) -> Tensor:
@@ -157,7 +156,7 @@ class Births(StepRule):
 
 
 @takes("births", Option("mode", str, "smc", "smc (resample at low ESS), weights (resample once at the end) or off", choices=BIRTH_MODES),
-       Option("method", str, "heun", "step rule for x: heun or euler (log-weights by the trapezoid rule)", choices=("heun", "euler")),
+       Option("method", str, "heun", "step rule for x: heun or euler (log-weights by the trapezoid rule)", choices=BIRTH_STEPS),
        Option("ess_threshold", float, 0.5, "smc: resample when ESS/n falls below this", lo=0.0, hi=1.0),
        Option("rate_offset", float, None, "constant subtracted from the rate (default: the target's rate_offset, else 0)", none_ok=True),
        Option("rate_clip", float, None, "clip the rate from above (reported)", lo=0.0, lo_open=True, none_ok=True),

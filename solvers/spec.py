@@ -8,26 +8,8 @@ the solver takes), and calls ``spec.fn(target, x, schedule, **options)``.  Addin
 is one function and one row.
 
 Needs (the first entry names the object the solver is handed; the rest are capabilities
-the dispatcher checks against what a process offers):
-
-``flow``
-    ``v(x, s) = dx/ds``: a callable of ``x [B, ...]`` and ``s [B]``.
-``denoiser``
-    a flow of the form ``dx/dσ = (x - D(x, σ))/σ`` exposing ``denoise(x, σ)`` (EDM, VE,
-    PFGM++, Yukawa in ``z``; VP through ``x̄ = x/a``, ``σ = b/a``).
-``sde``
-    a reverse-time SDE with ``drift(x, s)`` and ``diffusion(s)`` (``g``).
-``transition``
-    a Gaussian process's exact transition ``transition(s, s_next) -> (r, G²)`` with
-    ``x_s = r x_{s_next} + G z``, its ``score(x, s)`` and its ``marginal(s) -> (a, b)``.
-``score``
-    a score ``score(x, s) = ∇ log p_s(x)``, optionally with ``marginal(s) -> (a, b)`` (the
-    noise std ``b`` sets Langevin step sizes; without it, ``b`` is the level, as for VE).
-``gaussian``
-    a capability, not an object: the perturbation kernel is Gaussian, so injecting
-    ``N(0, σ²)`` noise keeps the marginals (ancestral and SDE samplers on the denoiser).
-``births``
-    ``joint(x, s) -> (v, κ)``: a flow with a per-particle death rate (GenPhys, Yukawa).
+the dispatcher checks against what a process offers) are defined once, with their
+protocols, in :data:`solvers.offers.NEED_TABLE`; :data:`NEEDS` is their words.
 """
 from __future__ import annotations
 
@@ -36,17 +18,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
+from .offers import NEED_TABLE
+
 __all__ = ["Option", "Spec", "NEEDS", "OptionError", "LOOP_OPTIONS", "STOCHASTIC_OPTIONS", "takes", "parse_options", "tolerance"]
 
-NEEDS = {
-    "flow": "dx/ds = v(x, s)",
-    "denoiser": "the denoiser form dx/dσ = (x - D(x, σ))/σ with denoise(x, σ)",
-    "sde": "a reverse-time SDE (drift, diffusion)",
-    "transition": "the exact Gaussian transition x_s = r x_s' + G z with the score",
-    "score": "the score ∇log p_s(x) with the marginal noise std",
-    "gaussian": "a Gaussian perturbation kernel (noise injection keeps the marginals)",
-    "births": "a flow with a death rate κ (births and deaths)",
-}
+NEEDS = {name: need.words for name, need in NEED_TABLE.items()}
 """What a solver can need, in words (``--list-solvers`` and error messages use these)."""
 
 MAX_INT_OPTION = 10**7  # no solver option counts more than this (steps, orders, levels)

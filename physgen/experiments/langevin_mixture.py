@@ -32,7 +32,7 @@ from physgen.errors import UserError
 from physgen.metrics import mode_weights
 from physgen.noise import SeededNoise
 from physgen.processes import make_process
-from physgen.processes.ncsnv2 import ncsnv2_levels
+from physgen.ncsnv2_plan import ncsnv2_levels
 from physgen.io import save_figure, atomic_write, ensure_dir, write_json
 
 OUTPUTS = ("langevin_mixture.png", "weights.json", "weights.csv")  # what the experiment writes into --out

@@ -101,85 +101,105 @@ def posterior_mean(
     q = x.shape[0]
     xf = x.reshape(q, -1)
     yf = points.reshape(points.shape[0], -1).to(xf.dtype)
-    p = yf.shape[0]
     if xf.shape[1] != yf.shape[1]:
         raise ValueError(f"queries have {xf.shape[1]} dims but points have {yf.shape[1]}")
     if label is not None and point_labels is None:
         raise ValueError("a label was given but this exact field has no point labels")
-    s = s.to(xf.dtype)
-    y_sq = (yf * yf).sum(1)
-    fast = isinstance(log_profile, GaussianProfile) and pair_value is None
-    if fast:
-        x_aug = log_profile.augment(xf, s)
-        y_aug = torch.cat([yf, y_sq[:, None]], dim=1)
-    a = torch.ones(q, dtype=xf.dtype, device=xf.device) if alpha is None else alpha.to(xf.dtype)
-    floor = flush_floor(xf.dtype)
-
-    # Block shape: every point in one block while that leaves >= ONE_BLOCK_MIN_ROWS query
-    # rows (no running rescale at all); else STREAM_ROWS rows against column blocks.
-    if chunk_elems // max(p, 1) >= ONE_BLOCK_MIN_ROWS:
-        rows, cols = max(1, min(q, chunk_elems // p)), p
-    else:
-        rows = max(1, min(q, STREAM_ROWS))
-        cols = max(1, min(p, chunk_elems // rows))
+    blocks = _Blocks(xf, yf, s.to(xf.dtype), log_profile, alpha, point_labels, label, pair_value, chunk_elems)
     mean = torch.empty_like(xf)
     extra = torch.empty(q, dtype=xf.dtype, device=xf.device) if pair_value is not None else None
+    for r0 in range(0, q, blocks.rows):
+        r1 = r0 + blocks.rows
+        mean[r0:r1], row_extra = blocks.rows_mean(r0)
+        if extra is not None:
+            extra[r0:r1] = row_extra.squeeze(1)
+    if label is not None and not bool(torch.isfinite(mean).all()):
+        raise ValueError("a requested label has no points in this exact field")
+    mean = mean.reshape(x.shape)
+    return (mean, extra) if extra is not None else mean
 
-    def block(r0: int, c0: int) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
-        """Log-weights, the label match mask and (when needed) squared distances of a block."""
-        r1, c1 = r0 + rows, c0 + cols
-        if fast:
-            logw, sq = x_aug[r0:r1] @ y_aug[c0:c1].T, None
+
+class _Blocks:
+    """The operands of :func:`posterior_mean`, prepared once, and its steps on one block of
+    ``rows`` queries against ``cols`` points: the log-weights, the weights, their sums, and
+    the streaming log-sum-exp over a row's blocks."""
+
+    def __init__(self, xf: Tensor, yf: Tensor, s: Tensor, log_profile: LogProfile, alpha: Optional[Tensor],
+                 point_labels: Optional[Tensor], label: Optional[Tensor], pair_value, chunk_elems: int):
+        q, p = xf.shape[0], yf.shape[0]
+        self.xf, self.yf, self.s, self.log_profile, self.p = xf, yf, s, log_profile, p
+        self.point_labels, self.label, self.pair_value = point_labels, label, pair_value
+        self.y_sq = (yf * yf).sum(1)
+        self.fast = isinstance(log_profile, GaussianProfile) and pair_value is None
+        if self.fast:
+            self.x_aug = log_profile.augment(xf, s)
+            self.y_aug = torch.cat([yf, self.y_sq[:, None]], dim=1)
+        self.a = torch.ones(q, dtype=xf.dtype, device=xf.device) if alpha is None else alpha.to(xf.dtype)
+        self.floor = flush_floor(xf.dtype)
+        # Block shape: every point in one block while that leaves >= ONE_BLOCK_MIN_ROWS query
+        # rows (no running rescale at all); else STREAM_ROWS rows against column blocks.
+        if chunk_elems // max(p, 1) >= ONE_BLOCK_MIN_ROWS:
+            self.rows, self.cols = max(1, min(q, chunk_elems // p)), p
         else:
-            xr, ar = xf[r0:r1], a[r0:r1, None]
+            self.rows = max(1, min(q, STREAM_ROWS))
+            self.cols = max(1, min(p, chunk_elems // self.rows))
+        # With few dims, sum and mean come out of one GEMM against [y, 1] (one pass over the
+        # weights less); with many, the extra copy of the points would cost more than it saves.
+        self.y_one = torch.cat([yf, torch.ones_like(yf[:, :1])], dim=1) if yf.shape[1] <= SUM_BY_GEMM_MAX_DIMS else None
+
+    def block(self, r0: int, c0: int) -> tuple[Tensor, Optional[Tensor], Optional[Tensor]]:
+        """Log-weights, the label match mask and (when needed) squared distances of a block."""
+        r1, c1 = r0 + self.rows, c0 + self.cols
+        if self.fast:
+            logw, sq = self.x_aug[r0:r1] @ self.y_aug[c0:c1].T, None
+        else:
+            xr, ar = self.xf[r0:r1], self.a[r0:r1, None]
             # ‖x - a y‖² = ‖x‖² - 2a x·y + a²‖y‖², clamped: rounding can make it slightly negative
-            sq = (xr * xr).sum(1, keepdim=True) - 2.0 * ar * (xr @ yf[c0:c1].T)
-            sq = sq.add_(ar**2 * y_sq[c0:c1]).clamp_min_(0.0)
-            logw = log_profile(sq, s[r0:r1, None])
+            sq = (xr * xr).sum(1, keepdim=True) - 2.0 * ar * (xr @ self.yf[c0:c1].T)
+            sq = sq.add_(ar**2 * self.y_sq[c0:c1]).clamp_min_(0.0)
+            logw = self.log_profile(sq, self.s[r0:r1, None])
         match = None
-        if label is not None:  # a negative (null) label keeps every point: an unconditional row
-            lab = label[r0:r1, None]
-            match = (point_labels[c0:c1][None, :] == lab) | (lab < 0)
+        if self.label is not None:  # a negative (null) label keeps every point: an unconditional row
+            lab = self.label[r0:r1, None]
+            match = (self.point_labels[c0:c1][None, :] == lab) | (lab < 0)
             logw = logw.masked_fill(~match, -torch.inf)
         return logw, match, sq
 
-    # With few dims, sum and mean come out of one GEMM against [y, 1] (one pass over the
-    # weights less); with many, the extra copy of the points would cost more than it saves.
-    y_one = torch.cat([yf, torch.ones_like(yf[:, :1])], dim=1) if yf.shape[1] <= SUM_BY_GEMM_MAX_DIMS else None
-
-    def weights(logw: Tensor, match: Optional[Tensor], shift: Tensor) -> Tensor:
+    def weights(self, logw: Tensor, match: Optional[Tensor], shift: Tensor) -> Tensor:
         """``exp(max(logw - shift, floor))``, zero off the label's points (see :func:`flush_floor`).
 
         In place on ``logw`` (a fresh block), unless autograd tracks it (the likelihood
         differentiates the field) or ``pair_value`` still needs the squared distances and the
         profile handed them back as they were."""
-        if logw.requires_grad or pair_value is not None:
-            w = torch.exp(torch.clamp(logw, min=shift + floor) - shift)
+        if logw.requires_grad or self.pair_value is not None:
+            w = torch.exp(torch.clamp(logw, min=shift + self.floor) - shift)
             return w if match is None else w.masked_fill(~match, 0.0)
-        w = torch.clamp_(logw, min=shift + floor).sub_(shift).exp_()
+        w = torch.clamp_(logw, min=shift + self.floor).sub_(shift).exp_()
         return w if match is None else w.masked_fill_(~match, 0.0)
 
-    def weighted(w: Tensor, c0: int) -> tuple[Tensor, Tensor]:
+    def weighted(self, w: Tensor, c0: int) -> tuple[Tensor, Tensor]:
         """``(Σ_j w_j, Σ_j w_j y_j)`` over the block's points."""
-        if y_one is None:
-            return w.sum(1, keepdim=True), w @ yf[c0 : c0 + cols]
-        both = w @ y_one[c0 : c0 + cols]
+        if self.y_one is None:
+            return w.sum(1, keepdim=True), w @ self.yf[c0 : c0 + self.cols]
+        both = w @ self.y_one[c0 : c0 + self.cols]
         return both[:, -1:], both[:, :-1]
 
-    for r0 in range(0, q, rows):
-        r1 = r0 + rows
-        run_max = torch.full((min(rows, q - r0), 1), -torch.inf, dtype=xf.dtype, device=xf.device)
+    def rows_mean(self, r0: int) -> tuple[Tensor, Optional[Tensor]]:
+        """The posterior means of rows ``r0:r0+rows`` (and of ``pair_value``), streaming the
+        log-sum-exp across the point blocks: each block's sums are rescaled to the running maximum."""
+        xf, floor, r1 = self.xf, self.floor, r0 + self.rows
+        run_max = torch.full((min(self.rows, xf.shape[0] - r0), 1), -torch.inf, dtype=xf.dtype, device=xf.device)
         run_sum = torch.zeros_like(run_max)
         run_mean = torch.zeros_like(xf[r0:r1])
-        run_extra = torch.zeros_like(run_max) if pair_value is not None else None
-        for c0 in range(0, p, cols):
-            logw, match, sq = block(r0, c0)
+        run_extra = torch.zeros_like(run_max) if self.pair_value is not None else None
+        for c0 in range(0, self.p, self.cols):
+            logw, match, sq = self.block(r0, c0)
             new_max = torch.maximum(run_max, logw.amax(1, keepdim=True))
             safe_max = torch.where(torch.isfinite(new_max), new_max, torch.zeros_like(new_max))
-            w = weights(logw, match, safe_max)
-            block_sum, block_mean = weighted(w, c0)
-            block_extra = (w * pair_value(sq, s[r0:r1, None])).sum(1, keepdim=True) if run_extra is not None else None
-            if cols >= p:  # the only block: nothing to rescale
+            w = self.weights(logw, match, safe_max)
+            block_sum, block_mean = self.weighted(w, c0)
+            block_extra = (w * self.pair_value(sq, self.s[r0:r1, None])).sum(1, keepdim=True) if run_extra is not None else None
+            if self.cols >= self.p:  # the only block: nothing to rescale
                 run_sum, run_mean, run_extra = block_sum, block_mean, block_extra
             else:
                 rescale = torch.exp(torch.clamp(run_max - safe_max, min=floor))
@@ -188,13 +208,7 @@ def posterior_mean(
                 if run_extra is not None:
                     run_extra = run_extra * rescale + block_extra
             run_max = new_max
-        mean[r0:r1] = run_mean / run_sum
-        if extra is not None:
-            extra[r0:r1] = (run_extra / run_sum).squeeze(1)
-    if label is not None and not bool(torch.isfinite(mean).all()):
-        raise ValueError("a requested label has no points in this exact field")
-    mean = mean.reshape(x.shape)
-    return (mean, extra) if extra is not None else mean
+        return run_mean / run_sum, None if run_extra is None else run_extra / run_sum
 
 
 class ExactField:

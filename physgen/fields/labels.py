@@ -24,6 +24,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, Optional
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -61,8 +62,6 @@ def label_tensor(label: Any, batch: int, device=None) -> Tensor:
         t = torch.tensor(int(label), dtype=torch.long, device=device)
     else:
         try:
-            import numpy as np
-
             if isinstance(label, np.ndarray) and label.dtype.kind in "iu":
                 t = torch.as_tensor(label, dtype=torch.long, device=device)
             else:

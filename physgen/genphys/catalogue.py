@@ -18,7 +18,9 @@ import torch
 
 from ..errors import UserError, unknown_name
 from .framework import PhysicalProcess, Verdict, classify
+from ..kernels.kac import kac_log_density, kac_offsets, kac_variance
 from ..kernels.nig import nig_log_density, nig_offsets
+from .fields import HeatFields, LaplaceFields, PoissonFields, YukawaFields
 
 __all__ = [
     "Heat", "Poisson", "Laplace", "YukawaPDE", "Helmholtz", "Wave", "DampedWave", "Telegrapher", "KleinGordon", "Schrodinger",
@@ -57,8 +59,6 @@ class Heat(PhysicalProcess):
         return math.sqrt(2 * t) * torch.randn(n, n_dim, generator=generator, dtype=torch.float64)
 
     def point_fields(self, points):
-        from .fields import HeatFields
-
         return HeatFields(points)
 
 
@@ -89,8 +89,6 @@ class Poisson(PhysicalProcess):
         return t * g / xi.abs()
 
     def point_fields(self, points):
-        from .fields import PoissonFields
-
         return PoissonFields(points)
 
 
@@ -129,8 +127,6 @@ class Laplace(PhysicalProcess):
         return t * g / chi2.sqrt()
 
     def point_fields(self, points):
-        from .fields import LaplaceFields
-
         return LaplaceFields(points, self.D)
 
     def make_process(self, **options):
@@ -174,8 +170,6 @@ class YukawaPDE(PhysicalProcess):
         return nig_offsets((n, n_dim), z, self.m, generator, dtype=torch.float64)
 
     def point_fields(self, points):
-        from .fields import YukawaFields
-
         return YukawaFields(points, self.m)
 
     def make_process(self, **options):
@@ -329,8 +323,6 @@ class Telegrapher(_DampedWaveBase):
         rho = np.asarray(rho, dtype=float)
         if self.a == 0:
             return np.zeros_like(rho)
-        from ..kernels.kac import kac_log_density
-
         return kac_log_density(torch.from_numpy(rho), torch.tensor(float(t), dtype=torch.float64), self.a, self.c).exp().numpy()
 
     def atoms(self, t):
@@ -339,16 +331,12 @@ class Telegrapher(_DampedWaveBase):
     def length(self, t):
         if self.a == 0:
             return self.c * t
-        from ..kernels.kac import kac_variance
-
         return math.sqrt(float(kac_variance(torch.tensor(float(t), dtype=torch.float64), self.a, self.c)))
 
     def sample_kernel(self, n, t, n_dim, generator=None):
         if self.a == 0:
             sign = torch.randint(0, 2, (n, n_dim), generator=generator, dtype=torch.float64) * 2 - 1
             return self.c * t * sign
-        from ..kernels.kac import kac_offsets
-
         return kac_offsets((n, n_dim), torch.full((n,), float(t), dtype=torch.float64), self.a, self.c, generator, dtype=torch.float64)
 
 

@@ -42,6 +42,7 @@ import torch
 from torch import Tensor
 
 from ..errors import UserError
+from ..processes import make_process
 
 __all__ = ["PhysicalProcess", "Verdict", "check_c1", "check_c2", "classify", "radial_kernel_grid", "hankel_inverse"]
 
@@ -103,8 +104,6 @@ class PhysicalProcess(ABC):
         """The physgen process this PDE becomes (lazily by name), e.g. ``yukawa`` for Yukawa."""
         if self.generative_process is None:
             raise UserError(f"{self.name!r} is not a generative process ({self.expected or 'fails C1/C2'})")
-        from ..processes import make_process
-
         return make_process(self.generative_process, **options)
 
     def __repr__(self) -> str:
@@ -168,7 +167,7 @@ def hankel_inverse(fhat: Callable[[np.ndarray], np.ndarray], rho: np.ndarray, n_
     ``N = 1`` (``(1/π) ∫ f̂ cos kρ dk``) and ``N = 3`` (``(1/(2π²)) ∫ f̂ k² sinc dk``), ``J_0``
     for ``N = 2``.
     """
-    from scipy.special import j0, jv
+    from scipy.special import j0, jv  # scipy, loaded only by this diagnostic transform (an import of seconds)
 
     k = np.linspace(0.0, k_max, n_k)
     fk = np.real(fhat(k))

@@ -3,7 +3,7 @@
 Every process perturbs data ``y`` into ``x`` at a scale ``s`` and generates by integrating
 ``dx/ds = v(x, s)`` (or an SDE) from ``s_max`` (prior) down to ``s_min`` or 0 (data);
 DESIGN.md §1.  A process knows no network and no solver.  It *offers* a field to the
-solvers (:meth:`Process.offers`: need -> object, the needs of :mod:`solvers.spec`) and maps
+solvers (:meth:`Process.offers`: need -> object, the needs of :data:`solvers.offers.NEED_TABLE`) and maps
 a step count to its grid (:meth:`Process.grid`, the one discretisation every command uses).
 """
 from __future__ import annotations
@@ -29,7 +29,7 @@ DEFAULT_STEPS = 18
 
 
 class NoScoreError(TypeError):
-    """The process's field gives no score (its kernel is not Gaussian)."""
+    """The process offers no score (a non-Gaussian kernel, or a path that has none)."""
 
 
 def check_scale_range(name_min: str, s_min: float, name_max: str, s_max: float) -> None:
@@ -145,7 +145,7 @@ class Process(ABC):
 
     # --- what the process gives the solvers ------------------------------------------
     def capabilities(self, **modes) -> frozenset:
-        """The needs (:data:`solvers.spec.NEEDS`) this process meets for any field of its kind."""
+        """The needs (:data:`solvers.offers.NEED_TABLE`) this process meets for any field of its kind."""
         return frozenset({"flow"})
 
     def offers(self, field: FieldEstimator, label: Optional[Tensor] = None, **modes) -> dict:
@@ -204,12 +204,12 @@ class Process(ABC):
         raise UserError(f"process {self.name!r} has no prior density for the likelihood")
 
     def score(self, field: FieldEstimator, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
-        raise NoScoreError(f"process {self.name!r} has no score: its kernel is not Gaussian")
+        raise NoScoreError(f"process {self.describe()} offers no score (it offers: {', '.join(sorted(self.capabilities()))})")
 
     def sde(self, field: FieldEstimator, label: Optional[Tensor] = None) -> Any:
         """The reverse SDE with its exact transition (``offers(field)["sde"]``; Gaussian kernels only)."""
         if "sde" not in self.capabilities():
-            raise NoScoreError(f"process {self.describe()} has no reverse SDE: its kernel is not Gaussian")
+            raise NoScoreError(f"process {self.describe()} offers no reverse SDE (it offers: {', '.join(sorted(self.capabilities()))})")
         return self.offers(field, label)["sde"]
 
     def analytic_field(self, mixture) -> FieldEstimator:

@@ -24,6 +24,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
+from solvers.base import Solution
+from solvers.offers import CoordinateChange
 from solvers.schedules import EDM_RHO
 from solvers.spec import OptionError
 
@@ -33,11 +35,11 @@ from ..fields.exact import ExactField, GaussianProfile
 from ..fields.kinds import FieldEstimator, convert_gaussian, expand_as_batch
 from ..fields.neural import DenoiserPreconditioning, EpsPreconditioning, NeuralField, ScorePreconditioning
 from ..kernels import GaussianKernel
-from .base import DenoiserFlow, KernelPrior, Process, ProcessFlow, check_prior_mean, check_scale_range, draw, prior_centre
+from .base import DenoiserFlow, KernelPrior, NoScoreError, Process, ProcessFlow, check_prior_mean, check_scale_range, draw, prior_centre
 from .discrete_vp import DiscreteBetas
-from .ncsnv2 import ncsnv2_levels
+from .ncsnv2 import geometric_levels, level_count
 
-__all__ = ["GaussianSDE", "GaussianMarginal", "DenoiserProcess", "SigmaForm", "EDM", "VE", "VP", "data_scales", "GAUSSIAN_NEEDS"]
+__all__ = ["GaussianSDE", "GaussianMarginal", "DenoiserProcess", "SigmaForm", "LogNormalSigma", "EDMParts", "EDM", "VE", "VP", "data_scales", "GAUSSIAN_NEEDS"]
 
 GAUSSIAN_NEEDS = frozenset({"sde", "transition", "score", "gaussian"})
 """What a Gaussian kernel adds to the needs a process meets (:mod:`solvers.spec`)."""
@@ -54,6 +56,21 @@ def data_scales(data: Tensor) -> dict:
         raise UserError(f"need at least 2 finite data points to set the scales, got shape {tuple(data.shape)}")
     cov = torch.cov(sub.T).reshape(sub.shape[1], sub.shape[1])
     return {"mean": sub.mean(0).tolist(), "std": float(sub.std()), "lambda_max": float(torch.linalg.eigvalsh(cov)[-1])}
+
+
+class LogNormalSigma:
+    """EDM's training law (arXiv 2206.00364, Table 1): ``ln σ ~ N(P_mean, P_std²)``."""
+
+    def __init__(self, p_mean, p_std):
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (p_mean, p_std))
+        if not (ok and p_std > 0):
+            raise UserError(f"need a finite p_mean and p_std > 0, got p_mean={p_mean!r}, p_std={p_std!r}")
+        self.p_mean, self.p_std = float(p_mean), float(p_std)
+
+    def draw(self, n, *, generator=None, device=None, dtype=None) -> Tensor:
+        """``σ = exp(P_mean + P_std ξ)``, ``ξ ~ N(0, 1)``."""
+        xi = torch.randn(n, generator=generator, device=device, dtype=dtype)
+        return (self.p_mean + self.p_std * xi).exp()
 
 
 class GaussianSDE:
@@ -138,8 +155,8 @@ class GaussianMarginal:
         """``L`` decreasing Langevin levels (float64 scales) from ``s_max`` to ``s_min``: NCSNv2's
         technique 2 for ``L`` unless given, geometric in ``b/a``."""
         ends = self.equivalent_sigma(torch.tensor([float(self.s_max), float(self.s_min)], dtype=torch.float64))
-        plan = ncsnv2_levels(dim=dim, sigma_max=float(ends[0]), sigma_min=float(ends[1]), num_levels=num_levels, max_ratio=self.max_ratio)
-        scales = self.scale_of_sigma(plan.levels)
+        L = level_count(float(ends[0]), float(ends[1]), dim, num_levels, max_ratio=self.max_ratio)
+        scales = self.scale_of_sigma(geometric_levels(float(ends[0]), float(ends[1]), L))
         scales[0], scales[-1] = float(self.s_max), float(self.s_min)
         return scales
 
@@ -175,18 +192,15 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
     def sigma_of_scale(self, s: Tensor) -> Tensor:
         return s
 
-    # EDM's training law (arXiv 2206.00364, Table 1): ln σ ~ N(P_mean, P_std²), shared by
-    # every process trained at EDM's σ (EDM, PFGM++, Yukawa, telegrapher)
+    # EDM's training law (arXiv 2206.00364, Table 1), a part shared by every process trained
+    # at EDM's σ (EDM, PFGM++, Yukawa, telegrapher)
     def set_training_law(self, p_mean, p_std) -> None:
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (p_mean, p_std))
-        if not (ok and p_std > 0):
-            raise UserError(f"need a finite p_mean and p_std > 0, got p_mean={p_mean!r}, p_std={p_std!r}")
-        self.p_mean, self.p_std = float(p_mean), float(p_std)
+        self.training_law = LogNormalSigma(p_mean, p_std)
+        self.p_mean, self.p_std = self.training_law.p_mean, self.training_law.p_std  # the config's keys
 
     def draw_training_sigma(self, n, *, generator=None, device=None, dtype=None) -> Tensor:
-        """``σ = exp(P_mean + P_std ξ)``, ``ξ ~ N(0, 1)``."""
-        xi = torch.randn(n, generator=generator, device=device, dtype=dtype)
-        return (self.p_mean + self.p_std * xi).exp()
+        """``σ = exp(P_mean + P_std ξ)``, ``ξ ~ N(0, 1)`` (:class:`LogNormalSigma`)."""
+        return self.training_law.draw(n, generator=generator, device=device, dtype=dtype)
 
     # Gaussian marginal (only meaningful for a Gaussian kernel)
     def coefficients(self, s: Tensor) -> tuple[Tensor, Tensor]:
@@ -215,7 +229,7 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
 
     def score(self, field, x, s, label=None):
         if not self.gaussian:
-            return Process.score(self, field, x, s, label)
+            raise NoScoreError(f"process {self.describe()} has no score: its kernel is not Gaussian")
         return super().score(field, x, s, label)
 
     def flow(self, field, label=None) -> DenoiserFlow:
@@ -285,24 +299,34 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
                 "prior_mean": self.prior_mean}
 
 
-class EDM(DenoiserProcess):
-    """EDM (Karras et al. 2022, arXiv 2206.00364): ``σ(t) = t``, ``ln σ ~ N(P_mean, P_std²)``
-    for training, the preconditioned denoiser, ``λ(σ) = (σ²+σ_d²)/(σσ_d)²``, and the ρ-schedule
-    ``σ_i = (σ_max^{1/ρ} + i/(K-1)(σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ`` with a final ``σ = 0``.
-    """
+class EDMParts(DenoiserProcess):
+    """EDM's parts on a radial ``kernel`` (arXiv 2206.00364): ``σ(t) = t``, the training law
+    ``ln σ ~ N(P_mean, P_std²)`` (:class:`LogNormalSigma`), the preconditioned denoiser, the
+    loss weight ``λ(σ) = (σ²+σ_d²)/(σσ_d)²`` and the ρ-schedule ``σ_i = (σ_max^{1/ρ} +
+    i/(K-1)(σ_min^{1/ρ} - σ_max^{1/ρ}))^ρ`` with a final ``σ = 0``.  :class:`EDM` puts them
+    on the Gaussian kernel, :class:`physgen.processes.pfgmpp.PFGMpp` on its own."""
 
-    name = "edm"
     network_kind = "denoiser"
 
-    def __init__(self, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2, prior_mean=None):
+    def __init__(self, kernel, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2, prior_mean=None):
         super().__init__(sigma_min, sigma_max, sigma_data, rho, prior_mean)
         self.set_training_law(p_mean, p_std)
+        self.kernel = kernel
 
     def sample_scales(self, n, *, generator=None, device=None) -> Tensor:
         return self.draw_training_sigma(n, generator=generator, device=device)
 
     def config(self) -> dict:
         return {**super().config(), "p_mean": self.p_mean, "p_std": self.p_std}
+
+
+class EDM(EDMParts):
+    """EDM (Karras et al. 2022, arXiv 2206.00364): :class:`EDMParts` on the Gaussian kernel ``N(y, σ² I)``."""
+
+    name = "edm"
+
+    def __init__(self, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2, prior_mean=None):
+        super().__init__(GaussianKernel(), sigma_min, sigma_max, sigma_data, rho, p_mean, p_std, prior_mean)
 
 
 class VE(DenoiserProcess):
@@ -336,25 +360,38 @@ class VE(DenoiserProcess):
         return NeuralField(net, ScorePreconditioning(self.sigma_data if sigma_data is None else sigma_data))
 
 
-class SigmaForm(DenoiserFlow):
-    """VP's probability-flow ODE in EDM's denoiser form (arXiv 2206.00364, eq. 4 with
-    ``s(t) = a(t)``, ``σ(t) = b(t)/a(t)``): with ``x̄ = x/a``,
+class SigmaForm(CoordinateChange, DenoiserFlow):
+    """Any affine Gaussian path ``x = a(s) y + b(s) ε`` in EDM's denoiser form (arXiv
+    2206.00364, eq. 4 with ``s(t) = a(t)``, ``σ(t) = b(t)/a(t)``): with ``x̄ = x/a``,
 
-        dx̄/dσ = (x̄ - D(a x̄, t(σ)))/σ,
+        dx̄/dσ = (x̄ - D(a x̄, s(σ)))/σ,
 
-    so every denoiser-form solver integrates VP.  ``sigma_of(t) = b/a`` and ``scale_of(t) = a``
-    map the process's grid and state; ``t(σ)`` is closed-form (:meth:`VP.t_of_sigma`)."""
+    so every denoiser-form solver integrates the path.  The path (a :class:`GaussianMarginal`)
+    gives ``coefficients(s) -> (a, b)``, ``equivalent_sigma(s) = b/a``, its inverse
+    ``t_of_sigma(σ)`` and ``signal_of_sigma(σ) = a(s(σ))`` (closed forms; VP's hold for its
+    linear, cosine and discrete β).  The coordinate change is the
+    offer's (:class:`solvers.offers.CoordinateChange`): :meth:`to_solver` maps the prior
+    draws ``x -> x/a(s_0)`` and the grid ``s -> σ(s)``; :meth:`from_solver` maps the result
+    back, ``x = a(s_K) x̄``, and a recorded trajectory at the σ of each state (the grid's,
+    or the solver's own, ``stats.extra["grid"]``: dpm-fast) by ``x = a(σ) x̄``."""
 
-    def sigma_of(self, t: Tensor) -> Tensor:
-        return self.process.equivalent_sigma(t)
+    def to_solver(self, x: Tensor, schedule: Tensor) -> tuple[Tensor, Tensor]:
+        t = torch.as_tensor(schedule, dtype=torch.float64).cpu()
+        return x / float(self._signal(t)[0]), self.process.equivalent_sigma(t)
 
-    def scale_of(self, t: Tensor) -> Tensor:
+    def from_solver(self, solution: Solution, schedule: Tensor) -> Solution:
+        t = torch.as_tensor(schedule, dtype=torch.float64).cpu()
+        x = solution.x
+        solution.x = x * float(self._signal(t)[-1])
+        traj = solution.stats.trajectory
+        points = torch.as_tensor(solution.stats.extra.get("grid", self.process.equivalent_sigma(t)), dtype=torch.float64)
+        if traj is not None and points.shape[0] == traj.shape[0]:
+            scale = self.process.signal_of_sigma(points).double().to(x.device, x.dtype)
+            solution.stats.trajectory = traj * scale.reshape(-1, *[1] * (x.dim()))
+        return solution
+
+    def _signal(self, t: Tensor) -> Tensor:
         return self.process.coefficients(t.double())[0].double()
-
-    def scale_of_sigma(self, sigma: Tensor) -> Tensor:
-        """``a`` at the noise level ``σ = b/a``: ``a = 1/√(1 + σ²)`` (variance preserving: ``a² + b² = 1``);
-        it maps a trajectory a solver recorded on its own σ points (dpm-fast) back to ``x = a x̄``."""
-        return (1.0 + sigma.double() ** 2).rsqrt()
 
     def denoise(self, xbar: Tensor, sigma: Tensor) -> Tensor:
         t = self.process.t_of_sigma(sigma)
@@ -428,6 +465,10 @@ class VP(GaussianMarginal, Process):
     def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
         a = self._log_alpha(t.double()).exp()
         return a.to(t.dtype), (1 - a**2).clamp_min(0).sqrt().to(t.dtype)
+
+    def signal_of_sigma(self, sigma: Tensor) -> Tensor:
+        """``a = 1/√(1 + σ²)`` at ``σ = b/a``: variance preserving, ``a² + b² = 1``."""
+        return (1.0 + sigma.double() ** 2).rsqrt()
 
     def t_of_sigma(self, sigma: Tensor) -> Tensor:
         """The time with ``b(t)/a(t) = σ``: ``-log a² = log(1 + σ²)`` solved in closed form."""

@@ -12,7 +12,8 @@ score matching with ``λ(σ) = σ²`` and a uniform level index::
 
 Sampling is annealed Langevin dynamics (:func:`solvers.annealed_langevin`, sampler ``ald``)
 on the process's own levels (:meth:`NCSN.langevin_levels`), with ``T`` and ``ε`` from
-NCSNv2's technique 4; the plan itself is :mod:`physgen.processes.ncsnv2`.
+NCSNv2's technique 4; the levels are :mod:`physgen.processes.ncsnv2`, the whole plan
+:func:`physgen.ncsnv2_plan.ncsn_plan`.
 """
 from __future__ import annotations
 
@@ -23,15 +24,9 @@ from torch import Tensor
 
 from ..errors import UserError
 from .gaussian import VE
-from .ncsnv2 import DEFAULT_BUDGET, DEFAULT_MAX_RATIO, NCSNv2Plan, choose_num_levels, geometric_levels, ncsnv2_levels
+from .ncsnv2 import DEFAULT_MAX_RATIO, _check_int, choose_num_levels, geometric_levels
 
 __all__ = ["NCSN"]
-
-
-def _check_int(name: str, value, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise UserError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return value
 
 
 class NCSN(VE):
@@ -89,20 +84,6 @@ class NCSN(VE):
             raise UserError("NCSN's number of levels follows from the data dimension, which is not known yet; "
                             "pass num_levels (--process-opt num_levels=L) or dim")
         return geometric_levels(self.s_max, self.s_min, L)
-
-    def plan(self, dim: Optional[int] = None, *, num_levels: Optional[int] = None, steps_per_level: Optional[int] = None,
-             eps: Optional[float] = None, budget: int = DEFAULT_BUDGET) -> NCSNv2Plan:
-        """The annealed-Langevin settings for this process (its ``σ_1``, ``σ_L`` and ``L`` unless overridden)."""
-        if dim is not None:
-            self.bind_dim(dim)
-        if self.dim is None:
-            raise UserError("NCSN.plan needs the data dimension (dim)")
-        plan = ncsnv2_levels(dim=self.dim, sigma_max=self.s_max, sigma_min=self.s_min,
-                             num_levels=num_levels if num_levels is not None else self._num_levels,
-                             steps_per_level=steps_per_level, eps=eps, budget=budget, max_ratio=self.max_ratio)
-        plan.sources["sigma_max"] = "the process's sigma_max (toy default: the prior-matching rule, above technique 1's largest pairwise distance)"
-        plan.sources["sigma_min"] = "the process's sigma_min"
-        return plan
 
     def langevin_levels(self, dim: int, num_levels: Optional[int] = None) -> Tensor:
         """The process's levels for annealed Langevin (``num_levels`` overrides ``L``)."""

@@ -13,7 +13,7 @@ and, with the alignment ``r = σ √D`` (§4), the probability-flow ODE is EDM's
 so training is EDM's denoiser loss with this kernel in place of the Gaussian, and every
 EDM sampler (here: every solver of the ``solvers`` package) applies unchanged.  As
 ``D → ∞`` at fixed ``σ`` the kernel tends to ``N(y, σ² I)`` (Prop. 4.1): ``D = inf`` *is*
-:class:`physgen.processes.gaussian.EDM`, on the same code path.  ``D = 1`` is PFGM
+:class:`physgen.processes.gaussian.EDM`: the same parts on the same kernel, one code path.  ``D = 1`` is PFGM
 (arXiv 2209.11178), see :mod:`physgen.processes.pfgm`.
 """
 from __future__ import annotations
@@ -25,21 +25,22 @@ from torch import Tensor
 
 from ..fields.exact import ExactField
 from ..kernels import GaussianKernel, StudentTKernel, check_D
-from .gaussian import EDM
+from .gaussian import EDMParts
 
 __all__ = ["PFGMpp"]
 
 
-class PFGMpp(EDM):
-    """PFGM++ with ``D`` augmented dimensions (arXiv 2302.04265), built on :class:`EDM`.
+class PFGMpp(EDMParts):
+    """PFGM++ with ``D`` augmented dimensions (arXiv 2302.04265): EDM's parts
+    (:class:`physgen.processes.gaussian.EDMParts`) composed with its kernel.
 
     * kernel: :class:`StudentTKernel` ``(D)`` at ``r = σ √D``; ``D = inf``: EDM's
       :class:`GaussianKernel`, so ``PFGMpp(D=inf)`` samples, trains and scores exactly as
       ``EDM`` with the same arguments (tested bit for bit);
     * training (§4, Alg. 1): ``ln σ ~ N(P_mean, P_std²)``, ``x = y + R u`` from the kernel at
       ``r = σ√D``, EDM's loss ``λ(σ) ‖D_θ(x, σ) - y‖²`` with ``λ(σ) = (σ² + σ_d²)/(σ σ_d)²``
-      and EDM's preconditioning at ``σ`` (all inherited);
-    * prior: the kernel around the origin at ``r_max = σ_max √D`` (inherited ``sample_prior``);
+      and EDM's preconditioning at ``σ`` (EDM's parts);
+    * prior: the kernel around the origin at ``r_max = σ_max √D`` (the kernel's prior, as EDM's);
     * sampling: ``dx/dσ = (x - D_θ(x, σ))/σ`` on EDM's ρ-schedule with any solver.
 
     Only ``D = inf`` offers the Gaussian needs (score, SDE, transition): a Student-t kernel
@@ -52,8 +53,8 @@ class PFGMpp(EDM):
 
     def __init__(self, D=128, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2, prior_mean=None):
         self.D = check_D(D)
-        super().__init__(sigma_min, sigma_max, sigma_data, rho, p_mean, p_std, prior_mean)
-        self.kernel = GaussianKernel() if self.D == math.inf else StudentTKernel(self.D)
+        kernel = GaussianKernel() if self.D == math.inf else StudentTKernel(self.D)
+        super().__init__(kernel, sigma_min, sigma_max, sigma_data, rho, p_mean, p_std, prior_mean)
 
     @property
     def r_max(self) -> float:

@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from ..errors import UserError, unknown_name
 from ..fields.exact import DEFAULT_CHUNK_ELEMS, ExactField, posterior_mean
 from ..fields.kinds import expand_as_batch
-from solvers.births import BIRTH_MODES
+from solvers.offers import BIRTH_MODES, BirthsOffer
 from solvers.spec import Option
 
 from ..kernels.nig import (
@@ -187,29 +187,16 @@ class Yukawa(DenoiserProcess):
     def precondition(self, net: nn.Module, sigma_data: Optional[float] = None) -> "YukawaNeuralField":
         """Wrap ``net`` with the heads of ``objective``.
 
-        The network must output ``network_out_dim(N)`` numbers per sample.  A
-        :class:`physgen.nets.mlp.MLP` built with the default ``out_dim = N`` has its
-        (zero-initialised) output layer widened here, so ``physgen toy --field mlp`` works
-        unchanged; any other network must be built with the right ``out_dim``.
+        The network must output ``network_out_dim(N)`` numbers per sample (build it so:
+        ``MLP(N, out_dim=process.network_out_dim(N))``, as ``physgen toy`` does); a network
+        that declares another ``out_dim`` is refused.  The network is not altered here.
         """
         sd = self.sigma_data if sigma_data is None else sigma_data
         heads = _HEADS[self.objective]
-        dim = getattr(net, "dim", None)
-        out_dim = getattr(net, "out_dim", None)
-        if dim is not None and out_dim is not None:
-            need = self.network_out_dim(int(dim))
-            if out_dim != need:
-                from ..nets.mlp import MLP
-
-                if isinstance(net, MLP) and out_dim == dim:
-                    hidden = net.out[1].in_features
-                    layer = nn.Linear(hidden, need).to(net.out[1].weight.device)
-                    nn.init.zeros_(layer.weight)
-                    nn.init.zeros_(layer.bias)
-                    net.out[1] = layer
-                    net.out_dim = need
-                else:
-                    raise UserError(f"Yukawa objective {self.objective!r} needs a network with out_dim={need} (heads: {', '.join(heads)}), got out_dim={out_dim}")
+        dim, out_dim = getattr(net, "dim", None), getattr(net, "out_dim", None)
+        if dim is not None and out_dim is not None and out_dim != self.network_out_dim(int(dim)):
+            raise UserError(f"Yukawa objective {self.objective!r} needs a network with out_dim={self.network_out_dim(int(dim))} "
+                            f"(heads: {', '.join(heads)}), got out_dim={out_dim}")
         return YukawaNeuralField(net, self.m, sd, self.sigma_of_scale, heads)
 
     def network_out_dim(self, n_dim: int) -> int:
@@ -259,9 +246,10 @@ class Yukawa(DenoiserProcess):
         }
 
 
-class BirthFlow:
-    """The births target (:func:`solvers.births`): ``(dx/dz, κ)`` from one field evaluation,
-    with the mean rate ``m`` as the log-weight offset and the mode to sample in."""
+class BirthFlow(BirthsOffer):
+    """The births offer (:class:`solvers.offers.BirthsOffer`): ``(dx/dz, κ)`` from one field
+    evaluation, with the mean rate ``m`` as the log-weight offset and the mode to sample in;
+    the births sampler runs it, stepped by Heun (``--solver heun``, its default) or Euler."""
 
     def __init__(self, process: "Yukawa", field, label, mode: str):
         self.process, self.field, self.label, self.mode = process, field, label, mode

@@ -12,7 +12,8 @@ from physgen.data import GaussianMixture, ncsn_mixture
 from physgen.errors import UserError
 from physgen.processes import VE, make_process, process_names
 from physgen.processes.ncsn import NCSN
-from physgen.processes.ncsnv2 import choose_num_levels, max_pairwise_distance, ncsnv2_levels, shell_overlap
+from physgen.ncsnv2_plan import ncsnv2_levels
+from physgen.processes.ncsnv2 import choose_num_levels, max_pairwise_distance, shell_overlap
 from solvers.langevin import choose_eps, variance_ratio
 
 

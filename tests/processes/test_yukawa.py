@@ -170,17 +170,19 @@ def test_flow_only_at_small_m_is_pfgm():
     assert torch.allclose(yuk, pfgm, atol=1e-3)
 
 
-def _mlp(hidden: int = 32):
+def _mlp(hidden: int = 32, out_dim=None):
     from physgen.nets.mlp import MLP
 
-    return MLP(2, hidden=hidden, depth=2, embed_dim=16)
+    return MLP(2, hidden=hidden, depth=2, embed_dim=16, out_dim=out_dim)
 
 
-def test_neural_field_heads_and_widened_mlp():
+def test_neural_field_heads_and_network_width():
     for objective, width in (("both", 5), ("births", 3), ("transport", 2), ("denoiser", 2)):
         p = Yukawa(m=1.0, objective=objective)
-        net = _mlp()
+        net = _mlp(out_dim=p.network_out_dim(2))
+        layer = net.out[1]
         field = p.precondition(net)
+        assert net.out[1] is layer  # the network is wrapped, never rewired
         assert isinstance(field, YukawaNeuralField) and net.out_dim == width == p.network_out_dim(2)
         x = torch.randn(7, 2)
         z = torch.rand(7) + 0.1
@@ -194,6 +196,8 @@ def test_neural_field_heads_and_widened_mlp():
 
     with pytest.raises(UserError, match="out_dim=5"):
         Yukawa(m=1.0).precondition(MLP(2, hidden=8, depth=1, embed_dim=8, out_dim=4))
+    with pytest.raises(UserError, match="needs a network with out_dim=5 .*got out_dim=2"):  # an x-shaped MLP is refused too
+        Yukawa(m=1.0).precondition(_mlp())
 
 
 def test_small_neural_training_lowers_loss_and_samples():
@@ -202,7 +206,7 @@ def test_small_neural_training_lowers_loss_and_samples():
 
     pts = two_mode_points()
     p = Yukawa(m=1.0, sigma_min=0.01, sigma_max=10.0, sigma_data=1.5, p_mean=0.0, p_std=1.5, prior_mean=pts.mean(0).tolist())
-    field = p.precondition(_mlp(64))
+    field = p.precondition(_mlp(64, out_dim=p.network_out_dim(2)))
 
     def batch(n, g):
         return pts[torch.randint(0, pts.shape[0], (n,), generator=g)], None
