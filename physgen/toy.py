@@ -46,10 +46,11 @@ class ToyConfig:
     dataset: str = "moons"
     field: str = "exact"
     n_data: int = 10_000
+    # the toy training recipe (issue 19: measured on moons in benchmarks/RESULTS.md, "The demo's recipe")
     train_steps: int = 2000
     batch: int = 512
-    lr: float = 2e-3
-    hidden: int = 256
+    lr: float = 5e-3
+    hidden: int = 64
     depth: int = 3
     solver: str = "heun"
     steps: Optional[int] = None  # None: 18 integration steps (ald: the process's NCSNv2 levels)

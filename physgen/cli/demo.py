@@ -1,7 +1,8 @@
-"""``physgen demo``: the main job on the embedded default, in about two minutes on 2 CPU cores.
+"""``physgen demo``: the main job on the embedded default, in about a minute of CPU time.
 
 Trains a small MLP field for several processes on ``moons`` (generated, nothing to
-download), samples each with Heun, and writes ``DIR/demo.png`` (data beside every
+download) with ``physgen toy``'s training defaults (``ToyConfig``: the toy recipe measured in
+benchmarks/RESULTS.md, "The demo's recipe"), samples each with Heun, and writes ``DIR/demo.png`` (data beside every
 process's samples), ``DIR/metrics.md`` and ``DIR/metrics.json`` (sliced W2, MMD, energy
 distance against fresh data, NFE, wall time), plus each process's own run folder.
 """
@@ -23,6 +24,7 @@ from ..toy import ToyConfig, run_toy
 from ..runtime import set_threads
 
 DEMO_PROCESSES = ("edm", "ve", "vp", "pfgmpp")
+DEMO_SOLVER, DEMO_STEPS = "heun", 18  # the toy default: 35 field evaluations
 OUTPUTS = ("demo.png", "metrics.md", "metrics.json", *(f"{p}/{name}" for p in DEMO_PROCESSES for name in TOY_OUTPUTS))
 
 
@@ -30,7 +32,7 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="train and sample several processes on a toy set; write a figure and a metrics table")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--dataset", default="moons")
-    p.add_argument("--train-steps", type=TRAIN_STEPS, default=1200)
+    p.add_argument("--train-steps", type=TRAIN_STEPS, default=None, help="optimiser steps per process (default: the toy recipe's, ToyConfig.train_steps)")
     p.add_argument("--n-samples", type=SAMPLES, default=2000)
     p.add_argument("--threads", type=THREADS, default=1, help="CPU threads for torch (toy-sized work runs fastest on one; 0: torch's default)")
     p.add_argument("--device", default="auto")
@@ -46,12 +48,13 @@ def run(args) -> int:
     processes = [p for p in DEMO_PROCESSES if p in PROCESSES]
     t_start = time.perf_counter()
     for name in processes:
-        print(f"[demo] {name}: training an MLP field ({args.train_steps} steps) and sampling", file=sys.stderr, flush=True)
+        recipe = {} if args.train_steps is None else {"train_steps": args.train_steps}  # else the toy defaults throughout
         config = ToyConfig(
-            process=name, dataset=args.dataset, field="mlp", n_data=10_000, train_steps=args.train_steps, batch=256,
-            hidden=128, depth=3, solver="heun", steps=18, n_samples=args.n_samples, seed=args.seed, device=args.device,
-            process_options={"D": 128} if name == "pfgmpp" else {}, out=str(out / name),
+            process=name, dataset=args.dataset, field="mlp", n_data=10_000, solver=DEMO_SOLVER, steps=DEMO_STEPS,
+            n_samples=args.n_samples, seed=args.seed, device=args.device, process_options={"D": 128} if name == "pfgmpp" else {},
+            out=str(out / name), **recipe,
         )
+        print(f"[demo] {name}: training an MLP field ({config.train_steps} steps) and sampling", file=sys.stderr, flush=True)
         metrics = run_toy(config, log_stream=sys.stderr)
         rows.append({"process": name, **{k: metrics[k] for k in ("sliced_w2", "mmd", "energy", "nfe", "wall_s", "final_loss")}})
 
@@ -71,7 +74,7 @@ def run(args) -> int:
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
         ax.set_aspect("equal")
-    fig.suptitle(f"physgen demo: MLP fields on {args.dataset}, Heun 18 steps")
+    fig.suptitle(f"physgen demo: MLP fields on {args.dataset}, {DEMO_SOLVER} {DEMO_STEPS} steps")
     save_figure(fig, out / "demo.png", dpi=110)
 
     header = "| process | sliced W2 | MMD | energy | NFE | sample wall s | final loss |\n|---|---|---|---|---|---|---|\n"

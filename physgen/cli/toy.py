@@ -19,10 +19,10 @@ def register(sub) -> None:
     p.add_argument("--dataset", default="moons", help="a toy name, FILE.npy ([n, 2]) or FILE.json (Gaussian mixture)")
     p.add_argument("--field", default="exact", help="exact, analytic or mlp")
     p.add_argument("--n-data", type=SAMPLES, default=10_000)
-    p.add_argument("--train-steps", type=TRAIN_STEPS, default=2000)
+    p.add_argument("--train-steps", type=TRAIN_STEPS, default=2000)  # the toy recipe: ToyConfig's defaults
     p.add_argument("--batch", type=BATCH, default=512)
-    p.add_argument("--lr", type=LR, default=2e-3)
-    p.add_argument("--hidden", type=WIDTH, default=256)
+    p.add_argument("--lr", type=LR, default=5e-3)
+    p.add_argument("--hidden", type=WIDTH, default=64)
     p.add_argument("--depth", type=DEPTH, default=3)
     add_sampler_arguments(p)
     p.add_argument("--n-samples", type=SAMPLES, default=2000)

@@ -112,3 +112,34 @@ def test_user_mistakes_are_one_line_errors(tmp_path, capsys, args, fragment):
 def test_console_script_exits_nonzero_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "physgen.cli.main", "toy", "--process", "nope"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "unknown process 'nope'" in proc.stderr
+
+
+def test_toy_and_demo_train_with_one_recipe(tmp_path, monkeypatch):
+    """The training recipe has one home (``ToyConfig``'s defaults, issue 19): ``physgen toy``'s
+    flags default to it, and ``physgen demo`` trains every process with it."""
+    from dataclasses import fields
+
+    from physgen import toy
+    from physgen.cli.demo import DEMO_PROCESSES
+    from physgen.cli.main import build_parser
+
+    recipe = {f.name: f.default for f in fields(toy.ToyConfig) if f.name in ("train_steps", "batch", "lr", "hidden", "depth")}
+    args = build_parser().parse_args(["toy"])
+    assert {k: getattr(args, k) for k in recipe} == recipe
+    seen = []
+
+    def record(config, log_stream=None):
+        seen.append(config)
+        raise _Stop  # the recipe is what is checked; the run itself is test_demo's
+
+    from physgen.cli import demo
+
+    monkeypatch.setattr(toy, "run_toy", record)
+    monkeypatch.setattr(demo, "run_toy", record, raising=False)  # should demo import it at module level
+    with pytest.raises(_Stop):
+        main(["demo", "--out", str(tmp_path / "demo")])
+    assert [c.process for c in seen] == [DEMO_PROCESSES[0]] and all(getattr(seen[0], k) == v for k, v in recipe.items())
+
+
+class _Stop(Exception):
+    pass
