@@ -1,12 +1,14 @@
 """Known-region replacement: blended diffusion and RePaint (Lugmayr et al. 2022, arXiv 2201.09865).
 
-Inpainting a sample whose coordinates ``M`` (the mask) are known, ``x^M = y``: at every
-point ``s_{i+1}`` of the process's grid,
+Inpainting a sample whose coordinates ``M`` (the mask) are known, ``x^M = y``: the
+unconditional sampler runs with the known coordinates replaced by a draw of the process's
+own kernel around ``y`` at the current scale,
 
-    x^{M̄}_{s_{i+1}} = one solver step of the unconditional sampler from x_{s_i}
-    x^{M}_{s_{i+1}}  ~ k_{s_{i+1}}( · | y)        (the process's own kernel around y)
+    x^{M}_{s}  ~ k_{s}( · | y),      x^{M̄} moved by the solver's step from the field at (x^M_s, x^{M̄}_s)
 
-(RePaint, Alg. 1, lines 4-7), with the known coordinates drawn from the kernel's *marginal*
+(RePaint, Alg. 1, lines 4-7, which replaces once per step; here the draw is made at each
+field evaluation, :class:`KnownReplaced`, so one solve covers the grid with any solver's own
+step rule and a single-stage step is RePaint's exactly), with the known coordinates drawn from the kernel's *marginal*
 on them (:func:`physgen.editing.steps.kernel_draw`: for PFGM++ at finite D a Student-t of D
 degrees of freedom in ``m = |M|`` dimensions at the same σ).  For PFGM++ the kernel is not a
 product over coordinates (one radius for all of them); conditioning the known part's offset
@@ -18,7 +20,9 @@ every ``j``-th noise level, the sample is re-noised ``j`` levels up with the pro
 forward transition ``x_{s'} = r x_s + G z`` and regenerated down again, ``n - 1`` times
 (the paper's schedule, on this grid: with ``K`` steps, at the levels ``1, 1 + j, 1 + 2j, ...``
 counted from the end, below ``K - j``).  Each re-descent runs the solver again and its NFE
-is counted.  ``n = 1`` is *blended* diffusion (no jumps).  Jumps need the Gaussian forward
+is counted.  The re-descents are separate solves of ``j`` steps, so a solver whose last
+step differs (DDPM adds no noise on its last step; multistep methods restart their history)
+takes that form once per jump point.  ``n = 1`` is *blended* diffusion (no jumps).  Jumps need the Gaussian forward
 transition and are refused elsewhere, with the reason.
 
 Neither method samples the conditional ``p(x^{M̄} | x^M = y)``: the replaced coordinates
@@ -39,7 +43,7 @@ from solvers.base import Solution
 from ..errors import UserError
 from ..sampling import grid as sampling_grid
 from .masks import check_known, check_mask, known_part, with_known
-from .steps import Tally, forward_jump, fresh_noise, replace_known, solve
+from .steps import Tally, forward_jump, fresh_noise, kernel_draw, solve
 
 __all__ = ["inpaint", "jump_schedule"]
 
@@ -68,6 +72,36 @@ def jump_schedule(steps: int, jump_length: int = 1, jump_n_sample: int = 1) -> l
     return visited
 
 
+class KnownReplaced:
+    """The field evaluated with the known coordinates replaced: ``field(x̃, s)``, ``x̃^{M̄} = x^{M̄}``,
+    ``x̃^M ~ k_s(· | y)`` drawn afresh at each evaluation (``s`` per sample, as solvers pass it).
+
+    Wrapping the field rather than editing the state between steps lets one solve run the
+    whole grid with any solver's own step rule (multistep histories, DDPM's last step):
+    the unknown coordinates' update reads the known ones only through the field."""
+
+    def __init__(self, field, process, mask: Tensor, values: Tensor, generator: torch.Generator):
+        self.field, self.process, self.mask, self.values, self.generator = field, process, mask, values, generator
+
+    def __call__(self, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
+        drawn = self.process.perturb(self.values.to(x.dtype), s.to(x.dtype), generator=self.generator)
+        return self.field(with_known(x, self.mask, drawn), s, label)
+
+    def __getattr__(self, name: str):
+        return getattr(self.field, name)
+
+
+def _segments(visited: list[int]) -> list[tuple[int, int]]:
+    """``visited`` as runs ``(from, to)`` of consecutive moves in one direction."""
+    runs, start = [], 0
+    for k in range(1, len(visited) - 1):
+        if (visited[k] - visited[k - 1]) != (visited[k + 1] - visited[k]):
+            runs.append((visited[start], visited[k]))
+            start = k
+    runs.append((visited[start], visited[-1]))
+    return runs
+
+
 def inpaint(process, field, known: Tensor, mask, *, method: str = "heun", steps: Optional[int] = None,
             schedule: Optional[str] = None, jump_length: int = 1, jump_n_sample: int = 1, seed: int = 0,
             label: Optional[Tensor] = None, x_start: Optional[Tensor] = None, **options) -> Solution:
@@ -87,14 +121,14 @@ def inpaint(process, field, known: Tensor, mask, *, method: str = "heun", steps:
     generator = torch.Generator(device=known.device).manual_seed(int(seed))
     values = known_part(known, mask)
     x = process.sample_prior(known.shape, generator=generator, device=known.device, dtype=known.dtype) if x_start is None else x_start
-    x = replace_known(process, x, mask, values, s[0], generator)
+    wrapped = KnownReplaced(field, process, mask, values, generator)
     tally = Tally()
-    for i, j in zip(visited[:-1], visited[1:]):
-        if j > i:  # a solver step down the grid, then the known part from the kernel at the new scale
-            x = tally.add(solve(process, field, x, s[i:j + 1], method, fresh_noise(generator, x.shape[0]), label, options))
-            x = replace_known(process, x, mask, values, s[j], generator)
-        else:
-            x = forward_jump(process, field, x, s[i], s[j], generator, label)
+    for i, j in _segments(visited):
+        if j > i:  # down the grid: one solve with the known part drawn from the kernel at each evaluated scale
+            x = tally.add(solve(process, wrapped, x, s[i:j + 1], method, fresh_noise(generator, x.shape[0]), label, options))
+        else:  # a RePaint jump: j levels up at once (the Gaussian transitions compose exactly)
+            x = forward_jump(process, field, with_known(x, mask, kernel_draw(process, values, s[i], generator)), s[i], s[j],
+                             generator, label)
     name = "blend" if jump_n_sample == 1 else "repaint"
     return tally.solution(with_known(x, mask, values), editing=name, solver=method, jump_length=jump_length,
                           jump_n_sample=jump_n_sample, grid=s)

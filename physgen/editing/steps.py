@@ -25,9 +25,8 @@ from solvers.base import Solution, SolverStats
 from ..errors import UserError
 from ..noise import SeededNoise
 from ..sampling import sample
-from .masks import with_known
 
-__all__ = ["Tally", "solve", "fresh_noise", "kernel_draw", "replace_known", "forward_jump", "has_transition"]
+__all__ = ["Tally", "solve", "fresh_noise", "kernel_draw", "forward_jump", "has_transition"]
 
 
 class Tally:
@@ -65,11 +64,6 @@ def kernel_draw(process, values: Tensor, s: float, generator: torch.Generator) -
         return values
     scale = torch.full((values.shape[0],), float(s), dtype=values.dtype, device=values.device)
     return process.perturb(values, scale, generator=generator)
-
-
-def replace_known(process, x: Tensor, mask: Tensor, values: Tensor, s: float, generator: torch.Generator) -> Tensor:
-    """``x`` with its known coordinates replaced by a kernel draw at ``s`` around ``values``."""
-    return with_known(x, mask, kernel_draw(process, values, s, generator))
 
 
 def has_transition(process) -> bool:
