@@ -15,7 +15,7 @@ from .conditional import conditional_mixture, ks_statistic, mixture_cdf
 from .masks import check_mask, check_strength
 from .replacement import inpaint, jump_schedule
 from .sdedit import sdedit
-from .smc import smc_condition
+from .smc import smc_condition, smc_observe
 
-__all__ = ["inpaint", "sdedit", "smc_condition", "jump_schedule", "conditional_mixture", "ks_statistic", "mixture_cdf", "check_mask",
+__all__ = ["inpaint", "sdedit", "smc_condition", "smc_observe", "jump_schedule", "conditional_mixture", "ks_statistic", "mixture_cdf", "check_mask",
            "check_strength"]

@@ -37,6 +37,9 @@ Any positive twist leaves the sampler consistent (TDS Thm. 1): the weighted part
 ``tests/editing``).  A grid that ends at 0 returns ``D(x_L, s_L)``, the denoiser already
 evaluated for the last weight; the known coordinates are then set to their values.
 
+**Noisy linear observations** ``y = A x + n`` (:func:`smc_observe`) run the same chain with
+the twist ``N(y; A D(x_k), (σ_k² - σ_L²) A Aᵀ + σ_y² I)``, the likelihood itself at ``s_L``.
+
 Weights, effective sample size and systematic resampling are the births sampler's
 (:func:`solvers.births.effective_sample_size`, :func:`solvers.births.systematic_resample`):
 rows of the batch with the same known values form one population, resampled (within the
@@ -62,7 +65,7 @@ from ..sampling import grid as sampling_grid
 from .masks import check_known, check_mask, known_part, with_known
 from .steps import Tally, has_transition
 
-__all__ = ["smc_condition", "SMC_STEPS"]
+__all__ = ["smc_condition", "smc_observe", "SMC_STEPS"]
 
 SMC_STEPS = 200
 """Default grid points of the ancestral chain (the process's schedule).  The chain needs more
@@ -120,12 +123,38 @@ def _check_noise(noise_std, sigma_last: float) -> float:
     return float(noise_std)
 
 
+class MaskObservation:
+    """``y = x^M + n``: ``log N(y; d^M, (t + σ_y²) I)`` for a denoised ``d`` and an extra variance ``t``."""
+
+    def __init__(self, mask: Tensor, values: Tensor, noise_std: float):
+        self.mask, self.values, self.var = mask, values, noise_std**2
+
+    def log_likelihood(self, d: Tensor, extra: float) -> Tensor:
+        res = (self.values - known_part(d, self.mask)).double()
+        c = extra + self.var
+        return -0.5 * res.pow(2).sum(1) / c - 0.5 * res.shape[1] * math.log(2 * math.pi * c)
+
+
+class LinearObservation:
+    """``y = A x + n``: ``log N(y; A d, t A Aᵀ + σ_y² I)`` (Cholesky of the ``m x m`` covariance)."""
+
+    def __init__(self, A: Tensor, values: Tensor, noise_std: float):
+        self.A, self.values, self.var = A.double(), values.double(), noise_std**2
+        self.gram = self.A @ self.A.T
+
+    def log_likelihood(self, d: Tensor, extra: float) -> Tensor:
+        res = self.values - d.reshape(d.shape[0], -1).double() @ self.A.T
+        eye = torch.eye(self.gram.shape[0], dtype=torch.float64, device=self.gram.device)
+        chol = torch.linalg.cholesky(extra * self.gram + self.var * eye)
+        z = torch.linalg.solve_triangular(chol, res.T, upper=False).T
+        return -0.5 * z.pow(2).sum(1) - torch.log(torch.diagonal(chol)).sum() - 0.5 * res.shape[1] * math.log(2 * math.pi)
+
+
 class Twisted:
     """The field seen by the sampler: the denoiser, the twist ``log p̃(y | x)`` and its gradient."""
 
-    def __init__(self, target, mask: Tensor, values: Tensor, floor: float):
-        self.target, self.mask, self.values = target, mask, values
-        self.floor = floor  # σ_y² - σ_L²
+    def __init__(self, target, observation, sigma_last: float):
+        self.target, self.observation, self.sigma_last = target, observation, sigma_last
         self.nfe = 0
 
     def sigma(self, s: float) -> float:
@@ -137,13 +166,12 @@ class Twisted:
         return float(a), float(b)
 
     def __call__(self, x: Tensor, s: float) -> tuple[Tensor, Tensor, Tensor]:
-        tau2 = self.sigma(s) ** 2 + self.floor
+        extra = max(self.sigma(s) ** 2 - self.sigma_last**2, 0.0)  # τ_k² - σ_y²
         self.nfe += 1
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
             d = self.target.denoise(xg, torch.full((x.shape[0],), s, dtype=x.dtype, device=x.device))
-            res = (self.values - known_part(d, self.mask)).double()
-            log_t = -0.5 * res.pow(2).sum(1) / tau2 - 0.5 * res.shape[1] * math.log(2 * math.pi * tau2)
+            log_t = self.observation.log_likelihood(d, extra)
             grad, = torch.autograd.grad(log_t.sum(), xg)
         return d.detach(), log_t.detach(), grad.detach()
 
@@ -161,30 +189,21 @@ def _gauss_log_ratio(x: Tensor, m: Tensor, shifted: Tensor, v: float) -> Tensor:
     return (flat(x - shifted).pow(2) - flat(x - m).pow(2)).sum(1) / (2 * v)
 
 
-def smc_condition(process, field, known: Tensor, mask, *, steps: Optional[int] = None, schedule: Optional[str] = None,
-                  noise_std: Optional[float] = None, ess_threshold: float = 0.5, seed: int = 0,
-                  label: Optional[Tensor] = None) -> Solution:
-    """Sample ``p(x^{M̄} | x^M = known^M)`` by twisted SMC (module docstring).
-
-    ``known [B, *data]``: rows with equal known values form one population of particles (pass
-    ``P`` copies of an input for ``P`` particles); ``mask`` is 1 where known.  ``steps`` and
-    ``schedule`` pick the grid (:func:`physgen.sampling.grid`, the process's default);
-    ``noise_std`` is ``σ_y`` (default ``σ_L``); ``ess_threshold`` is the births sampler's.  ``stats.extra``: ``ess`` (the lowest ESS/n of
-    the populations at each grid point), ``resamples``, ``particles`` (per population).
-    """
-    known = check_known(known)
-    mask = check_mask(mask, known.shape[1:])
+def _setup(process, field, steps, schedule, ess_threshold, noise_std, label) -> tuple:
+    """``(grid, positive points, transition target, σ_L, σ_y)``."""
     s = sampling_grid(process, SMC_STEPS if steps is None else steps, schedule, method="ddpm").tolist()
     points = _check(process, s, ess_threshold)
-    generator = torch.Generator(device=known.device).manual_seed(int(seed))
-    values = known_part(known, mask)
     target = process.offers(field, label)["transition"]
-    sigma_last = float(target.marginal(torch.tensor([points[-1]], dtype=torch.float64))[1]
-                       / target.marginal(torch.tensor([points[-1]], dtype=torch.float64))[0])
-    noise_std = _check_noise(noise_std, sigma_last)
-    twisted = Twisted(target, mask, values, noise_std**2 - sigma_last**2)
-    pops = Populations(values, float(ess_threshold), generator)
-    x = process.sample_prior(known.shape, generator=generator, device=known.device, dtype=known.dtype)
+    a, b = target.marginal(torch.tensor([points[-1]], dtype=torch.float64))
+    sigma_last = float(b / a)
+    return s, points, target, sigma_last, _check_noise(noise_std, sigma_last)
+
+
+def _run(process, twisted: Twisted, pops: Populations, like: Tensor, points: list, ends_at_zero: bool,
+         generator: torch.Generator) -> Tensor:
+    """The twisted chain over ``points`` (module docstring); returns the resampled particles
+    (their denoised value where the grid ends at 0)."""
+    x = process.sample_prior(like.shape, generator=generator, device=like.device, dtype=like.dtype)
     for k in range(len(points)):
         d, log_t, grad = twisted(x, points[k])
         pops.log_w += log_t
@@ -197,9 +216,56 @@ def smc_condition(process, field, known: Tensor, mask, *, steps: Optional[int] =
         shifted = m + v * grad
         x = shifted + math.sqrt(v) * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         pops.log_w += _gauss_log_ratio(x, m, shifted, v)
-    index = pops.resample(force=True)
-    x = (d if s[-1] == 0.0 else x)[index]
+    return (d if ends_at_zero else x)[pops.resample(force=True)].detach()
+
+
+def _solution(x: Tensor, twisted: Twisted, pops: Populations, s: list, noise_std: float, editing: str) -> Solution:
     tally = Tally()
     tally.nfe, tally.steps = twisted.nfe, len(s) - 1
-    return tally.solution(with_known(x.detach(), mask, values), editing="smc", grid=s, ess=pops.ess, resamples=pops.resamples,
+    return tally.solution(x, editing=editing, grid=s, ess=pops.ess, resamples=pops.resamples,
                           particles=[int(r.numel()) for r in pops.rows], noise_std=noise_std)
+
+
+def smc_condition(process, field, known: Tensor, mask, *, steps: Optional[int] = None, schedule: Optional[str] = None,
+                  noise_std: Optional[float] = None, ess_threshold: float = 0.5, seed: int = 0,
+                  label: Optional[Tensor] = None) -> Solution:
+    """Sample ``p(x^{M̄} | x^M = known^M)`` by twisted SMC (module docstring).
+
+    ``known [B, *data]``: rows with equal known values form one population of particles (pass
+    ``P`` copies of an input for ``P`` particles); ``mask`` is 1 where known.  ``steps`` and
+    ``schedule`` pick the grid (:func:`physgen.sampling.grid`, default :data:`SMC_STEPS` on the
+    process's schedule); ``noise_std`` is ``σ_y`` (default ``σ_L``); ``ess_threshold`` is the
+    births sampler's.  ``stats.extra``: ``ess`` (the lowest ESS/n of the populations at each
+    grid point), ``resamples``, ``particles`` (per population), ``noise_std``.
+    """
+    known = check_known(known)
+    mask = check_mask(mask, known.shape[1:])
+    s, points, target, sigma_last, noise_std = _setup(process, field, steps, schedule, ess_threshold, noise_std, label)
+    generator = torch.Generator(device=known.device).manual_seed(int(seed))
+    values = known_part(known, mask)
+    twisted = Twisted(target, MaskObservation(mask, values, noise_std), sigma_last)
+    pops = Populations(values, float(ess_threshold), generator)
+    x = _run(process, twisted, pops, known, points, s[-1] == 0.0, generator)
+    return _solution(with_known(x, mask, values), twisted, pops, s, noise_std, "smc")
+
+
+def smc_observe(process, field, y: Tensor, A: Tensor, data_shape, *, noise_std: float, steps: Optional[int] = None,
+                schedule: Optional[str] = None, ess_threshold: float = 0.5, seed: int = 0, label: Optional[Tensor] = None) -> Solution:
+    """Sample ``p(x | y)`` for noisy linear observations ``y = A x + n``, ``n ~ N(0, σ_y² I)``, by
+    the same twisted SMC (twist ``N(y; A D(x_k), (σ_k² - σ_L²) A Aᵀ + σ_y² I)``, the likelihood
+    itself at ``s_L``).  ``y [B, m]`` (rows with equal ``y`` form one population), ``A [m, N]``
+    acting on the flattened sample of shape ``data_shape``, ``noise_std = σ_y > 0``."""
+    data_shape = tuple(int(v) for v in data_shape)
+    n = math.prod(data_shape)
+    if not (isinstance(A, Tensor) and A.dim() == 2 and A.shape[1] == n and bool(torch.isfinite(A).all())):
+        raise UserError(f"A must be a finite [m, {n}] matrix (m observations of a sample of shape {data_shape}), got "
+                        f"{tuple(A.shape) if isinstance(A, Tensor) else type(A).__name__}")
+    y = check_known(y, (A.shape[0],), what="observation y")
+    if noise_std is None:
+        raise UserError("smc_observe needs noise_std, the observation noise σ_y > 0")
+    s, points, target, sigma_last, noise_std = _setup(process, field, steps, schedule, ess_threshold, noise_std, label)
+    generator = torch.Generator(device=y.device).manual_seed(int(seed))
+    twisted = Twisted(target, LinearObservation(A.to(y.device), y, noise_std), sigma_last)
+    pops = Populations(y, float(ess_threshold), generator)
+    x = _run(process, twisted, pops, y.new_zeros((y.shape[0], *data_shape)), points, s[-1] == 0.0, generator)
+    return _solution(x, twisted, pops, s, noise_std, "smc-linear")

@@ -3,7 +3,9 @@ import pytest
 import torch
 from hypothesis import given, strategies as st
 
-from physgen.editing import conditional_mixture, inpaint, jump_schedule, ks_statistic, mixture_cdf, sdedit, smc_condition
+from physgen.data.mixture import GaussianMixture
+from physgen.editing import conditional_mixture, inpaint, jump_schedule, ks_statistic, mixture_cdf, sdedit, smc_condition, smc_observe
+from physgen.errors import UserError
 from physgen.editing.steps import kernel_draw
 from physgen.noise import SeededNoise
 from physgen.sampling import grid, sample
@@ -130,3 +132,25 @@ def test_smc_keeps_one_population_per_observation_and_counts_its_nfe(case):
     assert sol.stats.nfe == len(positive) and len(sol.stats.extra["ess"]) == len(positive)
     upper = sol.x[64:, 1]  # given x0 = 1 the conditional is almost all the right mode
     assert float((upper > 0).double().mean()) > 0.9
+
+
+def test_smc_observe_samples_the_gaussian_posterior_of_a_noisy_linear_observation():
+    """One Gaussian N(μ, c² I), y = x0 + x1 + n, σ_y = 0.3: the posterior is Gaussian with
+    Σ = (I/c² + AᵀA/σ_y²)⁻¹ and mean Σ(μ/c² + Aᵀy/σ_y²); particles' mean and covariance match."""
+    gaussian = GaussianMixture([[0.5, -0.5]], [0.7])
+    process = toy_process("edm")
+    A, y = torch.tensor([[1.0, 1.0]]), torch.full((3000, 1), 1.2)
+    sol = smc_observe(process, process.analytic_field(gaussian), y, A, (2,), noise_std=0.3, steps=60, seed=0)
+    A64 = A.double()
+    cov = torch.linalg.inv(torch.eye(2, dtype=torch.float64) / 0.49 + A64.T @ A64 / 0.09)
+    mean = cov @ (torch.tensor([0.5, -0.5], dtype=torch.float64) / 0.49 + A64.T[:, 0] * 1.2 / 0.09)
+    x = sol.x.double()
+    assert torch.allclose(x.mean(0), mean, atol=0.05), (x.mean(0), mean)
+    assert torch.allclose(torch.cov(x.T), cov, atol=0.04), (torch.cov(x.T), cov)
+    assert sol.stats.extra["particles"] == [3000] and sol.stats.nfe == 60
+
+
+def test_smc_observe_refuses_a_matrix_of_the_wrong_shape():
+    process = toy_process("edm")
+    with pytest.raises(UserError, match=r"\[m, 2\]"):
+        smc_observe(process, process.analytic_field(MIXTURE), torch.zeros(4, 1), torch.ones(1, 3), (2,), noise_std=0.1)
