@@ -13,11 +13,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 __all__ = ["cases"]
 
 
-def _png(name: str, maker) -> callable:
+def _png(name: str, maker) -> Callable[[Path], None]:
     def setup(w: Path) -> None:
         import numpy as np
         from PIL import Image
@@ -28,7 +29,7 @@ def _png(name: str, maker) -> callable:
     return setup
 
 
-def _both(*setups) -> callable:
+def _both(*setups) -> Callable[[Path], None]:
     def setup(w: Path) -> None:
         for s in setups:
             s(w)
