@@ -358,6 +358,9 @@ def cases() -> list[Case]:
     import audit_surfaces
 
     out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_surfaces.cases()]
+    import audit_edit  # physgen edit (issue 23)
+
+    out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_edit.cases()]
     for i, case in enumerate(out):
         case.id = f"{case.area}-{i:03d}"
     return out

@@ -1,0 +1,84 @@
+"""The bad-input audit's cases for ``physgen edit`` (issue 23), by class of input.
+
+* ``edit values``: ``--strength``, ``--jump-length``, ``--jump-n-sample``, ``--particles``,
+  ``--steps``, ``--method``, ``--solver`` at values of the wrong type or out of range;
+* ``edit files``: the input and the mask missing, empty, not PNG, damaged, of the wrong size
+  or channels, and masks that are grey, all white (nothing to generate) or all black;
+* ``edit outputs``: ``--out`` under a file, another run's outputs there;
+* ``edit legit``: every method on a clean input and mask (right = the outputs, or one line).
+
+:func:`cases` returns ``(area, argv, needles, keywords)`` tuples for :class:`audit_cli.Case`
+(``{IMG}`` is the audit's trained 8x8 grey image run, ``{W}`` the case's folder).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["cases"]
+
+
+def _png(name: str, maker) -> Callable[[Path], None]:
+    def setup(w: Path) -> None:
+        import numpy as np
+        from PIL import Image
+
+        path = w / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(maker(np), dtype=np.uint8)).save(path)
+    return setup
+
+
+def _both(*setups) -> Callable[[Path], None]:
+    def setup(w: Path) -> None:
+        for s in setups:
+            s(w)
+    return setup
+
+
+def _half(np):
+    m = np.zeros((8, 8))
+    m[:4] = 255
+    return m
+
+
+GOOD = _both(_png("in/a.png", lambda np: np.full((8, 8), 100)), _png("m.png", _half))
+EDIT = ["edit", "--ckpt", "{IMG}", "--steps", "2", "--device", "cpu", "--out", "{W}/o"]
+
+
+def _edited(w: Path) -> bool:
+    return (w / "o" / "000000.png").exists() and (w / "o" / "edit.json").exists() and (w / "o" / "figure.png").exists()
+
+
+def cases() -> list[tuple]:
+    io = ["--input", "{W}/in", "--mask", "{W}/m.png"]
+    out: list[tuple] = []
+    values = {"--strength": ["1.5", "-0.1", "nan", "abc", "inf"], "--jump-length": ["0", "-3", "abc", "1e9"],
+              "--jump-n-sample": ["0", "2.5"], "--particles": ["0", "100000", "x"], "--steps": ["0", "1e12", "abc"],
+              "--method": ["nope", ""], "--seed": ["-1", "abc"]}
+    for flag, bad in values.items():
+        for v in bad:
+            out.append(("edit values", EDIT + io + [flag, v], (flag, v) if v else (flag,), {"setup": GOOD}))
+    out.append(("edit values", EDIT + io + ["--solver", "nope"], ("nope",), {"setup": GOOD}))
+    out.append(("edit values", EDIT + io + ["--method", "sdedit", "--solver", "nope"], ("nope",), {"setup": GOOD}))
+    files = [(["--input", "{W}/missing.png", "--mask", "{W}/m.png"], ("missing.png",), GOOD),
+             (["--input", "{W}/empty", "--mask", "{W}/m.png"], ("empty",), _both(GOOD, lambda w: (w / "empty").mkdir())),
+             (["--input", "{W}/t.png", "--mask", "{W}/m.png"], ("t.png",), _both(GOOD, lambda w: (w / "t.png").write_text("not a png"))),
+             (["--input", "{W}/a.txt", "--mask", "{W}/m.png"], ("a.txt",), _both(GOOD, lambda w: (w / "a.txt").write_text("x"))),
+             (["--input", "{W}/big.png", "--mask", "{W}/m.png"], ("big.png", "9x9"), _both(GOOD, _png("big.png", lambda np: np.zeros((9, 9))))),
+             (["--input", "{W}/rgb.png", "--mask", "{W}/m.png"], ("rgb.png", "channel"), _both(GOOD, _png("rgb.png", lambda np: np.zeros((8, 8, 3))))),
+             (["--input", "{W}/in", "--mask", "{W}/nomask.png"], ("nomask.png",), GOOD),
+             (["--input", "{W}/in"], ("--mask",), GOOD),
+             (["--input", "{W}/in", "--mask", "{W}/g.png"], ("g.png", "128"), _both(GOOD, _png("g.png", lambda np: np.full((8, 8), 128)))),
+             (["--input", "{W}/in", "--mask", "{W}/w.png"], ("all known",), _both(GOOD, _png("w.png", lambda np: np.full((8, 8), 255)))),
+             (["--input", "{W}/in", "--mask", "{W}/b.png"], ("all unknown",), _both(GOOD, _png("b.png", lambda np: np.zeros((8, 8))))),
+             (["--input", "{W}/in", "--mask", "{W}/mb.png"], ("mb.png", "9x9"), _both(GOOD, _png("mb.png", lambda np: np.zeros((9, 9))))),
+             (["--input", "{W}/in", "--mask", "{W}/bad.png"], ("bad.png",), _both(GOOD, lambda w: (w / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n junk")))]
+    for argv, needles, setup in files:
+        out.append(("edit files", EDIT + argv, needles, {"setup": setup}))
+    out.append(("edit files", ["edit", "--ckpt", "{W}/none.pt", *io, "--out", "{W}/o"], ("none.pt",), {"setup": GOOD}))
+    out += [("edit outputs", EDIT[:-1] + ["{W}/FILE/sub", *io], ("FILE",), {"setup": _both(GOOD, lambda w: (w / "FILE").write_text("x"))}),
+            ("edit outputs", EDIT + io, ("000000.png", "--overwrite"), {"setup": _both(GOOD, lambda w: ((w / "o").mkdir(), (w / "o" / "000000.png").write_bytes(b"x")))})]
+    for method in ("blend", "repaint", "sdedit", "smc"):
+        out.append(("edit legit", EDIT + io + ["--method", method, "--particles", "2"], (method,), {"setup": GOOD, "legit": True, "check": _edited}))
+    return out
