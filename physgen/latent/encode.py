@@ -27,16 +27,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Tuple, Union
+from typing import Any, Optional, TextIO, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import parse_float
 from ..errors import UserError
 from ..images.data import ImageDataset, load_image_dataset
 from ..io import atomic_write
 from ..nets.autoencoder import Autoencoder
+from ..runtime import Progress
 from .train import load_autoencoder
 
 __all__ = ["LatentInfo", "LATENT_MODES", "file_sha256", "encode_images", "decode_latents", "encode_dataset",
@@ -75,24 +77,27 @@ def file_sha256(path: Any) -> str:
 
 @torch.no_grad()
 def encode_images(ae: Autoencoder, images: Tensor, *, mode: str = "mean", generator: Optional[torch.Generator] = None,
-                  batch: int = 256) -> Tensor:
+                  batch: int = 256, log: Optional[TextIO] = None) -> Tensor:
     """Unscaled latents ``z`` of ``images`` ``[N, C, H, W]``: the posterior mean ``mu``
-    (``mode="mean"``) or a draw ``mu + sigma eps`` (``"sample"``, from ``generator``)."""
+    (``mode="mean"``) or a draw ``mu + sigma eps`` (``"sample"``, from ``generator``);
+    progress (rate, ETA) on ``log`` every 20 batches."""
     if mode not in LATENT_MODES:
         raise UserError(f"unknown latent mode {mode!r}; valid: {', '.join(LATENT_MODES)}")
     device = next(ae.parameters()).device
+    batches = -(-len(images) // batch)
+    progress = Progress(batches, unit="img", every=20, stream=log, enabled=log is not None)
     out = []
-    for i in range(0, len(images), batch):
+    for k, i in enumerate(range(0, len(images), batch)):
         q = ae.encode(images[i:i + batch].to(device, torch.float32))
         out.append((q.mode() if mode == "mean" else q.sample(generator)).cpu())
+        progress.update(k + 1, batch)
     return torch.cat(out) if out else torch.empty(0, *ae.spec.latent_shape)
 
 
 @torch.no_grad()
 def decode_latents(ae: Autoencoder, latents: Tensor, scale_factor: float = 1.0, *, batch: int = 256) -> Tensor:
     """Images ``D(latents / scale_factor)`` in ``[-1, 1]`` (clamped), on the CPU."""
-    if not (isinstance(scale_factor, float) or isinstance(scale_factor, int)) or not scale_factor > 0:
-        raise UserError(f"latent scale factor must be a positive number, got {scale_factor!r}")
+    scale_factor = parse_float(scale_factor, "latent scale factor", 0.0, lo_open=True)
     device = next(ae.parameters()).device
     out = [ae.decode(latents[i:i + batch].to(device, torch.float32) / scale_factor).clamp(-1, 1).cpu()
            for i in range(0, len(latents), batch)]
@@ -108,19 +113,21 @@ def _check_images(ae: Autoencoder, data: ImageDataset, ae_path: Any) -> None:
 
 
 def encode_dataset(ae_path: Any, dataset: Union[str, ImageDataset], out: Any, *, mode: str = "mean", seed: int = 0,
-                   batch: int = 256, device: Any = "cpu") -> LatentInfo:
-    """Encode ``dataset`` (a spec such as ``"digits"``, loaded at the autoencoder's resolution,
-    or an :class:`ImageDataset`) with the autoencoder at ``ae_path`` into the latents file
-    ``out`` (module docstring; written atomically).  ``mode="sample"`` draws from a generator
-    seeded with ``seed``."""
+                   batch: int = 256, device: Any = "cpu", split: str = "train", log: Optional[TextIO] = None) -> LatentInfo:
+    """Encode ``dataset`` (a spec such as ``"digits"``, loaded at the autoencoder's resolution
+    (``split``: CIFAR-10's train or test batches), or an :class:`ImageDataset`) with the
+    autoencoder at ``ae_path`` into the latents file ``out`` (module docstring; written
+    atomically).  ``mode="sample"`` draws from a generator seeded with ``seed``."""
+    if mode not in LATENT_MODES:
+        raise UserError(f"unknown latent mode {mode!r}; valid: {', '.join(LATENT_MODES)}")
     ae = load_autoencoder(ae_path, device=device)
     sha = file_sha256(ae_path)
-    data = load_image_dataset(dataset, ae.spec.resolution) if isinstance(dataset, str) else dataset
+    data = load_image_dataset(dataset, ae.spec.resolution, split=split) if isinstance(dataset, str) else dataset
     _check_images(ae, data, ae_path)
     if len(data) < 2:
         raise UserError(f"dataset {data.name!r} has {len(data)} image(s); the scale factor needs at least 2")
     gen = torch.Generator(torch.device(device)).manual_seed(int(seed))
-    z = encode_images(ae, data.images, mode=mode, generator=gen, batch=batch)
+    z = encode_images(ae, data.images, mode=mode, generator=gen, batch=batch, log=log)
     std = float(z.double().std())
     if not std > 0:
         raise UserError(f"the latents of {data.name!r} under {str(ae_path)!r} have no spread (std {std}); no scale factor")

@@ -49,7 +49,7 @@ class AutoencoderTrainConfig:
     ``ema_halflife`` is in images (``None``: no EMA); ``max_minutes`` stops early at the
     first log interval past the budget."""
 
-    steps: int = 1500
+    steps: int = 1000
     batch: int = 64
     lr: float = 2e-3
     warmup_steps: int = 100

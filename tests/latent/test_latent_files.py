@@ -124,6 +124,17 @@ def test_files_that_are_not_checkpoints_are_one_line(tmp_path, capsys, content):
     assert "bad.pt" in one_line(info) and "ran code" not in capsys.readouterr().out
 
 
+def test_a_verifying_autoencoder_checkpoint_with_a_pickle_payload_runs_nothing(tmp_path, capsys):
+    """Header, spec and checksum are right; only the weights-only loader stands between the pickle and the user."""
+    pad = torch.zeros(sum(p.numel() for p in Autoencoder(SPEC).parameters()))  # big enough for the size check
+    checkpoints.write(tmp_path / "evil.pt", {"model": _Boom(), "pad": pad}, kind="autoencoder", step=0,
+                      meta={"autoencoder": SPEC.to_dict()})
+    capsys.readouterr()
+    with pytest.raises(UserError) as info:
+        load_autoencoder(tmp_path / "evil.pt")
+    assert "evil.pt" in one_line(info) and "ran code" not in capsys.readouterr().out
+
+
 def test_a_header_that_describes_a_bigger_network_than_its_weights_is_refused(tmp_path):
     make_ae(tmp_path / "ae.pt")
     big = {**SPEC.to_dict(), "width": 1024, "channel_mult": [16, 16]}
