@@ -5,7 +5,8 @@ One optimiser step on a batch ``x`` of ``B`` images minimises (LDM, arXiv 2112.1
     L = (1/B) sum_b [ rho(x_b - D(z_b)) + beta KL(q(z|x_b) || N(0, I)) ]  (+ disc_weight L_adv),
     z_b = mu_b + sigma_b * eps_b
 
-with Adam at a constant learning rate after a linear warm-up, and optionally an EMA of the
+with Adam (``betas = (0.5, 0.9)``, LDM's autoencoder setting) at a constant learning rate after
+a linear warm-up, and optionally an EMA of the
 weights ``theta_ema <- b theta_ema + (1 - b) theta``, ``b = 0.5^(B / h)`` (half-life ``h``
 in images, as :mod:`physgen.training`).  The posterior draw ``eps`` of step ``t`` comes from a
 generator seeded with ``mix_seed(seed, t, 0)`` and the batches from an
@@ -106,13 +107,14 @@ class AutoencoderTrainer:
     def __init__(self, spec: AutoencoderSpec, data: ImageDataset, config: AutoencoderTrainConfig, device: Any = "cpu"):
         _check_data(spec, data)
         self.config, self.device = config, torch.device(device)
-        torch.manual_seed(config.seed)  # the initial weights
-        self.ae = Autoencoder(spec).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # the initial weights, from the seed alone
+            torch.manual_seed(config.seed)
+            self.ae = Autoencoder(spec).to(self.device)
+            self.disc = PatchDiscriminator(spec.in_channels).to(self.device) if config.disc_weight > 0 else None
         self.ema = copy.deepcopy(self.ae).requires_grad_(False) if config.ema_halflife else None
         self.opt = torch.optim.Adam(self.ae.parameters(), lr=config.lr, betas=(0.5, 0.9))
-        self.disc = self.disc_opt = None
-        if config.disc_weight > 0:
-            self.disc = PatchDiscriminator(spec.in_channels).to(self.device)
+        self.disc_opt = None
+        if self.disc is not None:
             self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=config.lr, betas=(0.5, 0.9))
         self.sampler = ImageSampler(data, config.batch, seed=config.seed, device=self.device)
         self.t = 0
@@ -150,6 +152,28 @@ class AutoencoderTrainer:
         self.t += 1
         return {"loss": float(loss.detach()), **parts}
 
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything a step depends on (weights, EMA, optimisers, data stream, step): tensors,
+        numbers and dicts, so a checkpoint of it loads with ``weights_only=True``."""
+        state = {"step": self.t, "model": self.ae.state_dict(), "optimizer": self.opt.state_dict(),
+                 "sampler": self.sampler.state_dict()}
+        if self.ema is not None:
+            state["ema"] = self.ema.state_dict()
+        if self.disc is not None:
+            state["disc"], state["disc_optimizer"] = self.disc.state_dict(), self.disc_opt.state_dict()
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict`: the following steps equal an uninterrupted run's, bit for bit on CPU."""
+        for key, module in (("model", self.ae), ("ema", self.ema), ("disc", self.disc)):
+            if module is not None:
+                module.load_state_dict(state[key])
+        self.opt.load_state_dict(state["optimizer"])
+        if self.disc_opt is not None:
+            self.disc_opt.load_state_dict(state["disc_optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.t = int(state["step"])
+
     def result_network(self) -> Autoencoder:
         """The EMA's network when there is one, else the trained one (eval mode)."""
         return (self.ema if self.ema is not None else self.ae).eval()
@@ -161,11 +185,11 @@ def train_autoencoder(data: ImageDataset, spec: AutoencoderSpec, config: Optiona
     ``config.max_minutes``), printing progress (rate, ETA) to ``log`` every ``log_every``
     steps; with ``out``, write the result as an autoencoder checkpoint there."""
     config = config or AutoencoderTrainConfig()
-    trainer = AutoencoderTrainer(spec, data, config, device)
     progress = Progress(config.steps, unit="img", every=config.log_every, stream=log, enabled=log is not None)
     losses: List[Dict[str, float]] = []
     t0 = time.perf_counter()
-    with torch.random.fork_rng(devices=[]):
+    trainer = AutoencoderTrainer(spec, data, config, device)
+    with torch.random.fork_rng(devices=[]):  # the caller's global RNG is left as it was
         while trainer.t < config.steps:
             parts = trainer.step()
             losses.append(parts)

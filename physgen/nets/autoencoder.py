@@ -18,7 +18,8 @@ over the batch, as LDM does, so ``beta`` means the same at every resolution.  Th
 adversarial term uses a PatchGAN discriminator (pix2pix, arXiv 1611.07004) with the hinge
 loss; it is off by default (``disc_weight = 0``).  Where this differs from LDM's code: no
 perceptual (LPIPS) term (it needs downloaded weights) and no learned output log-variance;
-the reconstruction is plain L1 or L2.
+the reconstruction is plain L1 or L2; LDM's 1x1 ``quant_conv`` after the encoder is folded
+into the encoder's last convolution (a 1x1 convolution after a 3x3 one adds nothing linear).
 
 Blocks follow the paper's architecture (App. G, the VQGAN/DDPM layout): residual blocks of
 (GroupNorm, SiLU, 3x3 conv) x 2, a strided 3x3 convolution per downsampling stage, nearest

@@ -128,3 +128,21 @@ def test_unknown_preset_and_wrong_input_shapes_are_one_line():
     with pytest.raises(UserError) as info:
         ae.decode(torch.zeros(2, 4, 8, 8))
     assert "[N, 4, 4, 4]" in one_line(info)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=5),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=80)
+@given(field=st.sampled_from(["in_channels", "resolution", "latent_channels", "width", "channel_mult", "num_res_blocks", "attention"]),
+       value=_JSON)
+def test_any_header_value_builds_a_checked_spec_or_is_one_line(field, value):
+    """A checkpoint header is user input: every JSON value of every field is either a spec
+    within the limits or one UserError naming the field."""
+    try:
+        spec = spec_from_dict({**AE_PRESETS["digits"].to_dict(), field: value})
+    except UserError as exc:
+        assert len(str(exc).splitlines()) == 1 and field in str(exc), str(exc)
+        return
+    assert spec.resolution % spec.factor == 0 and spec.width % 8 == 0 and 1 <= spec.in_channels <= 64
