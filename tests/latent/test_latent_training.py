@@ -49,13 +49,14 @@ def test_training_is_reproducible_and_the_ema_differs_from_the_raw_weights(tmp_p
 def test_digits_reconstructions_keep_their_class(tmp_path):
     """Issue 25's bar: the digits preset (16x16 -> 4x4x4, f = 4), trained on the classifier's
     training part only, reconstructs the held-out digits, through a latents file and back, so
-    that the classifier's accuracy on them is within 0.05 of its accuracy on the originals."""
+    that the classifier's accuracy on them is within 0.05 of its accuracy on the originals.  400
+    steps (half the benchmark's 800) keep the test near a minute; at 300 steps the gap measured 0.008."""
     from physgen.images.quality import classifier_outputs, split_dataset, train_classifier
 
     data = load_image_dataset("digits", 16)
-    clf, _ = train_classifier(data, steps=400, seed=0)
+    clf, _ = train_classifier(data, steps=300, seed=0)
     train_part, held = split_dataset(data, 0.2, 0)
-    train_autoencoder(train_part, AE_PRESETS["digits"], AutoencoderTrainConfig(steps=800), out=tmp_path / "ae.pt")
+    train_autoencoder(train_part, AE_PRESETS["digits"], AutoencoderTrainConfig(steps=400), out=tmp_path / "ae.pt")
     info = encode_dataset(tmp_path / "ae.pt", held, tmp_path / "z.npz")
     latents = load_image_dataset(f"npz:{tmp_path / 'z.npz'}")
     recon = decode_latents(load_autoencoder(tmp_path / "ae.pt"), latents.images, info.scale_factor)
