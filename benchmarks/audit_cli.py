@@ -354,6 +354,8 @@ def cases() -> list[Case]:
                          (TOY + ["--birth-death", "smc"], "--birth-death"), (CMP + ["--sampler-opt", "nope=1"], "nope")):
         out.append(Case("sampler options", argv + o, (needle,), owner="sampler"))
 
+    out += _encode_cases()
+
     # the surfaces added since (issue 19): solver options, collisions, schedules, the optimal-schedule cache, headers, ...
     import audit_surfaces
 
@@ -363,6 +365,52 @@ def cases() -> list[Case]:
     out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_edit.cases()]
     for i, case in enumerate(out):
         case.id = f"{case.area}-{i:03d}"
+    return out
+
+
+def _tiny_autoencoder(w: Path) -> None:
+    """``w/ae.pt``: an untrained 8x8 one-channel autoencoder (f = 2), and an RGB npz beside it."""
+    import numpy as np
+    from physgen.latent.train import save_autoencoder
+    from physgen.nets.autoencoder import build_autoencoder
+
+    save_autoencoder(w / "ae.pt", build_autoencoder("digits", resolution=8, width=8, channel_mult=[1, 1]))
+    np.savez(w / "rgb.npz", x=np.zeros((4, 8, 8, 3), np.uint8))
+    np.savez(w / "one.npz", x=np.zeros((1, 8, 8, 1), np.uint8))
+
+
+def _crafted_autoencoder(w: Path) -> None:
+    """A verifying checkpoint of kind autoencoder whose payload is the pickle."""
+    import crafted_files
+
+    crafted_files.new_format_checkpoint(w / "c.pt", w / MARKER, kind="autoencoder")
+
+
+def _encode_cases() -> list[Case]:
+    """``physgen encode`` (issue 25): the autoencoder file, the dataset, the options, the output."""
+    enc = ["encode", "--ae", "ae.pt", "--device", "cpu"]
+    rows = [
+        (["encode", "--ae", "nope.pt", "--out", "z.npz"], ("nope.pt",)),
+        (["encode", "--ae", "{IMG}", "--out", "z.npz"], ("autoencoder", "{IMG}")),
+        (enc + ["--dataset", "npz:rgb.npz", "--out", "z.npz"], ("rgb.npz", "channel")),
+        (enc + ["--dataset", "npz:one.npz", "--out", "z.npz"], ("one.npz",)),
+        (enc + ["--dataset", "mnist", "--out", "z.npz"], ("mnist",)),
+        (enc + ["--mode", "median", "--out", "z.npz"], ("--mode", "median")),
+        (enc + ["--seed", "-1", "--out", "z.npz"], ("--seed",)),
+        (enc + ["--batch", "0", "--out", "z.npz"], ("--batch",)),
+        (enc + ["--out", "z.txt"], ("--out", "z.txt")),
+        (enc + ["--out", ""], ("--out",)),
+        (enc + ["--split", "val", "--out", "z.npz"], ("--split", "val")),
+        (enc + ["--device", "tpu", "--out", "z.npz"], ("tpu", "--device")),
+    ]
+    out = [Case("encode", argv, needles, setup=_tiny_autoencoder) for argv, needles in rows]
+    out.append(Case("encode", enc + ["--out", "ae.pt.npz"], ("ae.pt.npz", "--overwrite"),
+                    setup=lambda w: (_tiny_autoencoder(w), (w / "ae.pt.npz").write_bytes(b"x"))))
+    out.append(Case("encode", ["encode", "--ae", "p.pt", "--out", "z.npz"], ("p.pt",), setup=_crafted("torch", "p.pt")))
+    out.append(Case("encode", ["encode", "--ae", "c.pt", "--out", "z.npz"], ("c.pt",), setup=_crafted_autoencoder))
+    out.append(Case("encode", ["encode", "--ae", "junk.pt", "--out", "z.npz"], ("junk.pt",), setup=_write("junk.pt", b"not a checkpoint")))
+    out.append(Case("encode", enc + ["--out", "z.npz"], ("encode",), setup=_tiny_autoencoder, legit=True,
+                    check=lambda w: (w / "z.npz").exists()))  # the defaults (digits at the autoencoder's resolution)
     return out
 
 

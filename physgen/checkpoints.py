@@ -74,6 +74,7 @@ KINDS = {
     "train": "a training checkpoint (physgen.training.train: model, EMA, optimiser, RNG states)",
     "toy-mlp": "a trained toy MLP (physgen compare-solvers --field mlp)",
     "classifier": "a noise-conditional classifier (physgen train-classifier)",
+    "autoencoder": "an autoencoder (physgen.latent.train_autoencoder: weights, its spec in the header)",
 }
 _MAX_HEADER = 16 << 20  # a header is a few kB; a bigger length field is a damaged file
 _CHUNK = 1 << 22
@@ -193,7 +194,7 @@ HEADER_SCHEMA = {
     ("meta", "toy", "net", "hidden"): (int, 1, MAX_WIDTH), ("meta", "toy", "net", "depth"): (int, 1, MAX_DEPTH),
     ("meta", "toy", "net", "embed_dim"): (int, 2, MAX_WIDTH), ("meta", "toy", "net", "num_classes"): (int, 0, MAX_SAMPLES),
     ("meta", "toy", "net", "out_dim"): (int, 1, MAX_WIDTH), ("meta", "toy", "dataset"): (str,), ("meta", "toy", "n_data"): (int, 1, MAX_SAMPLES),
-    ("meta", "toy", "seed"): (int, 0, INT64_MAX), ("meta", "arch"): (dict,),
+    ("meta", "toy", "seed"): (int, 0, INT64_MAX), ("meta", "arch"): (dict,), ("meta", "autoencoder"): (dict,),
 }
 """What each field of a header must be where present: ``(type,)`` or ``(int, lo, hi)`` (the size
 limits of :mod:`physgen.config`); ``"*"`` is every item of a list.  What a reader needs beyond

@@ -9,7 +9,8 @@ for 8-bit pixels ``u``; ``x = v / 8 - 1`` for the 0..16 digits) with integer lab
     cifar10:PATH    the CIFAR-10 python pickles data_batch_1..5 / test_batch in PATH
                     (Krizhevsky 2009), or the cifar-10-python.tar.gz archive itself
     folder:PATH     PNG/JPEG files under PATH; labels from first-level sub-folders
-    npz:PATH        arrays x (uint8 [N,H,W,C] / [N,C,H,W], or float in [-1,1]) and optional y
+    npz:PATH        arrays x (uint8 [N,H,W,C] / [N,C,H,W], or float in [-1,1]) and optional y,
+                    or a latents file of physgen.latent.encode (float [N,c,h,w], unbounded)
 
 Nothing is downloaded.  The sampler draws batches from a per-epoch random permutation
 (a ``torch.Generator``), optionally flipping each image horizontally with probability 1/2
@@ -365,8 +366,15 @@ def load_npz(path: PathLike, resolution: Optional[int] = None) -> ImageDataset:
         raise UserError(f"cannot read npz file {str(path)!r}: {exc}") from exc
     if "x" not in arrays:
         raise UserError(f"npz file {str(path)!r} has no array 'x' (found: {sorted(arrays)})")
-    x = _channels_first(arrays["x"], f"npz file {str(path)!r}")
-    if x.dtype == np.uint8:
+    latent = "latent_scale_factor" in arrays  # physgen.latent's files: [N, c, h, w] of any finite values
+    x = arrays["x"] if latent else _channels_first(arrays["x"], f"npz file {str(path)!r}")
+    if latent:
+        if x.ndim != 4 or not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+            raise UserError(f"latents file {str(path)!r}: x must be finite floats [N, c, h, w], got {x.dtype} {list(x.shape)}")
+        if resolution is not None and resolution != x.shape[-1]:
+            raise UserError(f"latents file {str(path)!r} has a {x.shape[-1]}x{x.shape[-1]} grid; latents are not resized ({resolution})")
+        images = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    elif x.dtype == np.uint8:
         images = _from_uint8_nchw(x)
     elif np.issubdtype(x.dtype, np.floating):
         if x.size and (float(np.nanmin(x)) < -1.0 - 1e-3 or float(np.nanmax(x)) > 1.0 + 1e-3):
