@@ -25,7 +25,7 @@ from ..images.train import load_trained
 from ..io import save_figure, write_json
 from ..runfolder import add_overwrite_argument, prepare
 from ..runtime import resolve_device
-from .argtypes import PROBABILITY, SEED, STEPS
+from .flags import PROBABILITY, SEED, STEPS
 
 OUTPUTS = ("edit.json", "figure.png", "[0-9][0-9][0-9][0-9][0-9][0-9].png")
 METHODS = ("repaint", "blend", "sdedit", "smc")

@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..latent.encode import LATENT_MODES, encode_dataset
 from ..runfolder import add_overwrite_argument, prepare_file
 from ..runtime import resolve_device
-from .argtypes import BATCH, SEED
+from .flags import BATCH, SEED
 
 OUTPUTS = ("the --out latents file",)  # what encode writes
 
