@@ -34,9 +34,11 @@ from solvers.spec import NEEDS, OptionError, parse_options
 from solvers.schedules import SCHEDULES, parse_schedule
 
 from .errors import UserError, unknown_name
+from .gits_schedule import GITS, gits_options, gits_schedule
 from .noise import SeededNoise
 from .optimal_schedule import OPTIMAL, optimal_options, optimal_schedule
 from .processes.base import Process, check_steps
+from .schedule_file import FILE_PREFIX, file_schedule, is_file_schedule
 
 __all__ = ["grid", "sample", "sampling_record", "solver_spec", "solver_rows", "format_solver_table", "check_result", "DivergenceError",
            "DIVERGENCE_RATIO", "STRAY_RATIO", "stray_fraction", "pooled_stray_fraction", "warn_strays", "warn_stray_runs",
@@ -114,7 +116,10 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
     ``schedule`` is a name of :data:`solvers.schedules.SCHEDULES`, optionally with keywords
     (``polyexponential:rho=2``), or ``"optimal"`` (``optimal:n_pilot=64,max_evals=100``): the
     grid fitted to ``method``'s error on ``field`` (:mod:`physgen.optimal_schedule`; ``shape``
-    of one sample, default ``(dim,)``, the solver's ``options``, ``label``; cached in ``cache_dir``).
+    of one sample, default ``(dim,)``, the solver's ``options``, ``label``; cached in ``cache_dir``),
+    ``"gits"`` (``gits:n_pilot=N,fine=M``): time steps by dynamic programming over one teacher
+    trajectory of ``field`` (:mod:`physgen.gits_schedule`, cached the same way), or
+    ``"file:PATH"``: the user's own grid, a JSON list of ``steps + 1`` scales (:mod:`physgen.schedule_file`).
     """
     spec = solver_spec(method)
     if spec.grid == "levels":
@@ -132,10 +137,17 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
             raise UserError("--schedule optimal is fitted to a field: this command does not pass one (use a named schedule)")
         return optimal_schedule(process, field, steps, method=method, sample_fn=sample, shape=shape or (int(dim),), options=options,
                                 label=label, cache_dir=cache_dir, **optimal_options(schedule))
+    if str(schedule).partition(":")[0] == GITS:
+        if field is None or (shape is None and dim is None):
+            raise UserError("--schedule gits is fitted to a field's teacher trajectory: this command does not pass one (use a named schedule or file:PATH)")
+        return gits_schedule(process, field, steps, sample_fn=sample, shape=shape or (int(dim),), options=options, label=label,
+                             cache_dir=cache_dir, **gits_options(schedule))
+    if is_file_schedule(schedule):
+        return file_schedule(process, schedule, steps)
     if schedule is None:
         return process.grid(steps)
     if str(schedule).partition(":")[0] not in SCHEDULES:
-        raise unknown_name("schedule", schedule, [*SCHEDULES, OPTIMAL])
+        raise unknown_name("schedule", schedule, [*SCHEDULES, OPTIMAL, GITS, FILE_PREFIX + "PATH"])
     try:
         name, kw = parse_schedule(schedule)
     except ValueError as exc:
