@@ -5,7 +5,10 @@
   decreasing, or with the wrong ends; through toy, compare-solvers and sample's flags;
 * ``schedule gits``: ``--schedule gits:KEY=VALUE`` with unknown keys, non-integers, values
   out of range, a key twice;
-* ``schedule legit``: a valid file and gits on an analytic field (exit 0 with samples).
+* ``schedule legit``: a valid file and gits on an analytic field (exit 0 with samples);
+* ``restart``: its options (``k``, ``restart_intervals``, ``t_min``, ``t_max``, ``s_noise``) of the
+  wrong type or out of range, ``t_max`` below the restart point, PFGM++ at finite D (no Gaussian
+  kernel), and the defaults (legit).
 
 :func:`cases` returns ``(area, argv, needles, keywords)`` tuples for :class:`audit_cli.Case`
 (``{W}`` is the case's folder).
@@ -58,4 +61,12 @@ def cases() -> list[tuple]:
                 dict(setup=_file("[20, 4, 1, 0.1, 0]"), legit=True, check=lambda w: (w / "o" / "samples.npy").exists())))
     out.append(("schedule legit", TOY + ["--steps", "4", "--schedule", "gits:n_pilot=64,fine=40", "--out", "{W}/o"], ("gits",),
                 dict(legit=True, check=lambda w: (w / "o" / "samples.npy").exists())))
+    rs = TOY + ["--solver", "restart", "--steps", "6", "--out", "{W}/o"]
+    for opt, needle in (("k=-1", "k"), ("k=1.5", "k"), ("restart_intervals=0", "restart_intervals"), ("t_min=0", "t_min"),
+                        ("t_max=x", "t_max"), ("t_max=0.01", "t_max"), ("t_min=1,t_max=0.5", "t_min"), ("s_noise=5", "s_noise"),
+                        ("t_min=nan", "t_min"), ("t_max=inf", "t_max")):
+        out.append(("restart", rs + [a for kv in opt.split(",") for a in ("--sampler-opt", kv)], (needle,), {}))
+    out.append(("restart", ["toy", "--process", "pfgmpp", "--D", "128", "--dataset", "8gaussians", "--field", "exact", "--n-samples", "32",
+                            "--solver", "restart", "--steps", "6", "--out", "{W}/o"], ("Gaussian",), {}))
+    out.append(("restart", rs, ("restart",), dict(legit=True, check=lambda w: (w / "o" / "samples.npy").exists())))
     return out
