@@ -8,7 +8,8 @@
 * ``schedule legit``: a valid file and gits on an analytic field (exit 0 with samples);
 * ``restart``: its options (``k``, ``restart_intervals``, ``t_min``, ``t_max``, ``s_noise``) of the
   wrong type or out of range, ``t_max`` below the restart point, PFGM++ at finite D (no Gaussian
-  kernel), and the defaults (legit).
+  kernel), and the defaults (legit);
+* ``afs``: ``--sampler-opt afs=`` not a bool, on a solver with two calls per step, on PFGM++ at finite D.
 
 :func:`cases` returns ``(area, argv, needles, keywords)`` tuples for :class:`audit_cli.Case`
 (``{W}`` is the case's folder).
@@ -69,4 +70,9 @@ def cases() -> list[tuple]:
     out.append(("restart", ["toy", "--process", "pfgmpp", "--D", "128", "--dataset", "8gaussians", "--field", "exact", "--n-samples", "32",
                             "--solver", "restart", "--steps", "6", "--out", "{W}/o"], ("Gaussian",), {}))
     out.append(("restart", rs, ("restart",), dict(legit=True, check=lambda w: (w / "o" / "samples.npy").exists())))
+    ip = TOY + ["--solver", "ipndm", "--steps", "6", "--out", "{W}/o"]
+    for argv, needle in ((ip + ["--sampler-opt", "afs=maybe"], "afs"), (ip + ["--sampler-opt", "afs=2"], "afs"),
+                         (ip + ["--solver", "heun", "--sampler-opt", "afs=true"], "heun"),
+                         (ip + ["--process", "pfgmpp", "--D", "128", "--field", "exact", "--sampler-opt", "afs=true"], "Gaussian")):
+        out.append(("afs", argv, (needle,), {}))
     return out
