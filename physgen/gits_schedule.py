@@ -34,7 +34,6 @@ grid, version); an entry that is not a valid grid is refitted, never trusted.
 """
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import math
@@ -48,9 +47,8 @@ from torch import Tensor
 
 from .errors import UserError
 from .io import write_json
-from .noise import SeededNoise
-from .optimal_schedule import (N_PILOT, N_PILOT_LARGE, PILOT_SEED, REFERENCE_TOL, SMALL_DIM, _cache_path, _device, _label_value,
-                               _read_cache, _warn, field_fingerprint, grid_problem)
+from .optimal_schedule import (N_PILOT, N_PILOT_LARGE, PILOT_SEED, REFERENCE_TOL, SMALL_DIM, _cache_path, _label_value, _read_cache,
+                               cached_grid, field_fingerprint, pilot_draws, schedule_keywords)
 from .processes.base import Process, check_steps
 
 __all__ = ["GITS", "FINE", "MAX_FINE", "gits_options", "gits_schedule", "gits_path", "euler_costs"]
@@ -59,26 +57,11 @@ GITS = "gits"
 FINE = 100
 MAX_FINE = 2000
 VERSION = 2  # (2: the last step kept s_min -> 0) bump when the cost or the search changes, so old cache entries are refitted
-_BOUNDS = {"n_pilot": (2, 10**6), "fine": (2, MAX_FINE)}
 
 
 def gits_options(spec: str) -> dict:
     """The keywords of ``gits[:n_pilot=N][,fine=M]`` (bounded integers); :class:`UserError` otherwise."""
-    name, _, rest = str(spec).partition(":")
-    if name != GITS:
-        raise UserError(f"not the gits schedule: {spec!r}")
-    out = {}
-    for item in filter(None, (t.strip() for t in rest.split(","))):
-        key, sep, value = (v.strip() for v in item.partition("="))
-        if not sep or key not in _BOUNDS:
-            raise UserError(f"schedule 'gits' takes n_pilot=N and fine=M; got {item!r}")
-        lo, hi = _BOUNDS[key]
-        if not value.isdigit() or not lo <= int(value) <= hi:
-            raise UserError(f"schedule 'gits': {key} must be an integer in {lo}..{hi}, got {value!r}")
-        if key in out:
-            raise UserError(f"schedule 'gits': {key} is given twice ({spec!r}); give it once")
-        out[key] = int(value)
-    return out
+    return schedule_keywords(spec, GITS, {"n_pilot": (2, 10**6), "fine": (2, MAX_FINE)})
 
 
 def euler_costs(traj: Tensor, velocities: Tensor, s: Sequence[float]) -> np.ndarray:
@@ -149,19 +132,13 @@ def gits_schedule(process: Process, field: Any, steps: Optional[int], *, sample_
     key, log = _key(process, field, K, label_value, shape, n_pilot, fine, modes), sys.stderr if log is None else log
     path = _cache_path(cache_dir)
     cache = _read_cache(path, log)
-    if key in cache:
-        entry = cache[key]
-        why = grid_problem(entry.get("grid") if isinstance(entry, dict) else None, K, [own[0], *own[-2:]])
-        if why is None:
-            return torch.tensor([float(v) for v in entry["grid"]], dtype=torch.float64)
-        _warn(log, path, f"its gits grid for this field is {why}")
+    cached = cached_grid(cache, key, K, own, path, log, "its gits grid for this field")
+    if cached is not None:
+        return cached
     t0 = time.perf_counter()
     print(f"--schedule gits: one teacher solve of {n_pilot} pilot draws on a {fine}-step grid, then {fine} field calls "
           f"(cached in {str(path) if path is not None else 'nothing: no run folder'})", file=log, flush=True)
-    device = _device(field)
-    field64 = copy.deepcopy(field).to(torch.float64) if isinstance(field, torch.nn.Module) else field
-    x0 = process.sample_prior((n_pilot, *shape), noise=SeededNoise(PILOT_SEED, range(n_pilot)), device=device, dtype=torch.float64)
-    lab = None if label_value is None else torch.full((n_pilot,), label_value, dtype=torch.long, device=device)
+    field64, x0, lab = pilot_draws(process, field, n_pilot, shape, label_value)
     fine_grid = process.grid(fine)
     with torch.no_grad():
         traj, vel = _teacher(process, field64, x0, fine_grid, sample_fn, lab, modes)

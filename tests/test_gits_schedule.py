@@ -98,7 +98,7 @@ def test_gits_on_a_process_that_ends_at_s_min():
 
 
 @pytest.mark.parametrize("bad, why", [("gits:n_pilot=1", "n_pilot must be an integer in 2..1000000"), ("gits:fine=x", "fine must be"),
-                                      ("gits:fine=3000", "fine must be an integer in 2..2000"), ("gits:rho=2", "takes n_pilot=N and fine=M"),
+                                      ("gits:fine=3000", "fine must be an integer in 2..2000"), ("gits:rho=2", "takes n_pilot=N and fine=N"),
                                       ("gits:fine=10,fine=20", "given twice")])
 def test_bad_gits_keywords(bad, why):
     p, field = _problem()
