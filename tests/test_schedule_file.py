@@ -89,15 +89,24 @@ def test_any_list_is_a_valid_grid_or_one_line_naming_the_file(tmp_path, values):
     assert all(a > b for a, b in zip(g, g[1:])) and all(math.isfinite(v) for v in g)
 
 
-def test_through_toy_and_compare_solvers(tmp_path, capsys):
+BASE = ["--process", "edm", "--sigma-max", "20", "--dataset", "8gaussians", "--field", "analytic", "--n-samples", "64"]
+
+
+def test_a_bad_file_through_the_cli_is_one_line_exit_2(tmp_path, capsys):
     path = _write(tmp_path, [20, 4, 1, 0.1, 0])
-    base = ["--process", "edm", "--sigma-max", "20", "--dataset", "8gaussians", "--field", "analytic", "--n-samples", "64"]
-    assert main(["toy", *base, "--solver", "euler", "--schedule", f"file:{path}", "--out", str(tmp_path / "toy")]) == 0
+    for cmd in (["toy"], ["compare-solvers", "--solvers", "euler"]):
+        assert main([*cmd, *BASE, "--steps", "6", "--schedule", f"file:{path}", "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and str(path) in err[0] and "want 7 scales for --steps 6" in err[0]
+
+
+@pytest.mark.slow
+def test_through_toy_and_compare_solvers(tmp_path):
+    path = _write(tmp_path, [20, 4, 1, 0.1, 0])
+    assert main(["toy", *BASE, "--solver", "euler", "--schedule", f"file:{path}", "--out", str(tmp_path / "toy")]) == 0
     metrics = json.loads((tmp_path / "toy" / "metrics.json").read_text())
     assert metrics["nfe"] == 4
-    assert main(["compare-solvers", *base, "--solvers", "euler,ipndm", "--steps", "4", "--schedule", f"file:{path}",
+    assert main(["compare-solvers", *BASE, "--solvers", "euler,ipndm", "--steps", "4", "--schedule", f"file:{path}",
                  "--out", str(tmp_path / "cmp")]) == 0
-    capsys.readouterr()
-    assert main(["toy", *base, "--steps", "6", "--schedule", f"file:{path}", "--out", str(tmp_path / "bad")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and str(path) in err[0] and "want 7 scales for --steps 6" in err[0]
+    settings = json.loads((tmp_path / "cmp" / "results.json").read_text())["settings"]
+    assert settings["grids"] == {"4": [20.0, 4.0, 1.0, 0.1, 0.0]}  # both solvers ran on the user's grid
