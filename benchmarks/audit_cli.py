@@ -363,6 +363,9 @@ def cases() -> list[Case]:
     import audit_edit  # physgen edit (issue 23)
 
     out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_edit.cases()]
+    import audit_fewstep  # --schedule file:PATH and gits (issue 24)
+
+    out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_fewstep.cases()]
     for i, case in enumerate(out):
         case.id = f"{case.area}-{i:03d}"
     return out

@@ -68,7 +68,7 @@ from .noise import SeededNoise
 from .processes.base import Process, check_steps
 
 __all__ = ["OPTIMAL", "optimal_schedule", "optimal_options", "field_fingerprint", "grid_problem", "CACHE_NAME", "PILOT_SEED", "N_PILOT", "MAX_EVALS",
-           "N_PILOT_LARGE", "MAX_EVALS_LARGE", "SMALL_DIM", "START_SCHEDULES"]
+           "N_PILOT_LARGE", "MAX_EVALS_LARGE", "SMALL_DIM", "START_SCHEDULES", "cached_grid", "pilot_draws", "schedule_keywords"]
 
 OPTIMAL = "optimal"
 CACHE_NAME = "optimal_schedules.json"
@@ -122,20 +122,29 @@ def field_fingerprint(field: Any) -> str:
     return h.hexdigest()
 
 
-def optimal_options(spec: str) -> dict:
-    """The keywords of ``optimal[:n_pilot=N][,max_evals=M]`` (positive integers); :class:`UserError` otherwise."""
-    name, _, rest = str(spec).partition(":")
-    if name != OPTIMAL:
-        raise UserError(f"not the optimal schedule: {spec!r}")
+def schedule_keywords(spec: str, name: str, bounds: dict) -> dict:
+    """The keywords of a fitted schedule ``NAME[:KEY=N][,KEY=M]`` (``bounds``: key -> (lo, hi), integers);
+    :class:`UserError` naming an unknown key, a value that is not an integer in range, a key given twice."""
+    head, _, rest = str(spec).partition(":")
+    if head != name:
+        raise UserError(f"not the {name} schedule: {spec!r}")
     out = {}
     for item in filter(None, (t.strip() for t in rest.split(","))):
         key, sep, value = (v.strip() for v in item.partition("="))
-        if not sep or key not in ("n_pilot", "max_evals"):
-            raise UserError(f"schedule 'optimal' takes n_pilot=N and max_evals=M; got {item!r}")
-        if not value.isdigit() or int(value) < (2 if key == "n_pilot" else 1) or int(value) > 10**6:
-            raise UserError(f"schedule 'optimal': {key} must be an integer in {2 if key == 'n_pilot' else 1}..1000000, got {value!r}")
+        if not sep or key not in bounds:
+            raise UserError(f"schedule {name!r} takes {' and '.join(f'{k}=N' for k in bounds)}; got {item!r}")
+        lo, hi = bounds[key]
+        if not value.isdigit() or not lo <= int(value) <= hi:
+            raise UserError(f"schedule {name!r}: {key} must be an integer in {lo}..{hi}, got {value!r}")
+        if key in out:
+            raise UserError(f"schedule {name!r}: {key} is given twice ({spec!r}); give it once")
         out[key] = int(value)
     return out
+
+
+def optimal_options(spec: str) -> dict:
+    """The keywords of ``optimal[:n_pilot=N][,max_evals=M]`` (positive integers); :class:`UserError` otherwise."""
+    return schedule_keywords(spec, OPTIMAL, {"n_pilot": (2, 10**6), "max_evals": (1, 10**6)})
 
 
 def _device(field: Any) -> torch.device:
@@ -211,6 +220,28 @@ def grid_problem(grid: Any, steps: int, ends: Sequence[float]) -> Optional[str]:
     return None
 
 
+def cached_grid(cache: dict, key: str, K: int, own: Sequence[float], path: Optional[Path], log, what: str) -> Optional[Tensor]:
+    """The cache's grid under ``key`` if it is a valid ``K``-step grid with the ends of the process's
+    own grid ``own``; else ``None`` (with a warning on ``log`` when an entry was there: refitted, not trusted)."""
+    if key not in cache:
+        return None
+    entry = cache[key]
+    why = grid_problem(entry.get("grid") if isinstance(entry, dict) else None, K, [own[0], *own[-2:]])
+    if why is None:
+        return torch.tensor([float(v) for v in entry["grid"]], dtype=torch.float64)
+    _warn(log, path, f"{what} is {why}")
+    return None
+
+
+def pilot_draws(process: Process, field: Any, n_pilot: int, shape: Sequence[int], label_value: Optional[int]) -> tuple[Any, Tensor, Optional[Tensor]]:
+    """``(field in float64, the pilot prior draws (seed PILOT_SEED), their labels)``: what a fit solves on."""
+    device = _device(field)
+    field64 = copy.deepcopy(field).to(torch.float64) if isinstance(field, torch.nn.Module) else field
+    x0 = process.sample_prior((n_pilot, *shape), noise=SeededNoise(PILOT_SEED, range(n_pilot)), device=device, dtype=torch.float64)
+    lab = None if label_value is None else torch.full((n_pilot,), label_value, dtype=torch.long, device=device)
+    return field64, x0, lab
+
+
 def _check_fittable(method: str) -> None:
     """:class:`UserError` unless ``method`` is a fixed-step ODE solver on the grid's steps (what the fit optimises)."""
     spec = solvers.get_solver(method)
@@ -257,20 +288,14 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
     path = _cache_path(cache_dir)
     cache = _read_cache(path, log)
     own = process.grid(K).tolist()  # the process's own K-step grid: its ends are every grid's
-    if key in cache:
-        entry = cache[key]
-        why = grid_problem(entry.get("grid") if isinstance(entry, dict) else None, K, [own[0], *own[-2:]])
-        if why is None:
-            return torch.tensor([float(v) for v in entry["grid"]], dtype=torch.float64)
-        _warn(log, path, f"its grid for this fit is {why}")
+    cached = cached_grid(cache, key, K, own, path, log, "its grid for this fit")
+    if cached is not None:
+        return cached
 
     t0 = time.perf_counter()
     print(f"--schedule optimal: fitting a {K}-step grid for {method} on {n_pilot} pilot draws (at most {max_evals} solves; "
           f"cached in {str(path) if path is not None else 'nothing: no run folder'})", file=log, flush=True)
-    device = _device(field)
-    field64 = copy.deepcopy(field).to(torch.float64) if isinstance(field, torch.nn.Module) else field
-    x0 = process.sample_prior((n_pilot, *shape), noise=SeededNoise(PILOT_SEED, range(n_pilot)), device=device, dtype=torch.float64)
-    lab = None if label_value is None else torch.full((n_pilot,), label_value, dtype=torch.long, device=device)
+    field64, x0, lab = pilot_draws(process, field, n_pilot, shape, label_value)
     modes = {k: v for k, v in options.items() if k in {o.name for o in process.sampling_options}}
     starts = _start_grids(process, K)
     first = starts[process.default_schedule_name]

@@ -27,16 +27,19 @@ import torch
 from torch import Tensor
 
 import solvers
+from solvers.afs import FirstCallMean
 from solvers.base import Solution
 from solvers.offers import NEED_TABLE, CoordinateChange, Delegating
-from solvers.spec import NEEDS, OptionError, parse_options
+from solvers.spec import NEEDS, Option, OptionError, parse_options
 
 from solvers.schedules import SCHEDULES, parse_schedule
 
 from .errors import UserError, unknown_name
+from .gits_schedule import GITS, gits_options, gits_schedule
 from .noise import SeededNoise
 from .optimal_schedule import OPTIMAL, optimal_options, optimal_schedule
-from .processes.base import Process, check_steps
+from .processes.base import Process, check_steps, prior_centre
+from .schedule_file import FILE_PREFIX, file_schedule, is_file_schedule
 
 __all__ = ["grid", "sample", "sampling_record", "solver_spec", "solver_rows", "format_solver_table", "check_result", "DivergenceError",
            "DIVERGENCE_RATIO", "STRAY_RATIO", "stray_fraction", "pooled_stray_fraction", "warn_strays", "warn_stray_runs",
@@ -114,7 +117,10 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
     ``schedule`` is a name of :data:`solvers.schedules.SCHEDULES`, optionally with keywords
     (``polyexponential:rho=2``), or ``"optimal"`` (``optimal:n_pilot=64,max_evals=100``): the
     grid fitted to ``method``'s error on ``field`` (:mod:`physgen.optimal_schedule`; ``shape``
-    of one sample, default ``(dim,)``, the solver's ``options``, ``label``; cached in ``cache_dir``).
+    of one sample, default ``(dim,)``, the solver's ``options``, ``label``; cached in ``cache_dir``),
+    ``"gits"`` (``gits:n_pilot=N,fine=M``): time steps by dynamic programming over one teacher
+    trajectory of ``field`` (:mod:`physgen.gits_schedule`, cached the same way), or
+    ``"file:PATH"``: the user's own grid, a JSON list of ``steps + 1`` scales (:mod:`physgen.schedule_file`).
     """
     spec = solver_spec(method)
     if spec.grid == "levels":
@@ -132,10 +138,17 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
             raise UserError("--schedule optimal is fitted to a field: this command does not pass one (use a named schedule)")
         return optimal_schedule(process, field, steps, method=method, sample_fn=sample, shape=shape or (int(dim),), options=options,
                                 label=label, cache_dir=cache_dir, **optimal_options(schedule))
+    if str(schedule).partition(":")[0] == GITS:
+        if field is None or (shape is None and dim is None):
+            raise UserError("--schedule gits is fitted to a field's teacher trajectory: this command does not pass one (use a named schedule or file:PATH)")
+        return gits_schedule(process, field, steps, sample_fn=sample, shape=shape or (int(dim),), options=options, label=label,
+                             cache_dir=cache_dir, **gits_options(schedule))
+    if is_file_schedule(schedule):
+        return file_schedule(process, schedule, steps)
     if schedule is None:
         return process.grid(steps)
     if str(schedule).partition(":")[0] not in SCHEDULES:
-        raise unknown_name("schedule", schedule, [*SCHEDULES, OPTIMAL])
+        raise unknown_name("schedule", schedule, [*SCHEDULES, OPTIMAL, GITS, FILE_PREFIX + "PATH"])
     try:
         name, kw = parse_schedule(schedule)
     except ValueError as exc:
@@ -190,6 +203,29 @@ def _missing(spec: solvers.Spec, process: Process, caps, modes: dict) -> UserErr
                      f"does not offer it (it offers: {', '.join(sorted(caps))}; solvers that run here: {', '.join(_runs_here(caps))})")
 
 
+AFS = Option("afs", bool, False, "analytical first step: the first denoiser call, at s_max, replaced by the data's mean (one NFE saved; "
+             "one-NFE-per-step denoiser-form solvers, Gaussian kernels)")
+"""The one sampler option the dispatcher serves itself, for every eligible row (:mod:`solvers.afs`)."""
+
+
+def _afs(spec: solvers.Spec, process: Process, caps, options: dict) -> bool:
+    """Whether ``afs`` is asked for (popped from ``options``); :class:`UserError` where it has no meaning."""
+    if "afs" not in options:
+        return False
+    try:
+        on = parse_options((AFS,), {"afs": options.pop("afs")}, f"solver {spec.name!r}")["afs"]
+    except OptionError as exc:
+        raise UserError(f"{exc} (given as --sampler-opt afs=...)") from None
+    eligible = spec.target == "denoiser" and spec.nfe == 1 and not spec.adaptive and spec.grid == "steps"
+    if on and not eligible:
+        raise UserError(f"--sampler-opt afs=true replaces the first denoiser call of a one-NFE-per-step denoiser-form solver; "
+                        f"{spec.name!r} is not one (dpmpp-2m, dpmpp-3m, ipndm, deis, unipc-bh1/2 are)")
+    if on and "gaussian" not in caps:
+        raise UserError(f"--sampler-opt afs=true needs a Gaussian kernel, where D(x, s_max) is the data's mean to O(σ_data²/s_max²); "
+                        f"process {process.describe()} has none")
+    return on
+
+
 def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = "heun", *, noise: Optional[SeededNoise] = None,
            label: Optional[Tensor] = None, **options) -> Solution:
     """Generate from ``x0`` (drawn at ``schedule[0]``) with the named solver; see the module docstring."""
@@ -197,6 +233,7 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
     modes, options = _split_modes(process, options)
     offers, caps = process.offers(field, label, **modes), process.capabilities(**modes)
     spec, options = _route(spec, process, offers, caps, modes, options)
+    afs = _afs(spec, process, caps, options)
     try:
         options = spec.check_options(options)
     except OptionError as exc:  # name the flag too: --steps-per-level, --snr, ... or --sampler-opt KEY=VALUE
@@ -205,11 +242,15 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
     if spec.stochastic and noise is not None:
         options["noise"] = noise
     target = offers[spec.target]
+    run = FirstCallMean(target, _data_mean(process, x0)) if afs else target
     if isinstance(target, CoordinateChange):  # an offer in coordinates of its own (VP's σ form)
         x, s = target.to_solver(x0, schedule)
-        sol = target.from_solver(spec.fn(target, x, s, **options), schedule)
+        sol = target.from_solver(spec.fn(run, x, s, **options), schedule)
     else:
-        sol = spec.fn(target, x0, schedule, **options)
+        sol = spec.fn(run, x0, schedule, **options)
+    if afs:
+        sol.stats.nfe -= run.saved
+        sol.stats.extra["afs"] = True
     sol.stats.extra.update(modes)  # the process's sampling modes (Yukawa's birth_death), recorded with the result
     s_first, s_last = torch.as_tensor(schedule, dtype=torch.float64)[[0, -1]].tolist()
     x_data, x0_data = sol.x / process.signal_scale(s_last), x0 / process.signal_scale(s_first)  # in the data's units
@@ -222,6 +263,11 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
     if fraction is not None:
         sol.stats.extra["stray_fraction"] = fraction
     return sol
+
+
+def _data_mean(process: Process, x0: Tensor) -> Tensor:
+    """The data's mean the prior is centred on (``prior_mean``; the origin when none), shaped like one sample."""
+    return torch.zeros_like(x0[0]) if process.prior_mean is None else prior_centre(process.prior_mean, x0)
 
 
 def _prior_radii(x: Tensor, x0: Tensor) -> Optional[tuple[Tensor, Tensor]]:

@@ -50,6 +50,7 @@ from .sde import euler_maruyama
 from .offers import NEED_TABLE, BirthsOffer, CoordinateChange, Delegating, Need, Score
 from .spec import NEEDS, Option, OptionError, Spec
 from .stochastic import ddpm_ancestral, edm_sde, pc
+from .restart import restart
 from .unipc import unipc_bh1, unipc_bh2
 from .torchdiffeq_adapter import (TORCHDIFFEQ_FIXED_GRID, TORCHDIFFEQ_PREFIX, TORCHDIFFEQ_WITHHELD, make_torchdiffeq, torchdiffeq_methods,
                                   torchdiffeq_solver)
@@ -65,7 +66,7 @@ __all__ = [
     "lms", "adams_bashforth_coefficients", "dpm2", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "unipc_bh1", "unipc_bh2", "deis", "ipndm",
     "dpm_fast", "dpm_adaptive", "dopri5", "torchdiffeq_solver",
     "torchdiffeq_methods", "euler_maruyama", "births", "systematic_resample", "effective_sample_size",
-    "annealed_langevin", "langevin", "choose_eps", "variance_ratio", "pc", "edm_sde", "ddpm_ancestral",
+    "annealed_langevin", "langevin", "choose_eps", "variance_ratio", "pc", "edm_sde", "ddpm_ancestral", "restart",
     # schedules
     "edm_schedule", "uniform_schedule", "log_uniform_schedule", "polyexponential_schedule", "vp_time_schedule",
     "ve_time_schedule", "make_schedule", "parse_schedule", "SCHEDULES",
@@ -109,6 +110,9 @@ SOLVERS: dict[str, Spec] = {spec.name: spec for spec in (
          order_note="weak 1, not measured here", nfe_note="1 + corrector_steps"),
     Spec("edm-sde", edm_sde, ("denoiser", "gaussian"), 2, 2, "EDM's stochastic sampler, arXiv 2206.00364, Alg. 2", stochastic=True,
          order_note="s_churn=0, where it is heun; between churns otherwise", nfe_note=_LAST),
+    Spec("restart", restart, ("denoiser", "gaussian"), 2, None, "Restart sampling, Xu et al., arXiv 2306.14878: Heun, k forward jumps t_min -> t_max",
+         stochastic=True, order_note="between restarts; k=0: heun",
+         nfe_note="2 per step (1 for a last step to 0) + 2 k restart_intervals in all: 2K - 1 + 12 by default"),
     Spec("euler-ancestral", euler_ancestral, ("denoiser", "gaussian"), 1, 1,
          "ancestral Euler = DDIM(eta), arXiv 2010.02502; k-diffusion's sample_euler_ancestral", stochastic=True,
          order_note=_ETA0, weak_order=1),

@@ -152,5 +152,5 @@ def test_the_readme_names_every_solver_schedule_and_process_users_can_type():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     names = [n for n in solvers.SOLVERS if not n.startswith("torchdiffeq:")] + ["torchdiffeq:METHOD"]
-    names += list(solvers.SCHEDULES) + ["optimal"] + list(PROCESSES)
+    names += list(solvers.SCHEDULES) + ["optimal", "gits", "file:SIGMAS.json"] + list(PROCESSES)
     assert [n for n in names if f"`{n}`" not in readme] == []

@@ -72,7 +72,7 @@ def register(sub) -> None:
     p.add_argument("--list-solvers", action="store_true", help="print the solver table for the process (needs, order, NFE per step) and exit")
     p.add_argument("--solvers", default=None, help="comma-separated solver/sampler names, or 'all' (default: euler, heun, midpoint, rk4, lms, dpm2, dpmpp-2m, dpmpp-3m, unipc-bh2, deis, ipndm, dopri5 and, if the process has a score, euler-maruyama, pc, edm-sde, ddpm; those that cannot run are skipped)")
     p.add_argument("--steps", default="4,8,16,32,64", help="comma-separated step budgets (adaptive solvers: tolerance min(0.1, 100/steps^5))")
-    p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, polyexponential (NAME:rho=R sets a schedule's rho), vp-time, ve-time, or optimal[:n_pilot=N,max_evals=M] (fitted to the solver's error on this field, cached in --out); default: the process's")
+    p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, polyexponential (NAME:rho=R sets a schedule's rho), vp-time, ve-time, optimal[:n_pilot=N,max_evals=M] (fitted to the solver's error on this field, cached in --out), gits[:n_pilot=N,fine=M] (steps by dynamic programming over one teacher trajectory, cached likewise), or file:SIGMAS.json (your own K+1 scales); default: the process's")
     p.add_argument("--n-data", type=SAMPLES, default=5000, help="toy: points of the exact field / MLP training set")
     p.add_argument("--n-samples", type=SAMPLES, default=1000)
     p.add_argument("--seed", type=SEED, default=0)

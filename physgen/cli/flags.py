@@ -81,7 +81,7 @@ def add_sampler_arguments(p) -> None:
     p.add_argument("--solver", default="heun", help="euler, heun, dpmpp-2m, dopri5, ald, ... (--list-solvers prints the table)")
     p.add_argument("--list-solvers", action="store_true", help="print the solver table for the process (needs, order, NFE per step) and exit")
     p.add_argument("--steps", type=STEPS, default=None, help="K integration steps on every path (default 18; ald: K noise levels, default NCSNv2's rule)")
-    p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, polyexponential (NAME:rho=R sets a schedule's rho), vp-time, ve-time, or optimal[:n_pilot=N,max_evals=M] (fitted to the solver's error on this field, cached in --out); default: the process's")
+    p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, polyexponential (NAME:rho=R sets a schedule's rho), vp-time, ve-time, optimal[:n_pilot=N,max_evals=M] (fitted to the solver's error on this field, cached in --out), gits[:n_pilot=N,fine=M] (steps by dynamic programming over one teacher trajectory, cached likewise), or file:SIGMAS.json (your own K+1 scales); default: the process's")
     p.add_argument("--rtol", type=TOLERANCE, default=None, help="adaptive solvers (dopri5, torchdiffeq:*): relative tolerance (default 1e-5)")
     p.add_argument("--atol", type=TOLERANCE, default=None, help="adaptive solvers: absolute tolerance (default 1e-5)")
     p.add_argument("--levels", type=LEVELS, default=None, help="annealed Langevin: number of noise levels (= --steps for ald)")
