@@ -29,7 +29,7 @@ from .io import ensure_dir, save_figure, save_npy, write_json
 from .metrics import sample_metrics
 from .noise import SeededNoise
 from .processes import data_defaults, make_process, process_class
-from .runtime import resolve_device
+from .runtime import initial_weights, resolve_device
 from .sampling import check_sampler_options, grid, sample, sampling_record, warn_strays
 from .training import TrainConfig, train, train_classifier
 from .nets.mlp import MLP
@@ -109,7 +109,8 @@ def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tens
         labels = None
     num_classes = 0 if labels is None else int(dataset.num_classes or int(labels.max()) + 1)
     out_dim = process.network_out_dim(data.shape[1]) if hasattr(process, "network_out_dim") else None
-    net = MLP(data.shape[1], hidden=config.hidden, depth=config.depth, num_classes=num_classes, out_dim=out_dim)
+    with initial_weights(config.seed):
+        net = MLP(data.shape[1], hidden=config.hidden, depth=config.depth, num_classes=num_classes, out_dim=out_dim)
     field = process.precondition(net)
     tcfg = TrainConfig(steps=config.train_steps, batch=config.batch, lr=config.lr, seed=config.seed, log_every=max(1, config.train_steps // 10))
 
@@ -262,8 +263,9 @@ def guide_toy(config, process, field, data: Tensor, labels: Optional[Tensor], de
         if labels is None:
             raise UserError(f"dataset {config.dataset!r} has no labels to train a classifier on")
         k = int(labels.max()) + 1
-        classifier = make_classifier(process, data.shape[1:], k, hidden=config.hidden, depth=config.depth,
-                                     sigma_data=getattr(process, "sigma_data", 0.5)).to(device)
+        with initial_weights(config.seed + 1):  # the classifier's seed (as its training's)
+            classifier = make_classifier(process, data.shape[1:], k, hidden=config.hidden, depth=config.depth,
+                                         sigma_data=getattr(process, "sigma_data", 0.5)).to(device)
         tcfg = TrainConfig(steps=config.train_steps, batch=config.batch, lr=config.lr, seed=config.seed + 1,
                            log_every=max(1, config.train_steps // 10))
 
