@@ -22,6 +22,7 @@ from .config import LIMIT_REASONS, MAX_LR, TOLERANCE_RANGE, parse_float
 from .data import load_toy
 from .errors import UserError, unknown_name
 from .fields.labels import drop_labels
+from .fields.neural import c_noise_unit
 from .guidance import (GUIDANCE_KINDS, ClassifierFreeGuidance, ClassifierGuidance, bayes_classifier, load_classifier, make_classifier,
                        parse_interval, sample_guided)
 from .guidance.wrappers import check_guidance_flags, check_w
@@ -112,6 +113,7 @@ def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tens
     with initial_weights(config.seed):
         net = MLP(data.shape[1], hidden=config.hidden, depth=config.depth, num_classes=num_classes, out_dim=out_dim)
     field = process.precondition(net)
+    net.c_noise_unit = c_noise_unit(field)  # VP feeds 999 t; the MLP's embedding wants O(1) input
     tcfg = TrainConfig(steps=config.train_steps, batch=config.batch, lr=config.lr, seed=config.seed, log_every=max(1, config.train_steps // 10))
 
     def batch(n: int, g: torch.Generator):
