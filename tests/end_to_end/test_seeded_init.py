@@ -6,28 +6,23 @@ from __future__ import annotations
 
 import json
 
-import pytest
 import torch
 
 from physgen import checkpoints
 from physgen.cli.main import main
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Bit-exact comparisons need one thread count (and tiny networks run fastest on one)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _twice(tmp_path, argv):
-    """The command's two output folders: run, draw from the global generator, run again."""
-    outs = tmp_path / "a", tmp_path / "b"
-    assert main([*argv, "--out", str(outs[0])]) == 0
-    torch.rand(7)
-    assert main([*argv, "--out", str(outs[1])]) == 0
+    """The command's two output folders: run, draw from the global generator, run again (both
+    on one thread: bit-exact comparisons need one thread count, and tiny networks run fastest so)."""
+    outs, threads = (tmp_path / "a", tmp_path / "b"), torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*argv, "--out", str(outs[0])]) == 0
+        torch.rand(7)
+        assert main([*argv, "--out", str(outs[1])]) == 0
+    finally:
+        torch.set_num_threads(threads)
     return outs
 
 
