@@ -15,12 +15,13 @@ One home for what every command needs before it touches a tensor:
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 import torch.distributed as dist
@@ -39,6 +40,7 @@ __all__ = [
     "Progress",
     "mix_seed",
     "SEED_STREAMS",
+    "initial_weights",
 ]
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -228,3 +230,23 @@ def mix_seed(seed: int, step: int, index: int, *, stream: str) -> int:
     else:
         raise ValueError(f"unknown seed stream {stream!r}; valid: {', '.join(SEED_STREAMS)}")
     return h & _M63
+
+
+@contextlib.contextmanager
+def initial_weights(seed: int) -> Iterator[None]:
+    """Build a network inside this block and its initial weights depend on ``seed`` alone.
+
+    ``torch.nn`` layers draw their initialisation from torch's global generator, which a
+    run's ``--seed`` does not otherwise touch, so two identical runs would start from
+    different weights.  Inside the block the global CPU (and CUDA) generators are seeded
+    with ``seed``; on leaving, the caller's generator states are restored
+    (``torch.random.fork_rng``), so building a network neither depends on nor changes what
+    the caller drew before.  Every command that builds a network (``toy --field mlp``,
+    ``nll``/``compare-solvers`` with an MLP, ``train-classifier``, ``train``, the latent
+    autoencoder) builds it here.  The seed is the run's own (as ``physgen train`` has
+    always used for the U-Net), so image runs keep their initial weights.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(int(seed))
+        yield

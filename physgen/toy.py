@@ -22,6 +22,7 @@ from .config import LIMIT_REASONS, MAX_LR, TOLERANCE_RANGE, parse_float
 from .data import load_toy
 from .errors import UserError, unknown_name
 from .fields.labels import drop_labels
+from .fields.neural import c_noise_unit
 from .guidance import (GUIDANCE_KINDS, ClassifierFreeGuidance, ClassifierGuidance, bayes_classifier, load_classifier, make_classifier,
                        parse_interval, sample_guided)
 from .guidance.wrappers import check_guidance_flags, check_w
@@ -29,7 +30,7 @@ from .io import ensure_dir, save_figure, save_npy, write_json
 from .metrics import sample_metrics
 from .noise import SeededNoise
 from .processes import data_defaults, make_process, process_class
-from .runtime import resolve_device
+from .runtime import initial_weights, resolve_device
 from .sampling import check_sampler_options, grid, sample, sampling_record, warn_strays
 from .training import TrainConfig, train, train_classifier
 from .nets.mlp import MLP
@@ -109,8 +110,10 @@ def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tens
         labels = None
     num_classes = 0 if labels is None else int(dataset.num_classes or int(labels.max()) + 1)
     out_dim = process.network_out_dim(data.shape[1]) if hasattr(process, "network_out_dim") else None
-    net = MLP(data.shape[1], hidden=config.hidden, depth=config.depth, num_classes=num_classes, out_dim=out_dim)
+    with initial_weights(config.seed):
+        net = MLP(data.shape[1], hidden=config.hidden, depth=config.depth, num_classes=num_classes, out_dim=out_dim)
     field = process.precondition(net)
+    net.c_noise_unit = c_noise_unit(field)  # VP feeds 999 t; the MLP's embedding wants O(1) input
     tcfg = TrainConfig(steps=config.train_steps, batch=config.batch, lr=config.lr, seed=config.seed, log_every=max(1, config.train_steps // 10))
 
     def batch(n: int, g: torch.Generator):
@@ -262,8 +265,9 @@ def guide_toy(config, process, field, data: Tensor, labels: Optional[Tensor], de
         if labels is None:
             raise UserError(f"dataset {config.dataset!r} has no labels to train a classifier on")
         k = int(labels.max()) + 1
-        classifier = make_classifier(process, data.shape[1:], k, hidden=config.hidden, depth=config.depth,
-                                     sigma_data=getattr(process, "sigma_data", 0.5)).to(device)
+        with initial_weights(config.seed + 1):  # the classifier's seed (as its training's)
+            classifier = make_classifier(process, data.shape[1:], k, hidden=config.hidden, depth=config.depth,
+                                         sigma_data=getattr(process, "sigma_data", 0.5)).to(device)
         tcfg = TrainConfig(steps=config.train_steps, batch=config.batch, lr=config.lr, seed=config.seed + 1,
                            log_every=max(1, config.train_steps // 10))
 

@@ -61,7 +61,6 @@ NOT_YET_MIRRORED = {  # module: the test file that tests it today (a split for l
     "physgen/nets/adm.py": "tests/nets/test_unet_ncsnpp.py",
     "physgen/nets/classifier.py": "tests/guidance/test_guidance.py",
     "physgen/nets/inception.py": "tests/images/test_metrics.py",
-    "physgen/nets/mlp.py": "tests/processes/test_pfgm.py",
     "physgen/pretrained/load.py": "tests/pretrained/test_edm.py",
     "physgen/pretrained/precond.py": "tests/pretrained/test_edm.py",
     "physgen/processes/__init__.py": "tests/test_sampling_table.py",  # the registry: every process by name

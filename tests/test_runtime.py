@@ -6,7 +6,8 @@ import torch
 from hypothesis import given, strategies as st
 
 from physgen.errors import UserError
-from physgen.runtime import available_cpus, dist_info, mix_seed, resolve_device, resolve_precision, set_threads
+from physgen.nets.mlp import MLP
+from physgen.runtime import available_cpus, dist_info, initial_weights, mix_seed, resolve_device, resolve_precision, set_threads
 
 M64 = (1 << 64) - 1
 
@@ -86,3 +87,21 @@ def test_dist_info_from_the_environment(monkeypatch):
     monkeypatch.setenv("RANK", "one")
     with pytest.raises(UserError, match="RANK='one'"):
         dist_info()
+
+
+def _weights(seed):
+    with initial_weights(seed):
+        net = MLP(2, hidden=8, depth=1)
+    return torch.cat([p.detach().flatten() for p in net.parameters()])
+
+
+@given(st.integers(0, 2**63 - 1))
+def test_initial_weights_depend_on_the_seed_alone_and_leave_the_callers_generator(seed):
+    torch.manual_seed(12345)
+    torch.rand(3)  # the caller's generator somewhere in its stream
+    state = torch.random.get_rng_state()
+    first = _weights(seed)
+    assert torch.equal(torch.random.get_rng_state(), state)  # not advanced, not reseeded
+    torch.rand(7)  # whatever the caller drew before does not matter
+    assert torch.equal(_weights(seed), first)
+    assert not torch.equal(_weights(seed ^ 1), first)  # a seed of its own

@@ -265,7 +265,8 @@ def load_toy_checkpoint(path, device=None, ema: bool = True) -> dict:
     spec = (ckpt.meta.get("toy") or {}).get("net") or _mlp_spec_from_state(state, found.path)
     try:
         net = MLP(int(spec["dim"]), hidden=int(spec["hidden"]), depth=int(spec["depth"]), embed_dim=int(spec.get("embed_dim", 64)),
-                  num_classes=int(spec.get("num_classes", 0)), out_dim=spec.get("out_dim"))
+                  num_classes=int(spec.get("num_classes", 0)), out_dim=spec.get("out_dim"),
+                  c_noise_unit=float(spec.get("c_noise_unit", 1.0)))  # older checkpoints: 1, as they were trained
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"checkpoint {str(found.path)!r}: its MLP spec {spec} is incomplete ({exc})") from None
     process, field = rebuild_field(ckpt, net, weights=weights, device=device or "cpu")
@@ -277,7 +278,8 @@ def save_toy_checkpoint(out, process, training, dim: int, config) -> Path:
     weights a reload needs, the loss history, and its sizes in the header)."""
     net = training.ema.net
     spec = {"kind": "mlp", "dim": int(dim), "hidden": int(config.hidden), "depth": int(config.depth),
-            "embed_dim": int(net.embed[0].freqs.numel() * 2), "num_classes": int(net.num_classes), "out_dim": int(net.out_dim)}
+            "embed_dim": int(net.embed[0].freqs.numel() * 2), "num_classes": int(net.num_classes), "out_dim": int(net.out_dim),
+            "c_noise_unit": float(net.c_noise_unit)}  # absent in older checkpoints: 1
     meta = {"toy": {"net": spec, "dataset": str(config.dataset), "n_data": int(config.n_data), "seed": int(config.seed)}}
     process_spec = {"name": process.name, **jsonable(process.config())}
     state = {

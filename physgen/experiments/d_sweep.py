@@ -61,7 +61,7 @@ from physgen.noise import SeededNoise
 from physgen.robustness import budget_schedule, quantize_weights, sample_with_noise
 from physgen.io import save_figure, ensure_dir, atomic_write
 from physgen.processes.pfgmpp import PFGMpp
-from physgen.runtime import resolve_device
+from physgen.runtime import initial_weights, resolve_device
 
 __all__ = ["add_arguments", "run", "make_dataset", "parse_D_values", "spearman"]
 
@@ -187,8 +187,8 @@ def spearman(a: list, b: list) -> float:
 
 # ------------------------------------------------------------------------------ one (data set, D)
 def _train_field(process, train: Tensor, args, hidden: int, device, seed: int):
-    torch.manual_seed(seed)
-    field = process.precondition(MLP(train.shape[1], hidden=hidden, depth=args.depth)).to(device)
+    with initial_weights(seed):
+        field = process.precondition(MLP(train.shape[1], hidden=hidden, depth=args.depth)).to(device)
     data = train.to(device)
 
     def batch(n, g):

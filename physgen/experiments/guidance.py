@@ -49,7 +49,7 @@ from physgen.noise import SeededNoise
 from physgen.metrics import sliced_w2, default_bandwidths, mmd
 from physgen.images.data import load_digits
 from physgen.errors import UserError
-from physgen.runtime import resolve_device
+from physgen.runtime import initial_weights, resolve_device
 
 __all__ = ["add_arguments", "run", "shift_errors"]
 
@@ -149,7 +149,8 @@ def _plot_shift_errors(rows, path) -> None:
 def _train_field(process, data, labels, num_classes, *, steps, hidden, depth, cond_drop, seed, device, lr=2e-3, batch=512):
     """A conditional MLP field with label dropout, or (``num_classes = 0``) an unconditional one."""
     dim = int(data[0].numel())
-    net = MLP(dim, hidden=hidden, depth=depth, num_classes=num_classes)
+    with initial_weights(seed):
+        net = MLP(dim, hidden=hidden, depth=depth, num_classes=num_classes)
     field = process.precondition(net).to(device)
 
     def sample_batch(n, g):
@@ -164,8 +165,9 @@ def _train_field(process, data, labels, num_classes, *, steps, hidden, depth, co
 
 
 def _train_classifier(process, data, labels, num_classes, *, steps, seed, device, arch, hidden=64, width=16, batch=512, lr=2e-3):
-    clf = make_classifier(process, data.shape[1:], num_classes, arch=arch, hidden=hidden, depth=2, width=width,
-                          sigma_data=getattr(process, "sigma_data", 0.5)).to(device)
+    with initial_weights(seed + 1):  # the classifier's seed (as its training's)
+        clf = make_classifier(process, data.shape[1:], num_classes, arch=arch, hidden=hidden, depth=2, width=width,
+                              sigma_data=getattr(process, "sigma_data", 0.5)).to(device)
 
     def sample_batch(n, g):
         idx = torch.randint(0, data.shape[0], (n,), generator=g, device=g.device)

@@ -54,6 +54,7 @@ from physgen.processes.yukawa import Yukawa
 from physgen.processes import make_process
 from physgen.processes.pfgm import PoissonExactField
 from physgen.nets.mlp import MLP
+from physgen.runtime import initial_weights
 from physgen.training import TrainConfig, train
 
 __all__ = ["add_arguments", "run", "run_experiment"]
@@ -232,7 +233,8 @@ def _neural_run(args, m, mix, mix_points, mix_ref, rows, ess_rows, samples, log)
     sd = float(mix_points.std())
     p = Yukawa(m=m, sigma_min=0.002, sigma_max=args.sigma_max, sigma_data=sd, p_mean=math.log(sd), p_std=1.5,
                prior_mean=mix_points.mean(0).tolist(), objective="both")
-    field = p.precondition(MLP(2, hidden=128, depth=3, embed_dim=32, out_dim=p.network_out_dim(2)))
+    with initial_weights(args.seed):
+        field = p.precondition(MLP(2, hidden=128, depth=3, embed_dim=32, out_dim=p.network_out_dim(2)))
 
     def batch(n, gen):  # fresh draws from the mixture: the network sees the law, not a point set
         return mix.sample(n, gen), None

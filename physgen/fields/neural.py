@@ -11,6 +11,12 @@ inputs and targets at unit scale across noise levels:
   ``s(x, σ) = F(c_in x, ln(σ)/4) / σ``, so that DSM with ``λ(σ) = σ²`` regresses ``F`` on
   ``-ε`` at every level.
 * :class:`EpsPreconditioning` (DDPM, arXiv 2006.11239): ``ε(x, t) = F(c_in x, 999 t)``.
+
+Each declares ``c_noise_unit``, the size of its ``c_noise`` range's unit: 1 for ``ln(σ)/4``,
+``999/4`` for DDPM's ``999 t`` (so ``c_noise / unit = 4 t``).  A network whose embedding
+expects O(1) input (the toy MLP) divides by it (:func:`c_noise_unit`); the U-Nets keep
+DDPM's positional embedding, built for ``999 t``, and EDM's VP checkpoints keep their own
+``(M-1) t`` (:mod:`physgen.pretrained.precond`).
 """
 from __future__ import annotations
 
@@ -23,11 +29,12 @@ from torch import Tensor, nn
 from .kinds import expand_as_batch
 from .labels import check_label
 
-__all__ = ["DenoiserPreconditioning", "ScorePreconditioning", "EpsPreconditioning", "NeuralField"]
+__all__ = ["DenoiserPreconditioning", "ScorePreconditioning", "EpsPreconditioning", "NeuralField", "c_noise_unit"]
 
 
 class DenoiserPreconditioning:
     kind = "denoiser"
+    c_noise_unit = 1.0
 
     def __init__(self, sigma_data: float = 0.5, sigma_of_scale: Optional[Callable[[Tensor], Tensor]] = None):
         if not sigma_data > 0:
@@ -48,6 +55,7 @@ class DenoiserPreconditioning:
 
 class ScorePreconditioning:
     kind = "score"
+    c_noise_unit = 1.0
 
     def __init__(self, sigma_data: float = 0.5):
         self.sigma_data = float(sigma_data)
@@ -60,6 +68,7 @@ class ScorePreconditioning:
 
 class EpsPreconditioning:
     kind = "eps"
+    c_noise_unit = 999.0 / 4  # 999 t -> 4 t in [0, 4]: an O(1) embedding input (4 t and ln(σ)/4 measured alike: RESULTS.md)
 
     def __init__(self, coefficients: Callable[[Tensor], tuple[Tensor, Tensor]], sigma_data: float = 0.5):
         self.coefficients = coefficients
@@ -93,3 +102,10 @@ class NeuralField(nn.Module):
         # labels in [0, K) or the null label K (the net's null embedding); None when all null
         label = check_label(label, self.num_classes, x.shape[0], device=x.device, what="this network")
         return self.preconditioning(self.net, x, s.to(x.dtype), label)
+
+
+def c_noise_unit(field) -> float:
+    """The unit of the ``c_noise`` a field's preconditioning feeds its network (``c_noise_unit``
+    of the preconditioning; 1 for those that feed ``ln(σ)/4``-like O(1) values and declare nothing,
+    e.g. PFGM's)."""
+    return float(getattr(getattr(field, "preconditioning", None), "c_noise_unit", 1.0))

@@ -22,7 +22,7 @@ from ..errors import UserError, unknown_name
 from ..images.data import load_image_dataset
 from ..io import write_json
 from ..processes import data_defaults, make_process
-from ..runtime import resolve_device
+from ..runtime import initial_weights, resolve_device
 from ..sampling import grid
 from ..training import SCALE_LAWS, TrainConfig, classifier_accuracy, train_classifier
 from .classifier import NoiseClassifier, make_classifier, save_classifier
@@ -93,8 +93,9 @@ def fit_classifier(fit: ClassifierFit, log_stream: Optional[TextIO] = None) -> t
     device = resolve_device(fit.device)
     data, labels, val_x, val_y, num_classes, popts = _labelled_data(fit, device)
     process = make_process(fit.process, **popts)
-    classifier = make_classifier(process, data.shape[1:], num_classes, arch=fit.arch, hidden=fit.hidden, depth=fit.depth,
-                                 width=fit.width, sigma_data=getattr(process, "sigma_data", 0.5)).to(device)
+    with initial_weights(fit.seed):
+        classifier = make_classifier(process, data.shape[1:], num_classes, arch=fit.arch, hidden=fit.hidden, depth=fit.depth,
+                                     width=fit.width, sigma_data=getattr(process, "sigma_data", 0.5)).to(device)
     tcfg = TrainConfig(steps=fit.steps, batch=fit.batch, lr=fit.lr, seed=fit.seed, log_every=max(1, fit.steps // 10))
 
     def batch(n: int, gen: torch.Generator):

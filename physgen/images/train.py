@@ -44,7 +44,7 @@ from ..config import (
 from ..errors import UserError, unknown_name
 from ..fields.labels import drop_labels
 from ..io import write_json
-from ..runtime import init_distributed
+from ..runtime import init_distributed, initial_weights
 from ..training import TrainConfig, TrainResult, rebuild_field, train
 from .data import ImageDataset, ImageSampler, load_image_dataset
 from ..nets.unet import UNET_PRESETS, build_unet, unet_weight_floor, UNet
@@ -293,8 +293,8 @@ def run_training(
         "overrides": dict(config.unet),
     }
     shape = (dataset.channels, dataset.resolution, dataset.resolution)
-    torch.manual_seed(config.train.seed)  # the network's initialisation
-    net = build_network(spec)
+    with initial_weights(config.train.seed):
+        net = build_network(spec)
     field_ = process.precondition(net)
     tcfg = config.train
     if tcfg.batch % info.world_size:

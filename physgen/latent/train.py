@@ -35,7 +35,7 @@ from ..errors import UserError, unknown_name
 from ..images.data import ImageDataset, ImageSampler
 from ..nets.autoencoder import (RECONSTRUCTION_LOSSES, Autoencoder, AutoencoderSpec, PatchDiscriminator, autoencoder_loss,
                                 discriminator_loss, spec_from_dict)
-from ..runtime import Progress, mix_seed
+from ..runtime import Progress, initial_weights, mix_seed
 
 __all__ = ["AutoencoderTrainConfig", "AutoencoderTrainer", "AutoencoderResult", "train_autoencoder", "save_autoencoder",
            "load_autoencoder", "CHECKPOINT_KIND"]
@@ -107,8 +107,7 @@ class AutoencoderTrainer:
     def __init__(self, spec: AutoencoderSpec, data: ImageDataset, config: AutoencoderTrainConfig, device: Any = "cpu"):
         _check_data(spec, data)
         self.config, self.device = config, torch.device(device)
-        with torch.random.fork_rng(devices=[]):  # the initial weights, from the seed alone
-            torch.manual_seed(config.seed)
+        with initial_weights(config.seed):
             self.ae = Autoencoder(spec).to(self.device)
             self.disc = PatchDiscriminator(spec.in_channels).to(self.device) if config.disc_weight > 0 else None
         self.ema = copy.deepcopy(self.ae).requires_grad_(False) if config.ema_halflife else None

@@ -3,7 +3,12 @@
 ``F(x_in, c_noise, label)``: the scalar ``c_noise`` is embedded with sinusoidal features
 at geometric frequencies (Transformer positional encoding, arXiv 1706.03762, as used by
 DDPM for time) followed by a small MLP; the embedding is added to every hidden layer
-(residual blocks with SiLU).  A label embedding with one extra "null" index (=
+(residual blocks with SiLU).  The embedding spreads its input by 100 (below), so it is
+designed for an O(1) ``c_noise`` such as EDM's ``ln(σ)/4``; a process that feeds another
+range (VP's ``ε`` preconditioning feeds DDPM's ``999 t``) is divided by ``c_noise_unit``
+first (:func:`physgen.fields.neural.c_noise_unit`): fed ``999 t`` raw, even the slowest
+feature turns 10 radians over ``t ∈ [0, 1]``, and the toy VP run left 0.01-0.04% of its samples
+2.4-4.4 away from the moons (benchmarks/RESULTS.md, "The demo's recipe").  A label embedding with one extra "null" index (=
 ``num_classes``) supports classifier-free guidance; ``label=None`` means null.
 """
 from __future__ import annotations
@@ -47,11 +52,14 @@ class MLP(nn.Module):
         embed_dim: int = 64,
         num_classes: int = 0,
         out_dim: Optional[int] = None,
+        c_noise_unit: float = 1.0,
     ):
         super().__init__()
         if dim <= 0 or hidden <= 0 or depth <= 0:
             raise ValueError(f"MLP sizes must be positive, got dim={dim}, hidden={hidden}, depth={depth}")
-        self.dim, self.num_classes = dim, num_classes
+        if not (math.isfinite(c_noise_unit) and c_noise_unit > 0):
+            raise ValueError(f"c_noise_unit must be positive and finite, got {c_noise_unit}")
+        self.dim, self.num_classes, self.c_noise_unit = dim, num_classes, float(c_noise_unit)
         self.out_dim = out_dim or dim
         self.embed = nn.Sequential(SinusoidalEmbedding(embed_dim), nn.Linear(embed_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.label_embed = nn.Embedding(num_classes + 1, hidden) if num_classes > 0 else None
@@ -64,7 +72,7 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor, c_noise: Tensor, label: Optional[Tensor] = None) -> Tensor:
         shape = x.shape
-        emb = self.embed(c_noise)
+        emb = self.embed(c_noise / self.c_noise_unit)
         if self.label_embed is not None:
             if label is None:
                 label = torch.full((x.shape[0],), self.num_classes, device=x.device, dtype=torch.long)
