@@ -133,7 +133,8 @@ def inpaint(process, field, known: Tensor, mask, *, method: str = "heun", steps:
     tally = Tally()
     for i, j in _segments(visited):
         if j > i:  # down the grid: one solve with the known part drawn from the kernel at each evaluated scale
-            x = tally.add(solve(process, wrapped, x, s[i:j + 1], method, fresh_noise(generator, x.shape[0]), label, options))
+            x = tally.add(solve(process, wrapped, x, s[i:j + 1], method, fresh_noise(generator, x.shape[0]), label, options,
+                                from_prior=i == 0 and x_start is None))
         else:  # a RePaint jump: j levels up at once (the Gaussian transitions compose exactly)
             x = forward_jump(process, field, with_known(x, mask, kernel_draw(process, values, s[i], generator)), s[i], s[j],
                              generator, label)
