@@ -291,6 +291,7 @@ def condition_metrics(dataset, condition: Condition, x: Tensor, sol) -> dict:
     extra = sol.stats.extra
     out = {"condition": condition.describe(), "condition_method": condition.method, "nfe": int(sol.stats.nfe),
            "particles": sum(extra["particles"]) if "particles" in extra else None, "resamples": extra.get("resamples"),
+           "distinct": extra.get("distinct"),
            "grid": extra["grid"], "steps": len(extra["grid"]) - 1}
     out.update({k: extra[k] for k in ("strength", "jump_length", "jump_n_sample") if k in extra})
     if condition.method == "smc":

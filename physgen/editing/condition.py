@@ -29,7 +29,6 @@ from solvers.base import Solution
 
 from ..config import parse_float, parse_int
 from ..errors import UserError, unknown_name
-from ..noise import SeededNoise
 from .masks import check_strength, known_part, with_known
 from .replacement import inpaint
 from .sdedit import sdedit
@@ -126,7 +125,7 @@ def sample_conditioned(process, field, condition: Condition, n: int, fill: Tenso
     ``fill`` (``[dim]``, the data's mean) is the unobserved part of SDEdit's input; ``solver``,
     ``steps``, ``schedule`` and ``options`` are the unconditional sampler's (SMC runs its own
     ancestral chain on ``steps`` points of ``schedule``).  The replacement methods start from
-    the prior draw of ``SeededNoise(seed, range(n))``, the unconditional toy run's own.
+    the prior draw of ``SeededNoise(seed, range(n))``, the unconditional toy run's own (:func:`inpaint`'s).
     """
     condition.check_dim(fill.numel())
     known = condition.known(n, fill)
@@ -140,9 +139,8 @@ def sample_conditioned(process, field, condition: Condition, n: int, fill: Tenso
                      label=label, **options)
         sol.x = with_known(sol.x, mask.bool(), known_part(known, mask.bool()))
         return sol
-    start = process.sample_prior(known.shape, noise=SeededNoise(seed, range(n)), device=known.device, dtype=known.dtype)
     jumps = {}
     if condition.method == "repaint":
         jumps = dict(jump_length=condition.jump_length or DEFAULT_JUMPS, jump_n_sample=condition.jump_n_sample or DEFAULT_JUMPS)
-    return inpaint(process, field, known, mask, method=solver, steps=steps, schedule=schedule, seed=seed, label=label, x_start=start,
+    return inpaint(process, field, known, mask, method=solver, steps=steps, schedule=schedule, seed=seed, label=label,
                    **jumps, **options)

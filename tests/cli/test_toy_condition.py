@@ -126,3 +126,8 @@ def test_sdedit_from_a_late_start_is_not_called_diverged(tmp_path):
                  "--condition-method", "sdedit", "--out", str(out)]) == 0
     x = np.load(out / "samples.npy")
     assert (x[:, 0] == 0.5).all() and np.isfinite(x).all()
+
+
+def test_smc_records_how_many_distinct_points_its_resampling_left(tmp_path, mix):
+    x, metrics = toy(tmp_path, mix, "distinct", "--condition", "x0=0", "--steps", "30")
+    assert metrics["distinct"] == len(np.unique(x, axis=0)) and 1 < metrics["distinct"] <= 300

@@ -8,7 +8,11 @@ from hypothesis import given, settings, strategies as st
 
 from physgen.editing import conditional_mixture, ks_statistic
 from physgen.editing.condition import CONDITION_METHODS, MAX_OBSERVED_VALUE, Condition, parse_observation, sample_conditioned
+from physgen.data.mixture import GaussianMixture
+from physgen.editing import inpaint
 from physgen.errors import UserError
+from physgen.noise import SeededNoise
+from physgen.sampling import grid, sample
 
 from editing_cases import MIXTURE, toy_process
 
@@ -79,3 +83,18 @@ def test_smc_on_the_two_mode_case_is_close_to_the_closed_form():
     closed = conditional_mixture(MIXTURE, [0], [0.0])
     assert ks_statistic(sol.x[:, 1], closed) < 0.1
     assert abs(float((sol.x[:, 1] < 0).double().mean()) - 0.3) < 0.08
+
+
+def test_inpaint_starts_from_the_sampling_commands_own_prior_draw():
+    """inpaint's start is ``SeededNoise(seed, range(B))``'s prior draw, the unconditional toy
+    run's: with a field that is separable over coordinates (one isotropic Gaussian: ``D_i``
+    reads only ``x_i``) the unknown coordinate of a blend run is the unconditional sample's,
+    bit for bit, whatever the kernel draws on the known one."""
+    process = toy_process("edm")
+    field = process.analytic_field(GaussianMixture([[0.5, -0.5]], [0.7], [1.0]))
+    n = 32
+    blended = inpaint(process, field, torch.zeros(n, 2), torch.tensor([1.0, 0.0]), method="heun", steps=5, seed=4)
+    noise = SeededNoise(4, range(n))
+    x0 = process.sample_prior((n, 2), noise=noise)
+    plain = sample(process, field, x0, grid(process, 5, method="heun"), "heun", noise=noise)
+    assert torch.equal(blended.x[:, 1], plain.x[:, 1])
