@@ -66,6 +66,7 @@ COMMAND_ARGUMENTS = {
     "x": "the prior draws (--seed)", "target": "what the process offers the solver", "method": "--solver",
     "schedule": "--steps and --schedule", "label": "--label", "noise": "the seeded noise of --seed",
     "generator": "the seeded noise of --seed", "return_trajectory": "the command (it records trajectories where it draws them)",
+    "from_prior": "the command (an editing method's late start is no prior draw)",
 }
 """What a sampling command hands the dispatcher (and the dispatcher a solver) itself, with the
 flag that sets it: a sampler option of one of these names would collide with it."""
