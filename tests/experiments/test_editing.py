@@ -17,6 +17,9 @@ def test_mode_weights_group_components_by_mean_and_count_nearest_samples():
     means, got, want = mode_weights(x1, closed)
     assert means == [2.0, -2.0, 0.0]
     assert got == pytest.approx([4 / 8, 2 / 8, 2 / 8]) and want == pytest.approx([0.6, 0.3, 0.1])
+    # a negligible mode is left out: its samples go to the nearest real mode
+    means, got, want = mode_weights(x1, closed, least=0.15)
+    assert means == [2.0, -2.0] and got == pytest.approx([6 / 8, 2 / 8]) and want == pytest.approx([0.6, 0.3])
 
 
 @pytest.mark.slow
