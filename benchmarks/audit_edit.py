@@ -5,7 +5,12 @@
 * ``edit files``: the input and the mask missing, empty, not PNG, damaged, of the wrong size
   or channels, and masks that are grey, all white (nothing to generate) or all black;
 * ``edit outputs``: ``--out`` under a file, another run's outputs there;
-* ``edit legit``: every method on a clean input and mask (right = the outputs, or one line).
+* ``edit legit``: every method on a clean input and mask (right = the outputs, or one line);
+* ``toy condition``: ``physgen toy --condition xI=VALUE`` with a malformed, non-numeric,
+  non-finite or huge value, a coordinate the data lack, a coordinate twice, every coordinate,
+  the methods' own flags with another method or without ``--condition``, SMC with a solver it
+  does not use, guidance on top; ``toy condition legit``: every method (right = the samples
+  with the observed coordinate at its value).
 
 :func:`cases` returns ``(area, argv, needles, keywords)`` tuples for :class:`audit_cli.Case`
 (``{IMG}`` is the audit's trained 8x8 grey image run, ``{W}`` the case's folder).
@@ -81,4 +86,35 @@ def cases() -> list[tuple]:
             ("edit outputs", EDIT + io, ("000000.png", "--overwrite"), {"setup": _both(GOOD, lambda w: ((w / "o").mkdir(), (w / "o" / "000000.png").write_bytes(b"x")))})]
     for method in ("blend", "repaint", "sdedit", "smc"):
         out.append(("edit legit", EDIT + io + ["--method", method, "--particles", "2"], (method,), {"setup": GOOD, "legit": True, "check": _edited}))
+    return out + _toy_condition_cases()
+
+
+TOY = ["toy", "--n-data", "60", "--n-samples", "16", "--steps", "2", "--device", "cpu", "--out", "{W}/o"]
+
+
+def _observed(w: Path) -> bool:
+    import numpy as np
+
+    x = np.load(w / "o" / "samples.npy")
+    return x.shape == (16, 2) and bool(np.isfinite(x).all()) and bool((x[:, 0] == 0.5).all())
+
+
+def _toy_condition_cases() -> list[tuple]:
+    c = ["--condition"]
+    rows = [(c + ["x2=1"], ("x2",)), (c + ["x0=abc"], ("abc",)), (c + ["x0=nan"], ("nan",)), (c + ["x0=-inf"], ("-inf",)),
+            (c + ["x0=1e9"], ("1e9",)), (c + ["x0=1e400"], ("1e400",)), (c + ["y0=1"], ("y0=1",)), (c + ["x0"], ("x0",)),
+            (c + [""], ("--condition",)), (c + ["x-1=2"], ("x-1=2",)), (c + ["x99999999999=1"], ("x99999999999",)),
+            (c + ["x0=1", "--condition", "x0=2"], ("x0",)), (c + ["x0=1", "--condition", "x1=2"], ("all 2",)),
+            (c + ["x0=1", "--condition-method", "nope"], ("nope",)), (c + ["x0=1", "--strength", "0.2"], ("--strength",)),
+            (c + ["x0=1", "--condition-method", "sdedit", "--strength", "2"], ("--strength", "2")),
+            (c + ["x0=1", "--condition-method", "repaint", "--jump-length", "0"], ("--jump-length", "0")),
+            (c + ["x0=1", "--condition-method", "blend", "--jump-n-sample", "2"], ("--jump-n-sample",)),
+            (c + ["x0=1", "--solver", "euler"], ("--solver",)), (c + ["x0=1", "--rtol", "1e-3"], ("--rtol",)),
+            (["--strength", "0.5"], ("--strength",)), (["--jump-length", "2"], ("--jump-length",)),
+            (["--condition-method", "blend"], ("--condition-method",)),
+            (c + ["x0=1", "--guidance", "cfg", "--label", "0", "--dataset", "8gaussians"], ("--guidance",))]
+    out = [("toy condition", TOY + argv, needles, {}) for argv, needles in rows]
+    for method in ("smc", "blend", "repaint", "sdedit"):
+        out.append(("toy condition legit", TOY + c + ["x0=0.5", "--condition-method", method], (method,),
+                    {"legit": True, "check": _observed}))
     return out

@@ -69,6 +69,7 @@ COMMAND_ARGUMENTS = {
     "x": "the prior draws (--seed)", "target": "what the process offers the solver", "method": "--solver",
     "schedule": "--steps and --schedule", "label": "--label", "noise": "the seeded noise of --seed",
     "generator": "the seeded noise of --seed", "return_trajectory": "the command (it records trajectories where it draws them)",
+    "from_prior": "the command (an editing method's late start is no prior draw)",
 }
 """What a sampling command hands the dispatcher (and the dispatcher a solver) itself, with the
 flag that sets it: a sampler option of one of these names would collide with it."""
@@ -227,8 +228,12 @@ def _afs(spec: solvers.Spec, process: Process, caps, options: dict) -> bool:
 
 
 def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = "heun", *, noise: Optional[SeededNoise] = None,
-           label: Optional[Tensor] = None, **options) -> Solution:
-    """Generate from ``x0`` (drawn at ``schedule[0]``) with the named solver; see the module docstring."""
+           label: Optional[Tensor] = None, from_prior: bool = True, **options) -> Solution:
+    """Generate from ``x0`` (drawn at ``schedule[0]``) with the named solver; see the module docstring.
+
+    ``from_prior=False``: ``x0`` is no prior draw (an editing method's solve from a perturbed
+    input, :mod:`physgen.editing`), so the divergence check and the stray fraction, which
+    measure against the prior draws' spread, do not apply; non-finite results are still refused."""
     spec = solver_spec(method)
     modes, options = _split_modes(process, options)
     offers, caps = process.offers(field, label, **modes), process.capabilities(**modes)
@@ -255,11 +260,11 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
     s_first, s_last = torch.as_tensor(schedule, dtype=torch.float64)[[0, -1]].tolist()
     x_data, x0_data = sol.x / process.signal_scale(s_last), x0 / process.signal_scale(s_first)  # in the data's units
     try:
-        check_result(x_data, x0_data, spec.name, len(schedule) - 1)
+        check_result(x_data, x0_data if from_prior else None, spec.name, len(schedule) - 1)
     except DivergenceError as exc:
         exc.solution = sol
         raise
-    fraction = stray_fraction(x_data, x0_data)
+    fraction = stray_fraction(x_data, x0_data if from_prior else None)
     if fraction is not None:
         sol.stats.extra["stray_fraction"] = fraction
     return sol
@@ -270,10 +275,11 @@ def _data_mean(process: Process, x0: Tensor) -> Tensor:
     return torch.zeros_like(x0[0]) if process.prior_mean is None else prior_centre(process.prior_mean, x0)
 
 
-def _prior_radii(x: Tensor, x0: Tensor) -> Optional[tuple[Tensor, Tensor]]:
+def _prior_radii(x: Tensor, x0: Optional[Tensor]) -> Optional[tuple[Tensor, Tensor]]:
     """``(‖x - c‖, r0)``: distances from the prior's centre ``c`` (the coordinate-wise median
-    of the prior draws ``x0``) and the draws' median distance ``r0``; ``None`` below 8 samples."""
-    if x.shape[0] < 8 or x.shape != x0.shape:
+    of the prior draws ``x0``) and the draws' median distance ``r0``; ``None`` below 8 samples
+    or without prior draws (``x0`` None)."""
+    if x0 is None or x.shape[0] < 8 or x.shape != x0.shape:
         return None
     flat = x.reshape(x.shape[0], -1)
     f0 = x0.reshape(x0.shape[0], -1).to(flat.dtype)
@@ -281,7 +287,7 @@ def _prior_radii(x: Tensor, x0: Tensor) -> Optional[tuple[Tensor, Tensor]]:
     return (flat - centre).norm(dim=1), (f0 - centre).norm(dim=1).median()
 
 
-def check_result(x: Tensor, x0: Tensor, solver: str, steps: int) -> None:
+def check_result(x: Tensor, x0: Optional[Tensor], solver: str, steps: int) -> None:
     """:class:`DivergenceError` when ``x`` is non-finite, or when its median distance from the
     prior's centre (the coordinate-wise median of ``x0``) exceeds :data:`DIVERGENCE_RATIO`
     times the prior draws' (checked from 8 samples up)."""
@@ -299,7 +305,7 @@ def check_result(x: Tensor, x0: Tensor, solver: str, steps: int) -> None:
                               f"(or, if the data lie outside the prior, a larger sigma_max)")
 
 
-def stray_fraction(x: Tensor, x0: Tensor) -> Optional[float]:
+def stray_fraction(x: Tensor, x0: Optional[Tensor]) -> Optional[float]:
     """The fraction of samples ``x`` farther than :data:`STRAY_RATIO` times the prior draws'
     median distance from the prior's centre (both from ``x0``, as in :func:`check_result`);
     ``None`` below 8 samples (no estimate of the prior's scale)."""

@@ -7,6 +7,11 @@ writes ``config.json``, ``samples.npy``, ``metrics.json``, ``samples.png`` and
 drawn with a different seed from the data the field was built on; ``stray_fraction`` is
 the fraction of samples the sampler left far from any data
 (:data:`physgen.sampling.STRAY_RATIO`), with one warning line when it is not 0.
+
+``condition`` (a :class:`physgen.editing.condition.Condition`, ``--condition x0=1.5``) samples
+the other coordinates given the observed ones with an editing method instead; the metrics
+then compare the samples with the closed-form conditional where the data are a Gaussian
+mixture (:func:`condition_reference`) and record the method, particles and NFE.
 """
 from __future__ import annotations
 
@@ -26,6 +31,8 @@ from .fields.neural import c_noise_unit
 from .guidance import (GUIDANCE_KINDS, ClassifierFreeGuidance, ClassifierGuidance, bayes_classifier, load_classifier, make_classifier,
                        parse_interval, sample_guided)
 from .guidance.wrappers import check_guidance_flags, check_w
+from .editing import conditional_mixture, ks_statistic
+from .editing.condition import Condition, sample_conditioned
 from .io import ensure_dir, save_figure, save_npy, write_json
 from .metrics import sample_metrics
 from .noise import SeededNoise
@@ -35,7 +42,7 @@ from .sampling import check_sampler_options, grid, sample, sampling_record, warn
 from .training import TrainConfig, train, train_classifier
 from .nets.mlp import MLP
 
-__all__ = ["ToyConfig", "run_toy", "build_field", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
+__all__ = ["ToyConfig", "run_toy", "check_toy_condition", "condition_reference", "condition_metrics", "build_field", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
            "class_fraction", "class_reference"]
 
 FIELDS = ("exact", "analytic", "mlp")
@@ -69,6 +76,7 @@ class ToyConfig:
     w: float = 1.0
     guidance_interval: Optional[tuple] = None
     classifier_ckpt: Optional[str] = None
+    condition: Optional[Condition] = None  # observed coordinates and the editing method (physgen.editing.condition)
     out: Optional[str] = None
 
     def __post_init__(self):
@@ -87,6 +95,7 @@ class ToyConfig:
                 setattr(self, name, parse_float(value, f"--{name}", *TOLERANCE_RANGE, why=LIMIT_REASONS["tolerance"]))
         check_sampler_options(self.sampler_options)
         check_toy_guidance(self)
+        check_toy_condition(self)
 
 
 def toy_process(config: ToyConfig, data: Tensor):
@@ -150,6 +159,8 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
     device = resolve_device(config.device)
     dataset = load_toy(config.dataset)
     data, labels, reference = toy_data(dataset, config, device)
+    if config.condition is not None:  # before any training: a coordinate the data lack is refused at once
+        config.condition.check_dim(data.shape[1])
 
     process = toy_process(config, data)
     field, training = build_field(process, config.field, dataset, data, labels, config, device, log_stream)
@@ -165,17 +176,24 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
     label = None if config.label is None else torch.full((config.n_samples,), config.label, device=device, dtype=torch.long)
     t0 = time.perf_counter()
     with torch.no_grad():
-        sol = sampler(process, field, x0, schedule, config.solver, noise=noise, label=label, return_trajectory=True, **options)
+        if config.condition is None:
+            sol = sampler(process, field, x0, schedule, config.solver, noise=noise, label=label, return_trajectory=True, **options)
+        else:  # the editing method's own grid (smc: its ancestral chain's points)
+            sol = sample_conditioned(process, field, config.condition, config.n_samples, data.mean(0), solver=config.solver,
+                                     steps=config.steps, schedule=config.schedule, seed=config.seed, label=label, options=options)
+            reference = condition_reference(dataset, config.condition, config.n_samples, config.seed, device)
     x = sol.x
     if device.type == "cuda":
         torch.cuda.synchronize()
     wall = time.perf_counter() - t0
 
-    metrics = sample_metrics(x, reference)
+    metrics = sample_metrics(x, reference) if reference is not None else {}
     if config.label is not None and labels is not None:  # fraction of samples whose nearest data point has the label
         metrics["label_fraction"] = class_fraction(x, data, labels, config.label)
     metrics.update(sampling_record(process, config.solver, config.schedule, schedule, sol.stats),
                    accepted=sol.stats.accepted, rejected=sol.stats.rejected, wall_s=wall)
+    if config.condition is not None:  # what the editing method ran, over the unconditional sampler's record
+        metrics.update(condition_metrics(dataset, config.condition, x, sol))
     if training is not None:
         metrics["final_loss"] = float(sum(training.losses[-50:]) / len(training.losses[-50:]))
     metrics.update({k: v for k, v in sol.stats.extra.items() if isinstance(v, (int, float))})  # stray_fraction among them
@@ -186,7 +204,9 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
         write_json(out / "config.json", {**asdict(config), "resolved_process": {"name": process.name, **process.config()}, "device_used": str(device)})
         save_npy(out / "samples.npy", x.cpu().numpy())
         write_json(out / "metrics.json", metrics)
-        plot_samples(reference.cpu(), x.cpu(), out / "samples.png", title=f"{config.process} / {config.field} / {config.solver} ({sol.stats.nfe} NFE)")
+        method = config.solver if config.condition is None else f"{config.condition.describe()} by {config.condition.method}"
+        plot_samples((data if reference is None else reference).cpu(), x.cpu(), out / "samples.png",
+                     title=f"{config.process} / {config.field} / {method} ({sol.stats.nfe} NFE)")
         traj = sol.stats.trajectory
         plot_trajectories(traj.cpu() if traj is not None else torch.stack([x0.cpu(), x.cpu()]), out / "trajectories.png", process=config.process)
     return metrics
@@ -234,6 +254,56 @@ def plot_trajectories(traj: Tensor, path: Path, n_paths: int = 64, process: str 
     ax.set_title(f"{process} trajectories (prior -> data), {traj.shape[0]} states")
     ax.legend(loc="upper right")
     save_figure(fig, path, dpi=110)
+
+
+# --------------------------------------------------------------------------- observed coordinates (--condition)
+
+def check_toy_condition(config) -> None:
+    """Refuse what a conditioned toy run cannot honour: guidance on top of it, and for SMC
+    (its own ancestral chain) a solver, tolerances or solver options it would ignore."""
+    if config.condition is None:
+        return
+    if not isinstance(config.condition, Condition):
+        raise UserError(f"condition must be a physgen.editing.condition.Condition, got {type(config.condition).__name__}")
+    if config.guidance is not None:
+        raise UserError(f"--condition and --guidance {config.guidance} do not combine: condition on coordinates or guide to a label")
+    if config.condition.method == "smc":
+        ignored = [f for f, v in (("--solver", config.solver != "heun"), ("--rtol", config.rtol is not None),
+                                  ("--atol", config.atol is not None), ("--sampler-opt", bool(config.sampler_options))) if v]
+        if ignored:
+            raise UserError(f"--condition-method smc runs its own ancestral chain (twisted SMC): {', '.join(ignored)} does not apply to it")
+
+
+def condition_reference(dataset, condition: Condition, n: int, seed: int, device) -> Optional[Tensor]:
+    """``n`` fresh draws of the closed-form conditional ``p(x | x_O = v)`` (full points, the
+    observed coordinates at their values), or ``None`` when the data are no Gaussian mixture."""
+    if dataset.mixture is None:
+        return None
+    observed = [i for i, _ in condition.observed]
+    mix = conditional_mixture(dataset.mixture, observed, [v for _, v in condition.observed])
+    g = torch.Generator().manual_seed(seed + REFERENCE_SEED_OFFSET)
+    x = condition.known(n, torch.zeros(dataset.mixture.dim))
+    x[:, [i for i in range(dataset.mixture.dim) if i not in observed]] = mix.sample(n, g)
+    return x.to(device)
+
+
+def condition_metrics(dataset, condition: Condition, x: Tensor, sol) -> dict:
+    """The method, its particles (SMC; else None), the grid it ran (SMC: its ancestral chain's
+    points, sdedit: the piece after its start) and, with a mixture and one unobserved
+    coordinate, the KS distance of that coordinate to the closed-form conditional."""
+    extra = sol.stats.extra
+    out = {"condition": condition.describe(), "condition_method": condition.method, "nfe": int(sol.stats.nfe),
+           "particles": sum(extra["particles"]) if "particles" in extra else None, "resamples": extra.get("resamples"),
+           "distinct": extra.get("distinct"),
+           "grid": extra["grid"], "steps": len(extra["grid"]) - 1}
+    out.update({k: extra[k] for k in ("strength", "jump_length", "jump_n_sample") if k in extra})
+    if condition.method == "smc":
+        out.update(solver="smc", nfe_per_step=1)
+    unobserved = [i for i in range(x.shape[1]) if i not in dict(condition.observed)]
+    if dataset.mixture is not None and len(unobserved) == 1:
+        mix = conditional_mixture(dataset.mixture, list(dict(condition.observed)), list(dict(condition.observed).values()))
+        out["ks_conditional"] = ks_statistic(x[:, unobserved[0]].cpu(), mix)
+    return out
 
 
 # --------------------------------------------------------------------------- guidance (--guidance, --label)

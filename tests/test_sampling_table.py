@@ -154,3 +154,19 @@ def test_the_readme_names_every_solver_schedule_and_process_users_can_type():
     names = [n for n in solvers.SOLVERS if not n.startswith("torchdiffeq:")] + ["torchdiffeq:METHOD"]
     names += list(solvers.SCHEDULES) + ["optimal", "gits", "file:SIGMAS.json"] + list(PROCESSES)
     assert [n for n in names if f"`{n}`" not in readme] == []
+
+
+def test_the_divergence_check_applies_to_prior_starts_only():
+    """A start that is no prior draw (an editing method's perturbed input: all rows near one
+    point) has no prior spread to compare with: ``from_prior=False`` skips the check, which
+    would otherwise call a sound result diverged; non-finite results are refused either way."""
+    process = make_process("edm", sigma_max=10.0)
+    field = process.exact_field(POINTS)
+    start = torch.tensor([0.5, 0.0]) + 1e-3 * torch.randn(16, 2, generator=torch.Generator().manual_seed(1))
+    schedule = torch.tensor([0.3, 0.0], dtype=torch.float64)
+    with pytest.raises(DivergenceError, match="prior's own"):
+        sample(process, field, start, schedule, "euler")
+    sol = sample(process, field, start, schedule, "euler", from_prior=False)
+    assert bool(torch.isfinite(sol.x).all()) and "stray_fraction" not in sol.stats.extra
+    with pytest.raises(DivergenceError, match="NaN or Inf"):
+        sample(process, field, torch.full((16, 2), float("nan")), schedule, "euler", from_prior=False)

@@ -25,12 +25,11 @@ from ..images.train import load_trained
 from ..io import save_figure, write_json
 from ..runfolder import add_overwrite_argument, prepare
 from ..runtime import resolve_device
-from .flags import PROBABILITY, SEED, STEPS
+from .flags import JUMPS, PROBABILITY, SEED, STEPS
 
 OUTPUTS = ("edit.json", "figure.png", "[0-9][0-9][0-9][0-9][0-9][0-9].png")
 METHODS = ("repaint", "blend", "sdedit", "smc")
 MAX_INPUTS = 4096
-JUMPS = arg(parse_int, 1, 1000, "RePaint jumps back at most the whole grid; 1000 is far past any grid it uses")
 PARTICLES = arg(parse_int, 1, 4096, "each particle is a field evaluation per step; 4096 per image is beyond any GPU batch")
 
 

@@ -12,6 +12,7 @@ from ..config import (
     LIMIT_REASONS, MAX_BATCH, MAX_DEPTH, MAX_LEVELS, MAX_LR, MAX_RESOLUTION, MAX_SAMPLES, MAX_STEPS, MAX_TRAIN_STEPS, MAX_WIDTH,
     TOLERANCE_RANGE, arg, parse_D, parse_float, parse_int, parse_key_values, parse_optional, parse_probability, parse_seed,
 )
+from ..editing.condition import CONDITION_METHODS, Condition
 from ..errors import UserError
 from ..guidance import GuidanceTransform, load_classifier
 from ..runtime import available_cpus
@@ -20,7 +21,8 @@ from ..sampling import SAMPLER_FLAGS, check_sampler_options, format_solver_table
 __all__ = ["add_process_arguments", "PROCESS_FLAGS", "process_options", "add_sampler_arguments", "sampler_options",
            "sampling_steps", "list_solvers", "add_guidance_arguments", "guidance_transform", "guidance_options",
            "POSITIVE", "OPTIONAL_POSITIVE", "NONNEGATIVE", "FINITE", "PROBABILITY", "FRACTION", "STEPS", "TRAIN_STEPS", "SAMPLES",
-           "BATCH", "WIDTH", "DEPTH", "LEVELS", "RESOLUTION", "SEED", "LABEL", "THREADS", "D", "COUNT", "LR", "TOLERANCE"]
+           "BATCH", "WIDTH", "DEPTH", "LEVELS", "RESOLUTION", "SEED", "LABEL", "THREADS", "D", "COUNT", "LR", "TOLERANCE",
+           "JUMPS", "add_condition_arguments", "condition_option"]
 
 POSITIVE = arg(parse_float, 0.0, lo_open=True)  # finite, > 0, fits float32 (scales, tolerances, rates)
 OPTIONAL_POSITIVE = arg(parse_optional(parse_float), 0.0, lo_open=True)  # the same, or none/off
@@ -43,6 +45,7 @@ SEED = arg(parse_seed)
 LABEL = arg(parse_int, 0, MAX_SAMPLES)
 THREADS = arg(parse_int, 0, available_cpus(), "the CPUs available here: more threads only slow torch down, and huge counts abort OpenMP")
 D = arg(parse_D)
+JUMPS = arg(parse_int, 1, 1000, "RePaint jumps back at most the whole grid; 1000 is far past any grid it uses")
 
 
 # --------------------------------------------------------------------------- flag groups
@@ -150,3 +153,29 @@ def guidance_transform(args, process, device=None):
 
 def guidance_options(args) -> dict:
     return {"guidance": args.guidance, "w": args.w, "guidance_interval": args.guidance_interval, "classifier_ckpt": args.classifier_ckpt}
+
+
+def add_condition_arguments(p) -> None:
+    """``--condition xI=VALUE`` (repeatable) and the editing method that samples the other
+    coordinates (:mod:`physgen.editing.condition`); the method's own options are refused with
+    another method."""
+    p.add_argument("--condition", action="append", default=[], metavar="xI=VALUE",
+                   help="observe coordinate I at VALUE (e.g. x0=1.5) and sample the others given it")
+    p.add_argument("--condition-method", choices=CONDITION_METHODS, default="smc",
+                   help="smc (twisted SMC, asymptotically exact; default), repaint, blend or sdedit")
+    p.add_argument("--strength", type=PROBABILITY, default=None, help="--condition-method sdedit: fraction of the grid run (default 0.5)")
+    p.add_argument("--jump-length", type=JUMPS, default=None, help="--condition-method repaint: levels re-noised per jump (default 3)")
+    p.add_argument("--jump-n-sample", type=JUMPS, default=None, help="--condition-method repaint: descents through each jump point (default 3)")
+
+
+def condition_option(args) -> Optional[Condition]:
+    """The :class:`Condition` of the flags, or ``None`` without ``--condition`` (then the
+    method's flags are refused: they would do nothing)."""
+    if not args.condition:
+        given = [f for f, v in (("--strength", args.strength), ("--jump-length", args.jump_length),
+                                ("--jump-n-sample", args.jump_n_sample)) if v is not None]
+        if given or args.condition_method != "smc":
+            raise UserError(f"{(given or ['--condition-method'])[0]} needs --condition xI=VALUE (the coordinates to observe)")
+        return None
+    return Condition.parse(args.condition, method=args.condition_method, strength=args.strength, jump_length=args.jump_length,
+                           jump_n_sample=args.jump_n_sample)

@@ -49,6 +49,7 @@ from torch import Tensor
 from solvers.base import Solution
 
 from ..errors import UserError
+from ..noise import SeededNoise
 from ..sampling import grid as sampling_grid
 from .masks import check_known, check_mask, known_part, with_known
 from .steps import Tally, forward_jump, fresh_noise, kernel_draw, solve
@@ -116,8 +117,10 @@ def inpaint(process, field, known: Tensor, mask, *, method: str = "heun", steps:
     """Fill in the unknown coordinates of ``known [B, *data]`` where ``mask`` is 0 (module docstring).
 
     ``method``, ``steps``, ``schedule`` and ``options`` are the unconditional sampler's (any
-    solver the process offers, on :func:`physgen.sampling.grid`); ``seed`` seeds the prior,
-    the kernel draws, the jumps and stochastic solvers; ``x_start`` replaces the prior draw.
+    solver the process offers, on :func:`physgen.sampling.grid`); ``seed`` seeds the prior
+    draw per sample (``SeededNoise(seed, range(B))``, the sampling commands' own: row ``i``'s
+    start does not depend on the batch), the kernel draws, the jumps and stochastic solvers
+    (these from one generator, so they still depend on the batch); ``x_start`` replaces the prior draw.
     Returns the samples with the known coordinates at their values and the NFE of every
     solver step (re-descents included); ``stats.extra`` records the method and the jumps.
     """
@@ -128,12 +131,16 @@ def inpaint(process, field, known: Tensor, mask, *, method: str = "heun", steps:
     visited = jump_schedule(len(s) - 1, jump_length, jump_n_sample)
     generator = torch.Generator(device=known.device).manual_seed(int(seed))
     values = known_part(known, mask)
-    x = process.sample_prior(known.shape, generator=generator, device=known.device, dtype=known.dtype) if x_start is None else x_start
+    if x_start is None:
+        x = process.sample_prior(known.shape, noise=SeededNoise(int(seed), range(known.shape[0])), device=known.device, dtype=known.dtype)
+    else:
+        x = x_start
     wrapped = KnownReplaced(field, process, mask, values, generator)
     tally = Tally()
     for i, j in _segments(visited):
         if j > i:  # down the grid: one solve with the known part drawn from the kernel at each evaluated scale
-            x = tally.add(solve(process, wrapped, x, s[i:j + 1], method, fresh_noise(generator, x.shape[0]), label, options))
+            x = tally.add(solve(process, wrapped, x, s[i:j + 1], method, fresh_noise(generator, x.shape[0]), label, options,
+                                from_prior=i == 0 and x_start is None))
         else:  # a RePaint jump: j levels up at once (the Gaussian transitions compose exactly)
             x = forward_jump(process, field, with_known(x, mask, kernel_draw(process, values, s[i], generator)), s[i], s[j],
                              generator, label)

@@ -79,4 +79,4 @@ def sdedit(process, field, x: Tensor, *, strength: Optional[float] = None, s_sta
         start = process.sample_prior(x.shape, noise=noise, device=x.device, dtype=x.dtype)
     else:
         start = process.perturb(x, torch.full((x.shape[0],), piece[0], dtype=x.dtype, device=x.device), generator=generator)
-    return tally.solution(tally.add(solve(process, field, start, piece, method, noise, label, options)), **extra)
+    return tally.solution(tally.add(solve(process, field, start, piece, method, noise, label, options, from_prior=from_prior)), **extra)

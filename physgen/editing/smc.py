@@ -44,6 +44,13 @@ Weights, effective sample size and systematic resampling are the births sampler'
 (:func:`solvers.births.effective_sample_size`, :func:`solvers.births.systematic_resample`):
 rows of the batch with the same known values form one population, resampled (within the
 population) whenever its ``ESS/n`` falls below ``ess_threshold``, and once at the end.
+**Duplicates.**  The final resampling (and any within the chain after the last step's
+noise) copies particles: the ``n`` returned rows hold fewer distinct points, about the
+final effective sample size, as any SMC output does; they are a weighted sample's
+equal-weight form, unbiased for expectations, not ``n`` independent draws.  No move step
+follows (a Markov kernel leaving ``p_θ(x_0 | y)`` invariant would need the model's density
+at ``x_0``, which the chain does not give); ``stats.extra["distinct"]`` counts the distinct
+rows so the user sees it (``physgen toy --condition`` records it in ``metrics.json``).
 Covered: every process offering ``transition`` (VE, EDM, VP, NCSN, PFGM++ at ``D = inf``);
 PFGM++ at finite ``D``, PFGM, Yukawa and the telegrapher have no Gaussian transition to
 twist and are refused.  NFE: one field evaluation (with its gradient through the field) per
@@ -222,8 +229,9 @@ def _run(process, twisted: Twisted, pops: Populations, like: Tensor, points: lis
 def _solution(x: Tensor, twisted: Twisted, pops: Populations, s: list, noise_std: float, editing: str) -> Solution:
     tally = Tally()
     tally.nfe, tally.steps = twisted.nfe, len(s) - 1
+    distinct = int(torch.unique(x.reshape(x.shape[0], -1), dim=0).shape[0])
     return tally.solution(x, editing=editing, grid=s, ess=pops.ess, resamples=pops.resamples,
-                          particles=[int(r.numel()) for r in pops.rows], noise_std=noise_std)
+                          particles=[int(r.numel()) for r in pops.rows], noise_std=noise_std, distinct=distinct)
 
 
 def smc_condition(process, field, known: Tensor, mask, *, steps: Optional[int] = None, schedule: Optional[str] = None,

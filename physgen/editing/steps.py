@@ -44,11 +44,14 @@ class Tally:
         return Solution(x, SolverStats(nfe=self.nfe, steps=self.steps, accepted=self.steps * x.shape[0], extra=dict(extra)))
 
 
-def solve(process, field, x: Tensor, schedule: Tensor, method: str, noise: SeededNoise, label=None, options=None) -> Solution:
+def solve(process, field, x: Tensor, schedule: Tensor, method: str, noise: SeededNoise, label=None, options=None,
+          from_prior: bool = False) -> Solution:
     """``physgen.sampling.sample`` over ``schedule`` (a piece of the grid); stochastic solvers
-    draw the per-sample seeded ``noise`` (the sampling commands' convention)."""
+    draw the per-sample seeded ``noise`` (the sampling commands' convention).  ``from_prior``:
+    ``x`` is a prior draw at ``s_max``, so the dispatcher's divergence check (against the prior
+    draws' spread) applies; a piece that starts from an edited or re-noised state skips it."""
     return sample(process, field, x, torch.as_tensor(schedule, dtype=torch.float64), method, label=label, noise=noise,
-                  **(options or {}))
+                  from_prior=from_prior, **(options or {}))
 
 
 def fresh_noise(generator: torch.Generator, n: int) -> SeededNoise:

@@ -7,6 +7,8 @@ from PIL import Image
 
 from physgen.cli.main import main
 
+from cli_errors import error_line
+
 pytestmark = pytest.mark.slow  # the fixture trains a checkpoint (about 40 s on a loaded 2-core machine)
 
 TRAIN = ["train", "--process", "edm", "--dataset", "digits", "--resolution", "8", "--arch", "tiny", "--batch", "8",
@@ -51,14 +53,6 @@ def test_edit_writes_images_a_figure_and_its_record(run_dir, inputs, tmp_path, m
         assert result.shape[:2] == (8, 8)
         if method != "sdedit":  # the kept half is the input's, to the 8-bit rounding
             assert np.abs(result.reshape(8, 8, -1)[:4, :, 0].astype(int) - source[:4].astype(int)).max() <= 1
-
-
-def error_line(capsys, argv, *needles):
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
 
 
 def test_bad_inputs_are_one_line(run_dir, inputs, tmp_path, capsys):
