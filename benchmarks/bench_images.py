@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import edm_grid, interleaved, reference_heun_sampler, reference_train, sync, write_subsection  # noqa: E402
+from benchlib import edm_grid, interleaved, reference_heun_sampler, report_subsection, reference_train, sync  # noqa: E402
 
 HEADING = "## Images (issue 7)"
 SUBHEADING = "### Throughput: DDPM++ CIFAR-10 U-Net, training and sampling"
@@ -249,12 +249,7 @@ def main(argv=None) -> int:
         ratio = samp["ratio_to_reference"].get(k, 1.0)
         lines.append(f"| {'physgen ' + k if k != 'reference' else 'reference (edm_sampler style)'} | {v:.0f} | {ratio:.2f} | {50000 / v / 60:.1f} |")
     lines += ["", f"Machine: {gpu}; torch {torch.__version__} (CUDA {torch.version.cuda}); python {platform.python_version()}."]
-    body = "\n".join(lines)
-    print("\n" + body)
-    if args.write:
-        write_subsection(args.results, HEADING, SUBHEADING, body)
-        print(f"\nwrote sub-section of {HEADING!r} in {args.results}")
-    return 0
+    return report_subsection("\n".join(lines), args.write, args.results, HEADING, SUBHEADING)
 
 
 if __name__ == "__main__":

@@ -133,6 +133,16 @@ def write_section(path: Path, heading: str, body: str) -> None:
     _replace_atomically(path, new)
 
 
+def report_subsection(body: str, write: bool, path: Path, heading: str, subheading: str) -> int:
+    """Print a benchmark's table and, with ``--write`` (``write``), put it in ``path`` as the
+    ``### subheading`` of ``## heading`` (:func:`write_subsection`); the exit status 0."""
+    print("\n" + body)
+    if write:
+        write_subsection(path, heading, subheading, body)
+        print(f"wrote sub-section of {heading!r} in {path}")
+    return 0
+
+
 def write_subsection(path: Path, heading: str, subheading: str, body: str) -> None:
     """Replace (or add) the ``### subheading`` inside the ``## heading`` section."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"

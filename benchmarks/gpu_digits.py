@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import write_subsection  # noqa: E402
+from benchlib import report_subsection  # noqa: E402
 
 HEADING = "## Images (issue 7)"
 SUBHEADING = "### Digits: PFGM++ D=2048 vs D=inf, judged by a digit classifier"
@@ -225,12 +225,8 @@ def main(argv=None) -> int:
                "real_heldout": real_report, "runs": runs, "machine": machine, "torch": torch.__version__}
     write_json(out / "results.json", results)
     body = results_table(args, machine, acc, real_report, runs)
-    print("\n" + body)
-    print(f"\nwrote {out}/results.json, {out}/quality.png, {out}/samples-D*.png")
-    if args.write:
-        write_subsection(args.results, HEADING, SUBHEADING, body)
-        print(f"wrote sub-section of {HEADING!r} in {args.results}")
-    return 0
+    print(f"wrote {out}/results.json, {out}/quality.png, {out}/samples-D*.png")
+    return report_subsection(body, args.write, args.results, HEADING, SUBHEADING)
 
 
 if __name__ == "__main__":

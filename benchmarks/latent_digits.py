@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from benchlib import machine, write_subsection  # noqa: E402
+from benchlib import machine, report_subsection  # noqa: E402
 
 from physgen.images.data import load_image_dataset, save_image_grid  # noqa: E402
 from physgen.images.quality import classifier_outputs, split_dataset, train_classifier  # noqa: E402
@@ -122,11 +122,7 @@ def main(argv=None) -> int:
     r = run(args)
     write_json(Path(args.out) / "results.json", r)
     body = table(r, "python benchmarks/latent_digits.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    print("\n" + body)
-    if args.write:
-        write_subsection(args.results, HEADING, SUBHEADING, body)
-        print(f"wrote sub-section of {HEADING!r} in {args.results}")
-    return 0
+    return report_subsection(body, args.write, args.results, HEADING, SUBHEADING)
 
 
 if __name__ == "__main__":

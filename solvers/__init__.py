@@ -5,8 +5,10 @@ needs, its order, its NFE per step, whether it is adaptive or stochastic, and it
 options).  ``solve(target, x, schedule, method=NAME, **options)`` works for every name in
 the table, given the object that name needs (a flow, a denoiser-form flow, an SDE, a
 Gaussian transition, a score, a births flow: :mod:`solvers.offers`).  Every fixed-step method
-is a step rule run by the one step loop, :func:`solvers._loop.run_steps`; a new solver is
-one function and one row (:func:`register_solver` for solvers defined elsewhere).
+is a step function ``step(run, i, x, state) -> (x, state)`` run by the one step loop,
+:func:`solvers._loop.run_steps`; a new fixed-step solver is its step function and one row
+(``Spec(name, fixed_step(name, step, ...), ...)``, :func:`solvers._loop.fixed_step`;
+:func:`register_solver` for solvers defined elsewhere).
 """
 from __future__ import annotations
 

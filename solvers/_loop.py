@@ -1,21 +1,31 @@
 """The step loop, written once, that every fixed-step solver runs.
 
-A fixed-step method is only its *step rule* (a :class:`StepRule`): which scales it evaluates
-in step ``i`` and how it combines the evaluations.  :func:`run_steps` does the rest, the
-same way for every method:
+A fixed-step method is only its *step function* (:data:`StepFn`), its update written as the
+paper writes it, k-diffusion style::
+
+    def dpmpp_2m_step(run, i, x, old):            # state: the previous data prediction
+        s, s_next = run.s[i], run.s[i + 1]
+        d = run.f.denoise(x, run.at(s))
+        ...
+        return torch.lerp(x, d_prime, 1 - s_next / s), d
+
+``run`` (a :class:`Run`) holds the counted target, the host schedule and the noise;
+``state`` is handed in and returned (a multistep method's history), so a step function keeps
+nothing between calls.  :func:`run_steps` does the rest, the same way for every method:
 
 * validates the batch and the schedule (strictly monotone, finite, >= 2 points);
-* resolves the noise (``noise`` *or* ``generator``, not both) for stochastic rules;
-* precomputes every scale the rule will evaluate into one host-to-device copy, so the loop
-  never syncs with the device;
+* resolves the noise (``noise`` *or* ``generator``, not both) for stochastic methods;
+* computes every coefficient on the host in float64 and hands the target its scales as
+  ``[B]`` tensors filled on the device (:meth:`Run.at`), so the loop never syncs with it;
 * takes the last step to ``s = 0`` (when the schedule ends there) as the denoising step
-  :func:`to_zero` unless the rule owns its final step;
+  :func:`to_zero` unless the method owns its final step;
 * watches for divergence on the device (``check_every`` > 0: the flag is read every so
   many steps, one sync each; 0: never inside the loop);
 * records the trajectory and the statistics (NFE counted at the target).
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Optional, Sequence
 
@@ -24,9 +34,10 @@ from torch import Tensor
 
 from .offers import NEED_TABLE
 from .base import Counted, DenoiserFormError, NoiseFn, Solution, SolverStats, as_schedule, default_noise
+from .spec import LOOP_OPTIONS, NOISE_KEYS, STOCHASTIC_OPTIONS, Option, takes
 
 __all__ = [
-    "StepRule", "Context", "run_steps", "to_zero", "resolve_noise", "DivergenceWatch",
+    "StepFn", "Run", "run_steps", "fixed_step", "default_describe", "to_zero", "resolve_noise", "DivergenceWatch",
     "host_values", "scale_table", "combine", "check_batch", "require", "positive_scales", "check_tolerances",
 ]
 
@@ -155,105 +166,117 @@ def to_zero(f, x: Tensor, s_b: Tensor, s: float) -> Tensor:
     return torch.add(x, f(x, s_b), alpha=-s)
 
 
-class Context:
-    """What a step rule sees: the counted target ``f``, the host schedule ``s``, the noise,
-    the divergence watch, an ``extra`` dict for the statistics, and ``reindex`` for rules
-    that resample particles (the trajectory then follows each particle's ancestry)."""
+class Run:
+    """What a step function sees besides the state it is handed: the counted target ``f``, the
+    host schedule ``s``, the noise, the divergence watch, an ``extra`` dict for the statistics,
+    :meth:`at` for the scale tensors, and :meth:`reindex` for steps that resample particles (the
+    trajectory then follows each particle's ancestry)."""
 
-    def __init__(self, name: str, f: Counted, s: list[float], noise: Optional[NoiseFn], watch: DivergenceWatch, check_every: int = 0):
+    def __init__(self, name: str, f: Counted, s: list[float], x: Tensor, noise: Optional[NoiseFn], watch: DivergenceWatch,
+                 check_every: int = 0):
         self.name, self.f, self.s, self.noise, self.watch, self.check_every = name, f, s, noise, watch, check_every
         self.extra: dict = {}
         self.index: Optional[Tensor] = None
+        self._shape, self._dtype, self._device = (x.shape[0],), x.dtype, x.device
+
+    def at(self, value: float) -> Tensor:
+        """The host scale ``value`` as the ``[B]`` tensor a target takes: rounded once from the
+        float64 host value to the samples' dtype by a fill on the device (no host sync).  A
+        target must not write into it."""
+        return torch.full(self._shape, value, dtype=self._dtype, device=self._device)
 
     def reindex(self, idx: Tensor) -> None:
         self.index = idx if self.index is None else self.index.index_select(0, idx)
 
 
-class StepRule:
-    """A fixed-step method: override :meth:`plan` and :meth:`step` (and, rarely, :meth:`final`).
-
-    ``plan(s, i)`` runs on the host before the loop and returns ``(scales, coef)``: the
-    scales step ``i`` evaluates the target at (in order; they become ``at`` in
-    :meth:`step`) and any host-side coefficients.  ``step(ctx, x, i, at, coef)`` returns
-    the next state.  The last step to ``s = 0`` is :func:`to_zero` unless ``own_final``:
-    then :meth:`plan` and :meth:`step` serve it too.  ``stochastic`` rules get noise.
-    """
-
-    name = "rule"
-    stochastic = False
-    own_final = False
-    hint = "take more steps"
-
-    def validate(self, s: list[float]) -> None:
-        """Check the schedule for this method (e.g. positive scales for ``λ = -log s``)."""
-
-    def plan(self, s: list[float], i: int) -> tuple[list[float], Any]:
-        raise NotImplementedError
-
-    def step(self, ctx: Context, x: Tensor, i: int, at: list[Tensor], coef: Any) -> Tensor:
-        raise NotImplementedError
-
-    def finish(self, ctx: Context, x: Tensor) -> Tensor:
-        """After the last step (e.g. a final resampling)."""
-        return x
-
-    def describe(self, s: list[float], i: int) -> str:
-        return f"step {i} of {len(s) - 1} (s={s[i]:.4g} -> {s[i + 1]:.4g})"
+StepFn = Callable[[Run, int, Tensor, Any], "tuple[Tensor, Any]"]
+"""``step(run, i, x, state) -> (x_next, state_next)``: one step ``s_i -> s_{i+1}`` of a
+method, its update written as the paper's formula; ``state`` is whatever the method carries
+from step to step (a multistep method's previous evaluations), handed in and returned, never
+kept elsewhere.  Fixed parameters are bound with ``functools.partial``."""
 
 
-def run_steps(rule: StepRule, target, x: Tensor, schedule, *, need: str = "flow", noise: Optional[NoiseFn] = None,
+def default_describe(s: list[float], i: int) -> str:
+    return f"step {i} of {len(s) - 1} (s={s[i]:.4g} -> {s[i + 1]:.4g})"
+
+
+def run_steps(step: StepFn, target, x: Tensor, schedule, *, name: str, state: Any = None, need: str = "flow",
+              stochastic: bool = False, own_final: bool = False, check: Optional[Callable[[list], None]] = None,
+              hint: str = "take more steps", describe: Optional[Callable[[list, int], str]] = None,
+              finish: Optional[Callable[[Run, Tensor, Any], Tensor]] = None, noise: Optional[NoiseFn] = None,
               generator: Optional[torch.Generator] = None, return_trajectory: bool = False, check_every: int = 0,
               extra: Optional[dict] = None) -> Solution:
-    """Integrate with ``rule`` over ``schedule``; see the module docstring.  NFE is counted at ``target``."""
-    name = rule.name
+    """Integrate with the step function ``step`` (:data:`StepFn`) over ``schedule``, starting
+    from ``state``; see the module docstring.  NFE is counted at ``target``.
+
+    What differs between methods is said here, once, as data: ``need`` (what the target offers,
+    :data:`solvers.offers.NEED_TABLE`); ``stochastic`` (it takes noise); ``own_final`` (``step``
+    takes the last step to ``s = 0`` too, instead of :func:`to_zero`); ``check(s)`` (the
+    method's own schedule check, e.g. :func:`positive_scales`); ``hint`` (what to try when it
+    diverges); ``describe(s, k)`` (where it diverged, for methods whose watch counts inner
+    steps); ``finish(run, x, state)`` (after the last step, e.g. a final resampling).
+    """
     check_batch(x, name)
     require(target, need, name)
     if isinstance(check_every, bool) or not isinstance(check_every, int) or check_every < 0:
         raise ValueError(f"{name}: check_every must be an integer >= 0, got {check_every!r}")
     s = as_schedule(schedule)
-    rule.validate(s)
-    noise_fn = resolve_noise(name, noise, generator) if rule.stochastic else None
-    if not rule.stochastic and (noise is not None or generator is not None):
+    if check is not None:
+        check(s)
+    noise_fn = resolve_noise(name, noise, generator) if stochastic else None
+    if not stochastic and (noise is not None or generator is not None):
         raise ValueError(f"{name} is deterministic: it takes no noise or generator")
     f = Counted(target)
     K = len(s) - 1
-    final_zero = s[-1] == 0.0 and not rule.own_final
-    n_rule = K - 1 if final_zero else K
-    plans = [rule.plan(s, i) for i in range(n_rule)]
-    values = [v for scales, _ in plans for v in scales] + ([s[K - 1]] if final_zero else [])
-    table = scale_table(values, x)
-    watch = DivergenceWatch(name, x, hint=rule.hint)
-    ctx = Context(name, f, s, noise_fn, watch, check_every)
+    n_steps = K - 1 if s[-1] == 0.0 and not own_final else K
+    watch = DivergenceWatch(name, x, hint=hint)
+    run = Run(name, f, s, x, noise_fn, watch, check_every)
+    where = functools.partial(describe or default_describe, s)
     if check_every:
         watch.update(x, -2)
     traj = [x] if return_trajectory else None
-
-    def describe(i: int) -> str:
-        return rule.describe(s, i)
-
-    row = 0
     for i in range(K):
-        if i < n_rule:
-            scales, coef = plans[i]
-            x = rule.step(ctx, x, i, table[row : row + len(scales)], coef)
-            row += len(scales)
+        if i < n_steps:
+            x, state = step(run, i, x, state)
         else:
-            x = to_zero(f, x, table[row], s[K - 1])
-        if ctx.index is not None and traj is not None:  # resampled: paths follow the ancestry
-            traj = [t.index_select(0, ctx.index) for t in traj]
-        ctx.index = None
+            x = to_zero(f, x, run.at(s[K - 1]), s[K - 1])
+        if run.index is not None and traj is not None:  # resampled: paths follow the ancestry
+            traj = [t.index_select(0, run.index) for t in traj]
+        run.index = None
         if check_every:
             watch.update(x, i)
             if (i + 1) % check_every == 0 or i == K - 1:
-                watch.check(x, describe)
+                watch.check(x, where)
         if traj is not None:
             traj.append(x)
-    x = rule.finish(ctx, x)
-    if ctx.index is not None and traj is not None:
-        traj = [t.index_select(0, ctx.index) for t in traj[:-1]] + [x]
+    if finish is not None:
+        x = finish(run, x, state)
+    if run.index is not None and traj is not None:
+        traj = [t.index_select(0, run.index) for t in traj[:-1]] + [x]
     stats = SolverStats(nfe=f.nfe, steps=K, accepted=K * x.shape[0], rejected=0,
-                        trajectory=torch.stack(traj) if traj is not None else None, extra={**ctx.extra, **(extra or {})})
+                        trajectory=torch.stack(traj) if traj is not None else None, extra={**run.extra, **(extra or {})})
     return Solution(x, stats)
+
+
+def fixed_step(name: str, step: StepFn, *options: Option, state: Any = None, stochastic: bool = False, **rule) -> Callable[..., Solution]:
+    """The table row's function of a fixed-step method given by its step function alone:
+    ``fn(target, x, schedule, **options)`` runs ``step`` with :func:`run_steps` as the solver
+    ``name``, from ``state`` (immutable: it is shared by every run).  ``options`` are the step
+    function's own keyword parameters, declared and typed like every solver's
+    (:func:`solvers.spec.takes`); ``rule`` the rest of :func:`run_steps`' keywords (``need``,
+    ``own_final``, ``check``, ...).  With it a new sampler is its step function and one row::
+
+        register_solver(Spec("my-2m", fixed_step("my-2m", my_2m_step, need="denoiser"), ("denoiser",), 2, 1, "ref"))
+    """
+    own = [o.name for o in options]
+
+    @takes(name, *options, base=STOCHASTIC_OPTIONS if stochastic else LOOP_OPTIONS, passthrough=NOISE_KEYS if stochastic else ())
+    def solver(target, x, schedule, **given):
+        bound = functools.partial(step, **{k: given.pop(k) for k in own}) if own else step
+        return run_steps(bound, target, x, schedule, name=name, state=state, stochastic=stochastic, **rule, **given)
+
+    solver.__doc__ = step.__doc__
+    return solver
 
 
 def lerp_coefficients(s: float, s_next: float) -> float:

@@ -5,7 +5,7 @@ Euler-ancestral and DPM-2-ancestral with ``eta`` (k-diffusion's ``sample_euler_a
 with its ``midpoint`` and ``heun`` variants (``sample_dpmpp_2m_sde``) and DPM-Solver++(3M)
 SDE (``sample_dpmpp_3m_sde``).  k-diffusion (K. Crowson, github.com/crowsonkb/k-diffusion)
 is the reference implementation; the equations are below, with every place this code
-differs from it.  Each sampler is a step rule of :func:`solvers._loop.run_steps`.
+differs from it.  Each sampler is a step function run by :func:`solvers._loop.run_steps`.
 
 **The target.**  The denoiser form ``dx/dσ = (x - D(x, σ))/σ`` with ``λ = -log σ``
 (:mod:`solvers.dpm`): EDM, VE, NCSN, PFGM++ at ``D = inf`` and VP through its σ form
@@ -78,17 +78,17 @@ and 0.310 now (0.306, 0.307, 0.306 with ``--schedule log-uniform``; deterministi
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Sequence, Union
+from typing import Callable, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._loop import run_steps
+from ._loop import Run, positive_scales, run_steps
 from .base import Solution
-from .dpm import DPM2, DenoiserRule
+from .dpm import R_MIN, R_WHY, dpm2_update
 from .expint import multistep_order
-from .dpm import R_MIN, R_WHY
 from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, Option, takes
 
 __all__ = ["ancestral_step", "brownian_pair_weight", "euler_ancestral", "dpm2_ancestral", "dpmpp_sde", "dpmpp_2m_sde",
@@ -120,35 +120,36 @@ def brownian_pair_weight(sigma: float, sigma_mid: float, sigma_next: float) -> f
     return (sigma - sigma_mid) / (sigma - sigma_next)
 
 
-class StochasticDenoiserRule(DenoiserRule):
-    """A stochastic step rule on the denoiser form; the schedule must decrease (generation)."""
+def decreasing_scales(name: str) -> Callable[[list], None]:
+    """The schedule check of a stochastic method on the denoiser form: positive scales (a final 0
+    allowed) that decrease (generation)."""
 
-    stochastic = True
-    hint = "lower eta or s_noise, or take more steps"
-
-    def __init__(self, eta: float, s_noise: float):
-        self.eta, self.s_noise = eta, s_noise
-
-    def validate(self, s):
-        super().validate(s)
+    def check(s: list) -> None:
+        positive_scales(s, name)
         if s[1] > s[0]:
-            raise ValueError(f"{self.name} needs a decreasing schedule (sigma_max -> 0), got {s[:6]}")
+            raise ValueError(f"{name} needs a decreasing schedule (sigma_max -> 0), got {s[:6]}")
+
+    return check
+
+
+def run_sde(step, name: str, target, x: Tensor, schedule, extra: dict, state=None, **loop) -> Solution:
+    """Run the stochastic denoiser-form step function ``step`` as the solver ``name`` (statistics: ``extra``)."""
+    return run_steps(step, target, x, schedule, name=name, state=state, need="denoiser", stochastic=True, check=decreasing_scales(name),
+                     hint="lower eta or s_noise, or take more steps", extra=extra, **loop)
+
+
+def add_noise(run: Run, i: int, x: Tensor, std: float) -> Tensor:
+    """``x + std noise(i)`` (in place; no draw when ``std`` is 0)."""
+    return x.add_(run.noise(i, x), alpha=std) if std > 0.0 else x
 
 
 # ----------------------------------------------------------------------------- ancestral
-class EulerAncestral(StochasticDenoiserRule):
-    """DDIM down to ``σ_down`` (one lerp), then ``S_noise σ_up`` noise up to ``σ_{i+1}``."""
-
-    name = "euler-ancestral"
-
-    def plan(self, s, i):
-        down, up = ancestral_step(s[i], s[i + 1], self.eta)
-        return [s[i]], (1.0 - down / s[i], self.s_noise * up)
-
-    def step(self, ctx, x, i, at, coef):
-        w, std = coef
-        x = torch.lerp(x, ctx.f.denoise(x, at[0]), w)
-        return x.add_(ctx.noise(i, x), alpha=std) if std > 0.0 else x
+def euler_ancestral_step(run: Run, i: int, x: Tensor, state, *, eta: float, s_noise: float):
+    """DDIM down to ``σ_down`` (one lerp), then ``S_noise σ_up`` noise up to ``σ_{i+1}`` (:func:`euler_ancestral`); no state."""
+    s = run.s[i]
+    down, up = ancestral_step(s, run.s[i + 1], eta)
+    x = torch.lerp(x, run.f.denoise(x, run.at(s)), 1.0 - down / s)
+    return add_noise(run, i, x, s_noise * up), state
 
 
 @takes("euler-ancestral", ETA, S_NOISE, base=STOCHASTIC_OPTIONS, passthrough=NOISE_KEYS)
@@ -165,30 +166,19 @@ def euler_ancestral(target, x: Tensor, schedule: Union[Tensor, Sequence[float]],
     with the posterior variance (arXiv 2006.11239).  ``η = 0`` is :func:`solvers.euler` (up to
     rounding: one ``lerp`` here).  The last step to 0 is the denoising step ``x <- D(x, σ_{K-1})``.
     """
-    return run_steps(EulerAncestral(eta, s_noise), target, x, schedule, need="denoiser", extra={"eta": eta, "s_noise": s_noise}, **loop)
+    return run_sde(functools.partial(euler_ancestral_step, eta=eta, s_noise=s_noise), "euler-ancestral", target, x, schedule,
+                   {"eta": eta, "s_noise": s_noise}, **loop)
 
 
-class DPM2Ancestral(StochasticDenoiserRule):
-    """DPM-Solver-2 (the rule of :func:`solvers.dpm2`) down to ``σ_down``, then noise."""
-
-    name = "dpm2-ancestral"
-
-    def __init__(self, eta: float, s_noise: float):
-        super().__init__(eta, s_noise)
-        self.dpm2 = DPM2()
-
-    def plan(self, s, i):
-        down, up = ancestral_step(s[i], s[i + 1], self.eta)
-        std = self.s_noise * up
-        if down == 0.0:  # σ_up = σ_{i+1} (eta this large): denoise, then noise up to σ_{i+1}
-            return [s[i]], (None, std)
-        scales, coef = self.dpm2.plan([s[i], down], 0)
-        return scales, (coef, std)
-
-    def step(self, ctx, x, i, at, coef):
-        inner, std = coef
-        x = ctx.f.denoise(x, at[0]) if inner is None else self.dpm2.step(ctx, x, i, at, inner)
-        return x.add_(ctx.noise(i, x), alpha=std) if std > 0.0 else x
+def dpm2_ancestral_step(run: Run, i: int, x: Tensor, state, *, eta: float, s_noise: float):
+    """DPM-Solver-2 (:func:`solvers.dpm.dpm2_update`) down to ``σ_down``, then noise (:func:`dpm2_ancestral`); no state."""
+    s = run.s[i]
+    down, up = ancestral_step(s, run.s[i + 1], eta)
+    if down == 0.0:  # σ_up = σ_{i+1} (eta this large): denoise, then noise up to σ_{i+1}
+        x = run.f.denoise(x, run.at(s))
+    else:
+        x = dpm2_update(run, x, s, down)
+    return add_noise(run, i, x, s_noise * up), state
 
 
 @takes("dpm2-ancestral", ETA, S_NOISE, base=STOCHASTIC_OPTIONS, passthrough=NOISE_KEYS)
@@ -208,43 +198,33 @@ def dpm2_ancestral(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], 
     k-diffusion skips the noise in that branch, which leaves the state at ``σ_{i+1} > 0``
     noise-free; here the noise keeps the marginal.
     """
-    return run_steps(DPM2Ancestral(eta, s_noise), target, x, schedule, need="denoiser", extra={"eta": eta, "s_noise": s_noise}, **loop)
+    return run_sde(functools.partial(dpm2_ancestral_step, eta=eta, s_noise=s_noise), "dpm2-ancestral", target, x, schedule,
+                   {"eta": eta, "s_noise": s_noise}, **loop)
 
 
 # ----------------------------------------------------------------------------- DPM-Solver++ SDE
-class DPMppSDE(StochasticDenoiserRule):
-    """Two ancestral sub-steps from ``σ_i``: to ``σ_s`` (for ``D_2``) and to ``σ_{i+1}``."""
-
-    name = "dpmpp-sde"
-
-    def __init__(self, eta: float, s_noise: float, r: float):
-        super().__init__(eta, s_noise)
-        self.r = r
-
-    def plan(self, s, i):
-        si, st = s[i], s[i + 1]
-        sm = math.exp((1.0 - self.r) * math.log(si) + self.r * math.log(st))  # λ_s = λ_i + r h
-        down1, up1 = ancestral_step(si, sm, self.eta)
-        down2, up2 = ancestral_step(si, st, self.eta)
-        w = min(max(brownian_pair_weight(si, sm, st), 0.0), 1.0)  # in [0, 1] up to rounding (r = 1: w = 1)
-        return [si, sm], (1.0 - down1 / si, self.s_noise * up1, 1.0 - down2 / si, self.s_noise * up2, 0.5 / self.r,
-                          math.sqrt(w), math.sqrt(1.0 - w))
-
-    def step(self, ctx, x, i, at, coef):
-        w1, std1, w2, std2, fac, a, b = coef
-        d = ctx.f.denoise(x, at[0])
-        u = torch.lerp(x, d, w1)
-        z1 = None
-        if std1 > 0.0:
-            z1 = ctx.noise(2 * i, x)
-            u.add_(z1, alpha=std1)
-        d = torch.lerp(d, ctx.f.denoise(u, at[1]), fac)  # (1 - 1/(2r)) D + 1/(2r) D_2
-        x = torch.lerp(x, d, w2)
-        if std2 > 0.0:
-            x.add_(ctx.noise(2 * i + 1, x), alpha=std2 * b)
-            if z1 is not None:
-                x.add_(z1, alpha=std2 * a)
-        return x
+def dpmpp_sde_step(run: Run, i: int, x: Tensor, state, *, eta: float, s_noise: float, r: float):
+    """Two ancestral sub-steps from ``σ_i``: to ``σ_s`` (for ``D_2``) and to ``σ_{i+1}``, with the
+    Brownian pair ``(z_1, z_2)`` (:func:`dpmpp_sde`); no state."""
+    si, st = run.s[i], run.s[i + 1]
+    sm = math.exp((1.0 - r) * math.log(si) + r * math.log(st))  # λ_s = λ_i + r h
+    down1, up1 = ancestral_step(si, sm, eta)
+    down2, up2 = ancestral_step(si, st, eta)
+    w = min(max(brownian_pair_weight(si, sm, st), 0.0), 1.0)  # in [0, 1] up to rounding (r = 1: w = 1)
+    std1, std2 = s_noise * up1, s_noise * up2
+    d = run.f.denoise(x, run.at(si))
+    u = torch.lerp(x, d, 1.0 - down1 / si)
+    z1 = None
+    if std1 > 0.0:
+        z1 = run.noise(2 * i, x)
+        u.add_(z1, alpha=std1)
+    d = torch.lerp(d, run.f.denoise(u, run.at(sm)), 0.5 / r)  # (1 - 1/(2r)) D + 1/(2r) D_2
+    x = torch.lerp(x, d, 1.0 - down2 / si)
+    if std2 > 0.0:
+        x.add_(run.noise(2 * i + 1, x), alpha=std2 * math.sqrt(1.0 - w))
+        if z1 is not None:
+            x.add_(z1, alpha=std2 * math.sqrt(w))
+    return x, state
 
 
 @takes("dpmpp-sde", ETA, S_NOISE,
@@ -270,42 +250,28 @@ def dpmpp_sde(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], *, et
     while the deterministic part ends at ``d_2 < σ_{i+1}``, as in k-diffusion.  The last step
     to 0 is the denoising step (1 NFE).
     """
-    rule = DPMppSDE(eta, s_noise, r)
-    return run_steps(rule, target, x, schedule, need="denoiser", extra={"eta": eta, "s_noise": s_noise, "r": r}, **loop)
+    return run_sde(functools.partial(dpmpp_sde_step, eta=eta, s_noise=s_noise, r=r), "dpmpp-sde", target, x, schedule,
+                   {"eta": eta, "s_noise": s_noise, "r": r}, **loop)
 
 
 # ----------------------------------------------------------------------------- multistep SDE solvers
-class MultistepSDE(StochasticDenoiserRule):
-    """The exact step of the η-SDE with ``D`` held fixed, plus multistep corrections from the
-    previous data predictions (``self.history``, newest first)."""
+def multistep_sde_step(run: Run, i: int, x: Tensor, history: tuple, *, eta: float, s_noise: float, depth: int,
+                       corrections: Callable[[list, int, float, float], tuple]):
+    """The exact step of the η-SDE with ``D`` held fixed, plus multistep corrections from the previous
+    data predictions (``history``, newest first)::
 
-    def __init__(self, eta: float, s_noise: float, depth: int):
-        super().__init__(eta, s_noise)
-        self.depth, self.history = depth, []
-
-    def exact_step(self, s, i) -> tuple[float, float, float]:
-        """``(h, H, std)``: ``h = λ_{i+1} - λ_i``, ``H = (1+η) h`` and the noise std
-        ``S_noise σ_{i+1} √(1 - e^{-2ηh})``."""
-        h = math.log(s[i] / s[i + 1])
-        return h, (1.0 + self.eta) * h, self.s_noise * s[i + 1] * math.sqrt(-math.expm1(-2.0 * self.eta * h))
-
-    def corrections(self, s, i, h: float, H: float) -> tuple[float, ...]:
-        """Weights ``c_j`` of ``x += Σ_j c_j (D_{i-j} - D_{i-j-1})``."""
-        raise NotImplementedError
-
-    def plan(self, s, i):
-        h, H, std = self.exact_step(s, i)
-        return [s[i]], (-math.expm1(-H), self.corrections(s, i, h, H), std)
-
-    def step(self, ctx, x, i, at, coef):
-        w, cs, std = coef
-        d = ctx.f.denoise(x, at[0])
-        x = torch.lerp(x, d, w)  # e^{-H} x + (1 - e^{-H}) D
-        chain = [d] + self.history
-        for j, c in enumerate(cs):
-            x.add_(chain[j] - chain[j + 1], alpha=c)
-        self.history = chain[: self.depth]
-        return x.add_(ctx.noise(i, x), alpha=std) if std > 0.0 else x
+        h = λ_{i+1} - λ_i,   H = (1 + η) h,   std = S_noise σ_{i+1} √(1 - e^{-2ηh})
+        x <- e^{-H} x + (1 - e^{-H}) D_i + Σ_j c_j (D_{i-j} - D_{i-j-1}) + std z,   c = corrections(s, i, h, H)
+    """
+    s, s_next = run.s[i], run.s[i + 1]
+    h = math.log(s / s_next)
+    H = (1.0 + eta) * h
+    d = run.f.denoise(x, run.at(s))
+    x = torch.lerp(x, d, -math.expm1(-H))  # e^{-H} x + (1 - e^{-H}) D
+    chain = (d,) + history
+    for j, c in enumerate(corrections(run.s, i, h, H)):
+        x.add_(chain[j] - chain[j + 1], alpha=c)
+    return add_noise(run, i, x, s_noise * s_next * math.sqrt(-math.expm1(-2.0 * eta * h))), chain[:depth]
 
 
 def phi2(H: float) -> float:
@@ -314,20 +280,14 @@ def phi2(H: float) -> float:
     return 1.0 + math.expm1(-H) / H
 
 
-class DPMpp2MSDE(MultistepSDE):
-    name = "dpmpp-2m-sde"
-
-    def __init__(self, eta: float, s_noise: float, solver_type: str):
-        super().__init__(eta, s_noise, depth=1)
-        self.solver_type = solver_type
-
-    def corrections(self, s, i, h, H):
-        if multistep_order(s, i, 2) == 1:  # the first step, or one reaching too far
-            return ()
-        r = math.log(s[i - 1] / s[i]) / h
-        if self.solver_type == "heun":
-            return (phi2(H) / r,)
-        return (-0.5 * math.expm1(-H) / r,)
+def dpmpp_2m_sde_corrections(s: list, i: int, h: float, H: float, *, solver_type: str) -> tuple:
+    """DPM-Solver++(2M) SDE's weight ``c`` of ``D_i - D_{i-1}`` (:func:`dpmpp_2m_sde`)."""
+    if multistep_order(s, i, 2) == 1:  # the first step, or one reaching too far
+        return ()
+    r = math.log(s[i - 1] / s[i]) / h
+    if solver_type == "heun":
+        return (phi2(H) / r,)
+    return (-0.5 * math.expm1(-H) / r,)
 
 
 @takes("dpmpp-2m-sde", ETA, S_NOISE, Option("solver_type", str, "midpoint", "the second-order correction: midpoint or heun",
@@ -350,29 +310,25 @@ def dpmpp_2m_sde(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], *,
     to leading order (``midpoint``).  ``η = 0``, ``midpoint`` is DPM-Solver++(2M)
     (:func:`solvers.dpmpp_2m`).  The last step to 0 is the denoising step (1 NFE).
     """
-    rule = DPMpp2MSDE(eta, s_noise, solver_type)
-    return run_steps(rule, target, x, schedule, need="denoiser", extra={"eta": eta, "s_noise": s_noise}, **loop)
+    step = functools.partial(multistep_sde_step, eta=eta, s_noise=s_noise, depth=1,
+                             corrections=functools.partial(dpmpp_2m_sde_corrections, solver_type=solver_type))
+    return run_sde(step, "dpmpp-2m-sde", target, x, schedule, {"eta": eta, "s_noise": s_noise}, state=(), **loop)
 
 
-class DPMpp3MSDE(MultistepSDE):
-    name = "dpmpp-3m-sde"
-
-    def __init__(self, eta: float, s_noise: float):
-        super().__init__(eta, s_noise, depth=2)
-
-    def corrections(self, s, i, h, H):
-        p2, order = phi2(H), multistep_order(s, i, 3)  # 1, 2, 3 over the warm-up; lower on a step reaching too far
-        if order == 1:
-            return ()
-        r0 = math.log(s[i - 1] / s[i]) / h
-        if order == 2:
-            return (p2 / r0,)
-        r1 = math.log(s[i - 2] / s[i - 1]) / h
-        p3 = 2.0 * (p2 / H - 0.5)  # 2 φ_3: d2's weight -2 φ_3 is exact (k-diffusion's is -φ_3; see dpmpp_3m_sde)
-        # φ_2 d1 - p3 d2 with d1_0 = (D_i - D_{i-1})/r0, d1_1 = (D_{i-1} - D_{i-2})/r1,
-        # d1 = d1_0 + (d1_0 - d1_1) r0/(r0 + r1), d2 = (d1_0 - d1_1)/(r0 + r1), as weights of the differences
-        q = r0 + r1
-        return ((p2 * (1.0 + r0 / q) - p3 / q) / r0, (p3 / q - p2 * r0 / q) / r1)
+def dpmpp_3m_sde_corrections(s: list, i: int, h: float, H: float) -> tuple:
+    """DPM-Solver++(3M) SDE's weights of ``D_i - D_{i-1}`` and ``D_{i-1} - D_{i-2}`` (:func:`dpmpp_3m_sde`)."""
+    p2, order = phi2(H), multistep_order(s, i, 3)  # 1, 2, 3 over the warm-up; lower on a step reaching too far
+    if order == 1:
+        return ()
+    r0 = math.log(s[i - 1] / s[i]) / h
+    if order == 2:
+        return (p2 / r0,)
+    r1 = math.log(s[i - 2] / s[i - 1]) / h
+    p3 = 2.0 * (p2 / H - 0.5)  # 2 φ_3: d2's weight -2 φ_3 is exact (k-diffusion's is -φ_3; see dpmpp_3m_sde)
+    # φ_2 d1 - p3 d2 with d1_0 = (D_i - D_{i-1})/r0, d1_1 = (D_{i-1} - D_{i-2})/r1,
+    # d1 = d1_0 + (d1_0 - d1_1) r0/(r0 + r1), d2 = (d1_0 - d1_1)/(r0 + r1), as weights of the differences
+    q = r0 + r1
+    return ((p2 * (1.0 + r0 / q) - p3 / q) / r0, (p3 / q - p2 * r0 / q) / r1)
 
 
 @takes("dpmpp-3m-sde", ETA, S_NOISE, base=STOCHASTIC_OPTIONS, passthrough=NOISE_KEYS)
@@ -403,4 +359,5 @@ def dpmpp_3m_sde(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], *,
     differ by the same ``-φ_3 d2`` term, a third-order-small change of the drift.  The last
     step to 0 is the denoising step (1 NFE).
     """
-    return run_steps(DPMpp3MSDE(eta, s_noise), target, x, schedule, need="denoiser", extra={"eta": eta, "s_noise": s_noise}, **loop)
+    step = functools.partial(multistep_sde_step, eta=eta, s_noise=s_noise, depth=2, corrections=dpmpp_3m_sde_corrections)
+    return run_sde(step, "dpmpp-3m-sde", target, x, schedule, {"eta": eta, "s_noise": s_noise}, state=(), **loop)

@@ -36,12 +36,14 @@ each output particle's ancestry through the resamplings.
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass, replace
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._loop import StepRule, run_steps
+from ._loop import Run, run_steps
 from .base import Solution, as_schedule
 from .offers import BIRTH_MODES, BIRTH_STEPS
 from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, Option, takes
@@ -68,91 +70,92 @@ def systematic_resample(log_w: Tensor, u: Tensor) -> Tensor:
     return torch.searchsorted(cdf, positions, right=True).clamp_(max=n - 1)
 
 
-class Births(StepRule):
-    """Heun (or Euler) on ``x`` with the trapezoid rule on the log-weights, resampling on the device."""
+@dataclass(frozen=True)
+class Weights:
+    """What :func:`births_step` carries between steps: the particles' log-weights ``ℓ``, ``ESS/n``
+    after each step, the resampling events, the clipped fractions of the rate evaluations (summed)
+    and the number of rate evaluations (all on the device but the count)."""
 
-    name = "births"
-    stochastic = True
-    own_final = True
-    hint = "stop at a larger s_min or set rate_clip"
+    log_w: Tensor
+    ess: tuple
+    resamples: Tensor
+    clipped: Tensor
+    n_rate: int = 0
 
-    def __init__(self, n: int, device, mode: str, method: str, ess_threshold: float, rate_offset: float,
-                 rate_clip: Optional[float], final_resample: bool, generator: Optional[torch.Generator]):
-        self.mode, self.method, self.threshold, self.offset, self.clip_at = mode, method, ess_threshold, rate_offset, rate_clip
-        self.final_resample, self.generator, self.n = final_resample, generator, n
-        self.weighted = mode != "off"
-        self.log_w = torch.zeros(n, device=device, dtype=torch.float64)
-        self.ess: list[Tensor] = []
-        self.resamples = torch.zeros((), device=device, dtype=torch.long)
-        self.clipped = torch.zeros((), device=device, dtype=torch.float64)
-        self.n_rate = 0
-        self.arange = torch.arange(n, device=device)
+    @staticmethod
+    def start(n: int, device) -> "Weights":
+        zero = torch.zeros((), device=device, dtype=torch.float64)
+        return Weights(torch.zeros(n, device=device, dtype=torch.float64), (), torch.zeros((), device=device, dtype=torch.long), zero)
 
-    def plan(self, s, i):
-        h = s[i + 1] - s[i]
-        if s[i + 1] == 0.0 or self.method == "euler":
-            return [s[i]], (h, s[i + 1] == 0.0)
-        return [s[i], s[i + 1]], (h, False)
 
-    def _evaluate(self, ctx, x, s_b):
-        out = ctx.f(x, s_b)
-        if not (isinstance(out, tuple) and len(out) == 2):
-            raise TypeError("births: the target must return the pair (velocity, rate) from one evaluation")
-        v, k = out
-        return v, k.to(torch.float64).reshape(self.n)
+def evaluate_joint(run: Run, x: Tensor, s: float) -> tuple[Tensor, Tensor]:
+    """``(v, κ)`` from one evaluation of the joint target (κ as float64 ``[n]``)."""
+    out = run.f(x, run.at(s))
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise TypeError("births: the target must return the pair (velocity, rate) from one evaluation")
+    v, k = out
+    return v, k.to(torch.float64).reshape(x.shape[0])
 
-    def _clip(self, k: Tensor) -> Tensor:
-        self.n_rate += 1
-        if self.clip_at is None:
-            return k
-        self.clipped = self.clipped + (k > self.clip_at).to(torch.float64).mean()
-        return k.clamp(max=self.clip_at)
 
-    def step(self, ctx, x, i, at, coef):
-        h, to_zero = coef
-        v1, k1 = self._evaluate(ctx, x, at[0])
-        if to_zero:  # final step to 0: Euler, weights frozen (the rate diverges at 0)
-            return x + h * v1
-        if len(at) == 1:
-            x, rate = x + h * v1, self._clip(k1)
-        else:
-            xp = x + h * v1
-            v2, k2 = self._evaluate(ctx, xp, at[1])
-            x, rate = x + 0.5 * h * (v1 + v2), 0.5 * (self._clip(k1) + self._clip(k2))
-        if not self.weighted:
-            return x
-        self.log_w = self.log_w + abs(h) * (rate - self.offset)
-        ess = effective_sample_size(self.log_w) / self.n
-        self.ess.append(ess)
-        if self.mode == "smc":
-            low = ess < self.threshold
-            u = torch.rand((), generator=self.generator, device=x.device, dtype=torch.float64)
-            idx = torch.where(low, systematic_resample(self.log_w, u), self.arange)
-            x = x.index_select(0, idx)
-            ctx.reindex(idx)
-            self.log_w = torch.where(low, torch.zeros_like(self.log_w), self.log_w - self.log_w.max())
-            self.resamples = self.resamples + low.to(torch.long)
-        else:
-            self.log_w = self.log_w - self.log_w.max()
+def clip_rate(k: Tensor, w: Weights, rate_clip: Optional[float]) -> tuple[Tensor, Weights]:
+    """``min(κ, rate_clip)`` and the weights' count of rate evaluations and clipped fraction."""
+    if rate_clip is None:
+        return k, replace(w, n_rate=w.n_rate + 1)
+    return k.clamp(max=rate_clip), replace(w, n_rate=w.n_rate + 1, clipped=w.clipped + (k > rate_clip).to(torch.float64).mean())
+
+
+def births_step(run: Run, i: int, x: Tensor, w: Weights, *, mode: str, method: str, ess_threshold: float, rate_offset: float,
+                rate_clip: Optional[float], generator: Optional[torch.Generator]):
+    """Heun (or Euler) on ``x`` with the trapezoid rule on the log-weights, resampling on the device
+    (module docstring); the step to ``s = 0`` is Euler with the weights frozen (the rate diverges at 0)."""
+    s, s_next = run.s[i], run.s[i + 1]
+    h = s_next - s
+    v1, k1 = evaluate_joint(run, x, s)
+    if s_next == 0.0:
+        return x + h * v1, w
+    if method == "euler":
+        x = x + h * v1
+        rate, w = clip_rate(k1, w, rate_clip)
+    else:
+        xp = x + h * v1
+        v2, k2 = evaluate_joint(run, xp, s_next)
+        x = x + 0.5 * h * (v1 + v2)
+        r1, w = clip_rate(k1, w, rate_clip)
+        r2, w = clip_rate(k2, w, rate_clip)
+        rate = 0.5 * (r1 + r2)
+    if mode == "off":
+        return x, w
+    log_w = w.log_w + abs(h) * (rate - rate_offset)
+    ess = effective_sample_size(log_w) / x.shape[0]
+    if mode != "smc":
+        return x, replace(w, log_w=log_w - log_w.max(), ess=w.ess + (ess,))
+    low = ess < ess_threshold
+    u = torch.rand((), generator=generator, device=x.device, dtype=torch.float64)
+    idx = torch.where(low, systematic_resample(log_w, u), torch.arange(x.shape[0], device=x.device))
+    run.reindex(idx)
+    return x.index_select(0, idx), replace(w, log_w=torch.where(low, torch.zeros_like(log_w), log_w - log_w.max()), ess=w.ess + (ess,),
+                                           resamples=w.resamples + low.to(torch.long))
+
+
+def births_finish(run: Run, x: Tensor, w: Weights, *, mode: str, final_resample: bool, generator: Optional[torch.Generator]) -> Tensor:
+    """The statistics, then the final resampling (``final_resample``; else the normalised log-weights go to the statistics)."""
+    run.extra["mode"] = mode
+    if mode == "off":
         return x
-
-    def finish(self, ctx, x):
-        ctx.extra["mode"] = self.mode
-        if not self.weighted:
-            return x
-        if not bool(torch.isfinite(self.log_w).all()):
-            bad = int((~torch.isfinite(self.log_w)).sum())
-            raise FloatingPointError(f"births: {bad} of {self.n} log-weights are NaN or Inf (the rate diverged; stop at a larger s_min or set rate_clip)")
-        hist = torch.stack(self.ess).tolist() if self.ess else []
-        ctx.extra.update(ess=hist, ess_min=float(min(hist)) if hist else 1.0, ess_final=float(effective_sample_size(self.log_w) / self.n),
-                         resamples=int(self.resamples), rate_clipped=float(self.clipped) / max(self.n_rate, 1))
-        if not self.final_resample:
-            ctx.extra["log_weights"] = self.log_w - torch.logsumexp(self.log_w, 0)
-            return x
-        u = torch.rand((), generator=self.generator, device=x.device, dtype=torch.float64)
-        idx = systematic_resample(self.log_w, u)
-        ctx.reindex(idx)
-        return x.index_select(0, idx)
+    n = x.shape[0]
+    if not bool(torch.isfinite(w.log_w).all()):
+        bad = int((~torch.isfinite(w.log_w)).sum())
+        raise FloatingPointError(f"births: {bad} of {n} log-weights are NaN or Inf (the rate diverged; stop at a larger s_min or set rate_clip)")
+    hist = torch.stack(w.ess).tolist() if w.ess else []
+    run.extra.update(ess=hist, ess_min=float(min(hist)) if hist else 1.0, ess_final=float(effective_sample_size(w.log_w) / n),
+                     resamples=int(w.resamples), rate_clipped=float(w.clipped) / max(w.n_rate, 1))
+    if not final_resample:
+        run.extra["log_weights"] = w.log_w - torch.logsumexp(w.log_w, 0)
+        return x
+    u = torch.rand((), generator=generator, device=x.device, dtype=torch.float64)
+    idx = systematic_resample(w.log_w, u)
+    run.reindex(idx)
+    return x.index_select(0, idx)
 
 
 @takes("births", Option("mode", str, "smc", "smc (resample at low ESS), weights (resample once at the end) or off", choices=BIRTH_MODES),
@@ -193,5 +196,9 @@ def births(
         generator = torch.Generator(device=x.device)
         generator.manual_seed((getattr(noise, "seed", 0) if seed is None else seed) + 7919)  # not the prior's stream
     offset = float(getattr(joint, "rate_offset", 0.0)) if rate_offset is None else rate_offset
-    rule = Births(x.shape[0], x.device, mode, method, ess_threshold, offset, rate_clip, final_resample, generator)
-    return run_steps(rule, joint, x, s, need="births", generator=generator, return_trajectory=return_trajectory)
+    step = functools.partial(births_step, mode=mode, method=method, ess_threshold=ess_threshold, rate_offset=offset, rate_clip=rate_clip,
+                             generator=generator)
+    finish = functools.partial(births_finish, mode=mode, final_resample=final_resample, generator=generator)
+    return run_steps(step, joint, x, s, name="births", state=Weights.start(x.shape[0], x.device), need="births", stochastic=True,
+                     own_final=True, hint="stop at a larger s_min or set rate_clip", finish=finish, generator=generator,
+                     return_trajectory=return_trajectory)

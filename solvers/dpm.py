@@ -14,45 +14,43 @@ e^{lambda} D dlambda`` and the solvers are Taylor / multistep expansions of ``D`
 ``lambda``.  Nothing in that derivation uses the Gaussian kernel (only this ODE), so the
 solvers are valid for any process whose ODE has this form.  The target must expose
 ``denoise(x, s)``; a step ending at ``s = 0`` is the denoising step ``x <- D(x, s_{K-1})``.
-Each method is a step rule of :func:`solvers._loop.run_steps`.
+Each method is a step function run by :func:`solvers._loop.run_steps`.
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._loop import StepRule, positive_scales, run_steps
+from ._loop import Run, positive_scales, run_steps
 from .base import Solution
 from .expint import exp_ab_weights, multistep_order
 from .spec import Option, takes
 
-__all__ = ["dpm2", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "DenoiserRule", "DPMppMultistep"]
+__all__ = ["dpm2", "dpmpp_2m", "dpmpp_3m", "dpmpp_2s", "dpm2_update", "dpm2_step", "dpmpp_2m_step", "dpmpp_multistep_step", "dpmpp_2s_step",
+           "denoiser_scales"]
 
 
-class DenoiserRule(StepRule):
-    """A step rule in ``λ = -log s`` on the denoiser form (positive scales, a final 0 allowed)."""
+def dpm2_update(run: Run, x: Tensor, s: float, s_next: float) -> Tensor:
+    """One DPM-Solver-2 step ``s -> s_next`` (:func:`dpm2`): the midpoint in ``λ`` is ``s_m = sqrt(s s_next)``,
+    ``u = x + (s_m - s) ε(x, s)``, ``x_next = x + (s_next - s) ε(u, s_m)``, written with ``ε = (x - D)/s``
+    as ``u = lerp(x, D(x, s), 1 - s_m/s)``, ``x_next = x + ((s_next - s)/s_m)(u - D(u, s_m))``."""
+    sm = math.sqrt(s * s_next)
+    u = torch.lerp(x, run.f.denoise(x, run.at(s)), 1.0 - sm / s)
+    return torch.add(x, u - run.f.denoise(u, run.at(sm)), alpha=(s_next - s) / sm)
 
-    def validate(self, s):
-        positive_scales(s, self.name)
+
+def dpm2_step(run: Run, i: int, x: Tensor, state):
+    """DPM-Solver-2 from ``s_i`` to ``s_{i+1}``; no state."""
+    return dpm2_update(run, x, run.s[i], run.s[i + 1]), state
 
 
-class DPM2(DenoiserRule):
-    """DPM-Solver-2 with ``r1 = 1/2``: the midpoint in ``λ`` is ``s_m = sqrt(s_u s_t)``."""
-
-    name = "dpm2"
-
-    def plan(self, s, i):
-        sm = math.sqrt(s[i] * s[i + 1])
-        # u = lerp(x, D, 1 - s_m/s_u);  x_t = x + ((s_t - s_u)/s_m) (u - D(u, s_m))
-        return [s[i], sm], (1.0 - sm / s[i], (s[i + 1] - s[i]) / sm)
-
-    def step(self, ctx, x, i, at, coef):
-        w, c = coef
-        u = torch.lerp(x, ctx.f.denoise(x, at[0]), w)
-        return torch.add(x, u - ctx.f.denoise(u, at[1]), alpha=c)
+def denoiser_scales(name: str) -> Callable[[list], None]:
+    """The schedule check of a method in ``λ = -log s``: positive scales (a final 0 allowed)."""
+    return functools.partial(positive_scales, name=name)
 
 
 @takes("dpm2")
@@ -68,30 +66,18 @@ def dpm2(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Te
 
     (second order in ``h``).  The step to ``s = 0`` is the denoising step ``x <- D(x, s_{K-1})``.
     """
-    return run_steps(DPM2(), flow, x, schedule, need="denoiser", **loop)
+    return run_steps(dpm2_step, flow, x, schedule, name="dpm2", need="denoiser", check=denoiser_scales("dpm2"), **loop)
 
 
-class DPMpp2M(DenoiserRule):
-    """DPM-Solver++(2M): data-prediction multistep with the previous denoiser output."""
-
-    name = "dpmpp-2m"
-
-    def __init__(self):
-        self.prev = None
-
-    def plan(self, s, i):
-        ratio = s[i + 1] / s[i]
-        if multistep_order(s, i, 2) == 1:  # the first step, or one reaching too far (solvers.expint.multistep_order)
-            return [s[i]], (None, 1.0 - ratio)
-        r = math.log(s[i - 1] / s[i]) / math.log(s[i] / s[i + 1])
-        return [s[i]], (1.0 + 0.5 / r, 1.0 - ratio)  # D' = lerp(D_prev, D, 1 + 1/(2r))
-
-    def step(self, ctx, x, i, at, coef):
-        wd, wx = coef
-        d = ctx.f.denoise(x, at[0])
-        x = torch.lerp(x, d if wd is None else torch.lerp(self.prev, d, wd), wx)
-        self.prev = d
-        return x
+def dpmpp_2m_step(run: Run, i: int, x: Tensor, old: Optional[Tensor]):
+    """DPM-Solver++(2M) from ``s_i`` to ``s_{i+1}`` (:func:`dpmpp_2m`); ``old``: the previous data prediction."""
+    s, s_next = run.s[i], run.s[i + 1]
+    d = run.f.denoise(x, run.at(s))
+    d_prime = d
+    if multistep_order(run.s, i, 2) > 1:  # not the first step, nor one reaching too far (solvers.expint.multistep_order)
+        r = math.log(run.s[i - 1] / s) / math.log(s / s_next)
+        d_prime = torch.lerp(old, d, 1.0 + 0.5 / r)  # (1 + 1/(2r)) D_i - 1/(2r) D_{i-1}
+    return torch.lerp(x, d_prime, 1.0 - s_next / s), d
 
 
 @takes("dpmpp-2m")
@@ -109,33 +95,26 @@ def dpmpp_2m(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Unio
     k-diffusion's ``sample_dpmpp_2m`` extrapolates there too); the step to
     ``s = 0`` is the denoising step ``x <- D(x, s_{K-1})``.  Each update is two ``lerp`` kernels.
     """
-    return run_steps(DPMpp2M(), flow, x, schedule, need="denoiser", **loop)
+    return run_steps(dpmpp_2m_step, flow, x, schedule, name="dpmpp-2m", need="denoiser", check=denoiser_scales("dpmpp-2m"),
+                     **loop)
 
 
-class DPMppMultistep(DenoiserRule):
-    """DPM-Solver++ multistep of order ``order``: the Lagrange interpolant of the last
-    ``p = min(order, i + 1)`` data predictions in ``λ``, integrated exactly against
-    ``e^{-(h-τ)}`` (weights from :func:`solvers.expint.exp_ab_weights`)."""
+def dpmpp_multistep_step(run: Run, i: int, x: Tensor, history: tuple, *, order: int):
+    """DPM-Solver++ multistep of order ``order`` from ``s_i`` to ``s_{i+1}`` (:func:`dpmpp_3m`): the
+    Lagrange interpolant of the last ``p = multistep_order(s, i, order)`` data predictions in ``λ``,
+    integrated exactly against ``e^{-(h-τ)}``; ``history``: the previous data predictions, newest first.
 
-    name = "dpmpp-3m"
-
-    def __init__(self, order: int = 3):
-        self.order = order
-        self.hist: list[Tensor] = []  # newest first
-
-    def plan(self, s, i):
-        p = multistep_order(s, i, self.order)
-        lam = [-math.log(s[i - j]) for j in range(p)]
-        h = math.log(s[i] / s[i + 1])
-        return [s[i]], (s[i + 1] / s[i], exp_ab_weights([v - lam[0] for v in lam], h))
-
-    def step(self, ctx, x, i, at, coef):
-        decay, w = coef
-        self.hist = [ctx.f.denoise(x, at[0])] + self.hist[: self.order - 1]
-        out = x.mul(decay)
-        for d, wj in zip(self.hist, w):
-            out.add_(d, alpha=wj)
-        return out
+        x_{i+1} = (s_{i+1}/s_i) x_i + Σ_j w_j D_{i-j},    w = exp_ab_weights(λ_{i-j} - λ_i, h)
+    """
+    s, s_next = run.s[i], run.s[i + 1]
+    p = multistep_order(run.s, i, order)
+    lam = [-math.log(run.s[i - j]) for j in range(p)]
+    w = exp_ab_weights([v - lam[0] for v in lam], math.log(s / s_next))
+    history = (run.f.denoise(x, run.at(s)),) + history[: order - 1]
+    out = x.mul(s_next / s)
+    for d, wj in zip(history, w):
+        out.add_(d, alpha=wj)
+    return out, history
 
 
 @takes("dpmpp-3m")
@@ -185,26 +164,18 @@ def dpmpp_3m(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Unio
     to-zero final step; diffusers' ``lower_order_final`` further lowers the second-to-last
     step below 15 steps, for stability at tiny ``σ``, which we do not).
     """
-    return run_steps(DPMppMultistep(3), flow, x, schedule, need="denoiser", **loop)
+    return run_steps(functools.partial(dpmpp_multistep_step, order=3), flow, x, schedule, name="dpmpp-3m", state=(),
+                     need="denoiser", check=denoiser_scales("dpmpp-3m"), **loop)
 
 
-class DPMpp2S(DenoiserRule):
-    """DPM-Solver++(2S): one intermediate data prediction at ``λ_i + r h``."""
-
-    name = "dpmpp-2s"
-
-    def __init__(self, r: float):
-        self.r = r
-
-    def plan(self, s, i):
-        sm = s[i] ** (1.0 - self.r) * s[i + 1] ** self.r  # λ_m = λ_i + r h
-        return [s[i], sm], (1.0 - sm / s[i], 1.0 - 0.5 / self.r, 1.0 - s[i + 1] / s[i])
-
-    def step(self, ctx, x, i, at, coef):
-        wu, wd, wx = coef
-        d = ctx.f.denoise(x, at[0])
-        dm = ctx.f.denoise(torch.lerp(x, d, wu), at[1])
-        return torch.lerp(x, torch.lerp(dm, d, wd) if wd else dm, wx)
+def dpmpp_2s_step(run: Run, i: int, x: Tensor, state, *, r: float):
+    """DPM-Solver++(2S) from ``s_i`` to ``s_{i+1}`` with the intermediate point at ``λ_i + r h`` (:func:`dpmpp_2s`); no state."""
+    s, s_next = run.s[i], run.s[i + 1]
+    sm = s ** (1.0 - r) * s_next**r  # λ_m = λ_i + r h
+    d = run.f.denoise(x, run.at(s))
+    dm = run.f.denoise(torch.lerp(x, d, 1.0 - sm / s), run.at(sm))
+    wd = 1.0 - 0.5 / r  # D' = (1 - 1/(2r)) D + 1/(2r) D_m
+    return torch.lerp(x, torch.lerp(dm, d, wd) if wd else dm, 1.0 - s_next / s), state
 
 
 R_MIN = 0.05
@@ -225,4 +196,5 @@ def dpmpp_2s(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Unio
     (second order; ``r = 1/2``, the paper's and k-diffusion's ``sample_dpmpp_2s_ancestral``
     at ``eta = 0``, gives ``D' = D(u, s_m)``).  The step to ``s = 0`` is the denoising step.
     """
-    return run_steps(DPMpp2S(r), flow, x, schedule, need="denoiser", **loop)
+    return run_steps(functools.partial(dpmpp_2s_step, r=r), flow, x, schedule, name="dpmpp-2s", need="denoiser",
+                     check=denoiser_scales("dpmpp-2s"), **loop)

@@ -34,16 +34,17 @@ Alg. 1 and 2, k-diffusion's ``DPMSolver``)::
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._loop import check_batch, check_tolerances, host_values, positive_scales, require, run_steps
+from ._loop import Run, check_batch, check_tolerances, host_values, positive_scales, require, run_steps
 from .adaptive import PerSampleProgress, finish_per_sample
 from .base import Counted, Solution, as_schedule
-from .dpm import DenoiserRule
+from .dpm import denoiser_scales
 from .spec import Option, takes, tolerance
 
 __all__ = ["dpm_fast", "dpm_adaptive", "dpm_solver_coefficients", "fast_orders"]
@@ -96,22 +97,13 @@ def _evaluate(f, x: Tensor, sig, coef: dict, bshape) -> list[Tensor]:
     return eps
 
 
-class DPMFast(DenoiserRule):
-    """DPM-Solver-1/2/3 steps with given orders on a grid uniform in ``λ``."""
-
-    name = "dpm-fast"
-
-    def __init__(self, orders: list[int]):
-        self.orders = orders
-
-    def plan(self, s, i):
-        order = self.orders[i]
-        coef = dpm_solver_coefficients(math.log(s[i] / s[i + 1]), s[i], order, *((0.5,) if order == 2 else ()))
-        return [s[i], *coef["sigma"]], coef
-
-    def step(self, ctx, x, i, at, coef):
-        eps = _evaluate(ctx.f, x, at[0], {**coef, "sigma": at[1:]}, None)
-        return _combo(x, coef["b"], eps, None)
+def dpm_fast_step(run: Run, i: int, x: Tensor, state, *, orders: list):
+    """A DPM-Solver-``orders[i]`` step from ``s_i`` to ``s_{i+1}`` (:func:`dpm_solver_coefficients`); no state."""
+    s, s_next = run.s[i], run.s[i + 1]
+    order = orders[i]
+    coef = dpm_solver_coefficients(math.log(s / s_next), s, order, *((0.5,) if order == 2 else ()))
+    eps = _evaluate(run.f, x, run.at(s), {**coef, "sigma": [run.at(v) for v in coef["sigma"]]}, None)
+    return _combo(x, coef["b"], eps, None), state
 
 
 @takes("dpm-fast")
@@ -127,7 +119,8 @@ def dpm_fast(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Unio
     la, lb = math.log(s[0]), math.log(end)
     grid = [s[0]] + [math.exp(la + (lb - la) * j / len(orders)) for j in range(1, len(orders))] + ([end] if orders else [])
     grid += [0.0] if zero else []
-    return run_steps(DPMFast(orders), flow, x, grid, need="denoiser", extra={"grid": grid}, **loop)
+    return run_steps(functools.partial(dpm_fast_step, orders=orders), flow, x, grid, name="dpm-fast", need="denoiser",
+                     check=denoiser_scales("dpm-fast"), extra={"grid": grid}, **loop)
 
 
 PID_WHY = ("the step factor is E^-(pcoeff + icoeff + dcoeff)/order times the previous errors' powers, whose exponents sum to "

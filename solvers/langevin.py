@@ -9,7 +9,7 @@ The NCSN and NCSNv2 code (and NCSNv2's Alg. 1, arXiv 2006.09011) write the same 
 ``x + a s + √(2a) z``, so their ``a`` is our ``α/2`` and their ``ε`` (``step_lr``) is half of
 ours: NCSNv2's CIFAR-10 ``ε = 6.2e-6`` is ``eps = 1.24e-5`` here.
 
-Both samplers are one step rule of :func:`solvers._loop.run_steps` whose "step" is one
+Both samplers are one step function run by :func:`solvers._loop.run_steps` whose "step" is one
 *level*: ``T`` Langevin updates at ``σ_i`` (the schedule lists the levels and ends at 0, the
 final denoising step).  The target offers ``score(x, s)`` and, optionally, ``marginal(s) -> (a,
 b)``; the noise std ``b`` sets the step sizes (without ``marginal``, ``b`` is the level itself, as for VE).  NCSNv2's technique 4
@@ -17,6 +17,7 @@ b)``; the noise std ``b`` sets the step sizes (without ``marginal``, ``b`` is th
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence, Union
 
@@ -24,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._loop import StepRule, run_steps, to_zero
+from ._loop import Run, run_steps, to_zero
 from .base import Solution, as_schedule
 from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, Option, takes
 from .stochastic import host_noise_std
@@ -104,46 +105,44 @@ def default_eps(gamma: float, sigma_min: float, steps: int, dim: int) -> float:
     return choose_eps(gamma, sigma_min, horizon)[0]
 
 
-class Langevin(StepRule):
+def langevin_level_step(run: Run, i: int, x: Tensor, state, *, levels: list, sigmas: list, eps: float, steps_per_level: int,
+                        final_denoise: bool):
     """``T`` updates ``x <- x + (α_i/2) s(x, σ_i) + √α_i z`` at level ``i``, ``α_i = ε b_i²/b_L²``
-    (``α = ε`` for one level); the step to 0 after the last level is Tweedie's denoising step
-    (NCSNv2's final step).  The loop runs one step per level over the index grid ``L, ..., 0``."""
+    (``α = ε`` for one level); after the last level, with ``final_denoise``, Tweedie's denoising
+    step (NCSNv2's final step).  The loop runs one step per level over the index grid ``L, ..., 0``
+    (:func:`run_langevin`); the watch counts the inner steps, ``k = i T + t``; no state."""
+    T = steps_per_level
+    alpha = eps * (sigmas[i] / sigmas[-1]) ** 2 if len(sigmas) > 1 else eps
+    level, k = run.at(levels[i]), i * T
+    for _ in range(T):
+        x = torch.add(x, run.f.score(x, level), alpha=0.5 * alpha).add_(run.noise(k, x), alpha=math.sqrt(alpha))
+        run.watch.update(x, k)
+        k += 1
+        if run.check_every and k % run.check_every == 0:  # inner steps count: a long level stops early too
+            run.watch.check(x, functools.partial(langevin_describe, run.s, levels=levels, sigmas=sigmas, steps_per_level=T))
+    if i == len(levels) - 1 and final_denoise:  # Tweedie: x + σ_L² s(x, σ_L) for VE, (x + b² s)/a in general
+        x = to_zero(run.f, x, level, levels[i]) if run.f.has("denoise") else torch.add(x, run.f.score(x, level), alpha=sigmas[-1] ** 2)
+        run.watch.update(x, k)
+    return x, state
 
-    name = "ald"
-    stochastic = True
-    own_final = True
 
-    def __init__(self, name: str, levels: list[float], sigmas: list[float], eps: float, steps_per_level: int, final_denoise: bool):
-        self.name, self.levels, self.sigmas, self.eps, self.T, self.final_denoise = name, levels, sigmas, eps, steps_per_level, final_denoise
-        self.hint = f"lower eps (eps={eps:g}) or raise the number of levels"
+def langevin_describe(s: list, k: int, *, levels: list, sigmas: list, steps_per_level: int) -> str:
+    """Where inner step ``k`` of :func:`langevin_level_step` was taken."""
+    L = len(levels)
+    i, t = divmod(k, steps_per_level)
+    if i >= L:
+        return f"the final denoising step at level {L - 1} (σ={sigmas[-1]:.4g})"
+    return f"step {k} (level {i} of {L}, σ={sigmas[i]:.4g}, step {t} of {steps_per_level} at that level)"
 
-    def grid(self) -> list[float]:
-        return [float(i) for i in range(len(self.levels), -1, -1)]
 
-    def plan(self, s, i):
-        alpha = self.eps * (self.sigmas[i] / self.sigmas[-1]) ** 2 if len(self.sigmas) > 1 else self.eps
-        return [self.levels[i]], (0.5 * alpha, math.sqrt(alpha))
-
-    def step(self, ctx, x, i, at, coef):
-        half, root = coef
-        k = i * self.T
-        for _ in range(self.T):
-            x = torch.add(x, ctx.f.score(x, at[0]), alpha=half).add_(ctx.noise(k, x), alpha=root)
-            ctx.watch.update(x, k)
-            k += 1
-            if ctx.check_every and k % ctx.check_every == 0:  # inner steps count: a long level stops early too
-                ctx.watch.check(x, lambda j: self.describe(ctx.s, j))
-        if i == len(self.levels) - 1 and self.final_denoise:  # Tweedie: x + σ_L² s(x, σ_L) for VE, (x + b² s)/a in general
-            x = to_zero(ctx.f, x, at[0], self.levels[i]) if ctx.f.has("denoise") else torch.add(x, ctx.f.score(x, at[0]), alpha=self.sigmas[-1] ** 2)
-            ctx.watch.update(x, k)
-        return x
-
-    def describe(self, s, k):
-        L = len(self.levels)
-        i, t = divmod(k, self.T)
-        if i >= L:
-            return f"the final denoising step at level {L - 1} (σ={self.sigmas[-1]:.4g})"
-        return f"step {k} (level {i} of {L}, σ={self.sigmas[i]:.4g}, step {t} of {self.T} at that level)"
+def run_langevin(name: str, target, x: Tensor, levels: list, sigmas: list, eps: float, steps_per_level: int, final_denoise: bool,
+                 extra: dict, **loop) -> Solution:
+    """Run :func:`langevin_level_step` over the levels as the solver ``name``."""
+    levels_of = {"levels": levels, "sigmas": sigmas, "steps_per_level": steps_per_level}
+    grid = [float(i) for i in range(len(levels), -1, -1)]  # one step per level; the scales are levels[i]
+    return run_steps(functools.partial(langevin_level_step, eps=eps, final_denoise=final_denoise, **levels_of), target, x, grid,
+                     name=name, need="score", stochastic=True, own_final=True, hint=f"lower eps (eps={eps:g}) or raise the number of levels",
+                     describe=functools.partial(langevin_describe, **levels_of), extra=extra, **loop)
 
 
 def _levels(schedule, name: str) -> list[float]:
@@ -189,8 +188,7 @@ def annealed_langevin(target, x: Tensor, schedule: Union[Tensor, Sequence[float]
         eps = default_eps(max(gamma, 1.0 + 1e-9), sigmas[-1], T, x[0].numel())
     check_stable_step("ald", "eps", eps, sigmas[-1])
     extra = {"levels": len(levels), "steps_per_level": T, "eps": eps, "sigma_max": sigmas[0], "sigma_min": sigmas[-1]}
-    rule = Langevin("ald", levels, sigmas, eps, T, final_denoise)
-    return run_steps(rule, target, x, rule.grid(), need="score", extra=extra, **loop)
+    return run_langevin("ald", target, x, levels, sigmas, eps, T, final_denoise, extra, **loop)
 
 
 def check_stable_step(name: str, option: str, alpha: float, b: float) -> None:
@@ -244,5 +242,4 @@ def langevin(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], *, sig
             raise ValueError("langevin: at sigma = 0 give the step size (step=...)")
         step, _ = choose_eps(1.5, b[0], n_steps)
     check_stable_step("langevin", "step", step, b[0])
-    rule = Langevin("langevin", [level], b, step, n_steps, final_denoise=False)
-    return run_steps(rule, target, x, rule.grid(), need="score", extra={"step": step, "sigma": level}, **loop)
+    return run_langevin("langevin", target, x, [level], b, step, n_steps, False, {"step": step, "sigma": level}, **loop)

@@ -8,11 +8,11 @@ Adams-Bashforth step integrates the Lagrange polynomial through them::
 
 (Adams-Bashforth for variable steps: Hairer, Norsett & Wanner, Solving ODEs I, Sec. III.5;
 used for diffusion sampling by Karras et al., arXiv 2206.00364, and in k-diffusion).  The
-coefficients only depend on the schedule, so they are all computed on the host before the
-loop, exactly, with Gauss-Legendre quadrature (exact for these polynomials of degree < p).
+coefficients only depend on the schedule, so they are computed on the host (float64), exactly, with Gauss-Legendre quadrature (exact for these polynomials of degree < p).
 """
 from __future__ import annotations
 
+import functools
 import math
 from functools import lru_cache
 from typing import Callable, Sequence, Union
@@ -20,14 +20,14 @@ from typing import Callable, Sequence, Union
 import numpy as np
 from torch import Tensor
 
-from ._loop import StepRule, combine, run_steps
+from ._loop import Run, combine, run_steps
 from .base import Solution
-from .dpm import DenoiserRule
+from .dpm import denoiser_scales
 from .expint import exp_moments, lagrange_power_basis, multistep_order
-from .runge_kutta import RK4
+from .runge_kutta import RK4, rk_update
 from .spec import Option, takes
 
-__all__ = ["adams_bashforth_coefficients", "lms", "LinearMultistep", "WARMUPS", "deis", "ipndm", "deis_coefficients",
+__all__ = ["adams_bashforth_coefficients", "lms", "lms_step", "eps_multistep_step", "WARMUPS", "deis", "ipndm", "deis_coefficients",
            "IPNDM_COEFFICIENTS"]
 
 WARMUPS = ("lower-order", "rk4")
@@ -57,42 +57,24 @@ def adams_bashforth_coefficients(nodes: Sequence[float], a: float, b: float) -> 
     return out
 
 
-class LinearMultistep(StepRule):
-    """Adams-Bashforth on the derivatives ``d_{i-j}`` of the last ``order`` points (k-diffusion's ``lms``).
+def lms_step(run: Run, i: int, x: Tensor, history: tuple, *, order: int, warmup: str):
+    """Adams-Bashforth from ``s_i`` to ``s_{i+1}`` on the derivatives of the last ``p = min(order, i + 1)``
+    points (k-diffusion's ``lms``; module docstring), ``history``: the previous derivatives, newest first.
 
-    Every step, the last one to ``s = 0`` included, is the Adams-Bashforth step of the
-    current order ``min(order, i + 1)``: like k-diffusion's ``sample_lms``, the final step
-    integrates the Lagrange polynomial through the newest derivatives from ``s_{K-1}`` to 0
-    (it evaluates the flow at ``s_{K-1}``, never at 0), rather than taking the denoising
-    Euler step of the other solvers.
+    Every step, the last one to ``s = 0`` included, is the Adams-Bashforth step of the current
+    order: like k-diffusion's ``sample_lms``, the final step integrates the Lagrange polynomial
+    through the newest derivatives from ``s_{K-1}`` to 0 (it evaluates the flow at ``s_{K-1}``,
+    never at 0), rather than taking the denoising Euler step of the other solvers.  With
+    ``warmup="rk4"`` the first ``order - 1`` steps are classic RK4 steps instead.
     """
-
-    name = "lms"
-    own_final = True
-
-    def __init__(self, order: int, warmup: str):
-        self.order, self.warmup = order, warmup
-        self.hist: list[Tensor] = []  # newest first
-
-    def plan(self, s, i):
-        K = len(s) - 1
-        n_rk4 = min(self.order - 1, K - 1 if s[-1] == 0.0 else K) if self.warmup == "rk4" else 0
-        h = s[i + 1] - s[i]
-        if i < n_rk4:
-            return [s[i], s[i] + 0.5 * h, s[i] + 0.5 * h, s[i + 1]], ("rk4", h)
-        p = min(self.order, i + 1)
-        return [s[i]], ("ab", adams_bashforth_coefficients(s[i::-1][:p], s[i], s[i + 1]))
-
-    def step(self, ctx, x, i, at, coef):
-        kind, data = coef
-        d = ctx.f(x, at[0])
-        self.hist = [d] + self.hist[: self.order - 1]
-        if kind == "ab":
-            return combine(x, self.hist, data, 1.0)
-        ks = [d]
-        for j in range(1, 4):
-            ks.append(ctx.f(combine(x, ks, RK4.a[j], data), at[j]))
-        return combine(x, ks, RK4.b, data)
+    s, s_next = run.s[i], run.s[i + 1]
+    d = run.f(x, run.at(s))
+    history = (d,) + history[: order - 1]
+    K = len(run.s) - 1
+    if warmup == "rk4" and i < min(order - 1, K - 1 if run.s[-1] == 0.0 else K):
+        return rk_update(run, x, s, s_next, RK4, k1=d), history
+    p = min(order, i + 1)
+    return combine(x, history, adams_bashforth_coefficients(run.s[i::-1][:p], s, s_next), 1.0), history
 
 
 @takes("lms", Option("order", int, 4, "Adams-Bashforth order", lo=1, hi=4),
@@ -111,9 +93,10 @@ def lms(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Ten
     flow of tests/test_solvers.py) it is below 3 already at 32-256 steps.  ``warmup="rk4"`` takes the first ``order - 1`` steps with classic RK4
     (3 extra NFE each), which keeps the global order equal to ``order``.  The last step,
     to ``s = 0`` included, is an Adams-Bashforth step (k-diffusion's rule; see
-    :class:`LinearMultistep`).
+    :func:`lms_step`).
     """
-    return run_steps(LinearMultistep(order, warmup), flow, x, schedule, **loop)
+    return run_steps(functools.partial(lms_step, order=order, warmup=warmup), flow, x, schedule, name="lms", state=(),
+                     own_final=True, **loop)
 
 
 def deis_coefficients(s: Sequence[float], i: int, p: int) -> list[float]:
@@ -126,21 +109,21 @@ def deis_coefficients(s: Sequence[float], i: int, p: int) -> list[float]:
     return [float(s[i] * np.dot(A[j], moments)) for j in range(p)]
 
 
-class EpsMultistep(DenoiserRule):
-    """Adams-Bashforth on ``ε = (x - D)/σ`` (the velocity of the denoiser form) with
-    precomputed weights: ``x_{i+1} = x_i + Σ_j c_ij ε_{i-j}``, the order ramping 1, 2, ...
-    and lowered on a step that reaches too far (:func:`solvers.expint.multistep_order`)."""
+def eps_multistep_step(run: Run, i: int, x: Tensor, history: tuple, *, order: int,
+                       weights: Callable[[Sequence[float], int, int], list[float]]):
+    """Adams-Bashforth on ``ε = (x - D)/σ`` (the velocity of the denoiser form) from ``s_i`` to ``s_{i+1}``:
+    ``x_{i+1} = x_i + Σ_j c_ij ε_{i-j}`` with ``c = weights(s, i, p)``, the order ``p`` ramping 1, 2, ...
+    and lowered on a step that reaches too far (:func:`solvers.expint.multistep_order`); ``history``:
+    the previous ``ε``, newest first."""
+    history = (run.f(x, run.at(run.s[i])),) + history[: order - 1]
+    return combine(x, history, weights(run.s, i, multistep_order(run.s, i, order)), 1.0), history
 
-    def __init__(self, name: str, order: int, weights: Callable[[Sequence[float], int, int], list[float]]):
-        self.name, self.order, self.weights = name, order, weights
-        self.hist: list[Tensor] = []  # newest first
 
-    def plan(self, s, i):
-        return [s[i]], self.weights(s, i, multistep_order(s, i, self.order))
-
-    def step(self, ctx, x, i, at, coef):
-        self.hist = [ctx.f(x, at[0])] + self.hist[: self.order - 1]
-        return combine(x, self.hist, coef, 1.0)
+def eps_multistep(name: str, order: int, weights: Callable[[Sequence[float], int, int], list[float]], flow, x: Tensor, schedule,
+                  **loop) -> Solution:
+    """Run :func:`eps_multistep_step` as the solver ``name``."""
+    return run_steps(functools.partial(eps_multistep_step, order=order, weights=weights), flow, x, schedule, name=name, state=(),
+                     need="denoiser", check=denoiser_scales(name), **loop)
 
 
 @takes("deis", Option("order", int, 3, "Adams-Bashforth order (polynomial degree + 1)", lo=1, hi=3))
@@ -165,7 +148,7 @@ def deis(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[Te
     1, 2, ... over the first steps (``order=1`` is DDIM); the step to ``s = 0`` is the
     denoising step.
     """
-    return run_steps(EpsMultistep("deis", order, deis_coefficients), flow, x, schedule, need="denoiser", **loop)
+    return eps_multistep("deis", order, deis_coefficients, flow, x, schedule, **loop)
 
 
 IPNDM_COEFFICIENTS = ((1.0,), (3 / 2, -1 / 2), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37 / 24, -9 / 24))
@@ -197,4 +180,4 @@ def ipndm(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Union[T
     (tests/test_solvers_denoiser.py measures it), and of order ``order`` on uniform steps
     once its warm-up steps' error is damped.  The step to ``s = 0`` is the denoising step.
     """
-    return run_steps(EpsMultistep("ipndm", order, _ipndm_weights), flow, x, schedule, need="denoiser", **loop)
+    return eps_multistep("ipndm", order, _ipndm_weights, flow, x, schedule, **loop)

@@ -12,13 +12,14 @@ method is its tableau; the step loop is :func:`solvers._loop.run_steps`.
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
-from typing import Callable, Union, Sequence
+from typing import Callable, Optional, Sequence, Union
 
 from torch import Tensor
 
-from ._loop import StepRule, combine, run_steps
+from ._loop import Run, combine, run_steps
 from .base import Solution
 from .spec import takes
 
@@ -31,7 +32,8 @@ __all__ = [
     "RK4",
     "RK4_38",
     "TABLEAUX",
-    "RungeKutta",
+    "rk_step",
+    "rk_update",
     "explicit_rk",
     "euler",
     "midpoint",
@@ -85,21 +87,24 @@ RK4_38 = ButcherTableau(  # Kutta's 3/8 rule (torchdiffeq's fixed-grid "rk4")
 TABLEAUX = {t.name: t for t in (EULER, MIDPOINT, HEUN, RK3, RK4, RK4_38)}
 
 
-class RungeKutta(StepRule):
-    """The step rule of an explicit Runge-Kutta method given by its tableau."""
+def stage_scale(s: float, s_next: float, c: float) -> float:
+    """``s + c h`` of a stage with node ``c`` (exactly ``s`` and ``s_next`` at ``c = 0`` and ``c = 1``)."""
+    return s if c == 0.0 else s_next if c == 1.0 else s + c * (s_next - s)
 
-    def __init__(self, tableau: ButcherTableau):
-        self.tableau, self.name = tableau, tableau.name
 
-    def plan(self, s, i):
-        h = s[i + 1] - s[i]
-        return [s[i] if c == 0.0 else s[i + 1] if c == 1.0 else s[i] + c * h for c in self.tableau.c], h
+def rk_update(run: Run, x: Tensor, s: float, s_next: float, tableau: ButcherTableau, k1: Optional[Tensor] = None) -> Tensor:
+    """``x + h Σ_j b_j k_j``, ``k_j = v(x + h Σ_{l<j} A[j][l] k_l, s + c_j h)``, ``h = s_next - s``
+    (``k1``: the first stage when the caller has already evaluated it)."""
+    h = s_next - s
+    ks = [] if k1 is None else [k1]
+    for a_j, c_j in zip(tableau.a[len(ks):], tableau.c[len(ks):]):
+        ks.append(run.f(combine(x, ks, a_j, h), run.at(stage_scale(s, s_next, c_j))))
+    return combine(x, ks, tableau.b, h)
 
-    def step(self, ctx, x, i, at, h):
-        a, ks = self.tableau.a, []
-        for j in range(self.tableau.stages):
-            ks.append(ctx.f(combine(x, ks, a[j], h), at[j]))
-        return combine(x, ks, self.tableau.b, h)
+
+def rk_step(run: Run, i: int, x: Tensor, state, *, tableau: ButcherTableau):
+    """One explicit Runge-Kutta step ``s_i -> s_{i+1}`` with ``tableau`` (module docstring); no state."""
+    return rk_update(run, x, run.s[i], run.s[i + 1], tableau), state
 
 
 def explicit_rk(
@@ -114,7 +119,7 @@ def explicit_rk(
     NFE: ``stages`` per step, except a final step to ``s = 0``, which is the denoising
     Euler step (1 NFE).  ``loop``: the options of :func:`solvers._loop.run_steps`.
     """
-    return run_steps(RungeKutta(tableau), flow, x, schedule, **loop)
+    return run_steps(functools.partial(rk_step, tableau=tableau), flow, x, schedule, name=tableau.name, **loop)
 
 
 def _make(tableau: ButcherTableau, reference: str) -> Callable[..., Solution]:

@@ -7,7 +7,7 @@ from typing import Sequence, Union
 import torch
 from torch import Tensor
 
-from ._loop import StepRule, run_steps
+from ._loop import Run, run_steps
 from .base import SDE, Solution
 from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, takes
 
@@ -20,18 +20,13 @@ def per_sample(v, x: Tensor) -> Tensor:
     return t.reshape((x.shape[0],) + (1,) * (x.dim() - 1)) if t.numel() == x.shape[0] and t.numel() > 1 else t.reshape((1,) * x.dim())
 
 
-class EulerMaruyama(StepRule):
-    name = "euler-maruyama"
-    stochastic = True
-    hint = "take more steps"
-
-    def plan(self, s, i):
-        return [s[i]], s[i + 1] - s[i]
-
-    def step(self, ctx, x, i, at, dt):
-        drift = ctx.f.drift(x, at[0])
-        g = per_sample(ctx.f.diffusion(at[0]), x)
-        return torch.add(x, drift, alpha=dt).addcmul_(g, ctx.noise(i, x), value=math.sqrt(abs(dt)))
+def euler_maruyama_step(run: Run, i: int, x: Tensor, state):
+    """``x <- x + f(x, s_i) dt + g(s_i) sqrt(|dt|) z_i``, ``dt = s_{i+1} - s_i`` (:func:`euler_maruyama`); no state."""
+    s = run.at(run.s[i])
+    dt = run.s[i + 1] - run.s[i]
+    drift = run.f.drift(x, s)
+    g = per_sample(run.f.diffusion(s), x)
+    return torch.add(x, drift, alpha=dt).addcmul_(g, run.noise(i, x), value=math.sqrt(abs(dt))), state
 
 
 @takes("euler-maruyama", base=STOCHASTIC_OPTIONS, passthrough=NOISE_KEYS)
@@ -49,4 +44,4 @@ def euler_maruyama(sde: SDE, x: Tensor, schedule: Union[Tensor, Sequence[float]]
     step; ``noise`` is then called for steps ``0..K-2`` only.  NFE counts drift
     evaluations.
     """
-    return run_steps(EulerMaruyama(), sde, x, schedule, need="sde", **loop)
+    return run_steps(euler_maruyama_step, sde, x, schedule, name="euler-maruyama", need="sde", stochastic=True, **loop)

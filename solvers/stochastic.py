@@ -4,7 +4,7 @@ All are physics-agnostic and batched: they receive a target (a Gaussian process'
 exact transition, or a denoiser-form flow), count NFE at it, draw noise from a
 :data:`~solvers.base.NoiseFn`, and stop with a ``FloatingPointError`` naming the step and
 the level where a non-finite value first appeared (the flag accumulates on the device and
-is read every ``check_every`` steps).  Each is a step rule of :func:`solvers._loop.run_steps`.
+is read every ``check_every`` steps).  Each is a step function run by :func:`solvers._loop.run_steps`.
 
 * :func:`pc`: predictor-corrector sampling (Song et al. 2021, arXiv 2011.13456, Alg. 4/5).
 * :func:`edm_sde`: EDM's stochastic sampler (Karras et al. 2022, arXiv 2206.00364, Alg. 2),
@@ -14,16 +14,17 @@ is read every ``check_every`` steps).  Each is a step rule of :func:`solvers._lo
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._loop import StepRule, run_steps, to_zero
+from ._loop import Run, run_steps, to_zero
 from .ancestral import S_NOISE
 from .base import Solution
-from .runge_kutta import HEUN, RungeKutta
+from .runge_kutta import HEUN, rk_update
 from .sde import per_sample
 from .spec import NOISE_KEYS, STOCHASTIC_OPTIONS, Option, takes
 
@@ -44,51 +45,42 @@ def host_noise_std(target, s: float) -> float:
     return float(torch.as_tensor(b).reshape(-1)[0])
 
 
-class PredictorCorrector(StepRule):
-    """Correctors at ``s_k`` then one predictor ``s_k -> s_{k+1}`` (the score-SDE code's order)."""
+def pc_step(run: Run, i: int, x: Tensor, state, *, target, predictor: str, snr: float, corrector_steps: int, denoise_last: bool,
+            norms: str):
+    """Correctors at ``s_i`` then one predictor ``s_i -> s_{i+1}`` (the score-SDE code's order; :func:`pc`); no state.
+    The watch counts every draw: corrector ``j`` of step ``i`` is ``i (M + 1) + j``, the predictor ``i (M + 1) + M``."""
+    s, s_next, M = run.s[i], run.s[i + 1], corrector_steps
+    quiet = s_next == 0.0 or (i == len(run.s) - 2 and denoise_last)  # no noise in the last predictor
+    r, g2 = host_transition(target, s, s_next)
+    s_k, base, tiny = run.at(s), i * (M + 1), torch.finfo(x.dtype).tiny
+    for j in range(M):  # corrector: ε = 2 α (snr ‖z‖/‖g‖)², x <- x + ε g + √(2ε) z, α = r²
+        g = run.f.score(x, s_k)
+        z = run.noise(base + j, x)
+        gn = g.reshape(x.shape[0], -1).norm(dim=1)
+        zn = z.reshape(x.shape[0], -1).norm(dim=1)
+        if norms == "batch":
+            gn, zn = gn.mean(), zn.mean()
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        step = 2.0 * r * r * (snr * zn.reshape(shape) / gn.clamp_min(tiny).reshape(shape)) ** 2
+        x = x + step * g + (2.0 * step).sqrt() * z
+        run.watch.update(x, base + j)
+    if predictor == "reverse-diffusion":  # the exact transition reversed: (2 - r) x + G² score + G z
+        x = torch.add(x, run.f.score(x, s_k), alpha=g2).add_(x, alpha=1.0 - r)
+        if not quiet:
+            x.add_(run.noise(base + M, x), alpha=math.sqrt(g2))
+    else:
+        dt = s_next - s
+        x_mean = torch.add(x, run.f.drift(x, s_k), alpha=dt)
+        x = x_mean if quiet else x_mean + per_sample(run.f.diffusion(s_k), x) * math.sqrt(abs(dt)) * run.noise(base + M, x)
+    run.watch.update(x, base + M)  # numbered like the correctors (pc_describe reads it back)
+    return x, state
 
-    name = "pc"
-    stochastic = True
-    own_final = True
-    hint = "lower snr or take more steps"
 
-    def __init__(self, target, predictor: str, snr: float, corrector_steps: int, denoise_last: bool, norms: str):
-        self.target, self.predictor, self.snr, self.M, self.denoise_last, self.norms = target, predictor, snr, corrector_steps, denoise_last, norms
-
-    def plan(self, s, i):
-        last = i == len(s) - 2
-        quiet = s[i + 1] == 0.0 or (last and self.denoise_last)
-        r, g2 = host_transition(self.target, s[i], s[i + 1])
-        return [s[i]], (r, g2, s[i + 1] - s[i], quiet)
-
-    def step(self, ctx, x, i, at, coef):
-        r, g2, dt, quiet = coef
-        s_k, base, tiny = at[0], i * (self.M + 1), torch.finfo(x.dtype).tiny
-        for j in range(self.M):  # corrector: ε = 2 α (snr ‖z‖/‖g‖)², x <- x + ε g + √(2ε) z, α = r²
-            g = ctx.f.score(x, s_k)
-            z = ctx.noise(base + j, x)
-            gn = g.reshape(x.shape[0], -1).norm(dim=1)
-            zn = z.reshape(x.shape[0], -1).norm(dim=1)
-            if self.norms == "batch":
-                gn, zn = gn.mean(), zn.mean()
-            shape = (-1,) + (1,) * (x.dim() - 1)
-            step = 2.0 * r * r * (self.snr * zn.reshape(shape) / gn.clamp_min(tiny).reshape(shape)) ** 2
-            x = x + step * g + (2.0 * step).sqrt() * z
-            ctx.watch.update(x, base + j)
-        if self.predictor == "reverse-diffusion":  # the exact transition reversed: (2 - r) x + G² score + G z
-            x = torch.add(x, ctx.f.score(x, s_k), alpha=g2).add_(x, alpha=1.0 - r)
-            if not quiet:
-                x.add_(ctx.noise(base + self.M, x), alpha=math.sqrt(g2))
-        else:
-            x_mean = torch.add(x, ctx.f.drift(x, s_k), alpha=dt)
-            x = x_mean if quiet else x_mean + per_sample(ctx.f.diffusion(s_k), x) * math.sqrt(abs(dt)) * ctx.noise(base + self.M, x)
-        ctx.watch.update(x, base + self.M)  # numbered like the correctors (describe reads it back)
-        return x
-
-    def describe(self, s, k):
-        i, j = divmod(k, self.M + 1)
-        what = "predictor" if j == self.M else f"corrector step {j}"
-        return f"step {i} of {len(s) - 1} ({what}; level s={s[i]:.4g} -> {s[i + 1]:.4g})"
+def pc_describe(s: list, k: int, *, corrector_steps: int) -> str:
+    """Where draw ``k`` of :func:`pc_step` was taken."""
+    i, j = divmod(k, corrector_steps + 1)
+    what = "predictor" if j == corrector_steps else f"corrector step {j}"
+    return f"step {i} of {len(s) - 1} ({what}; level s={s[i]:.4g} -> {s[i + 1]:.4g})"
 
 
 @takes("pc", Option("predictor", str, "reverse-diffusion", "reverse-diffusion (exact transition) or euler-maruyama", choices=PREDICTORS),
@@ -126,8 +118,10 @@ def pc(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], *, predictor
     """
     if norms == "auto":
         norms = "sample" if x[0].numel() >= PC_SAMPLE_NORMS_MIN_DIM else "batch"
-    rule = PredictorCorrector(target, predictor, snr, corrector_steps, denoise_last, norms)
-    return run_steps(rule, target, x, schedule, need="transition",
+    step = functools.partial(pc_step, target=target, predictor=predictor, snr=snr, corrector_steps=corrector_steps,
+                             denoise_last=denoise_last, norms=norms)
+    return run_steps(step, target, x, schedule, name="pc", need="transition", stochastic=True, own_final=True,
+                     hint="lower snr or take more steps", describe=functools.partial(pc_describe, corrector_steps=corrector_steps),
                      extra={"snr": snr, "corrector_steps": corrector_steps, "batch_norms": int(norms == "batch")}, **loop)
 
 
@@ -141,35 +135,27 @@ EDM_CHURN = {"s_churn": 40.0, "s_min": 0.05, "s_max": 50.0, "s_noise": 1.003}
 """EDM's stochastic settings for ImageNet-64 (arXiv 2206.00364, Table 5): the defaults."""
 
 
-class Churn(StepRule):
-    """EDM's Alg. 2: add noise to raise σ to σ̂ = (1 + γ) σ, then a Heun step σ̂ -> σ_next."""
+def churn_level(s: float, *, s_churn: float, s_min: float, s_max: float, n_steps: int) -> float:
+    """``σ̂ = (1 + γ) σ`` with ``γ = min(S_churn/N, √2 - 1)`` if ``S_min <= σ <= S_max`` else 0 (EDM's Alg. 2)."""
+    gamma = min(s_churn / n_steps, math.sqrt(2.0) - 1.0) if s_min <= s <= s_max else 0.0
+    return s + gamma * s
 
-    name = "edm-sde"
-    stochastic = True
-    own_final = True
-    hint = "lower s_churn or s_noise, or take more steps"
 
-    def __init__(self, s_churn: float, s_min: float, s_max: float, s_noise: float, n_steps: int):
-        self.s_churn, self.s_min, self.s_max, self.s_noise, self.N = s_churn, s_min, s_max, s_noise, n_steps
-        self.heun, self.hats = RungeKutta(HEUN), []
+def edm_sde_step(run: Run, i: int, x: Tensor, state, *, s_churn: float, s_min: float, s_max: float, s_noise: float, n_steps: int):
+    """EDM's Alg. 2 step (:func:`edm_sde`): noise raises σ_i to σ̂, then a Heun step σ̂ -> σ_{i+1}
+    (the denoising step when σ_{i+1} = 0); no state."""
+    t, t_next = run.s[i], run.s[i + 1]
+    t_hat = churn_level(t, s_churn=s_churn, s_min=s_min, s_max=s_max, n_steps=n_steps)
+    kick = math.sqrt(t_hat**2 - t**2) * s_noise  # 0 where γ = 0
+    if kick > 0.0:
+        x = torch.add(x, run.noise(i, x), alpha=kick)
+    if t_next == 0.0:
+        return to_zero(run.f, x, run.at(t_hat), t_hat), state
+    return rk_update(run, x, t_hat, t_next, HEUN), state
 
-    def plan(self, s, i):
-        t, t_next = s[i], s[i + 1]
-        gamma = min(self.s_churn / self.N, math.sqrt(2.0) - 1.0) if self.s_min <= t <= self.s_max else 0.0
-        t_hat = t + gamma * t
-        self.hats.append(t_hat)
-        kick = math.sqrt(t_hat**2 - t**2) * self.s_noise if gamma > 0.0 else 0.0
-        scales, h = self.heun.plan([t_hat, t_next], 0) if t_next != 0.0 else ([t_hat], None)
-        return scales, (kick, h, t_hat)
 
-    def step(self, ctx, x, i, at, coef):
-        kick, h, t_hat = coef
-        if kick > 0.0:
-            x = torch.add(x, ctx.noise(i, x), alpha=kick)
-        return self.heun.step(ctx, x, i, at, h) if h is not None else to_zero(ctx.f, x, at[0], t_hat)
-
-    def describe(self, s, i):
-        return f"step {i} of {len(s) - 1} (level σ={self.hats[i]:.4g} -> {s[i + 1]:.4g})"
+def edm_sde_describe(s: list, i: int, **churn) -> str:
+    return f"step {i} of {len(s) - 1} (level σ={churn_level(s[i], **churn):.4g} -> {s[i + 1]:.4g})"
 
 
 @takes("edm-sde", Option("s_churn", float, EDM_CHURN["s_churn"], "S_churn: total churn", lo=0.0),
@@ -196,35 +182,27 @@ def edm_sde(flow, x: Tensor, schedule: Union[Tensor, Sequence[float]], *, s_chur
     if s_min > s_max:
         raise ValueError(f"edm-sde: need s_min <= s_max, got s_min={s_min}, s_max={s_max}")
     n_steps = len(schedule) - 1
-    rule = Churn(s_churn, s_min, s_max, s_noise, max(n_steps, 1))
-    return run_steps(rule, flow, x, schedule, need="denoiser", extra={"s_churn": s_churn, "s_noise": s_noise}, **loop)
+    churn = {"s_churn": s_churn, "s_min": s_min, "s_max": s_max, "n_steps": max(n_steps, 1)}
+    return run_steps(functools.partial(edm_sde_step, s_noise=s_noise, **churn), flow, x, schedule, name="edm-sde", need="denoiser",
+                     stochastic=True, own_final=True, hint="lower s_churn or s_noise, or take more steps",
+                     describe=functools.partial(edm_sde_describe, **churn), extra={"s_churn": s_churn, "s_noise": s_noise}, **loop)
 
 
 VARIANCES = ("beta", "beta_tilde")
 
 
-class Ancestral(StepRule):
-    """One ancestral step on the exact transition: ``x <- (x + G² score)/r + σ z``."""
-
-    name = "ddpm"
-    stochastic = True
-    hint = "check the score model and the schedule"
-
-    def __init__(self, target, variance: str):
-        self.target, self.variance = target, variance
-
-    def plan(self, s, i):
-        r, g2 = host_transition(self.target, s[i], s[i + 1])
-        var = g2 if self.variance == "beta" else g2 * (host_noise_std(self.target, s[i + 1]) / host_noise_std(self.target, s[i])) ** 2
-        last = i == len(s) - 2
-        return [s[i]], (1.0 / r, g2, 0.0 if last else math.sqrt(var))
-
-    def step(self, ctx, x, i, at, coef):
-        inv_r, g2, std = coef
-        x = torch.add(x, ctx.f.score(x, at[0]), alpha=g2)
-        if inv_r != 1.0:
-            x.mul_(inv_r)
-        return x.add_(ctx.noise(i, x), alpha=std) if std > 0.0 else x
+def ddpm_step(run: Run, i: int, x: Tensor, state, *, target, variance: str):
+    """One ancestral step on the exact transition ``x_s = r x_{s'} + G z``: ``x <- (x + G² score)/r + σ z``
+    (:func:`ddpm_ancestral`; no noise on the last step); no state."""
+    s, s_next = run.s[i], run.s[i + 1]
+    r, g2 = host_transition(target, s, s_next)
+    var = g2 if variance == "beta" else g2 * (host_noise_std(target, s_next) / host_noise_std(target, s)) ** 2
+    std = 0.0 if i == len(run.s) - 2 else math.sqrt(var)
+    x = torch.add(x, run.f.score(x, run.at(s)), alpha=g2)
+    inv_r = 1.0 / r
+    if inv_r != 1.0:
+        x.mul_(inv_r)
+    return (x.add_(run.noise(i, x), alpha=std) if std > 0.0 else x), state
 
 
 @takes("ddpm", Option("variance", str, "beta", "σ_t² = β_t (DDPM's CIFAR-10 choice) or the posterior β̃_t", choices=VARIANCES),
@@ -243,4 +221,5 @@ def ddpm_ancestral(target, x: Tensor, schedule: Union[Tensor, Sequence[float]], 
     posterior variance.  The last step adds no noise (DDPM's ``z = 0`` at ``t = 1``); a last
     step to ``s = 0`` is Tweedie's denoising step.  ``--steps K`` is K transitions and K NFE.
     """
-    return run_steps(Ancestral(target, variance), target, x, schedule, need="transition", **loop)
+    return run_steps(functools.partial(ddpm_step, target=target, variance=variance), target, x, schedule, name="ddpm", need="transition",
+                     stochastic=True, hint="check the score model and the schedule", **loop)

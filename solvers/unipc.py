@@ -45,20 +45,21 @@ belongs to its DPM-Solver scheduler (see :func:`solvers.dpm.dpmpp_3m`), not to U
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Callable, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from ._loop import combine, run_steps
+from ._loop import Run, combine, run_steps
 from .base import Solution
-from .dpm import DenoiserRule
+from .dpm import denoiser_scales
 from .expint import multistep_order, phi
 from .spec import Option, takes
 
-__all__ = ["unipc_bh1", "unipc_bh2", "UniPC", "unipc_weights"]
+__all__ = ["unipc_bh1", "unipc_bh2", "unipc_step", "UniPCState", "unipc_weights"]
 
 
 def _b(h: float, p: int, bh: str) -> tuple[float, np.ndarray]:
@@ -89,33 +90,37 @@ def unipc_weights(lam: Sequence[float], lam_t: float, p: int, bh: str, corrector
     return c
 
 
-class UniPC(DenoiserRule):
-    """UniP-p predictor with the UniC-p corrector, 1 NFE per step (module docstring)."""
+class UniPCState(NamedTuple):
+    """What UniPC carries between steps: the data predictions ``m``, newest first, and the previous
+    step's ``x_lin`` (what its corrector corrects once ``m_i`` is known)."""
 
-    def __init__(self, order: int, bh: str, corrector: bool = True):
-        self.order, self.bh, self.corrector = order, bh, corrector
-        self.name = f"unipc-{bh}"
-        self.hist: list[Tensor] = []  # data predictions, newest first
-        self.lin = None  # x_lin of the previous step (what its corrector corrects)
+    history: tuple = ()
+    x_lin: Optional[Tensor] = None
 
-    def plan(self, s, i):
-        lam = [-math.log(v) if v > 0 else math.inf for v in s]
-        p = multistep_order(s, i, self.order)
-        pred = unipc_weights([lam[i - k] for k in range(p)], lam[i + 1], p, self.bh, corrector=False)
-        corr = None
-        if i > 0 and self.corrector:
-            q = multistep_order(s, i - 1, self.order)  # the previous step's order
-            corr = unipc_weights([lam[i - 1 - k] for k in range(q)], lam[i], q, self.bh, corrector=True)
-        return [s[i]], (corr, s[i + 1] / s[i], pred)
 
-    def step(self, ctx, x, i, at, coef):
-        corr, decay, pred = coef
-        m = ctx.f.denoise(x, at[0])
-        if corr is not None:  # correct x_i with m_i: c[0..q-1] on m_{i-1}, m_{i-2}, ...; c[q] on m_i
-            x = combine(self.lin, self.hist[: len(corr) - 1] + [m], corr, 1.0)
-        self.hist = [m] + self.hist[: self.order]
-        self.lin = torch.lerp(x, m, 1.0 - decay)
-        return combine(self.lin, self.hist[: len(pred)], pred, 1.0)
+def unipc_step(run: Run, i: int, x: Tensor, state: UniPCState, *, order: int, bh: str, corrector: bool):
+    """One UniPC step ``s_i -> s_{i+1}`` (module docstring): UniC-q corrects ``x_i`` with ``m_i = D(x_i, s_i)``
+    (``q`` the previous step's order; not on the first step), then UniP-p predicts ``x_{i+1}`` from
+    ``x_lin = e^{-h} x_i + (1 - e^{-h}) m_i``, ``p = multistep_order(s, i, order)``."""
+    s = run.s
+    lam = [-math.log(v) if v > 0 else math.inf for v in s]
+    m = run.f.denoise(x, run.at(s[i]))
+    if i > 0 and corrector:  # c[0..q-1] on m_{i-1}, m_{i-2}, ...; c[q] on m_i
+        q = multistep_order(s, i - 1, order)
+        corr = unipc_weights([lam[i - 1 - k] for k in range(q)], lam[i], q, bh, corrector=True)
+        x = combine(state.x_lin, list(state.history[: len(corr) - 1]) + [m], corr, 1.0)
+    history = (m,) + state.history[:order]
+    x_lin = torch.lerp(x, m, 1.0 - s[i + 1] / s[i])
+    p = multistep_order(s, i, order)
+    pred = unipc_weights([lam[i - k] for k in range(p)], lam[i + 1], p, bh, corrector=False)
+    return combine(x_lin, history[: len(pred)], pred, 1.0), UniPCState(history, x_lin)
+
+
+def unipc(bh: str, order: int, corrector: bool, flow, x: Tensor, schedule, **loop) -> Solution:
+    """Run :func:`unipc_step` with ``B(h)`` of kind ``bh`` as the solver ``unipc-BH``."""
+    name = f"unipc-{bh}"
+    return run_steps(functools.partial(unipc_step, order=order, bh=bh, corrector=corrector), flow, x, schedule, name=name,
+                     state=UniPCState(), need="denoiser", check=denoiser_scales(name), **loop)
 
 
 _ORDER = Option("order", int, 2, "predictor order p (UniC raises it to p + 1)", lo=1, hi=3)
@@ -127,7 +132,7 @@ def unipc_bh1(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Uni
               corrector: bool, **loop) -> Solution:
     """UniPC with ``B(h) = h`` (``bh1``; arXiv 2302.04867, Sec. 3.3), 1 NFE per step; order
     ``order + 1`` with the corrector.  See :mod:`solvers.unipc`."""
-    return run_steps(UniPC(order, "bh1", corrector), flow, x, schedule, need="denoiser", **loop)
+    return unipc("bh1", order, corrector, flow, x, schedule, **loop)
 
 
 @takes("unipc-bh2", _ORDER, _CORRECTOR)
@@ -135,4 +140,4 @@ def unipc_bh2(flow: Callable[[Tensor, Tensor], Tensor], x: Tensor, schedule: Uni
               corrector: bool, **loop) -> Solution:
     """UniPC with ``B(h) = e^h - 1`` (``bh2``, diffusers' default; arXiv 2302.04867, Sec. 3.3),
     1 NFE per step; order ``order + 1`` with the corrector.  See :mod:`solvers.unipc`."""
-    return run_steps(UniPC(order, "bh2", corrector), flow, x, schedule, need="denoiser", **loop)
+    return unipc("bh2", order, corrector, flow, x, schedule, **loop)

@@ -66,7 +66,6 @@ NOT_YET_MIRRORED = {  # module: the test file that tests it today (a split for l
     "physgen/processes/__init__.py": "tests/test_sampling_table.py",  # the registry: every process by name
     "physgen/processes/base.py": "tests/processes/test_gaussian.py",  # the interface, through every process
     "physgen/processes/ncsnv2.py": "tests/processes/test_ncsn.py",
-    "solvers/_loop.py": "tests/solvers/test_spec_option_bounds.py",
     "solvers/base.py": "tests/solvers/test_solvers.py",
     "solvers/dpm_adaptive.py": "tests/solvers/test_dpm.py",
     "solvers/expint.py": "tests/solvers/test_dpm.py",

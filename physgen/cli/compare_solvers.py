@@ -16,15 +16,12 @@ import sys
 import argparse
 
 from ..config import LIMIT_REASONS, MAX_STEPS, parse_int
-from ..errors import UserError, unknown_name
+from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
 from .flags import (BATCH, DEPTH, LABEL, LR, SAMPLES, SEED, TOLERANCE, TRAIN_STEPS, WIDTH, add_process_arguments, list_solvers,
                     process_options, sampler_options)
-from .. import checkpoints
-from ..compare.problems import ImageProblem, check_field_header, ToyProblem
-from ..toy import FIELDS, ToyConfig
-from ..runtime import resolve_device
-from ..compare.run import compare, markdown_table, stderr_log, write_outputs
+from ..compare.build import ProblemConfig, compare_solvers
+from ..compare.run import markdown_table, stderr_log
 from ..io import write_json
 from ..sampling import solver_spec
 from ..processes import make_process
@@ -95,42 +92,14 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def build_problem(args, log_stream=None):
-    """The :class:`~physgen.compare.Problem` the arguments describe."""
-    if args.field not in FIELDS:
-        raise unknown_name("field", args.field, FIELDS)
-    for name in ("n_samples", "n_data"):
-        if getattr(args, name) <= 0:
-            raise UserError(f"--{name.replace('_', '-')} must be > 0, got {getattr(args, name)}")
-    if args.solve_batch is not None and args.solve_batch <= 0:
-        raise UserError(f"--solve-batch must be > 0, got {args.solve_batch}")
-    popts = process_options(args)
-    process, dataset = args.process, args.dataset
-    if args.ckpt is not None:
-        found = checkpoints.find(args.ckpt, kind=("train", "toy-mlp"), check=check_field_header)
-        meta = found.header.meta
-        stored = (meta.get("process") or {}).get("name")
-        if process is not None and stored is not None and process != stored:
-            raise UserError(f"--process {process} does not match the checkpoint's process {stored!r}")
-        if any(v is not None for v in popts.values()):
-            raise UserError("process options (--D, --sigma-*, --m, --process-opt) come from the checkpoint; drop them with --ckpt")
-        if meta.get("image"):
-            problem = ImageProblem(found.path, n_samples=args.n_samples, seed=args.seed, device=resolve_device(args.device), dataset=dataset,
-                                   inception=args.inception, label=args.label, schedule_name=args.schedule, batch=args.solve_batch)
-            problem.cache_dir = args.out  # --schedule optimal caches its grids here
-            return problem
-        process = process or stored
-        dataset = dataset or (meta.get("toy") or {}).get("dataset")
-    config = ToyConfig(
-        process=process or "edm", dataset=dataset or "moons", field="mlp" if args.ckpt else args.field, n_data=args.n_data,
-        train_steps=args.train_steps, batch=args.batch, lr=args.lr, hidden=args.hidden, depth=args.depth,
-        schedule=args.schedule, n_samples=args.n_samples, seed=args.seed, device=args.device,
-        process_options=popts, label=args.label,
+def problem_config(args) -> ProblemConfig:
+    """The problem flags as the library's :class:`~physgen.compare.build.ProblemConfig`."""
+    return ProblemConfig(
+        process=args.process, process_options=process_options(args), dataset=args.dataset, field=args.field, ckpt=args.ckpt,
+        n_data=args.n_data, n_samples=args.n_samples, seed=args.seed, device=args.device, label=args.label,
+        train_steps=args.train_steps, batch=args.batch, lr=args.lr, hidden=args.hidden, depth=args.depth, schedule=args.schedule,
+        solve_batch=args.solve_batch, inception=args.inception, out=args.out,
     )
-
-    problem = ToyProblem.from_config(config, ckpt=args.ckpt, out=args.out, log_stream=log_stream)
-    problem.batch = args.solve_batch
-    return problem
 
 
 def run(args) -> int:
@@ -148,12 +117,9 @@ def run(args) -> int:
     keep_input = (lambda path: path.parent.name == "checkpoints") if args.ckpt is not None else None
     prepare(args.out, "compare-solvers", OUTPUTS, overwrite=args.overwrite, keep=keep_input,
             conflicts=[o for o in OUTPUTS if not o.startswith("checkpoints/")] if args.ckpt is not None else None)
-    log = stderr_log()
-    problem = build_problem(args, log_stream=sys.stderr)
-    result = compare(problem, names, steps, ref_rtol=args.ref_rtol, ref_atol=args.ref_atol, check_reference=args.ref_check,
-                     options=options, log=log)
+    _, result, paths = compare_solvers(problem_config(args), names, steps, ref_rtol=args.ref_rtol, ref_atol=args.ref_atol,
+                                       check_reference=args.ref_check, options=options, log=stderr_log(), log_stream=sys.stderr)
     write_json(f"{args.out}/config.json", {k: v for k, v in vars(args).items() if k != "func"})
-    paths = write_outputs(result, args.out, problem.title)
     print(markdown_table(result))
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0

@@ -55,8 +55,9 @@ class Pretrained:
         """The original network's own call, EDM's convention: ``D(x, σ, labels)`` with ``x`` in
         the data scale (``x = y + σ n``), EDM's ``σ`` (a number, ``[]`` or ``[B]``) and
         ``labels`` one-hot ``[B, L]`` (an all-zero row or ``None``: no class).  For a VP
-        process (EDM's VP, diffusers) ``σ`` is mapped to the time ``t(σ)`` and ``x`` to
-        ``a(t) x``, so this is the denoiser the scheduler implies at ``σ``."""
+        process (EDM's VP, diffusers), whose scale is a time (``process.scale_is_sigma`` is false),
+        ``σ`` is mapped to the time ``t(σ)`` and ``x`` to ``a(t) x``, so this is the denoiser the
+        scheduler implies at ``σ``."""
         if not hasattr(self.process, "denoise"):
             raise UserError(f"process {self.process.describe()} has no denoiser")
         sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).flatten()
@@ -64,10 +65,9 @@ class Pretrained:
         if sigma.shape != (x.shape[0],):
             raise UserError(f"sigma must be one value or one per sample ({x.shape[0]}), got shape {list(sigma.shape)}")
         label = self._label_index(labels, x.shape[0])
-        t_of_sigma = getattr(self.process, "t_of_sigma", None)
-        if t_of_sigma is None:
+        if self.process.scale_is_sigma:
             return self.process.denoise(self.field, x, sigma, label)
-        t = t_of_sigma(sigma.double())
+        t = self.process.t_of_sigma(sigma.double())
         a = self.process.coefficients(t)[0].to(x.dtype)
         return self.process.denoise(self.field, a.reshape(-1, *[1] * (x.ndim - 1)) * x, t.to(x.dtype), label)
 

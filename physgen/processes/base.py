@@ -109,6 +109,11 @@ class Process(ABC):
     ends_at_zero: ClassVar[bool] = False
     default_schedule_name: ClassVar[str] = "uniform"
     default_steps: ClassVar[int] = DEFAULT_STEPS
+    scale_is_sigma: ClassVar[bool] = True
+    """Whether the scale ``s`` is the ``σ`` of EDM's denoiser form the process offers (EDM, VE,
+    PFGM++, Yukawa, telegrapher): ``False`` for an affine Gaussian path whose scale is a time, which
+    the solvers see in ``σ = b/a`` through :class:`physgen.processes.gaussian.SigmaForm` (VP), and
+    which then maps ``σ`` back with ``t_of_sigma``."""
     sampling_options: ClassVar[tuple] = ()
     s_min: float
     s_max: float

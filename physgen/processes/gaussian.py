@@ -32,17 +32,16 @@ from solvers.spec import OptionError
 from ..errors import UserError
 from ..fields.analytic import GaussianMixtureField
 from ..fields.exact import ExactField, GaussianProfile
-from ..fields.kinds import FieldEstimator, convert_gaussian, expand_as_batch
+from ..fields.kinds import FieldEstimator, expand_as_batch
 from ..fields.neural import DenoiserPreconditioning, EpsPreconditioning, NeuralField, ScorePreconditioning
 from ..kernels import GaussianKernel
-from .base import DenoiserFlow, KernelPrior, NoScoreError, Process, ProcessFlow, check_prior_mean, check_scale_range, draw, prior_centre
+from .base import DenoiserFlow, KernelPrior, Process, ProcessFlow, check_prior_mean, check_scale_range, draw, prior_centre
 from .discrete_vp import DiscreteBetas
 from .ncsnv2 import geometric_levels, level_count
+from .parts import (GAUSSIAN_NEEDS, LogNormalSigma, LogUniformSigma, UniformTime, eps_matching_loss, gaussian_denoise, gaussian_score, kernel_part,
+                    score_matching_loss)
 
 __all__ = ["GaussianSDE", "GaussianMarginal", "DenoiserProcess", "SigmaForm", "LogNormalSigma", "EDMParts", "EDM", "VE", "VP", "data_scales", "GAUSSIAN_NEEDS"]
-
-GAUSSIAN_NEEDS = frozenset({"sde", "transition", "score", "gaussian"})
-"""What a Gaussian kernel adds to the needs a process meets (:mod:`solvers.spec`)."""
 
 PRIOR_VARIANCE_TOLERANCE = 0.01
 """Toy defaults: the largest data variance may be at most this fraction of ``σ_max²``."""
@@ -56,21 +55,6 @@ def data_scales(data: Tensor) -> dict:
         raise UserError(f"need at least 2 finite data points to set the scales, got shape {tuple(data.shape)}")
     cov = torch.cov(sub.T).reshape(sub.shape[1], sub.shape[1])
     return {"mean": sub.mean(0).tolist(), "std": float(sub.std()), "lambda_max": float(torch.linalg.eigvalsh(cov)[-1])}
-
-
-class LogNormalSigma:
-    """EDM's training law (arXiv 2206.00364, Table 1): ``ln σ ~ N(P_mean, P_std²)``."""
-
-    def __init__(self, p_mean, p_std):
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in (p_mean, p_std))
-        if not (ok and p_std > 0):
-            raise UserError(f"need a finite p_mean and p_std > 0, got p_mean={p_mean!r}, p_std={p_std!r}")
-        self.p_mean, self.p_std = float(p_mean), float(p_std)
-
-    def draw(self, n, *, generator=None, device=None, dtype=None) -> Tensor:
-        """``σ = exp(P_mean + P_std ξ)``, ``ξ ~ N(0, 1)``."""
-        xi = torch.randn(n, generator=generator, device=device, dtype=dtype)
-        return (self.p_mean + self.p_std * xi).exp()
 
 
 class GaussianSDE:
@@ -122,14 +106,13 @@ class GaussianMarginal:
     """
 
     max_ratio: float = 1.5
+    scale_is_sigma = False  # an affine path's scale is a time; its σ = b/a (SigmaForm, t_of_sigma)
 
     def score(self, field, x: Tensor, s: Tensor, label=None) -> Tensor:
-        a, b = self.coefficients(s)
-        return convert_gaussian(field(x, s, label), field.kind, "score", x, a, b)
+        return gaussian_score(self, field, x, s, label)
 
     def denoise(self, field, x: Tensor, s: Tensor, label=None) -> Tensor:
-        a, b = self.coefficients(s)
-        return convert_gaussian(field(x, s, label), field.kind, "denoiser", x, a, b)
+        return gaussian_denoise(self, field, x, s, label)
 
     def signal_scale(self, s: float) -> float:
         return float(self.coefficients(torch.tensor([float(s)], dtype=torch.float64))[0][0])
@@ -172,6 +155,7 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
 
     ends_at_zero = True
     default_schedule_name = "edm"
+    scale_is_sigma = True  # s is σ: the denoiser form dx/ds = (x - D)/s itself
     kernel = GaussianKernel()
 
     def __init__(self, s_min: float, s_max: float, sigma_data: float = 0.5, rho: float = 7.0, prior_mean=None):
@@ -186,8 +170,15 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
         self.prior_mean = check_prior_mean(prior_mean)
 
     @property
+    def kernel_part(self):
+        """What the kernel gives besides the denoiser form (:func:`physgen.processes.parts.kernel_part`):
+        the score, the SDE, the transition and the Gaussian fields for a Gaussian kernel, nothing else otherwise."""
+        return kernel_part(self.kernel)
+
+    @property
     def gaussian(self) -> bool:
-        return bool(getattr(self.kernel, "gaussian", False))
+        """Whether the kernel is Gaussian (it then offers :data:`GAUSSIAN_NEEDS`)."""
+        return bool(self.kernel_part.needs)
 
     def sigma_of_scale(self, s: Tensor) -> Tensor:
         return s
@@ -220,43 +211,32 @@ class DenoiserProcess(GaussianMarginal, KernelPrior, Process):
     def denoise(self, field: FieldEstimator, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
         if field.kind == "denoiser":
             return field(x, s, label)
-        if not self.gaussian:
-            raise UserError(f"process {self.name!r} needs a denoiser field, got a {field.kind!r} field")
-        return super().denoise(field, x, s, label)
+        return self.kernel_part.denoise(self, field, x, s, label)
 
     def velocity(self, field: FieldEstimator, x: Tensor, s: Tensor, label: Optional[Tensor] = None) -> Tensor:
         return (x - self.denoise(field, x, s, label)) / expand_as_batch(s, x)
 
     def score(self, field, x, s, label=None):
-        if not self.gaussian:
-            raise NoScoreError(f"process {self.describe()} has no score: its kernel is not Gaussian")
-        return super().score(field, x, s, label)
+        return self.kernel_part.score(self, field, x, s, label)
 
     def flow(self, field, label=None) -> DenoiserFlow:
         return DenoiserFlow(self, field, label)
 
     def capabilities(self, **modes) -> frozenset:
-        return frozenset({"flow", "denoiser"}) | (GAUSSIAN_NEEDS if self.gaussian else frozenset())
+        return frozenset({"flow", "denoiser"}) | self.kernel_part.needs
 
     def offers(self, field, label=None, **modes) -> dict:
         flow = self.flow(field, label)
-        out = {"flow": flow, "denoiser": flow}
-        if self.gaussian:
-            view = self.gaussian_view(field, label)
-            out.update(sde=view, transition=view, score=view)
-        return out
+        return {"flow": flow, "denoiser": flow, **self.kernel_part.offers(self, field, label)}
 
     def schedule_options(self, name: str) -> dict:
         return {"rho": self.rho} if name == "edm" else {}
 
     def exact_field(self, points: Tensor, labels: Optional[Tensor] = None) -> ExactField:
-        profile = GaussianProfile(self.coefficients) if self.gaussian else self.kernel.log_profile
-        return ExactField(points, profile, point_labels=labels)
+        return ExactField(points, self.kernel_part.exact_profile(self), point_labels=labels)
 
     def analytic_field(self, mixture) -> GaussianMixtureField:
-        if not self.gaussian:
-            return super().analytic_field(mixture)
-        return GaussianMixtureField(mixture, self.coefficients)
+        return self.kernel_part.analytic_field(self, mixture)
 
     # training (EDM, arXiv 2206.00364, §5 and Table 1)
     def loss_weight(self, sigma: Tensor) -> Tensor:
@@ -343,18 +323,14 @@ class VE(DenoiserProcess):
 
     def __init__(self, sigma_min=0.01, sigma_max=50.0, sigma_data=0.5, rho=7.0, prior_mean=None):
         super().__init__(sigma_min, sigma_max, sigma_data, rho, prior_mean)
+        self.training_law = LogUniformSigma(self.s_min, self.s_max)
 
     def sample_scales(self, n, *, generator=None, device=None) -> Tensor:
-        u = torch.rand(n, generator=generator, device=device)
-        return self.s_min * (self.s_max / self.s_min) ** u
+        return self.training_law.draw(n, generator=generator, device=device)
 
     def loss(self, field, y, *, generator=None, label=None) -> Tensor:
         s = self.sample_scales(y.shape[0], generator=generator, device=y.device).to(y.dtype)
-        eps = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-        sig = expand_as_batch(s, y)
-        x = y + sig * eps
-        score = self.score(field, x, s, label)
-        return (sig * score + eps).reshape(y.shape[0], -1).pow(2).mean(1)
+        return score_matching_loss(self, field, y, s, generator=generator, label=label)
 
     def precondition(self, net, sigma_data: Optional[float] = None) -> NeuralField:
         return NeuralField(net, ScorePreconditioning(self.sigma_data if sigma_data is None else sigma_data))
@@ -443,6 +419,7 @@ class VP(GaussianMarginal, Process):
         self.beta_schedule, self.beta_min, self.beta_max, self.cosine_offset = beta_schedule, float(beta_min), float(beta_max), float(cosine_offset)
         self.s_min, self.s_max = float(t_eps), float(t_max)
         self.prior_mean = check_prior_mean(prior_mean)
+        self.training_law = UniformTime(self.s_min, self.s_max)
 
     default_schedule_name = "edm"  # laid in t (class docstring); vp-time's last Heun step scatters samples
 
@@ -491,7 +468,7 @@ class VP(GaussianMarginal, Process):
         return self.beta(t)
 
     def sample_scales(self, n, *, generator=None, device=None) -> Tensor:
-        return self.s_min + (self.s_max - self.s_min) * torch.rand(n, generator=generator, device=device)
+        return self.training_law.draw(n, generator=generator, device=device)
 
     def perturb(self, y, s, *, generator=None) -> Tensor:
         a, b = self.coefficients(s)
@@ -500,11 +477,7 @@ class VP(GaussianMarginal, Process):
 
     def loss(self, field, y, *, generator=None, label=None) -> Tensor:
         t = self.sample_scales(y.shape[0], generator=generator, device=y.device).to(y.dtype)
-        a, b = self.coefficients(t)
-        eps = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-        x = expand_as_batch(a, y) * y + expand_as_batch(b, y) * eps
-        eps_hat = convert_gaussian(field(x, t, label), field.kind, "eps", x, a, b)
-        return (eps_hat - eps).reshape(y.shape[0], -1).pow(2).mean(1)
+        return eps_matching_loss(self, field, y, t, generator=generator, label=label)
 
     def sample_prior(self, shape, *, generator=None, noise=None, device=None, dtype=torch.float32) -> Tensor:
         shape = tuple(shape)

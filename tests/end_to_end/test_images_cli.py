@@ -16,13 +16,7 @@ TRAIN = ["train", "--process", "edm", "--dataset", "digits", "--resolution", "8"
          "--warmup-steps", "0", "--log-every", "1", "--sample-n", "4", "--sample-steps", "2", "--precision", "fp32"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks run fastest on one thread; bit-exact comparisons need one thread count."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

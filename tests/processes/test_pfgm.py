@@ -13,6 +13,7 @@ from physgen.noise import SeededNoise
 from physgen.processes import make_process
 from physgen.processes.pfgm import PFGM, poisson_field
 from physgen.sampling import sample
+from training_checks import held_out_loss_before_after
 
 P_MIN = 1e-3
 
@@ -130,25 +131,11 @@ def test_empirical_target():
 @pytest.mark.parametrize("out_extra", [0, 1])
 def test_neural_training_lowers_loss(out_extra):
     """Both network designs: x-shaped output (denoiser-parameterised field) and N+1 outputs (the paper's)."""
-    from physgen.training import TrainConfig, train
-
     data = two_mode_mixture().sample(4000, gen(0)).float()
     p = PFGM(sigma_data=1.3)
     torch.manual_seed(0)
     field = p.precondition(MLP(2, hidden=64, depth=2, out_dim=2 + out_extra))
-    held = data[:1024]
-
-    def eval_loss():
-        with torch.no_grad():
-            return float(p.loss(field, held, generator=gen(123)).mean())
-
-    before = eval_loss()
-
-    def batch(n, g):
-        return data[torch.randint(0, data.shape[0], (n,), generator=g)], None
-
-    train(p, field, batch, TrainConfig(steps=250, batch=256, lr=3e-3, warmup_steps=20, log_every=125), log_stream=open("/dev/null", "w"))
-    after = eval_loss()
+    before, after = held_out_loss_before_after(p, field, data, steps=250, log_every=125)
     assert after < 0.7 * before, (before, after)
     if out_extra:
         return  # the N+1 design divides by a learned f_z: it needs far more training to sample well

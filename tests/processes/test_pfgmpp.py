@@ -15,6 +15,7 @@ from physgen.processes import EDM, make_process
 from physgen.processes.pfgm import PFGM
 from physgen.processes.pfgmpp import PFGMpp
 from physgen.sampling import sample
+from training_checks import held_out_loss_before_after
 
 P_MIN = 1e-3
 
@@ -247,26 +248,12 @@ def test_mixture_recovered(D):
 # ------------------------------------------------------------------ training and the CLI
 def test_neural_training_lowers_loss():
     from physgen.nets.mlp import MLP
-    from physgen.training import TrainConfig, train
 
-    mix = two_mode_mixture()
-    data = mix.sample(4000, gen(0)).float()
+    data = two_mode_mixture().sample(4000, gen(0)).float()
     p = PFGMpp(D=8, sigma_max=10.0, sigma_data=1.3)
     torch.manual_seed(0)
     field = p.precondition(MLP(2, hidden=64, depth=2))
-    held = data[:1024]
-
-    def eval_loss():
-        with torch.no_grad():
-            return float(p.loss(field, held, generator=gen(123)).mean())
-
-    before = eval_loss()
-
-    def batch(n, g):
-        return data[torch.randint(0, data.shape[0], (n,), generator=g)], None
-
-    train(p, field, batch, TrainConfig(steps=300, batch=256, lr=3e-3, warmup_steps=20, log_every=100), log_stream=open("/dev/null", "w"))
-    after = eval_loss()
+    before, after = held_out_loss_before_after(p, field, data, steps=300, log_every=100)
     assert after < 0.7 * before, (before, after)
 
 
