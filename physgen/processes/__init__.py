@@ -8,6 +8,7 @@ from typing import Any
 from ..config import check_options, decode_inf, parse_D
 from ..errors import UserError, unknown_name
 from .base import DEFAULT_STEPS, MAX_STEPS, DenoiserFlow, NoScoreError, Process, ProcessFlow
+from .flow_matching import FMVP, FMCosine, RectifiedFlow
 from .gaussian import EDM, VE, VP, DenoiserProcess, GaussianSDE, SigmaForm
 from .ncsn import NCSN
 from .pfgm import PFGM
@@ -15,11 +16,12 @@ from .pfgmpp import PFGMpp
 from .telegrapher import Telegrapher
 from .yukawa import Yukawa
 
-__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "EDM", "VE", "VP", "NCSN", "PFGM", "PFGMpp", "Yukawa", "Telegrapher",
+__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "EDM", "VE", "VP", "NCSN", "PFGM", "PFGMpp", "Yukawa", "Telegrapher", "RectifiedFlow", "FMVP", "FMCosine",
            "DenoiserProcess", "GaussianSDE", "SigmaForm", "PROCESSES", "process_names", "process_class", "make_process",
            "data_defaults", "process_from_record", "DEFAULT_STEPS", "MAX_STEPS"]
 
-PROCESSES: dict[str, type] = {cls.name: cls for cls in (VE, VP, EDM, NCSN, PFGMpp, PFGM, Yukawa, Telegrapher)}
+PROCESSES: dict[str, type] = {cls.name: cls for cls in (VE, VP, EDM, NCSN, PFGMpp, PFGM, Yukawa, Telegrapher,
+                                                          RectifiedFlow, FMVP, FMCosine)}
 """name -> Process class (``--process``)."""
 
 

@@ -1,0 +1,201 @@
+"""Flow matching on affine Gaussian paths: rectified flow, the VP path and the cosine path.
+
+Data ``y`` and noise ``z ~ N(0, I)`` are joined by the path (time ``t``: 0 data, 1 noise,
+physgen's convention: generation runs from ``t_max`` down to ``t_eps``)
+
+    x_t = a(t) y + b(t) z,        u_t = dx_t/dt = a'(t) y + b'(t) z,
+
+and a network regresses the velocity (conditional flow matching, Lipman et al., arXiv
+2210.02747, eq. 9 and §4.1; rectified flow, Liu et al., arXiv 2209.03003, eq. 1):
+
+    L(θ) = E_{t ~ U[t_eps, t_max], (y, z) ~ π} ‖u_θ(x_t, t) - (a' y + b' z)‖².
+
+Its minimiser is ``u*(x, t) = E[a' y + b' z | x_t = x] = a' D + b' (x - a D)/b`` with
+``D = E[y | x_t = x]`` the path's posterior mean: so the exact field of a point set and the
+analytic field of a Gaussian mixture are the Gaussian posterior means of
+:mod:`physgen.fields.exact` and :mod:`physgen.fields.analytic` on ``(a, b)``, and the
+denoiser form (:class:`~physgen.processes.gaussian.SigmaForm`, ``σ = b/a``, ``x̄ = x/a``)
+hands the path to every denoiser-form solver.  The paths:
+
+* ``rectified-flow``: ``a = 1 - t``, ``b = t`` (the CondOT path of 2210.02747 §4.1 with
+  ``σ_min = 0``; rectified flow's linear interpolation, 2209.03003): ``σ = t/(1-t)``;
+* ``fm-vp``: VP's path (``a = exp(-½∫β)``, ``b = √(1-a²)``; 2210.02747 §4.1, "VP
+  diffusion path"), :class:`~physgen.processes.gaussian.VP` with a velocity network;
+* ``fm-cosine``: ``a = cos(πt/2)``, ``b = sin(πt/2)`` (the trigonometric interpolant of
+  Albergo & Vanden-Eijnden, arXiv 2209.15571; arXiv 2303.08797, §3): ``σ = tan(πt/2)``.
+
+With the independent coupling ``π = p_data × N(0, I)`` the path is Gaussian given ``y``, so
+Tweedie's formula gives the score ``(a D - x)/b²`` and with it the reverse SDE of the
+forward SDE with the same marginals (``f = a'/a``, ``g² = 2 b b' - 2 f b²``; score SDE,
+arXiv 2011.13456): the stochastic samplers of the table.  A coupled ``π`` (minibatch OT,
+arXiv 2302.00482) keeps the posterior-mean relation (it uses only ``x = a y + b z``) but not
+the score: such a process offers the flow and the denoiser form only, and refuses the score
+naming its coupling.  The likelihood integrates the PF-ODE (:mod:`physgen.likelihood`)
+from the prior ``N(a(t_max) μ, b(t_max)² I)``.
+
+At ``t = 1`` (``a = 0``) the denoiser form is singular (``σ = ∞``), so paths stop at
+``t_max = 0.999`` (``σ_max = 999`` for rectified flow) as VP's cosine schedule does, and at
+``t_eps = 1e-3`` where ``b = 0`` would make the velocity of an exact field 0/0.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ..errors import UserError
+from ..fields.kinds import FieldEstimator, convert_gaussian, expand_as_batch
+from ..fields.neural import NeuralField, VelocityPreconditioning
+from .base import NoScoreError, check_prior_mean, check_scale_range
+from .gaussian import GAUSSIAN_NEEDS, AffineGaussianPath, VP
+
+__all__ = ["FlowMatchingPath", "RectifiedFlow", "FMCosine", "FMVP", "COUPLINGS"]
+
+COUPLINGS = ("independent",)
+"""The couplings ``π(y, z)`` a flow-matching process may be trained with."""
+
+
+class FlowMatchingPath(AffineGaussianPath):
+    """An affine Gaussian path with a velocity network (module docstring).
+
+    Subclasses give ``coefficients(t) -> (a, b)``, ``derivatives(t) -> (a', b')``,
+    ``t_of_sigma`` and ``signal_of_sigma``."""
+
+    network_kind = "velocity"
+    default_schedule_name = "edm"  # laid in t, as VP's: small steps near the data, where the field turns
+    coupling = "independent"
+
+    def check_coupling(self, coupling) -> str:
+        if coupling not in COUPLINGS:
+            raise UserError(f"unknown coupling {coupling!r}; valid: {', '.join(COUPLINGS)}")
+        return coupling
+
+    def path(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(a, b, a', b')`` at ``t``."""
+        return (*self.coefficients(t), *self.derivatives(t))
+
+    def convert(self, field: FieldEstimator, x: Tensor, t: Tensor, label, target: str) -> Tensor:
+        """The field's output at ``(x, t)`` as ``target`` (``velocity``, ``denoiser``, ...) on this path."""
+        return convert_gaussian(field(x, t, label), field.kind, target, x, *self.path(t))
+
+    def velocity(self, field, x, s, label=None) -> Tensor:
+        return self.convert(field, x, s, label, "velocity")
+
+    def denoise(self, field, x, s, label=None) -> Tensor:
+        return self.convert(field, x, s, label, "denoiser")
+
+    def score(self, field, x, s, label=None) -> Tensor:
+        if self.coupling != "independent":
+            raise NoScoreError(f"process {self.describe()} has no score: trained with the {self.coupling!r} coupling, "
+                               f"its path is not Gaussian given the data (use an ODE solver)")
+        return self.convert(field, x, s, label, "score")
+
+    def drift_coefficient(self, t: Tensor) -> Tensor:
+        """``f = a'/a``: the forward SDE ``dx = f x dt + g dW`` with this path's marginals."""
+        a, _ = self.coefficients(t)
+        return self.derivatives(t)[0] / a
+
+    def diffusion_squared(self, t: Tensor) -> Tensor:
+        """``g² = 2 b b' - 2 f b²``."""
+        a, b = self.coefficients(t)
+        da, db = self.derivatives(t)
+        return 2.0 * b * db - 2.0 * (da / a) * b**2
+
+    def capabilities(self, **modes) -> frozenset:
+        both = frozenset({"flow", "denoiser"})
+        return both | GAUSSIAN_NEEDS if self.coupling == "independent" else both
+
+    def offers(self, field, label=None, **modes) -> dict:
+        out = super().offers(field, label)
+        return {need: offer for need, offer in out.items() if need in self.capabilities()}
+
+    def loss(self, field, y, *, generator=None, label=None) -> Tensor:
+        """``‖u_θ(x_t, t) - (a' y + b' z)‖²`` per sample, ``t ~ U[t_eps, t_max]``, ``z ~ N(0, I)``."""
+        t = self.sample_scales(y.shape[0], generator=generator, device=y.device).to(y.dtype)
+        z = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        return self.regression(field, y, z, t, label)
+
+    def regression(self, field, y: Tensor, z: Tensor, t: Tensor, label=None) -> Tensor:
+        """``‖u_θ(x_t, t) - (a' y + b' z)‖²`` for given pairs ``(y, z)`` and times ``t``."""
+        a, b, da, db = (expand_as_batch(v, y) for v in self.path(t))
+        u = self.velocity(field, a * y + b * z, t, label)
+        return (u - (da * y + db * z)).reshape(y.shape[0], -1).pow(2).mean(1)
+
+    def precondition(self, net, sigma_data: float = 0.5) -> NeuralField:
+        return NeuralField(net, VelocityPreconditioning(self.path, sigma_data))
+
+
+class AffineFlow(FlowMatchingPath):
+    """The options shared by the closed-form paths: ``t ∈ [t_eps, t_max]``, the prior's centre, the coupling."""
+
+    def __init__(self, t_eps: float = 1e-3, t_max: float = 0.999, prior_mean=None, coupling: str = "independent"):
+        check_scale_range("t_eps", t_eps, "t_max", t_max)
+        if t_max >= 1:
+            raise UserError(f"t_max must be < 1 (at t = 1 the path holds no data and σ = b/a is infinite), got {t_max}")
+        self.s_min, self.s_max = float(t_eps), float(t_max)
+        self.prior_mean = check_prior_mean(prior_mean)
+        self.coupling = self.check_coupling(coupling)
+
+    def config(self) -> dict:
+        return {"t_eps": self.s_min, "t_max": self.s_max, "prior_mean": self.prior_mean, "coupling": self.coupling}
+
+
+class RectifiedFlow(AffineFlow):
+    """Rectified flow / CondOT: ``x_t = (1 - t) y + t z``, ``u = z - y`` (arXiv 2209.03003,
+    2210.02747); ``σ = t/(1-t)``, so ``t = σ/(1+σ)`` and ``a = 1/(1+σ)``."""
+
+    name = "rectified-flow"
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return 1.0 - t, t
+
+    def derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return -torch.ones_like(t), torch.ones_like(t)
+
+    def t_of_sigma(self, sigma: Tensor) -> Tensor:
+        return sigma / (1.0 + sigma)
+
+    def signal_of_sigma(self, sigma: Tensor) -> Tensor:
+        return 1.0 / (1.0 + sigma.double())
+
+
+class FMCosine(AffineFlow):
+    """The cosine path ``x_t = cos(πt/2) y + sin(πt/2) z`` (arXiv 2209.15571, 2303.08797):
+    ``σ = tan(πt/2)``, ``t = (2/π) atan σ``, ``a = 1/√(1+σ²)``."""
+
+    name = "fm-cosine"
+
+    def coefficients(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.cos(0.5 * math.pi * t), torch.sin(0.5 * math.pi * t)
+
+    def derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return -0.5 * math.pi * torch.sin(0.5 * math.pi * t), 0.5 * math.pi * torch.cos(0.5 * math.pi * t)
+
+    def t_of_sigma(self, sigma: Tensor) -> Tensor:
+        return torch.atan(sigma) * (2.0 / math.pi)
+
+    def signal_of_sigma(self, sigma: Tensor) -> Tensor:
+        return (1.0 + sigma.double() ** 2).rsqrt()
+
+
+class FMVP(FlowMatchingPath, VP):
+    """Flow matching on VP's path (arXiv 2210.02747, §4.1): VP's ``(a, b)`` and options, a
+    velocity network; ``a' = -½β a``, ``b' = -a a'/b = ½β a²/b`` (from ``a² + b² = 1``)."""
+
+    name = "fm-vp"
+
+    def __init__(self, beta_schedule: str = "linear", beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-3,
+                 t_max: Optional[float] = None, cosine_offset: float = 0.008, prior_mean=None, betas: Optional[list] = None,
+                 coupling: str = "independent"):
+        super().__init__(beta_schedule, beta_min, beta_max, t_eps, t_max, cosine_offset, prior_mean, betas)
+        self.coupling = self.check_coupling(coupling)
+
+    def derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        a, b = self.coefficients(t)
+        da = -0.5 * self.beta(t) * a
+        return da, -a * da / b
+
+    def config(self) -> dict:
+        return {**super().config(), "coupling": self.coupling}
