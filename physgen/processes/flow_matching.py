@@ -49,12 +49,10 @@ from ..errors import UserError
 from ..fields.kinds import FieldEstimator, convert_gaussian, expand_as_batch
 from ..fields.neural import NeuralField, VelocityPreconditioning
 from .base import NoScoreError, check_prior_mean, check_scale_range
+from .couplings import COUPLINGS, DEFAULT_SINKHORN_EPS, couple
 from .gaussian import GAUSSIAN_NEEDS, AffineGaussianPath, VP
 
-__all__ = ["FlowMatchingPath", "RectifiedFlow", "FMCosine", "FMVP", "COUPLINGS"]
-
-COUPLINGS = ("independent",)
-"""The couplings ``π(y, z)`` a flow-matching process may be trained with."""
+__all__ = ["FlowMatchingPath", "RectifiedFlow", "FMCosine", "FMVP"]
 
 
 class FlowMatchingPath(AffineGaussianPath):
@@ -66,11 +64,27 @@ class FlowMatchingPath(AffineGaussianPath):
     network_kind = "velocity"
     default_schedule_name = "edm"  # laid in t, as VP's: small steps near the data, where the field turns
     coupling = "independent"
+    sinkhorn_eps = DEFAULT_SINKHORN_EPS
 
-    def check_coupling(self, coupling) -> str:
+    def set_coupling(self, coupling, sinkhorn_eps) -> None:
+        """The training coupling (:mod:`physgen.processes.couplings`) and its ``ε`` (sinkhorn only)."""
         if coupling not in COUPLINGS:
             raise UserError(f"unknown coupling {coupling!r}; valid: {', '.join(COUPLINGS)}")
-        return coupling
+        if sinkhorn_eps is not None and coupling != "sinkhorn":
+            raise UserError(f"sinkhorn_eps (--sinkhorn-eps) applies to the sinkhorn coupling, not {coupling!r}")
+        eps = DEFAULT_SINKHORN_EPS if sinkhorn_eps is None else sinkhorn_eps
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (math.isfinite(eps) and 1e-3 <= eps <= 1e4):
+            raise UserError(f"sinkhorn_eps (--sinkhorn-eps) must be a number in [1e-3, 1e4] (relative to the mean cost), got {eps!r}")
+        self.coupling, self.sinkhorn_eps = coupling, float(eps)
+
+    def coupling_config(self) -> dict:
+        return {"coupling": self.coupling, **({"sinkhorn_eps": self.sinkhorn_eps} if self.coupling == "sinkhorn" else {})}
+
+    def describe(self) -> str:
+        """The name, and a coupled path's reason for offering no score (named in solver refusals)."""
+        if self.coupling == "independent":
+            return super().describe()
+        return f"{self.name!r} (trained with the {self.coupling!r} coupling: not Gaussian given the data, no score)"
 
     def path(self, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(a, b, a', b')`` at ``t``."""
@@ -88,8 +102,7 @@ class FlowMatchingPath(AffineGaussianPath):
 
     def score(self, field, x, s, label=None) -> Tensor:
         if self.coupling != "independent":
-            raise NoScoreError(f"process {self.describe()} has no score: trained with the {self.coupling!r} coupling, "
-                               f"its path is not Gaussian given the data (use an ODE solver)")
+            raise NoScoreError(f"process {self.describe()}: use an ODE solver")
         return self.convert(field, x, s, label, "score")
 
     def drift_coefficient(self, t: Tensor) -> Tensor:
@@ -112,9 +125,11 @@ class FlowMatchingPath(AffineGaussianPath):
         return {need: offer for need, offer in out.items() if need in self.capabilities()}
 
     def loss(self, field, y, *, generator=None, label=None) -> Tensor:
-        """``‖u_θ(x_t, t) - (a' y + b' z)‖²`` per sample, ``t ~ U[t_eps, t_max]``, ``z ~ N(0, I)``."""
+        """``‖u_θ(x_t, t) - (a' y + b' z)‖²`` per sample, ``t ~ U[t_eps, t_max]``, ``z ~ N(0, I)`` paired
+        with ``y`` by the coupling (:func:`physgen.processes.couplings.couple`)."""
         t = self.sample_scales(y.shape[0], generator=generator, device=y.device).to(y.dtype)
         z = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        y, z = couple(y, z, self.coupling, self.sinkhorn_eps, generator)
         return self.regression(field, y, z, t, label)
 
     def regression(self, field, y: Tensor, z: Tensor, t: Tensor, label=None) -> Tensor:
@@ -130,16 +145,17 @@ class FlowMatchingPath(AffineGaussianPath):
 class AffineFlow(FlowMatchingPath):
     """The options shared by the closed-form paths: ``t ∈ [t_eps, t_max]``, the prior's centre, the coupling."""
 
-    def __init__(self, t_eps: float = 1e-3, t_max: float = 0.999, prior_mean=None, coupling: str = "independent"):
+    def __init__(self, t_eps: float = 1e-3, t_max: float = 0.999, prior_mean=None, coupling: str = "independent",
+                 sinkhorn_eps: Optional[float] = None):
         check_scale_range("t_eps", t_eps, "t_max", t_max)
         if t_max >= 1:
             raise UserError(f"t_max must be < 1 (at t = 1 the path holds no data and σ = b/a is infinite), got {t_max}")
         self.s_min, self.s_max = float(t_eps), float(t_max)
         self.prior_mean = check_prior_mean(prior_mean)
-        self.coupling = self.check_coupling(coupling)
+        self.set_coupling(coupling, sinkhorn_eps)
 
     def config(self) -> dict:
-        return {"t_eps": self.s_min, "t_max": self.s_max, "prior_mean": self.prior_mean, "coupling": self.coupling}
+        return {"t_eps": self.s_min, "t_max": self.s_max, "prior_mean": self.prior_mean, **self.coupling_config()}
 
 
 class RectifiedFlow(AffineFlow):
@@ -188,9 +204,9 @@ class FMVP(FlowMatchingPath, VP):
 
     def __init__(self, beta_schedule: str = "linear", beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-3,
                  t_max: Optional[float] = None, cosine_offset: float = 0.008, prior_mean=None, betas: Optional[list] = None,
-                 coupling: str = "independent"):
+                 coupling: str = "independent", sinkhorn_eps: Optional[float] = None):
         super().__init__(beta_schedule, beta_min, beta_max, t_eps, t_max, cosine_offset, prior_mean, betas)
-        self.coupling = self.check_coupling(coupling)
+        self.set_coupling(coupling, sinkhorn_eps)
 
     def derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
         a, b = self.coefficients(t)
@@ -198,4 +214,4 @@ class FMVP(FlowMatchingPath, VP):
         return da, -a * da / b
 
     def config(self) -> dict:
-        return {**super().config(), "coupling": self.coupling}
+        return {**super().config(), **self.coupling_config()}
