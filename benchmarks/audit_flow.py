@@ -2,8 +2,10 @@
 
 * ``flow names``: ``--coupling`` not a coupling; ``--coupling`` on a process without one;
 * ``flow values``: ``--sinkhorn-eps`` not a number, not finite, <= 0, out of range, or given
-  without ``--coupling sinkhorn``; process options ``t_max >= 1`` and ``t_eps >= t_max``;
+  without ``--coupling sinkhorn``; process options ``t_max >= 1`` and ``t_eps >= t_max``; the
+  interpolant's ``gamma``, ``path``, ``epsilon`` and ``gamma_scale`` out of their sets or ranges;
 * ``flow solvers``: a score sampler on a flow trained with a coupled (non-Gaussian) path;
+  ``ddpm`` (the path's own transition) on an interpolant with a chosen ``ε``;
 * ``flow legit``: each coupling on ``toy`` and ``train`` (right = exit 0 with outputs).
 
 :func:`cases` returns ``(area, argv, needles, keywords)`` tuples for :class:`audit_cli.Case`.
@@ -34,4 +36,9 @@ def cases() -> list[tuple]:
              ("flow values", TOY + ["--process-opt", "t_max=1.0"] + o, ("t_max",), {}),
              ("flow values", TOY + ["--process-opt", "t_eps=0.5", "--process-opt", "t_max=0.4"] + o, ("t_eps",), {}),
              ("flow solvers", TOY + ["--coupling", "ot", "--solver", "euler-maruyama"] + o, ("euler-maruyama",), {})]
+    interpolant = TOY[:2] + ["interpolant"] + TOY[3:]
+    rows += [("flow values", interpolant + ["--process-opt", f"{k}={v}"] + o, (k,), {})
+             for k, v in (("gamma", '"nope"'), ("path", '"nope"'), ("epsilon", "-1"), ("gamma_scale", "1e9"))]
+    rows += [("flow solvers", interpolant + ["--process-opt", "epsilon=0.5", "--solver", "ddpm"] + o, ("ddpm",), {}),
+             ("flow legit", interpolant + ["--process-opt", "epsilon=0.5", "--solver", "euler-maruyama"] + o, (), {"legit": True, "owner": "i22-flow"})]
     return rows
