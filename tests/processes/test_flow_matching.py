@@ -10,6 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from affine_paths import assert_derivatives_match
+
 from physgen.data import ncsn_mixture
 from physgen.errors import UserError
 from physgen.fields.analytic import GaussianMixtureField
@@ -26,12 +28,7 @@ IDS = ["rectified-flow", "fm-cosine", "fm-vp", "fm-vp-cosine"]
 @settings(max_examples=30, deadline=None)
 @given(t=st.floats(0.01, 0.98))
 def test_derivatives_are_those_of_the_coefficients(process, t):
-    tt = torch.tensor([t], dtype=torch.float64)
-    h = 1e-6
-    (a1, b1), (a0, b0) = process.coefficients(tt + h), process.coefficients(tt - h)
-    da, db = process.derivatives(tt)
-    assert float(da) == pytest.approx(float(a1 - a0) / (2 * h), rel=1e-5, abs=1e-7)
-    assert float(db) == pytest.approx(float(b1 - b0) / (2 * h), rel=1e-5, abs=1e-7)
+    assert_derivatives_match(process, t)
 
 
 @pytest.mark.parametrize("process", PATHS, ids=IDS)
