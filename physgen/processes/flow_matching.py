@@ -50,7 +50,7 @@ from ..fields.kinds import FieldEstimator, convert_gaussian, expand_as_batch
 from ..fields.neural import NeuralField, VelocityPreconditioning
 from .base import NoScoreError, check_prior_mean, check_scale_range
 from .couplings import COUPLINGS, DEFAULT_SINKHORN_EPS, couple
-from .gaussian import GAUSSIAN_NEEDS, AffineGaussianPath, VP
+from .gaussian import GAUSSIAN_NEEDS, VP, AffineGaussianPath, data_scales
 
 __all__ = ["FlowMatchingPath", "RectifiedFlow", "FMCosine", "FMVP"]
 
@@ -138,24 +138,41 @@ class FlowMatchingPath(AffineGaussianPath):
         u = self.velocity(field, a * y + b * z, t, label)
         return (u - (da * y + db * z)).reshape(y.shape[0], -1).pow(2).mean(1)
 
-    def precondition(self, net, sigma_data: float = 0.5) -> NeuralField:
-        return NeuralField(net, VelocityPreconditioning(self.path, sigma_data))
+    def precondition(self, net, sigma_data: Optional[float] = None) -> NeuralField:
+        """:class:`~physgen.fields.neural.VelocityPreconditioning` at the process's ``sigma_data``
+        (recorded in checkpoints, so a rebuilt field is the trained one)."""
+        return NeuralField(net, VelocityPreconditioning(self.path, self.sigma_data if sigma_data is None else sigma_data))
+
+    def set_sigma_data(self, sigma_data) -> None:
+        if isinstance(sigma_data, bool) or not isinstance(sigma_data, (int, float)) or not (math.isfinite(sigma_data) and sigma_data > 0):
+            raise UserError(f"sigma_data must be a positive number, got {sigma_data!r}")
+        self.sigma_data = float(sigma_data)
+
+    @classmethod
+    def defaults_for_data(cls, data: Tensor, given: dict) -> dict:
+        """The prior's centre (:meth:`AffineGaussianPath.defaults_for_data`) and ``sigma_data`` = the
+        data's std (EDM's definition, for the velocity preconditioning)."""
+        out = super().defaults_for_data(data, given)
+        return out if given.get("sigma_data") is not None else {**out, "sigma_data": data_scales(data)["std"]}
 
 
 class AffineFlow(FlowMatchingPath):
-    """The options shared by the closed-form paths: ``t ∈ [t_eps, t_max]``, the prior's centre, the coupling."""
+    """The options shared by the closed-form paths: ``t ∈ [t_eps, t_max]``, the prior's centre, the
+    coupling, and ``sigma_data`` for the preconditioning (toy default: the data's std)."""
 
     def __init__(self, t_eps: float = 1e-3, t_max: float = 0.999, prior_mean=None, coupling: str = "independent",
-                 sinkhorn_eps: Optional[float] = None):
+                 sinkhorn_eps: Optional[float] = None, sigma_data: float = 0.5):
         check_scale_range("t_eps", t_eps, "t_max", t_max)
         if t_max >= 1:
             raise UserError(f"t_max must be < 1 (at t = 1 the path holds no data and σ = b/a is infinite), got {t_max}")
         self.s_min, self.s_max = float(t_eps), float(t_max)
         self.prior_mean = check_prior_mean(prior_mean)
         self.set_coupling(coupling, sinkhorn_eps)
+        self.set_sigma_data(sigma_data)
 
     def config(self) -> dict:
-        return {"t_eps": self.s_min, "t_max": self.s_max, "prior_mean": self.prior_mean, **self.coupling_config()}
+        return {"t_eps": self.s_min, "t_max": self.s_max, "prior_mean": self.prior_mean, "sigma_data": self.sigma_data,
+                **self.coupling_config()}
 
 
 class RectifiedFlow(AffineFlow):
@@ -204,9 +221,10 @@ class FMVP(FlowMatchingPath, VP):
 
     def __init__(self, beta_schedule: str = "linear", beta_min: float = 0.1, beta_max: float = 20.0, t_eps: float = 1e-3,
                  t_max: Optional[float] = None, cosine_offset: float = 0.008, prior_mean=None, betas: Optional[list] = None,
-                 coupling: str = "independent", sinkhorn_eps: Optional[float] = None):
+                 coupling: str = "independent", sinkhorn_eps: Optional[float] = None, sigma_data: float = 0.5):
         super().__init__(beta_schedule, beta_min, beta_max, t_eps, t_max, cosine_offset, prior_mean, betas)
         self.set_coupling(coupling, sinkhorn_eps)
+        self.set_sigma_data(sigma_data)
 
     def derivatives(self, t: Tensor) -> tuple[Tensor, Tensor]:
         a, b = self.coefficients(t)
@@ -214,4 +232,4 @@ class FMVP(FlowMatchingPath, VP):
         return da, -a * da / b
 
     def config(self) -> dict:
-        return {**super().config(), **self.coupling_config()}
+        return {**super().config(), "sigma_data": self.sigma_data, **self.coupling_config()}

@@ -64,8 +64,8 @@ class Interpolant(AffineFlow):
 
     def __init__(self, path: str = "linear", gamma: str = "bridge", gamma_scale: float = 1.0, epsilon: Optional[float] = None,
                  t_eps: float = 1e-3, t_max: float = 0.999, prior_mean=None, coupling: str = "independent",
-                 sinkhorn_eps: Optional[float] = None):
-        super().__init__(t_eps, t_max, prior_mean, coupling, sinkhorn_eps)
+                 sinkhorn_eps: Optional[float] = None, sigma_data: float = 0.5):
+        super().__init__(t_eps, t_max, prior_mean, coupling, sinkhorn_eps, sigma_data)
         if path not in PATHS:
             raise UserError(f"unknown interpolant path {path!r}; valid: {', '.join(PATHS)}")
         if gamma not in GAMMAS:

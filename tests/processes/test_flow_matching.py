@@ -17,7 +17,7 @@ from physgen.errors import UserError
 from physgen.fields.analytic import GaussianMixtureField
 from physgen.fields.neural import NeuralField, VelocityPreconditioning
 from physgen.likelihood import log_likelihood
-from physgen.processes import EDM, SigmaForm, make_process, process_from_record
+from physgen.processes import EDM, SigmaForm, data_defaults, make_process, process_from_record
 from physgen.processes.flow_matching import FMVP, FMCosine, RectifiedFlow
 
 PATHS = [RectifiedFlow(), FMCosine(), FMVP(), FMVP(beta_schedule="cosine")]
@@ -153,3 +153,14 @@ def test_nll_through_the_pf_ode_matches_the_analytic_log_density(name):
     assert float((tight.logp - truth).abs().max()) < 2e-3
     res = log_likelihood(p, f, x)  # with the process's own prior
     assert abs(res.nll - float(-truth.mean())) / 2 < 0.02
+
+
+@pytest.mark.parametrize("name", ["rectified-flow", "fm-cosine", "fm-vp", "interpolant"])
+def test_toy_defaults_centre_the_prior_and_scale_the_preconditioning_on_the_data(name):
+    data = torch.randn(500, 2, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * 3 + 1
+    filled = data_defaults(name, data, {})
+    assert filled["sigma_data"] == pytest.approx(float(data.std()), rel=1e-9)
+    assert filled["prior_mean"] == pytest.approx(data.mean(0).tolist())
+    p = make_process(name, **filled)
+    assert p.precondition(Zero()).preconditioning.sigma_data == filled["sigma_data"]
+    assert data_defaults(name, data, {"sigma_data": 2.0})["sigma_data"] == 2.0
