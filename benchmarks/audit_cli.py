@@ -366,6 +366,9 @@ def cases() -> list[Case]:
     import audit_fewstep  # --schedule file:PATH and gits (issue 24)
 
     out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_fewstep.cases()]
+    import audit_flow  # flow matching's couplings and paths (issue 22)
+
+    out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_flow.cases()]
     for i, case in enumerate(out):
         case.id = f"{case.area}-{i:03d}"
     return out

@@ -58,7 +58,7 @@ GREY_MODES = ("1", "L", "LA", "I", "I;16", "F")
 def _read_png(path: Path, grey: bool = False) -> np.ndarray:
     """``[H, W, C]`` uint8 of a PNG in its own channels (1 for grey modes, else RGB), or grey
     when asked (Pillow decodes; nothing in the file runs)."""
-    from PIL import Image
+    from PIL import Image  # Pillow ships with matplotlib; imported where a PNG is read
 
     if path.suffix.lower() != ".png":
         raise UserError(f"{str(path)!r} is not a .png file")

@@ -18,7 +18,7 @@ from ..guidance import GuidanceTransform, load_classifier
 from ..runtime import available_cpus
 from ..sampling import SAMPLER_FLAGS, check_sampler_options, format_solver_table
 
-__all__ = ["add_process_arguments", "PROCESS_FLAGS", "process_options", "add_sampler_arguments", "sampler_options",
+__all__ = ["add_process_arguments", "add_coupling_arguments", "PROCESS_FLAGS", "process_options", "add_sampler_arguments", "sampler_options",
            "sampling_steps", "list_solvers", "add_guidance_arguments", "guidance_transform", "guidance_options",
            "POSITIVE", "OPTIONAL_POSITIVE", "NONNEGATIVE", "FINITE", "PROBABILITY", "FRACTION", "STEPS", "TRAIN_STEPS", "SAMPLES",
            "BATCH", "WIDTH", "DEPTH", "LEVELS", "RESOLUTION", "SEED", "LABEL", "THREADS", "D", "COUNT", "LR", "TOLERANCE",
@@ -60,9 +60,18 @@ def add_process_arguments(p) -> None:
     p.add_argument("--a", type=POSITIVE, default=None, help="telegrapher: Kac flip rate (damping)")
     p.add_argument("--c", type=POSITIVE, default=None, help="telegrapher: Kac speed")
     p.add_argument("--process-opt", action="append", default=[], metavar="KEY=VALUE", help="any other process option (JSON value)")
+    add_coupling_arguments(p)
 
 
-PROCESS_FLAGS = {"sigma_min": "--sigma-min", "sigma_max": "--sigma-max", "m": "--m", "a": "--a", "c": "--c", "D": "--D"}
+def add_coupling_arguments(p) -> None:
+    """Flow matching's training coupling (physgen/processes/couplings.py): process options of the fm processes."""
+    p.add_argument("--coupling", default=None, choices=("independent", "ot", "sinkhorn"),
+                   help="flow matching: pair data and noise independently (default), by minibatch OT, or by entropic OT")
+    p.add_argument("--sinkhorn-eps", type=POSITIVE, default=None, help="--coupling sinkhorn: entropic ε relative to the mean cost (default 0.05)")
+
+
+PROCESS_FLAGS = {"sigma_min": "--sigma-min", "sigma_max": "--sigma-max", "m": "--m", "a": "--a", "c": "--c", "D": "--D",
+                 "coupling": "--coupling", "sinkhorn_eps": "--sinkhorn-eps"}
 """Process options with a flag of their own (every other one is ``--process-opt KEY=VALUE``)."""
 
 

@@ -11,6 +11,12 @@ inputs and targets at unit scale across noise levels:
   ``s(x, σ) = F(c_in x, ln(σ)/4) / σ``, so that DSM with ``λ(σ) = σ²`` regresses ``F`` on
   ``-ε`` at every level.
 * :class:`EpsPreconditioning` (DDPM, arXiv 2006.11239): ``ε(x, t) = F(c_in x, 999 t)``.
+* :class:`VelocityPreconditioning` (flow matching on an affine path, arXiv 2210.02747), EDM's
+  rule (arXiv 2206.00364, App. B.6: unit-variance input and target, ``c_skip`` minimising
+  ``c_out``) applied here to the velocity target ``u = a' y + b' ε`` for data of std ``σ_d``:
+  ``c_in = 1/√(a²σ_d² + b²)``, ``c_skip = (a a' σ_d² + b b')/(a²σ_d² + b²)``,
+  ``c_out = σ_d |a' b - a b'| / √(a²σ_d² + b²)``, ``c_noise = ln(b/a)/4`` (EDM's at the
+  SNR-matched σ).  Rectified flow (``a = 1-t``, ``b = t``): ``c_out = σ_d/√((1-t)²σ_d² + t²)``.
 
 Each declares ``c_noise_unit``, the size of its ``c_noise`` range's unit: 1 for ``ln(σ)/4``,
 ``999/4`` for DDPM's ``999 t`` (so ``c_noise / unit = 4 t``).  A network whose embedding
@@ -29,7 +35,7 @@ from torch import Tensor, nn
 from .kinds import expand_as_batch
 from .labels import check_label
 
-__all__ = ["DenoiserPreconditioning", "ScorePreconditioning", "EpsPreconditioning", "NeuralField", "c_noise_unit"]
+__all__ = ["DenoiserPreconditioning", "ScorePreconditioning", "EpsPreconditioning", "VelocityPreconditioning", "NeuralField", "c_noise_unit"]
 
 
 class DenoiserPreconditioning:
@@ -78,6 +84,28 @@ class EpsPreconditioning:
         a, b = self.coefficients(s)
         c_in = expand_as_batch(1.0 / (a**2 * self.sigma_data**2 + b**2).sqrt(), x)
         return net(c_in * x, (999.0 * s).to(x.dtype), label)
+
+
+class VelocityPreconditioning:
+    """``u(x, s) = c_skip x + c_out F(c_in x, c_noise)`` (module docstring); ``path(s) -> (a, b, a', b')``."""
+
+    kind = "velocity"
+
+    def __init__(self, path: Callable[[Tensor], tuple[Tensor, Tensor, Tensor, Tensor]], sigma_data: float = 0.5):
+        if not sigma_data > 0:
+            raise ValueError(f"sigma_data must be > 0, got {sigma_data}")
+        self.path = path
+        self.sigma_data = float(sigma_data)
+
+    def __call__(self, net: nn.Module, x: Tensor, s: Tensor, label: Optional[Tensor]) -> Tensor:
+        a, b, da, db = self.path(s)
+        sd2 = self.sigma_data**2
+        var = a**2 * sd2 + b**2
+        c_in = expand_as_batch(var.rsqrt(), x)
+        c_skip = expand_as_batch((a * da * sd2 + b * db) / var, x)
+        c_out = expand_as_batch(self.sigma_data * (da * b - a * db).abs() / var.sqrt(), x)
+        c_noise = (b / a).log() / 4
+        return c_skip * x + c_out * net(c_in * x, c_noise.to(x.dtype), label)
 
 
 class NeuralField(nn.Module):

@@ -8,18 +8,21 @@ from typing import Any
 from ..config import check_options, decode_inf, parse_D
 from ..errors import UserError, unknown_name
 from .base import DEFAULT_STEPS, MAX_STEPS, DenoiserFlow, NoScoreError, Process, ProcessFlow
+from .flow_matching import FMVP, FMCosine, RectifiedFlow
 from .gaussian import EDM, VE, VP, DenoiserProcess, GaussianSDE, SigmaForm
+from .interpolant import Interpolant
 from .ncsn import NCSN
 from .pfgm import PFGM
 from .pfgmpp import PFGMpp
 from .telegrapher import Telegrapher
 from .yukawa import Yukawa
 
-__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "EDM", "VE", "VP", "NCSN", "PFGM", "PFGMpp", "Yukawa", "Telegrapher",
+__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "NoScoreError", "EDM", "VE", "VP", "NCSN", "PFGM", "PFGMpp", "Yukawa", "Telegrapher", "RectifiedFlow", "FMVP", "FMCosine", "Interpolant",
            "DenoiserProcess", "GaussianSDE", "SigmaForm", "PROCESSES", "process_names", "process_class", "make_process",
            "data_defaults", "process_from_record", "DEFAULT_STEPS", "MAX_STEPS"]
 
-PROCESSES: dict[str, type] = {cls.name: cls for cls in (VE, VP, EDM, NCSN, PFGMpp, PFGM, Yukawa, Telegrapher)}
+PROCESSES: dict[str, type] = {cls.name: cls for cls in (VE, VP, EDM, NCSN, PFGMpp, PFGM, Yukawa, Telegrapher,
+                                                          RectifiedFlow, FMVP, FMCosine, Interpolant)}
 """name -> Process class (``--process``)."""
 
 

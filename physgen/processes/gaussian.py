@@ -41,7 +41,7 @@ from .ncsnv2 import geometric_levels, level_count
 from .parts import (GAUSSIAN_NEEDS, LogNormalSigma, LogUniformSigma, UniformTime, eps_matching_loss, gaussian_denoise, gaussian_score, kernel_part,
                     score_matching_loss)
 
-__all__ = ["GaussianSDE", "GaussianMarginal", "DenoiserProcess", "SigmaForm", "LogNormalSigma", "EDMParts", "EDM", "VE", "VP", "data_scales", "GAUSSIAN_NEEDS"]
+__all__ = ["GaussianSDE", "GaussianMarginal", "AffineGaussianPath", "DenoiserProcess", "SigmaForm", "LogNormalSigma", "EDMParts", "EDM", "VE", "VP", "data_scales", "GAUSSIAN_NEEDS"]
 
 PRIOR_VARIANCE_TOLERANCE = 0.01
 """Toy defaults: the largest data variance may be at most this fraction of ``σ_max²``."""
@@ -375,7 +375,64 @@ class SigmaForm(CoordinateChange, DenoiserFlow):
         return self.process.denoise(self.field, expand_as_batch(a, xbar) * xbar, t, self.label)
 
 
-class VP(GaussianMarginal, Process):
+class AffineGaussianPath(GaussianMarginal, Process):
+    """What every affine Gaussian path ``x = a(s) y + b(s) ε`` on ``s ∈ [s_min, s_max]`` shares,
+    whatever its network predicts (VP; the flow-matching paths of
+    :mod:`physgen.processes.flow_matching`): the perturbation, training times ``s ~ U[s_min,
+    s_max]``, the prior ``N(a(s_max) prior_mean, b(s_max)² I)``, the offers (the flow, the
+    denoiser form through :class:`SigmaForm`, the score-based samplers through
+    :class:`GaussianSDE`), and the exact and analytic fields (the path's posterior mean).
+    Subclasses give ``coefficients``, ``signal_of_sigma``/``t_of_sigma`` (for :class:`SigmaForm`),
+    ``drift_coefficient``/``diffusion_squared``, ``velocity``, ``loss`` and ``precondition``."""
+
+    prior_mean: Optional[list] = None
+
+    def sample_scales(self, n, *, generator=None, device=None) -> Tensor:
+        return self.s_min + (self.s_max - self.s_min) * torch.rand(n, generator=generator, device=device)
+
+    def perturb(self, y, s, *, generator=None) -> Tensor:
+        a, b = self.coefficients(s)
+        eps = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
+        return expand_as_batch(a, y) * y + expand_as_batch(b, y) * eps
+
+    def sample_prior(self, shape, *, generator=None, noise=None, device=None, dtype=torch.float32) -> Tensor:
+        shape = tuple(shape)
+        a, b = (float(v) for v in self.coefficients(torch.tensor([self.s_max], dtype=torch.float64)))
+        x = draw(shape, lambda n, g: torch.randn((n, *shape[1:]), generator=g, device=device, dtype=torch.float64).mul_(b).to(dtype),
+                 generator=generator, noise=noise, device=device)
+        return x if self.prior_mean is None else x + a * prior_centre(self.prior_mean, x)
+
+    def prior_log_prob(self, x: Tensor) -> Tensor:
+        """``log N(x; a(s_max) prior_mean, b(s_max)² I)``."""
+        a, b = (float(v) for v in self.coefficients(torch.tensor([self.s_max], dtype=torch.float64)))
+        offset = x.double() if self.prior_mean is None else x.double() - a * prior_centre(self.prior_mean, x.double())
+        n = x[0].numel()
+        sq = offset.reshape(x.shape[0], -1).pow(2).sum(1)
+        return -0.5 * sq / b**2 - 0.5 * n * math.log(2 * math.pi * b**2)
+
+    def capabilities(self, **modes) -> frozenset:
+        return frozenset({"flow", "denoiser"}) | GAUSSIAN_NEEDS
+
+    def offers(self, field, label=None, **modes) -> dict:
+        view = self.gaussian_view(field, label)
+        return {"flow": ProcessFlow(self, field, label), "denoiser": SigmaForm(self, field, label), "sde": view, "transition": view,
+                "score": view}
+
+    def exact_field(self, points, labels=None) -> ExactField:
+        return ExactField(points, GaussianProfile(self.coefficients), alpha=lambda t: self.coefficients(t)[0], point_labels=labels)
+
+    def analytic_field(self, mixture) -> GaussianMixtureField:
+        return GaussianMixtureField(mixture, self.coefficients)
+
+    @classmethod
+    def defaults_for_data(cls, data: Tensor, given: dict) -> dict:
+        """``prior_mean`` = the data mean (the prior is then ``N(a(s_max) μ, b(s_max)² I)``, whose
+        mean is the marginal's); ``s_max`` stays the path's (its ``a(s_max)`` decides how large a
+        data variance the prior's variance matches: see each path)."""
+        return {} if given.get("prior_mean") is not None else {"prior_mean": data_scales(data)["mean"]}
+
+
+class VP(AffineGaussianPath):
     """VP SDE / DDPM (Ho et al. 2020, arXiv 2006.11239; Song et al. 2021, arXiv 2011.13456).
 
     ``x = a(t) y + b(t) ε`` with ``a = exp(-½∫₀ᵗβ)``, ``b = √(1 - a²)``;
@@ -393,7 +450,9 @@ class VP(GaussianMarginal, Process):
     steps: at 18 its last step spans σ 0.195 -> 0.0105 (``log σ`` 2.92), where Heun's second
     stage turns the contraction ``σ₂/σ₁ = 0.054`` into -0.59 and scatters samples (two-mode
     toy, exact field, 4000 samples: 3 beyond 2 of a mode's centre, per-mode sliced W2 0.091;
-    with this grid 0.021 and none beyond 1.26, as ``dopri5``).
+    with this grid 0.021 and none beyond 1.26, as ``dopri5``).  Toy default ``prior_mean`` = the data
+    mean (:meth:`AffineGaussianPath.defaults_for_data`); linear β: ``a(1)² = 4.4e-5``, so the
+    marginal's variance ``a² λ + b²`` matches ``b²`` within 1% for data variances ``λ`` up to 227.
     """
 
     name = "vp"
@@ -470,59 +529,17 @@ class VP(GaussianMarginal, Process):
     def sample_scales(self, n, *, generator=None, device=None) -> Tensor:
         return self.training_law.draw(n, generator=generator, device=device)
 
-    def perturb(self, y, s, *, generator=None) -> Tensor:
-        a, b = self.coefficients(s)
-        eps = torch.randn(y.shape, generator=generator, device=y.device, dtype=y.dtype)
-        return expand_as_batch(a, y) * y + expand_as_batch(b, y) * eps
-
     def loss(self, field, y, *, generator=None, label=None) -> Tensor:
         t = self.sample_scales(y.shape[0], generator=generator, device=y.device).to(y.dtype)
         return eps_matching_loss(self, field, y, t, generator=generator, label=label)
-
-    def sample_prior(self, shape, *, generator=None, noise=None, device=None, dtype=torch.float32) -> Tensor:
-        shape = tuple(shape)
-        a, b = (float(v) for v in self.coefficients(torch.tensor([self.s_max], dtype=torch.float64)))
-        x = draw(shape, lambda n, g: torch.randn((n, *shape[1:]), generator=g, device=device, dtype=torch.float64).mul_(b).to(dtype),
-                 generator=generator, noise=noise, device=device)
-        return x if self.prior_mean is None else x + a * prior_centre(self.prior_mean, x)
-
-    def prior_log_prob(self, x: Tensor) -> Tensor:
-        """``log N(x; a(t_max) prior_mean, b(t_max)² I)``."""
-        a, b = (float(v) for v in self.coefficients(torch.tensor([self.s_max], dtype=torch.float64)))
-        offset = x.double() if self.prior_mean is None else x.double() - a * prior_centre(self.prior_mean, x.double())
-        n = x[0].numel()
-        sq = offset.reshape(x.shape[0], -1).pow(2).sum(1)
-        return -0.5 * sq / b**2 - 0.5 * n * math.log(2 * math.pi * b**2)
 
     def velocity(self, field, x, s, label=None) -> Tensor:
         f = expand_as_batch(self.drift_coefficient(s), x)
         g2 = expand_as_batch(self.diffusion_squared(s), x)
         return f * x - 0.5 * g2 * self.score(field, x, s, label)
 
-    def capabilities(self, **modes) -> frozenset:
-        return frozenset({"flow", "denoiser"}) | GAUSSIAN_NEEDS
-
-    def offers(self, field, label=None, **modes) -> dict:
-        view = self.gaussian_view(field, label)
-        return {"flow": ProcessFlow(self, field, label), "denoiser": SigmaForm(self, field, label), "sde": view, "transition": view,
-                "score": view}
-
-    def exact_field(self, points, labels=None) -> ExactField:
-        return ExactField(points, GaussianProfile(self.coefficients), alpha=lambda t: self.coefficients(t)[0], point_labels=labels)
-
-    def analytic_field(self, mixture) -> GaussianMixtureField:
-        return GaussianMixtureField(mixture, self.coefficients)
-
     def precondition(self, net, sigma_data: float = 0.5) -> NeuralField:
         return NeuralField(net, EpsPreconditioning(self.coefficients, sigma_data))
-
-    @classmethod
-    def defaults_for_data(cls, data: Tensor, given: dict) -> dict:
-        """``prior_mean`` = the data mean (the prior is then ``N(a(t_max) μ, b(t_max)² I)``, whose
-        mean is the marginal's); ``t_max`` stays the schedule's (linear β: ``a(1)² = 4.4e-5``, so
-        the marginal's variance ``a² λ + b²`` matches ``b²`` within 1% for data variances ``λ``
-        up to 227; standardise data with a larger spread)."""
-        return {} if given.get("prior_mean") is not None else {"prior_mean": data_scales(data)["mean"]}
 
     def config(self) -> dict:
         out = {"beta_schedule": self.beta_schedule, "beta_min": self.beta_min, "beta_max": self.beta_max, "t_eps": self.s_min,

@@ -31,7 +31,8 @@ CENTRES = np.array([[-2.0, 0.0], [2.0, 0.0]])
 MIXTURE = {"means": CENTRES.tolist(), "stds": [0.3, 0.3], "weights": [0.2, 0.8]}
 
 CASES = [("edm", []), ("ve", []), ("vp", []), ("ncsn", ["--solver", "ald"]), ("pfgmpp", ["--D", "1"]), ("pfgmpp", ["--D", "4"]),
-         ("pfgmpp", ["--D", "128"]), ("pfgmpp", ["--D", "inf"]), ("pfgm", []), ("yukawa", []), ("telegrapher", [])]
+         ("pfgmpp", ["--D", "128"]), ("pfgmpp", ["--D", "inf"]), ("pfgm", []), ("yukawa", []), ("telegrapher", []),
+         ("rectified-flow", []), ("fm-vp", []), ("fm-cosine", []), ("interpolant", [])]
 
 
 def mode_shapes(x: np.ndarray, n_ref: int = 4000, seed: int = 123) -> tuple[list[float], float]:
