@@ -8,7 +8,9 @@ wall_s, ...``), ``results.json``, ``error_vs_nfe.png``, ``quality_vs_nfe.png`` a
 ``time_vs_nfe.png`` into ``--out`` and prints a markdown table; progress goes to stderr.
 What is measured, the reference solve and the tolerance of adaptive solvers: see
 :mod:`physgen.compare.run`.  ``--ckpt`` takes a toy checkpoint (compare-solvers writes one
-when it trains an MLP) or an image checkpoint of ``physgen train`` (file or run dir).
+when it trains an MLP), an image checkpoint of ``physgen train`` (file or run dir), or a
+model trained elsewhere that :func:`physgen.pretrained.load` reads (an EDM / PFGM++ snapshot,
+a diffusers folder; its reference images need ``--dataset``).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ from ..compare.run import compare, markdown_table, stderr_log, write_outputs
 from ..io import write_json
 from ..sampling import solver_spec
 from ..processes import make_process
+from ..pretrained import detect_format
 
 # what compare-solvers writes (the toy MLP's checkpoint only when it trains one)
 OUTPUTS = ("results.csv", "results.json", "error_vs_nfe.png", "quality_vs_nfe.png", "time_vs_nfe.png", "config.json", "checkpoints/ckpt-*.pt")
@@ -68,7 +71,7 @@ def register(sub) -> None:
     p.set_defaults(process=None)
     p.add_argument("--dataset", default=None, help="toy dataset (default moons, or the checkpoint's); for an image checkpoint: the image dataset spec of the reference images")
     p.add_argument("--field", default="exact", help="exact, analytic or mlp (trains an MLP unless --ckpt is given)")
-    p.add_argument("--ckpt", default=None, help="toy or image checkpoint (file or run dir) whose network is the field")
+    p.add_argument("--ckpt", default=None, help="toy or image checkpoint (file or run dir), EDM/PFGM++ snapshot (.pkl/.pt) or diffusers folder whose network is the field")
     p.add_argument("--list-solvers", action="store_true", help="print the solver table for the process (needs, order, NFE per step) and exit")
     p.add_argument("--solvers", default=None, help="comma-separated solver/sampler names, or 'all' (default: euler, heun, midpoint, rk4, lms, dpm2, dpmpp-2m, dpmpp-3m, unipc-bh2, deis, ipndm, dopri5 and, if the process has a score, euler-maruyama, pc, edm-sde, ddpm; those that cannot run are skipped)")
     p.add_argument("--steps", default="4,8,16,32,64", help="comma-separated step budgets (adaptive solvers: tolerance min(0.1, 100/steps^5))")
@@ -107,16 +110,18 @@ def build_problem(args, log_stream=None):
     popts = process_options(args)
     process, dataset = args.process, args.dataset
     if args.ckpt is not None:
-        found = checkpoints.find(args.ckpt, kind=("train", "toy-mlp"), check=check_field_header)
-        meta = found.header.meta
+        if any(v is not None for v in popts.values()):
+            raise UserError("process options (--D, --sigma-*, --m, --process-opt) come from the checkpoint; drop them with --ckpt")
+        foreign = detect_format(args.ckpt) != "physgen"  # an EDM / PFGM++ snapshot or a diffusers folder (physgen.pretrained)
+        meta = {"image": True} if foreign else checkpoints.find(args.ckpt, kind=("train", "toy-mlp"), check=check_field_header).header.meta
         stored = (meta.get("process") or {}).get("name")
         if process is not None and stored is not None and process != stored:
             raise UserError(f"--process {process} does not match the checkpoint's process {stored!r}")
-        if any(v is not None for v in popts.values()):
-            raise UserError("process options (--D, --sigma-*, --m, --process-opt) come from the checkpoint; drop them with --ckpt")
         if meta.get("image"):
-            problem = ImageProblem(found.path, n_samples=args.n_samples, seed=args.seed, device=resolve_device(args.device), dataset=dataset,
+            problem = ImageProblem(args.ckpt, n_samples=args.n_samples, seed=args.seed, device=resolve_device(args.device), dataset=dataset,
                                    inception=args.inception, label=args.label, schedule_name=args.schedule, batch=args.solve_batch)
+            if process is not None and problem.process.name != process:
+                raise UserError(f"--process {process} does not match the checkpoint's process {problem.process.name!r}")
             problem.cache_dir = args.out  # --schedule optimal caches its grids here
             return problem
         process = process or stored

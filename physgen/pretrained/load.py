@@ -87,6 +87,16 @@ class Pretrained:
         index = torch.where(ones == 1, labels.argmax(1), torch.full_like(ones, -1))
         return index.expand(batch).contiguous() if index.shape[0] == 1 else index
 
+    @property
+    def step(self) -> Optional[int]:
+        """The training step of a physgen checkpoint (``None``: a foreign file records none)."""
+        return self.info.get("step")
+
+    @property
+    def meta(self) -> Dict[str, Any]:
+        """A physgen checkpoint's image metadata (its ``config`` names the dataset); ``{}`` for a foreign file."""
+        return self.info.get("meta") or {}
+
     def to(self, device) -> "Pretrained":
         self.field.to(device)
         return self
@@ -135,17 +145,19 @@ def detect_format(path) -> str:
     return "edm-pickle"
 
 
-def load(path, device=None, *, dtype: torch.dtype = torch.float32) -> Pretrained:
+def load(path, device=None, *, dtype: torch.dtype = torch.float32, ema: bool = True) -> Pretrained:
     """Load a model from ``path`` (format detected, :data:`FORMATS`) onto ``device`` (default CPU)
-    with parameters in ``dtype``; nothing in the file runs.  Errors are one :class:`UserError`
+    with parameters in ``dtype``; nothing in the file runs.  ``ema=False``: a physgen
+    checkpoint's raw training weights (foreign files hold one set of weights).  Errors are one :class:`UserError`
     naming the file and what is wrong (a refused global, a missing or mis-shaped tensor, an
     unsupported network or schedule)."""
     path = Path(path)
     fmt = detect_format(path)
     where = f"{str(path)!r}"
     if fmt == "physgen":
-        model = load_trained(path)
-        out = Pretrained(model.process, model.field, tuple(model.shape), model.num_classes, Path(model.path), fmt, {"step": model.step})
+        model = load_trained(path, ema=ema)
+        out = Pretrained(model.process, model.field, tuple(model.shape), model.num_classes, Path(model.path), fmt,
+                         {"step": model.step, "meta": model.meta})
     elif fmt == "diffusers":
         process, field_, shape, info = load_diffusers(path, dtype)
         out = Pretrained(process, field_, shape, field_.num_classes, path, fmt, info)
