@@ -363,6 +363,9 @@ def cases() -> list[Case]:
     import audit_edit  # physgen edit (issue 23)
 
     out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_edit.cases()]
+    import audit_pretrained  # foreign models: sample --ckpt, import, export (issue 21)
+
+    out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_pretrained.cases()]
     for i, case in enumerate(out):
         case.id = f"{case.area}-{i:03d}"
     return out
