@@ -91,6 +91,7 @@ def register(sub) -> None:
     p.add_argument("--ref-atol", type=TOLERANCE, default=1e-9, help="reference dopri5 (float64) atol")
     p.add_argument("--no-ref-check", dest="ref_check", action="store_false", help="skip the second reference at 10x tolerance (its error estimate); the reference itself runs (error_vs_reference is measured against it) unless every solver compared is stochastic")
     p.add_argument("--inception", default=None, help="image checkpoints: local Inception-v3 weights for an FID column")
+    p.add_argument("--fid-ref", default=None, metavar="STATS.npz", help="with --inception: FID against these reference statistics (physgen eval ref-stats) instead of the held-out images")
     p.add_argument("--birth-death", default=None, help="Yukawa: transport, smc, weights, off")
     p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE", help="solver option (JSON value), passed to the solvers that take it")
     p.add_argument("--out", default="runs/compare-solvers")
@@ -119,13 +120,16 @@ def build_problem(args, log_stream=None):
             raise UserError(f"--process {process} does not match the checkpoint's process {stored!r}")
         if meta.get("image"):
             problem = ImageProblem(args.ckpt, n_samples=args.n_samples, seed=args.seed, device=resolve_device(args.device), dataset=dataset,
-                                   inception=args.inception, label=args.label, schedule_name=args.schedule, batch=args.solve_batch)
+                                   inception=args.inception, label=args.label, schedule_name=args.schedule, batch=args.solve_batch,
+                                   fid_ref=args.fid_ref)
             if process is not None and problem.process.name != process:
                 raise UserError(f"--process {process} does not match the checkpoint's process {problem.process.name!r}")
             problem.cache_dir = args.out  # --schedule optimal caches its grids here
             return problem
         process = process or stored
         dataset = dataset or (meta.get("toy") or {}).get("dataset")
+    if args.fid_ref is not None:
+        raise UserError("--fid-ref applies to image checkpoints (--ckpt of an image model)")
     config = ToyConfig(
         process=process or "edm", dataset=dataset or "moons", field="mlp" if args.ckpt else args.field, n_data=args.n_data,
         train_steps=args.train_steps, batch=args.batch, lr=args.lr, hidden=args.hidden, depth=args.depth,

@@ -62,7 +62,7 @@ from ..runtime import resolve_device
 from ..training import rebuild_field
 from ..images.data import load_image_dataset
 from ..nets.inception import load_inception
-from ..images.metrics import extract_features, feature_statistics, compute_fid
+from ..images.metrics import extract_features, feature_statistics, compute_fid, load_statistics
 FLOOR_SEED_OFFSET = 2_000_029  # a second held-out set, for the metric's noise floor
 
 
@@ -303,20 +303,25 @@ class ImageProblem(Problem):
     sliced W2 and MMD of the flattened pixels (``[-1, 1]``) against ``n_reference`` images
     of the dataset recorded in the checkpoint (CIFAR-10: the test split; datasets with no
     split: a random subset of the training images, drawn with ``seed + 1000003``), and
-    ``fid`` when ``inception`` names a local Inception-v3 weights file.
+    ``fid`` when ``inception`` names a local Inception-v3 weights file (against the same
+    reference images, or against the statistics file ``fid_ref``, e.g. of the 50k CIFAR-10
+    training images, as the papers report FID).
     """
 
     kind = "image"
 
     def __init__(self, ckpt, *, n_samples: int, seed: int = 0, device=None, dataset: Optional[str] = None,
                  n_reference: Optional[int] = None, inception: Optional[str] = None, label: Optional[int] = None,
-                 schedule_name: Optional[str] = None, batch: Optional[int] = None):
+                 schedule_name: Optional[str] = None, batch: Optional[int] = None, fid_ref: Optional[str] = None):
         foreign = detect_format(ckpt) != "physgen"  # an EDM / PFGM++ snapshot or a diffusers folder: read as it is
         self.path = Path(ckpt) if foreign else checkpoints.find(ckpt, kind="train").path
         self.seed, self._device, self.dataset_spec = int(seed), torch.device(device or "cpu"), dataset
         self._n_samples = int(n_samples)
         self.n_reference = int(n_reference or n_samples)
         self.inception, self.label_value, self.schedule_name, self.batch = inception, label, schedule_name, batch
+        self.fid_ref = fid_ref  # reference statistics (.npz of physgen eval ref-stats): FID against them, not the held-out images
+        if fid_ref is not None and not inception:
+            raise UserError("--fid-ref needs --inception (the statistics are of Inception features)")
         self.noise = SeededNoise(self.seed, range(self._n_samples))
 
     @property
@@ -380,6 +385,8 @@ class ImageProblem(Problem):
 
     @cached_property
     def _reference_fid_stats(self):
+        if self.fid_ref is not None:  # e.g. the 50k CIFAR-10 training images, the papers' protocol
+            return load_statistics(self.fid_ref)
         images = self.reference.reshape(-1, *self.model.shape).float()
         return feature_statistics(extract_features(images, self._feature_net, device=self._device))
 
@@ -401,7 +408,7 @@ class ImageProblem(Problem):
         cfg = self.model.meta.get("config") or {}
         return {**super().describe(), "checkpoint": str(self.model.path), "step": self.model.step, "shape": list(self.model.shape),
                 "dataset": self.dataset_spec or cfg.get("dataset"), "n_reference": int(self.reference.shape[0]),
-                "inception": self.inception}
+                "inception": self.inception, "fid_ref": self.fid_ref}
 
     @property
     def title(self) -> str:

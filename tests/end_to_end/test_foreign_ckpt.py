@@ -5,8 +5,12 @@ it runs) is read by :func:`physgen.pretrained.load` in ``physgen sample``,
 command's result is the loaded model's: same process, same samples as the library call."""
 from __future__ import annotations
 
+import csv
 import json
+import math
+import shlex
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -140,3 +144,56 @@ def test_a_diffusers_folder_without_diffusers_is_one_line(tmp_path, capsys, monk
     (folder / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDPMScheduler", "num_train_timesteps": 1000}))
     argv = [a.replace("{tmp}", str(tmp_path)) for a in command]
     _one_line(capsys, argv[:1] + ["--ckpt", str(folder)] + argv[1:], 'pip install "physgen[diffusers]"')
+
+
+def _results_command(prefix: str) -> list:
+    """The command line of benchmarks/RESULTS.md's section on pretrained checkpoints that starts with ``prefix``."""
+    text = (Path(__file__).resolve().parents[2] / "benchmarks" / "RESULTS.md").read_text()
+    section = text[text.index("## Pretrained EDM / PFGM++ checkpoints"):]
+    line = next(line for line in section.splitlines() if line.startswith(prefix))
+    return shlex.split(line)[1:]  # without "physgen"
+
+
+def _override(argv: list, **values) -> list:
+    """``argv`` with the value after each ``--flag`` (``flag_name`` -> ``--flag-name``) replaced."""
+    argv = list(argv)
+    for key, value in values.items():
+        argv[argv.index("--" + key.replace("_", "-")) + 1] = str(value)
+    return argv
+
+
+def _without(argv: list, *flags) -> list:
+    """``argv`` without each ``--flag VALUE`` pair."""
+    argv = list(argv)
+    for flag in flags:
+        i = argv.index(flag)
+        del argv[i:i + 2]
+    return argv
+
+
+@pytest.mark.slow
+def test_the_results_fid_command_runs(tmp_path, monkeypatch, capsys):
+    """RESULTS.md's ONE command (5/10/18 steps for the deterministic solver table) runs as written
+    on a tiny VP snapshot, with the files, sizes and device replaced: every solver at every budget
+    gives a row, the multistep solvers at 5/10/18 NFE.  The FID column itself is left out here: on
+    2048 Inception features each FID takes about a minute of CPU (a 2048x2048 matrix square root),
+    48 of them are beyond the slow tier; the first command (reference statistics) runs, and the
+    command's --fid-ref without --inception is refused."""
+    from physgen.nets.inception import InceptionV3  # noqa: PLC0415  (only this slow test builds one)
+
+    monkeypatch.setenv("PHYSGEN_CACHE", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+    weights = tmp_path / "inception.pth"
+    torch.save(InceptionV3("fid").state_dict(), weights)
+    name = "edm-cifar10-32x32-uncond-vp.pkl"  # a tiny VP snapshot (the PFGM++ path is the same command with another file)
+    W.tiny(tmp_path / name, "vp")
+    data, stats = _images(tmp_path, n=16), tmp_path / "stats.npz"
+    assert main(_override(_results_command("physgen eval ref-stats"), ref=data, inception=weights, out=stats)) == 0
+    argv = _override(_results_command("physgen compare-solvers"), ckpt=tmp_path / name, dataset=data, n_samples=2, solve_batch=2,
+                     inception=weights, fid_ref=stats, ref_rtol=1e-3, ref_atol=1e-3, device="cpu", out=tmp_path / "out")
+    _one_line(capsys, _without(argv, "--inception"), "--fid-ref needs --inception")
+    assert main(_without(argv, "--inception", "--fid-ref")) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    solvers_named = argv[argv.index("--solvers") + 1].split(",")
+    assert sorted({(r["solver"], r["steps"]) for r in rows}) == sorted((s, b) for s in solvers_named for b in ("5", "10", "18"))
+    assert {r["nfe"] for r in rows if r["solver"] in ("dpmpp-3m", "unipc-bh2", "ipndm")} == {"5", "10", "18"}
