@@ -12,16 +12,8 @@ from safetensors.torch import load_file
 import crafted_files as C
 import edm_snapshots as W
 import physgen.pretrained as P
+from one_line import one_line
 from physgen.cli.main import main
-
-
-def _one_line(capsys, argv, *needles):
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
 
 
 @pytest.mark.parametrize("kind,name", [("edm", "snap.pkl"), ("pfgmpp", "snap.pt")])
@@ -43,11 +35,11 @@ def test_an_imported_run_samples_like_the_snapshot(tmp_path, kind, name):
 def test_import_refusals_are_one_line_and_write_nothing(tmp_path, capsys):
     W.tiny(tmp_path / "snap.pkl", "vp")
     assert main(["import", str(tmp_path / "snap.pkl"), "--out", str(tmp_path / "run")]) == 0
-    _one_line(capsys, ["import", str(tmp_path / "snap.pkl"), "--out", str(tmp_path / "run")], "--overwrite")
+    one_line(capsys, ["import", str(tmp_path / "snap.pkl"), "--out", str(tmp_path / "run")], "--overwrite")
     assert main(["import", str(tmp_path / "snap.pkl"), "--out", str(tmp_path / "run"), "--overwrite"]) == 0
-    _one_line(capsys, ["import", str(tmp_path / "missing.pkl"), "--out", str(tmp_path / "r2")], "missing.pkl", "does not exist")
+    one_line(capsys, ["import", str(tmp_path / "missing.pkl"), "--out", str(tmp_path / "r2")], "missing.pkl", "does not exist")
     (tmp_path / "text.pkl").write_text("not a pickle")
-    _one_line(capsys, ["import", str(tmp_path / "text.pkl"), "--out", str(tmp_path / "r3")], "text.pkl")
+    one_line(capsys, ["import", str(tmp_path / "text.pkl"), "--out", str(tmp_path / "r3")], "text.pkl")
     assert not (tmp_path / "r2").exists() and not (tmp_path / "r3").exists()
 
 
@@ -56,5 +48,5 @@ def test_a_crafted_snapshot_never_runs_and_names_its_global(tmp_path, capsys, pa
     marker = tmp_path / "ran"
     make, global_name = C.SNAPSHOT_PAYLOADS[payload]
     path = make(tmp_path / ("x.pt" if "zip" in payload else "x.pkl"), marker)
-    _one_line(capsys, ["import", str(path), "--out", str(tmp_path / "run")], global_name)
+    one_line(capsys, ["import", str(path), "--out", str(tmp_path / "run")], global_name)
     assert not marker.exists() and not (tmp_path / "run").exists()

@@ -18,6 +18,7 @@ import torch
 
 import edm_snapshots as W
 import physgen.pretrained as P
+from one_line import one_line
 from physgen.cli.main import main
 from physgen.images.generate import sample_grid
 from PIL import Image
@@ -35,16 +36,6 @@ def _images(tmp_path, n=64, labels=False):
     path = tmp_path / "imgs.npz"
     np.savez(path, **arrays)
     return f"npz:{path}"
-
-
-def _one_line(capsys, argv, *needles):
-    capsys.readouterr()
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.mark.parametrize("kind,name", [("edm", "snap.pkl"), ("pfgmpp", "snap.pt"), ("vp", "snap.pkl")])
@@ -92,9 +83,9 @@ def test_compare_solvers_on_a_snapshot(tmp_path, capsys):
     rows = json.loads((out / "results.json").read_text())
     text = json.dumps(rows)
     assert "pfgmpp" in text and "snap.pt" in text
-    _one_line(capsys, argv + ["--overwrite"], "does not record its dataset", "--dataset")
-    _one_line(capsys, argv + ["--overwrite", "--process", "edm", "--dataset", _images(tmp_path)], "'pfgmpp'")
-    _one_line(capsys, argv + ["--overwrite", "--D", "64"], "come from the checkpoint")
+    one_line(capsys, argv + ["--overwrite"], "does not record its dataset", "--dataset")
+    one_line(capsys, argv + ["--overwrite", "--process", "edm", "--dataset", _images(tmp_path)], "'pfgmpp'")
+    one_line(capsys, argv + ["--overwrite", "--D", "64"], "come from the checkpoint")
 
 
 def test_nll_of_a_snapshot(tmp_path, capsys):
@@ -106,7 +97,7 @@ def test_nll_of_a_snapshot(tmp_path, capsys):
     res = json.loads((out / "nll.json").read_text())
     text = json.dumps(res)
     assert "snap.pkl" in text
-    _one_line(capsys, ["nll", "--ckpt", str(path), "--n", "2", "--out", str(tmp_path / "nll2")], "does not record its dataset")
+    one_line(capsys, ["nll", "--ckpt", str(path), "--n", "2", "--out", str(tmp_path / "nll2")], "does not record its dataset")
 
 
 def test_train_classifier_for_a_snapshot_guides_it(tmp_path, capsys):
@@ -123,8 +114,8 @@ def test_train_classifier_for_a_snapshot_guides_it(tmp_path, capsys):
     assert config["resolved_process"] == {"name": "vp", **json.loads(json.dumps(model.process.config()))}
     assert main(["sample", "--ckpt", str(path), "--n", "4", "--steps", "3", "--label", "1", "--guidance", "classifier",
                  "--classifier-ckpt", str(out / "classifier.pt"), "--out", str(tmp_path / "g.png")]) == 0
-    _one_line(capsys, ["train-classifier", "--ckpt", str(path), "--dataset", data, "--D", "64", "--out", str(tmp_path / "c2")], "--D")
-    _one_line(capsys, ["train-classifier", "--ckpt", str(path), "--dataset", data, "--resolution", "4", "--out", str(tmp_path / "c3")],
+    one_line(capsys, ["train-classifier", "--ckpt", str(path), "--dataset", data, "--D", "64", "--out", str(tmp_path / "c2")], "--D")
+    one_line(capsys, ["train-classifier", "--ckpt", str(path), "--dataset", data, "--resolution", "4", "--out", str(tmp_path / "c3")],
               "shape")
 
 
@@ -134,7 +125,7 @@ def test_train_classifier_for_a_snapshot_guides_it(tmp_path, capsys):
     ["nll", "--dataset", "digits", "--out", "{tmp}/nll"],
     ["train-classifier", "--dataset", "digits", "--out", "{tmp}/clf"],
 ])
-def test_a_diffusers_folder_without_diffusers_is_one_line(tmp_path, capsys, monkeypatch, command):
+def test_a_diffusers_folder_without_diffusers_isone_line(tmp_path, capsys, monkeypatch, command):
     """Each command that takes ``--ckpt``: a diffusers folder when the extra is missing names the extra."""
     monkeypatch.setitem(sys.modules, "diffusers", None)  # import diffusers raises ImportError
     folder = tmp_path / "unet"
@@ -143,7 +134,7 @@ def test_a_diffusers_folder_without_diffusers_is_one_line(tmp_path, capsys, monk
     save_file({"w": torch.zeros(1)}, str(folder / "diffusion_pytorch_model.safetensors"))
     (folder / "scheduler_config.json").write_text(json.dumps({"_class_name": "DDPMScheduler", "num_train_timesteps": 1000}))
     argv = [a.replace("{tmp}", str(tmp_path)) for a in command]
-    _one_line(capsys, argv[:1] + ["--ckpt", str(folder)] + argv[1:], 'pip install "physgen[diffusers]"')
+    one_line(capsys, argv[:1] + ["--ckpt", str(folder)] + argv[1:], 'pip install "physgen[diffusers]"')
 
 
 def _results_command(prefix: str) -> list:
@@ -191,7 +182,7 @@ def test_the_results_fid_command_runs(tmp_path, monkeypatch, capsys):
     assert main(_override(_results_command("physgen eval ref-stats"), ref=data, inception=weights, out=stats)) == 0
     argv = _override(_results_command("physgen compare-solvers"), ckpt=tmp_path / name, dataset=data, n_samples=2, solve_batch=2,
                      inception=weights, fid_ref=stats, ref_rtol=1e-3, ref_atol=1e-3, device="cpu", out=tmp_path / "out")
-    _one_line(capsys, _without(argv, "--inception"), "--fid-ref needs --inception")
+    one_line(capsys, _without(argv, "--inception"), "--fid-ref needs --inception")
     assert main(_without(argv, "--inception", "--fid-ref")) == 0
     rows = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
     solvers_named = argv[argv.index("--solvers") + 1].split(",")
