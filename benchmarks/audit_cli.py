@@ -369,6 +369,9 @@ def cases() -> list[Case]:
     import audit_flow  # flow matching's couplings and paths (issue 22)
 
     out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_flow.cases()]
+    import audit_pretrained  # foreign models: sample --ckpt, import, export (issue 21)
+
+    out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_pretrained.cases()]
     for i, case in enumerate(out):
         case.id = f"{case.area}-{i:03d}"
     return out

@@ -53,6 +53,7 @@ from .errors import UserError
 from .fields.analytic import GaussianMixtureField
 from .images.data import load_image_dataset
 from .images.train import load_trained
+from .pretrained import detect_format, load as load_pretrained
 from .io import write_json
 from .noise import SeededNoise
 from .processes import data_defaults, make_process
@@ -376,13 +377,17 @@ class _Problem:
 
 def load_field_checkpoint(path, device="cpu", weights: str = "ema"):
     """``(process, field, info)`` from a checkpoint (file or run directory: its newest
-    checkpoint that verifies).
+    checkpoint that verifies), or a model trained elsewhere (:func:`physgen.pretrained.load`).
 
     Image checkpoints (``meta.image``, written by ``physgen train``) are rebuilt by
     :func:`physgen.images.train.load_trained`; toy MLPs by
     :func:`physgen.compare.problems.load_toy_checkpoint` (sizes from the checkpoint's
     metadata, else from the shapes of its state dict).
     """
+    if detect_format(path) != "physgen":  # an EDM / PFGM++ snapshot or a diffusers folder: no dataset recorded
+        model = load_pretrained(path, device=device)
+        return model.process, model.field, {"kind": "image", "path": str(model.path), "step": None, "shape": list(model.shape),
+                                            "dataset": None, "format": model.format}
     found = checkpoints.find(path, kind=("train", "toy-mlp"), check=check_field_header)
     meta = found.header.meta
     if "image" in meta:
@@ -414,6 +419,8 @@ def _checkpoint_problem(config: NLLConfig, device) -> _Problem:
     given = {k: v for k, v in config.process_options.items() if v is not None}
     if given:
         raise UserError(f"process options ({', '.join(sorted(given))}) come from the checkpoint; drop them with --ckpt")
+    if info["kind"] == "image" and not (config.dataset or info["dataset"]):
+        raise UserError(f"{info['path']!r} does not record its dataset; pass --dataset (e.g. cifar10:PATH, npz:PATH)")
     spec = config.dataset or info["dataset"] or "moons"
     if info["kind"] != "image":
         dataset = load_toy(spec)

@@ -8,7 +8,9 @@ wall_s, ...``), ``results.json``, ``error_vs_nfe.png``, ``quality_vs_nfe.png`` a
 ``time_vs_nfe.png`` into ``--out`` and prints a markdown table; progress goes to stderr.
 What is measured, the reference solve and the tolerance of adaptive solvers: see
 :mod:`physgen.compare.run`.  ``--ckpt`` takes a toy checkpoint (compare-solvers writes one
-when it trains an MLP) or an image checkpoint of ``physgen train`` (file or run dir).
+when it trains an MLP), an image checkpoint of ``physgen train`` (file or run dir), or a
+model trained elsewhere that :func:`physgen.pretrained.load` reads (an EDM / PFGM++ snapshot,
+a diffusers folder; its reference images need ``--dataset``).
 """
 from __future__ import annotations
 
@@ -65,7 +67,7 @@ def register(sub) -> None:
     p.set_defaults(process=None)
     p.add_argument("--dataset", default=None, help="toy dataset (default moons, or the checkpoint's); for an image checkpoint: the image dataset spec of the reference images")
     p.add_argument("--field", default="exact", help="exact, analytic or mlp (trains an MLP unless --ckpt is given)")
-    p.add_argument("--ckpt", default=None, help="toy or image checkpoint (file or run dir) whose network is the field")
+    p.add_argument("--ckpt", default=None, help="toy or image checkpoint (file or run dir), EDM/PFGM++ snapshot (.pkl/.pt) or diffusers folder whose network is the field")
     p.add_argument("--list-solvers", action="store_true", help="print the solver table for the process (needs, order, NFE per step) and exit")
     p.add_argument("--solvers", default=None, help="comma-separated solver/sampler names, or 'all' (default: euler, heun, midpoint, rk4, lms, dpm2, dpmpp-2m, dpmpp-3m, unipc-bh2, deis, ipndm, dopri5 and, if the process has a score, euler-maruyama, pc, edm-sde, ddpm; those that cannot run are skipped)")
     p.add_argument("--steps", default="4,8,16,32,64", help="comma-separated step budgets (adaptive solvers: tolerance min(0.1, 100/steps^5))")
@@ -85,6 +87,7 @@ def register(sub) -> None:
     p.add_argument("--ref-atol", type=TOLERANCE, default=1e-9, help="reference dopri5 (float64) atol")
     p.add_argument("--no-ref-check", dest="ref_check", action="store_false", help="skip the second reference at 10x tolerance (its error estimate); the reference itself runs (error_vs_reference is measured against it) unless every solver compared is stochastic")
     p.add_argument("--inception", default=None, help="image checkpoints: local Inception-v3 weights for an FID column")
+    p.add_argument("--fid-ref", default=None, metavar="STATS.npz", help="with --inception: FID against these reference statistics (physgen eval ref-stats) instead of the held-out images")
     p.add_argument("--birth-death", default=None, help="Yukawa: transport, smc, weights, off")
     p.add_argument("--sampler-opt", action="append", default=[], metavar="KEY=VALUE", help="solver option (JSON value), passed to the solvers that take it")
     p.add_argument("--out", default="runs/compare-solvers")
@@ -98,7 +101,7 @@ def problem_config(args) -> ProblemConfig:
         process=args.process, process_options=process_options(args), dataset=args.dataset, field=args.field, ckpt=args.ckpt,
         n_data=args.n_data, n_samples=args.n_samples, seed=args.seed, device=args.device, label=args.label,
         train_steps=args.train_steps, batch=args.batch, lr=args.lr, hidden=args.hidden, depth=args.depth, schedule=args.schedule,
-        solve_batch=args.solve_batch, inception=args.inception, out=args.out,
+        solve_batch=args.solve_batch, inception=args.inception, fid_ref=args.fid_ref, out=args.out,
     )
 
 

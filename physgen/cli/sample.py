@@ -1,4 +1,8 @@
-"""``physgen sample``: images from a training checkpoint (self-describing: nothing else is read).
+"""``physgen sample``: images from a checkpoint (self-describing: nothing else is read).
+
+``--ckpt`` is anything :func:`physgen.pretrained.load` reads: a physgen checkpoint or run
+directory, an EDM / PFGM++ snapshot (``.pkl``, ``.pt``; nothing in it runs) or a diffusers
+``UNet2DModel`` folder.
 
 ``--out FILE.png`` writes one grid of ``--n`` samples; ``--out DIR`` writes ``--n`` PNGs
 ``DIR/{index:06d}.png``.  Under ``torchrun`` each rank writes its contiguous block of
@@ -18,7 +22,7 @@ from ..runfolder import add_overwrite_argument, join, prepare, prepare_file
 from .flags import (BATCH, LABEL, SAMPLES, SEED, add_guidance_arguments, add_sampler_arguments, guidance_transform,
                     sampler_options, sampling_steps)
 from ..images.generate import sample_grid, sample_to_dir
-from ..images.train import load_trained
+from ..pretrained import load
 from ..runtime import dist_info, resolve_device
 from ..sampling import format_solver_table
 
@@ -27,7 +31,7 @@ OUTPUTS = ("sampling.json", "[0-9][0-9][0-9][0-9][0-9][0-9]*.png")  # what sampl
 
 def register(sub) -> None:
     p = sub.add_parser("sample", help="sample images from a checkpoint: a grid PNG or a folder of PNGs (sharded under torchrun)")
-    p.add_argument("--ckpt", default=None, help="checkpoint file, or a run directory (its newest checkpoint)")
+    p.add_argument("--ckpt", default=None, help="physgen checkpoint or run directory (its newest checkpoint), EDM/PFGM++ snapshot (.pkl/.pt) or diffusers folder")
     p.add_argument("--n", type=SAMPLES, default=64, help="number of samples")
     add_sampler_arguments(p)  # --solver --steps --schedule --rtol --atol --levels --steps-per-level --eps --snr --sampler-opt ...
     p.add_argument("--out", default=None, help="FILE.png for a grid (with sampling.json beside it), or a DIR for one PNG per sample")
@@ -67,7 +71,7 @@ def _prepare_out(args, info) -> None:
 
 def run(args) -> int:
     if args.list_solvers:
-        print(format_solver_table(load_trained(args.ckpt).process) if args.ckpt else format_solver_table())
+        print(format_solver_table(load(args.ckpt).process) if args.ckpt else format_solver_table())
         return 0
     if args.ckpt is None or args.out is None:
         raise UserError("physgen sample needs --ckpt and --out (or --list-solvers)")
@@ -78,7 +82,7 @@ def run(args) -> int:
     info = dist_info()
     device = resolve_device(args.device, info.local_rank)
     _prepare_out(args, info)
-    model = load_trained(args.ckpt, device=device, ema=not args.raw)
+    model = load(args.ckpt, device=device, ema=not args.raw)
     out = Path(args.out)
     kw = dict(seed=args.seed, solver=args.solver, steps=sampling_steps(args), schedule=args.schedule, batch=args.batch,
               device=device, sampler_options=options, precision=args.precision, label=args.label,
@@ -94,7 +98,7 @@ def run(args) -> int:
             raise UserError("--start applies to a DIR output, not a grid")
         path, _, record = sample_grid(model.process, model.field, args.n, out, model.shape, nrow=args.nrow, log_stream=sys.stderr, **kw)
         write_json(path.parent / "sampling.json", {**_metadata(args, model), **record, "image": path.name, "n": args.n})
-        print(f"wrote {path} and {path.parent / 'sampling.json'}: {args.n} samples, {record['nfe']} NFE each ({model.process.name}, step {model.step})")
+        print(f"wrote {path} and {path.parent / 'sampling.json'}: {args.n} samples, {record['nfe']} NFE each ({model.process.name}, {_origin(model)})")
         if "field_transform" in kw:
             print(kw["field_transform"].summary())
         return 0
@@ -106,6 +110,10 @@ def run(args) -> int:
     return 0
 
 
+def _origin(model) -> str:
+    return f"step {model.step}" if model.step is not None else f"{model.format} {model.path.name}"
+
+
 def _metadata(args, model) -> dict:
-    return {"checkpoint": str(model.path), "step": model.step, "process": {"name": model.process.name}, "seed": args.seed,
+    return {"checkpoint": str(model.path), "format": model.format, "step": model.step, "process": {"name": model.process.name}, "seed": args.seed,
             "label": args.label, "ema": not args.raw, "precision": args.precision}

@@ -24,6 +24,7 @@ OUTPUTS = ("classifier.pt", "config.json", "metrics.json", "checkpoints/ckpt-*.p
 def register(sub) -> None:
     p = sub.add_parser("train-classifier", help="train a noise-conditional classifier for classifier guidance")
     add_process_arguments(p)
+    p.add_argument("--ckpt", default=None, help="train for this model's process: a physgen run, an EDM/PFGM++ snapshot (.pkl/.pt) or a diffusers folder (images of its shape)")
     p.add_argument("--dataset", default="8gaussians", help="a labelled toy set (8gaussians, pinwheel, moons, FILE.npz, FILE.json) or digits, cifar10:PATH, folder:PATH, npz:PATH")
     p.add_argument("--arch", default="auto", help="auto (mlp for toys, cnn for images), mlp, cnn")
     p.add_argument("--hidden", type=WIDTH, default=256, help="mlp width")
@@ -47,7 +48,7 @@ def run(args) -> int:
     fit = ClassifierFit(
         dataset=args.dataset, process=args.process, process_options=process_options(args), arch=args.arch, hidden=args.hidden,
         depth=args.depth, width=args.width, n_data=args.n_data, resolution=args.resolution, scales=args.scales, steps=args.steps,
-        batch=args.batch, lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
+        batch=args.batch, lr=args.lr, seed=args.seed, device=args.device, resume=args.resume, ckpt=args.ckpt,
     )
     out = prepare(args.out, "train-classifier", OUTPUTS, overwrite=args.overwrite, resume=args.resume,
                   hint=", continue with --resume").path

@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 from .. import checkpoints
 from ..errors import UserError, unknown_name
 from ..runtime import resolve_device
+from ..pretrained import detect_format
 from ..toy import FIELDS, ToyConfig
 from .problems import ImageProblem, Problem, ToyProblem, check_field_header
 from .run import Comparison, compare, write_outputs
@@ -47,6 +48,7 @@ class ProblemConfig:
     schedule: Optional[str] = None
     solve_batch: Optional[int] = None
     inception: Optional[str] = None
+    fid_ref: Optional[str] = None
     out: str = "runs/compare-solvers"
 
 
@@ -62,21 +64,25 @@ def build_problem(config: ProblemConfig, log_stream=None) -> Problem:
         raise UserError(f"--solve-batch must be > 0, got {config.solve_batch}")
     process, dataset = config.process, config.dataset
     if config.ckpt is not None:
-        found = checkpoints.find(config.ckpt, kind=("train", "toy-mlp"), check=check_field_header)
-        meta = found.header.meta
+        if any(v is not None for v in config.process_options.values()):
+            raise UserError("process options (--D, --sigma-*, --m, --process-opt) come from the checkpoint; drop them with --ckpt")
+        foreign = detect_format(config.ckpt) != "physgen"  # an EDM / PFGM++ snapshot or a diffusers folder (physgen.pretrained)
+        meta = {"image": True} if foreign else checkpoints.find(config.ckpt, kind=("train", "toy-mlp"), check=check_field_header).header.meta
         stored = (meta.get("process") or {}).get("name")
         if process is not None and stored is not None and process != stored:
             raise UserError(f"--process {process} does not match the checkpoint's process {stored!r}")
-        if any(v is not None for v in config.process_options.values()):
-            raise UserError("process options (--D, --sigma-*, --m, --process-opt) come from the checkpoint; drop them with --ckpt")
         if meta.get("image"):
-            problem = ImageProblem(found.path, n_samples=config.n_samples, seed=config.seed, device=resolve_device(config.device),
+            problem = ImageProblem(config.ckpt, n_samples=config.n_samples, seed=config.seed, device=resolve_device(config.device),
                                    dataset=dataset, inception=config.inception, label=config.label, schedule_name=config.schedule,
-                                   batch=config.solve_batch)
+                                   batch=config.solve_batch, fid_ref=config.fid_ref)
+            if process is not None and problem.process.name != process:
+                raise UserError(f"--process {process} does not match the checkpoint's process {problem.process.name!r}")
             problem.cache_dir = config.out  # --schedule optimal caches its grids here
             return problem
         process = process or stored
         dataset = dataset or (meta.get("toy") or {}).get("dataset")
+    if config.fid_ref is not None:
+        raise UserError("--fid-ref applies to image checkpoints (--ckpt of an image model)")
     toy = ToyConfig(
         process=process or "edm", dataset=dataset or "moons", field="mlp" if config.ckpt else config.field, n_data=config.n_data,
         train_steps=config.train_steps, batch=config.batch, lr=config.lr, hidden=config.hidden, depth=config.depth,

@@ -15,7 +15,8 @@ needs and nothing about solvers:
 :class:`ToyProblem` builds a 2-D toy problem exactly as ``physgen toy`` does (same data
 seeds, same process defaults from the data, same exact / analytic / MLP fields through
 :func:`physgen.toy.build_field`), or loads a trained toy MLP from a checkpoint.
-:class:`ImageProblem` rebuilds an image field from a ``physgen train`` checkpoint lazily
+:class:`ImageProblem` rebuilds an image field from a ``physgen train`` checkpoint, or any
+file :func:`physgen.pretrained.load` reads (an EDM / PFGM++ snapshot, a diffusers folder), lazily
 (nothing is read until the comparison asks for the field) and scores samples with the
 sliced W2 and MMD of the flattened pixels (plus FID when an Inception weights file is given).
 :func:`load_problem_from_checkpoint` picks the right one from the checkpoint's contents.
@@ -54,13 +55,14 @@ __all__ = [
 from ..toy import REFERENCE_SEED_OFFSET, build_field, toy_data, toy_process
 from ..nets.mlp import mlp_weight_floor, MLP
 from ..processes import process_from_record
-from ..images.train import check_image_header, load_trained
+from ..images.train import check_image_header
+from ..pretrained import detect_format, load as load_pretrained
 from ..data import load_toy
 from ..runtime import resolve_device
 from ..training import rebuild_field
 from ..images.data import load_image_dataset
 from ..nets.inception import load_inception
-from ..images.metrics import extract_features, feature_statistics, compute_fid
+from ..images.metrics import extract_features, feature_statistics, compute_fid, load_statistics
 FLOOR_SEED_OFFSET = 2_000_029  # a second held-out set, for the metric's noise floor
 
 
@@ -303,19 +305,25 @@ class ImageProblem(Problem):
     sliced W2 and MMD of the flattened pixels (``[-1, 1]``) against ``n_reference`` images
     of the dataset recorded in the checkpoint (CIFAR-10: the test split; datasets with no
     split: a random subset of the training images, drawn with ``seed + 1000003``), and
-    ``fid`` when ``inception`` names a local Inception-v3 weights file.
+    ``fid`` when ``inception`` names a local Inception-v3 weights file (against the same
+    reference images, or against the statistics file ``fid_ref``, e.g. of the 50k CIFAR-10
+    training images, as the papers report FID).
     """
 
     kind = "image"
 
     def __init__(self, ckpt, *, n_samples: int, seed: int = 0, device=None, dataset: Optional[str] = None,
                  n_reference: Optional[int] = None, inception: Optional[str] = None, label: Optional[int] = None,
-                 schedule_name: Optional[str] = None, batch: Optional[int] = None):
-        self.path = checkpoints.find(ckpt, kind="train").path
+                 schedule_name: Optional[str] = None, batch: Optional[int] = None, fid_ref: Optional[str] = None):
+        foreign = detect_format(ckpt) != "physgen"  # an EDM / PFGM++ snapshot or a diffusers folder: read as it is
+        self.path = Path(ckpt) if foreign else checkpoints.find(ckpt, kind="train").path
         self.seed, self._device, self.dataset_spec = int(seed), torch.device(device or "cpu"), dataset
         self._n_samples = int(n_samples)
         self.n_reference = int(n_reference or n_samples)
         self.inception, self.label_value, self.schedule_name, self.batch = inception, label, schedule_name, batch
+        self.fid_ref = fid_ref  # reference statistics (.npz of physgen eval ref-stats): FID against them, not the held-out images
+        if fid_ref is not None and not inception:
+            raise UserError("--fid-ref needs --inception (the statistics are of Inception features)")
         self.noise = SeededNoise(self.seed, range(self._n_samples))
 
     @property
@@ -324,8 +332,8 @@ class ImageProblem(Problem):
 
     @cached_property
     def model(self):
-        """The rebuilt field (:func:`physgen.images.train.load_trained`); read on first use."""
-        return load_trained(self.path, device=self._device)
+        """The rebuilt field (:func:`physgen.pretrained.load`); read on first use."""
+        return load_pretrained(self.path, device=self._device)
 
     @property
     def process(self):  # type: ignore[override]
@@ -361,7 +369,7 @@ class ImageProblem(Problem):
         cfg = self.model.meta.get("config") or {}
         spec = self.dataset_spec or cfg.get("dataset")
         if not spec:
-            raise UserError(f"{str(self.path)!r} does not record its dataset; pass --dataset")
+            raise UserError(f"{str(self.path)!r} does not record its dataset; pass --dataset (e.g. cifar10:PATH)")
         resolution = self.model.shape[-1]
         split = {"split": "test"} if str(spec).startswith("cifar10:") else {}
         data = load_image_dataset(spec, resolution, **split)
@@ -379,6 +387,8 @@ class ImageProblem(Problem):
 
     @cached_property
     def _reference_fid_stats(self):
+        if self.fid_ref is not None:  # e.g. the 50k CIFAR-10 training images, the papers' protocol
+            return load_statistics(self.fid_ref)
         images = self.reference.reshape(-1, *self.model.shape).float()
         return feature_statistics(extract_features(images, self._feature_net, device=self._device))
 
@@ -400,20 +410,20 @@ class ImageProblem(Problem):
         cfg = self.model.meta.get("config") or {}
         return {**super().describe(), "checkpoint": str(self.model.path), "step": self.model.step, "shape": list(self.model.shape),
                 "dataset": self.dataset_spec or cfg.get("dataset"), "n_reference": int(self.reference.shape[0]),
-                "inception": self.inception}
+                "inception": self.inception, "fid_ref": self.fid_ref}
 
     @property
     def title(self) -> str:
         cfg = self.process.config()
         extra = f" D={cfg['D']}" if "D" in cfg else ""
-        return f"{self.process.name}{extra} / U-Net step {self.model.step} / {self.describe()['dataset']}"
+        origin = f"U-Net step {self.model.step}" if self.model.step is not None else self.model.path.name
+        return f"{self.process.name}{extra} / {origin} / {self.describe()['dataset']}"
 
 
 def load_problem_from_checkpoint(ckpt, *, toy_config=None, out=None, log_stream=None, **image_options) -> Problem:
     """A :class:`ToyProblem` or an :class:`ImageProblem`, by what the checkpoint holds
     (``meta.image`` from ``physgen train``: an image problem; anything else: a toy MLP)."""
-    meta = checkpoints.find(ckpt, kind=("train", "toy-mlp")).header.meta
-    if meta.get("image"):
+    if detect_format(ckpt) != "physgen" or checkpoints.find(ckpt, kind=("train", "toy-mlp")).header.meta.get("image"):
         return ImageProblem(ckpt, **image_options)
     if toy_config is None:
         raise UserError(f"{str(ckpt)!r} holds a toy network; toy options are needed to build its problem")

@@ -6,6 +6,9 @@ kernel it will guide (Dhariwal & Nichol, arXiv 2105.05233).
 Toy sets get an MLP and are split by seed (``n_data`` training points, 2000 held-out ones);
 image sets (``digits``, ``cifar10:PATH``, ``folder:PATH``, ``npz:PATH``) a small CNN, with a
 tenth of the images held out.  :func:`fit_classifier` is the one call the command makes.
+With ``ckpt`` (a physgen run, an EDM / PFGM++ snapshot or a diffusers folder, read by
+:func:`physgen.pretrained.load`) the process is that model's, with its parameters, so the
+classifier guides that model; the images must have the model's shape.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from ..errors import UserError, unknown_name
 from ..images.data import load_image_dataset
 from ..io import write_json
 from ..processes import data_defaults, make_process
+from ..pretrained import load as load_pretrained
 from ..runtime import initial_weights, resolve_device
 from ..sampling import grid
 from ..training import SCALE_LAWS, TrainConfig, classifier_accuracy, train_classifier
@@ -53,6 +57,7 @@ class ClassifierFit:
     device: str = "auto"
     out: Optional[str] = None  # checkpoints, classifier.pt, metrics.json
     resume: bool = False
+    ckpt: Optional[str] = None  # a model (physgen.pretrained.load) whose process the classifier is trained on
 
     def __post_init__(self):
         for name, hi, why in (("n_data", MAX_SAMPLES, "samples"), ("hidden", MAX_WIDTH, "width"), ("depth", MAX_DEPTH, "depth"),
@@ -85,6 +90,18 @@ def _labelled_data(fit: ClassifierFit, device) -> tuple[Tensor, Tensor, Tensor, 
     return data, labels, val_x, val_y, int(ds.num_classes), data_defaults(fit.process, data, fit.process_options)
 
 
+def _process_of(ckpt: str, shape: tuple, popts: dict):
+    """The process of the model at ``ckpt``, for data of ``shape`` (its samples' shape)."""
+    if popts:
+        flags = ", ".join("--" + k.replace("_", "-") for k in sorted(popts))
+        raise UserError(f"process options ({flags}) come from --ckpt; drop them")
+    model = load_pretrained(ckpt)
+    if tuple(model.shape) != shape:
+        raise UserError(f"--ckpt {ckpt!r} makes samples of shape {list(model.shape)} but the dataset's are {list(shape)}; "
+                        f"pass --resolution or a dataset of that shape")
+    return model.process
+
+
 def fit_classifier(fit: ClassifierFit, log_stream: Optional[TextIO] = None) -> tuple[NoiseClassifier, dict, TrainConfig]:
     """Train the classifier (resumable checkpoints in ``fit.out``), measure its held-out
     accuracy at five scales of the process's range, and write ``classifier.pt`` and
@@ -92,7 +109,7 @@ def fit_classifier(fit: ClassifierFit, log_stream: Optional[TextIO] = None) -> t
     optimisation settings used."""
     device = resolve_device(fit.device)
     data, labels, val_x, val_y, num_classes, popts = _labelled_data(fit, device)
-    process = make_process(fit.process, **popts)
+    process = make_process(fit.process, **popts) if fit.ckpt is None else _process_of(fit.ckpt, tuple(data.shape[1:]), popts)
     with initial_weights(fit.seed):
         classifier = make_classifier(process, data.shape[1:], num_classes, arch=fit.arch, hidden=fit.hidden, depth=fit.depth,
                                      width=fit.width, sigma_data=getattr(process, "sigma_data", 0.5)).to(device)

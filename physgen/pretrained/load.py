@@ -1,7 +1,7 @@
 """``physgen.pretrained.load``: one entry point for a model trained elsewhere (or by physgen).
 
 The format is detected from the file: a physgen checkpoint (magic ``PHYSGEN-CKPT``) or run
-folder; a diffusers folder (``config.json`` of a ``UNet2DModel``); otherwise an EDM /
+folder; a physgen model folder (``model.json``, :mod:`physgen.pretrained.convert`); a diffusers folder (``config.json`` of a ``UNet2DModel``); otherwise an EDM /
 PFGM++ snapshot, a pickle (``.pkl``) or a ``torch.save`` zip (``.pt``) whose pickle calls
 EDM's persistence reconstructor.  A ``torch.save`` zip that names only plain torch globals
 (tensors, storages, ordered dicts) is a physgen checkpoint of the earlier format.
@@ -23,6 +23,7 @@ from ..errors import UserError
 from ..fields.neural import NeuralField
 from ..images.train import load_trained
 from ..processes.base import Process
+from .convert import FOLDER_FORMAT, is_model_folder, load_folder
 from .diffusers import is_diffusers_folder, load_diffusers
 from .edm import convert, network_record
 from .reader import ZIP_MAGIC, read_snapshot
@@ -34,6 +35,7 @@ FORMATS = {
     "edm-torch": "a torch.save zip of EDM / PFGM++ objects (PFGM++'s training-state-*.pt)",
     "diffusers": "a diffusers UNet2DModel folder (config.json, safetensors weights, scheduler_config.json)",
     "physgen": "a physgen checkpoint or training run",
+    FOLDER_FORMAT: "a physgen model folder (model.safetensors + model.json, written by physgen import / export)",
 }
 
 
@@ -87,6 +89,16 @@ class Pretrained:
         index = torch.where(ones == 1, labels.argmax(1), torch.full_like(ones, -1))
         return index.expand(batch).contiguous() if index.shape[0] == 1 else index
 
+    @property
+    def step(self) -> Optional[int]:
+        """The training step of a physgen checkpoint (``None``: a foreign file records none)."""
+        return self.info.get("step")
+
+    @property
+    def meta(self) -> Dict[str, Any]:
+        """A physgen checkpoint's image metadata (its ``config`` names the dataset); ``{}`` for a foreign file."""
+        return self.info.get("meta") or {}
+
     def to(self, device) -> "Pretrained":
         self.field.to(device)
         return self
@@ -122,6 +134,8 @@ def detect_format(path) -> str:
     """The :data:`FORMATS` key of ``path`` (see the module docstring)."""
     path = Path(path)
     if path.is_dir():
+        if is_model_folder(path):
+            return FOLDER_FORMAT
         return "diffusers" if is_diffusers_folder(path) else "physgen"
     if not path.is_file():
         raise UserError(f"{str(path)!r} does not exist")
@@ -135,17 +149,22 @@ def detect_format(path) -> str:
     return "edm-pickle"
 
 
-def load(path, device=None, *, dtype: torch.dtype = torch.float32) -> Pretrained:
+def load(path, device=None, *, dtype: torch.dtype = torch.float32, ema: bool = True) -> Pretrained:
     """Load a model from ``path`` (format detected, :data:`FORMATS`) onto ``device`` (default CPU)
-    with parameters in ``dtype``; nothing in the file runs.  Errors are one :class:`UserError`
+    with parameters in ``dtype``; nothing in the file runs.  ``ema=False``: a physgen
+    checkpoint's raw training weights (foreign files hold one set of weights).  Errors are one :class:`UserError`
     naming the file and what is wrong (a refused global, a missing or mis-shaped tensor, an
     unsupported network or schedule)."""
     path = Path(path)
     fmt = detect_format(path)
     where = f"{str(path)!r}"
     if fmt == "physgen":
-        model = load_trained(path)
-        out = Pretrained(model.process, model.field, tuple(model.shape), model.num_classes, Path(model.path), fmt, {"step": model.step})
+        model = load_trained(path, ema=ema)
+        out = Pretrained(model.process, model.field, tuple(model.shape), model.num_classes, Path(model.path), fmt,
+                         {"step": model.step, "meta": model.meta})
+    elif fmt == FOLDER_FORMAT:
+        process, field_, shape, info = load_folder(path, dtype)
+        out = Pretrained(process, field_, shape, int(info["num_classes"]), path, fmt, info)
     elif fmt == "diffusers":
         process, field_, shape, info = load_diffusers(path, dtype)
         out = Pretrained(process, field_, shape, field_.num_classes, path, fmt, info)

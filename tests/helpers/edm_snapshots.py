@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from physgen.nets.adm import ADMUNet
-from physgen.nets.unet import FourierEmbedding, UNet
+from physgen.nets.unet import FourierEmbedding, UNet, build_unet
 
 __all__ = ["write", "OWN_SOURCE", "Record", "persistence_module"]
 
@@ -284,3 +284,27 @@ def edm_loss(P_mean: float = -1.2, P_std: float = 1.2, sigma_data: float = 0.5) 
     for key in [k for k in rec.meta["state"] if k.startswith("_") and k not in ("_init_args", "_init_kwargs")] + ["training"]:
         rec.meta["state"].pop(key)
     return rec
+
+
+TINY_SETTINGS = {  # the preconditioner of each kind of tiny snapshot (the CLI tests' inputs)
+    "edm": ("EDMPrecond", dict(sigma_min=0, sigma_max=math.inf, sigma_data=0.5)),
+    "pfgmpp": ("EDMPrecond", dict(sigma_min=0, sigma_max=math.inf, sigma_data=0.5, pfgmpp=True, D=128)),
+    "vp": ("VPPrecond", dict(beta_d=19.9, beta_min=0.1, M=1000, epsilon_t=1e-5)),
+    "ve": ("VEPrecond", dict(sigma_min=0.02, sigma_max=100.0)),
+}
+
+
+def tiny(path, kind: str = "edm", *, num_classes: int = 0, resolution: int = 8, channels: int = 3, seed: int = 0) -> UNet:
+    """A tiny NCSN++-style snapshot of ``kind`` (:data:`TINY_SETTINGS`) with small random
+    weights in float32 at ``path`` (``.pkl`` or ``.pt``); returns the physgen network it holds."""
+    net = build_unet("tiny", resolution, channels, num_classes=num_classes, embedding="fourier", channel_mult_noise=2,
+                     resample_filter=(1, 3, 3, 1), encoder_type="residual")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.05 if p.ndim > 1 else 0.02) + (1.0 if "norm" in name and name.endswith("weight") else 0.0))
+    cls, settings = TINY_SETTINGS[kind]
+    if kind == "pfgmpp":
+        settings = dict(settings, N=channels * resolution * resolution)
+    write(path, precond(song_unet(net, torch.float32), cls, resolution, channels, num_classes, **settings), loss=edm_loss())
+    return net.eval()
