@@ -17,9 +17,9 @@ from solvers.base import DenoiserFormError, SolverError
 
 from ..processes.base import NoScoreError
 from ..runfolder import release_all
-from . import compare_solvers, demo, edit, encode, eval as eval_cmd, experiment, genphys, nll, sample, toy, train, train_classifier
+from . import compare_solvers, demo, edit, encode, eval as eval_cmd, experiment, genphys, nll, sample, toy, train, train_autoencoder, train_classifier
 
-COMMANDS = (toy, demo, experiment, compare_solvers, nll, genphys, train, sample, eval_cmd, train_classifier, edit, encode)
+COMMANDS = (toy, demo, experiment, compare_solvers, nll, genphys, train, sample, eval_cmd, train_classifier, edit, encode, train_autoencoder)
 """The subcommand modules, in help order."""
 
 
