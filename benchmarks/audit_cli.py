@@ -443,6 +443,13 @@ def _train_autoencoder_cases() -> list[Case]:
     out.append(Case("train-autoencoder", ae, ("o", "--overwrite"), setup=_write("o/autoencoder.pt", b"x")))
     out.append(Case("train-autoencoder", ae, ("train-autoencoder",), legit=True, timeout=120.0,
                     check=lambda w: (w / "o" / "autoencoder.pt").exists()))
+    # physgen train --latent / sample --ae (issue 25): the autoencoder given, the data, a run that is not latent
+    lat = ["train", "--arch", "tiny", "--steps", "1", "--batch", "8", "--device", "cpu", "--out", "o"]
+    for argv, needles in ((lat + ["--latent", "nope.pt"], ("nope.pt",)), (lat + ["--latent", "{IMG}"], ("{IMG}",)),
+                          (lat + ["--latent", "ae.pt", "--dataset", "npz:rgb.npz"], ("rgb.npz", "channel")),
+                          (lat + ["--latent", "ae.pt", "--resolution", "8"], ("--resolution", "--latent")),
+                          (["sample", "--ckpt", "{IMG}", "--ae", "ae.pt", "--out", "s.png", "--n", "1"], ("--ae",))):
+        out.append(Case("latent", argv, needles, setup=_tiny_autoencoder))
     return out
 
 
