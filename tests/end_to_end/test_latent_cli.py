@@ -8,6 +8,7 @@ from PIL import Image
 
 from physgen import checkpoints
 from physgen.cli.main import main
+from physgen.compare.problems import ImageProblem
 from physgen.latent.train import save_autoencoder
 from physgen.nets.autoencoder import Autoencoder, AutoencoderSpec
 
@@ -38,6 +39,12 @@ def test_latent_run_samples_decoded_images_and_refuses_another_autoencoder(tmp_p
     assert main(["sample", "--ckpt", str(run), "--out", str(tmp_path / "s"), "--n", "3", "--steps", "3", "--device", "cpu"]) == 0
     pngs = sorted((tmp_path / "s").glob("*.png"))
     assert len(pngs) == 3 and np.asarray(Image.open(pngs[0])).shape[:2] == (8, 8)  # decoded to the autoencoder's images
+    problem = ImageProblem(run, n_samples=6, n_reference=20)  # compare-solvers --ckpt: solved in latents, judged on images
+    assert problem.x0.shape == (6, 3, 4, 4) and problem.reference.shape == (20, 64)
+    latents = problem.x0 * 0.01
+    latents[0] = float("nan")
+    got = problem.metrics(latents)
+    assert got["nonfinite"] == 1 and got["sliced_w2"] > 0 and got["mmd"] >= 0
     grid = tmp_path / "g.png"
     capsys.readouterr()
     _one_line_error(capsys, ["sample", "--ckpt", str(run), "--out", str(grid), "--ae", str(other), "--device", "cpu"], "other.pt", "ae.pt")
