@@ -355,6 +355,7 @@ def cases() -> list[Case]:
         out.append(Case("sampler options", argv + o, (needle,), owner="sampler"))
 
     out += _encode_cases()
+    out += _train_autoencoder_cases()
 
     # the surfaces added since (issue 19): solver options, collisions, schedules, the optimal-schedule cache, headers, ...
     import audit_surfaces
@@ -420,6 +421,44 @@ def _encode_cases() -> list[Case]:
     out.append(Case("encode", ["encode", "--ae", "junk.pt", "--out", "z.npz"], ("junk.pt",), setup=_write("junk.pt", b"not a checkpoint")))
     out.append(Case("encode", enc + ["--out", "z.npz"], ("encode",), setup=_tiny_autoencoder, legit=True,
                     check=lambda w: (w / "z.npz").exists()))  # the defaults (digits at the autoencoder's resolution)
+    return out
+
+
+def _train_autoencoder_cases() -> list[Case]:
+    """``physgen train-autoencoder`` (issue 25): the dataset, the preset and loss, the optimisation
+    flags, --resume, the run folder."""
+    ae = ["train-autoencoder", "--out", "o", "--steps", "2", "--batch", "8", "--device", "cpu"]
+    rows = [
+        (ae + ["--dataset", "npz:rgb.npz"], ("rgb.npz", "channel")),
+        (ae + ["--dataset", "npz:one.npz"], ("one.npz",)),
+        (ae + ["--dataset", "mnist"], ("mnist",)),
+        (ae + ["--preset", "huge"], ("--preset", "huge")),
+        (ae + ["--beta", "-1"], ("--beta",)),
+        (ae + ["--beta", "inf"], ("--beta",)),
+        (ae + ["--recon", "l3"], ("--recon", "l3")),
+        (ae + ["--steps", "0"], ("--steps",)),
+        (ae + ["--batch", "-8"], ("--batch",)),
+        (ae + ["--micro-batch", "3"], ("micro_batch", "3")),
+        (ae + ["--lr", "nan"], ("--lr",)),
+        (ae + ["--ema-halflife", "0"], ("--ema-halflife",)),
+        (ae + ["--seed", "-1"], ("--seed",)),
+        (ae + ["--device", "tpu"], ("tpu",)),
+        (["train-autoencoder", "--resume", "nothing"], ("nothing",)),
+        (["train-autoencoder", "--resume", "{IMG}"], ("train-autoencoder", "{IMG}")),
+        (["train-autoencoder", "--resume", "p.pt"], ("p.pt",)),
+    ]
+    out = [Case("train-autoencoder", argv, needles, setup=_tiny_autoencoder) for argv, needles in rows[:-1]]
+    out.append(Case("train-autoencoder", rows[-1][0], rows[-1][1], setup=_crafted("torch", "p.pt")))
+    out.append(Case("train-autoencoder", ae, ("o", "--overwrite"), setup=_write("o/autoencoder.pt", b"x")))
+    out.append(Case("train-autoencoder", ae, ("train-autoencoder",), legit=True, timeout=120.0,
+                    check=lambda w: (w / "o" / "autoencoder.pt").exists()))
+    # physgen train --latent / sample --ae (issue 25): the autoencoder given, the data, a run that is not latent
+    lat = ["train", "--arch", "tiny", "--steps", "1", "--batch", "8", "--device", "cpu", "--out", "o"]
+    for argv, needles in ((lat + ["--latent", "nope.pt"], ("nope.pt",)), (lat + ["--latent", "{IMG}"], ("{IMG}",)),
+                          (lat + ["--latent", "ae.pt", "--dataset", "npz:rgb.npz"], ("rgb.npz", "channel")),
+                          (lat + ["--latent", "ae.pt", "--resolution", "8"], ("--resolution", "--latent")),
+                          (["sample", "--ckpt", "{IMG}", "--ae", "ae.pt", "--out", "s.png", "--n", "1"], ("--ae",))):
+        out.append(Case("latent", argv, needles, setup=_tiny_autoencoder))
     return out
 
 

@@ -232,11 +232,15 @@ class Trainer:
     :meth:`step` (one optimiser step over the global batch: warm-up, accumulation with
     ``no_sync``, clipping, EMA), :meth:`flush` (the loss history, agreed over ranks),
     :meth:`sample_grid` (every ``sample_every`` steps) and :meth:`save` (a checkpoint).
+    ``process`` is anything with ``name``, ``config()`` and ``loss(field, y, generator=, label=)``
+    (a process, :class:`ClassifierObjective`, :class:`physgen.latent.run.AutoencoderObjective`);
+    ``adam_betas``: Adam's ``(beta1, beta2)`` (LDM's autoencoders use ``(0.5, 0.9)``).
     """
 
     def __init__(self, process, field: nn.Module, sample_batch: Union[BatchFn, Any], config: TrainConfig, *, out_dir=None,
                  device=None, log_stream=None, checkpoint_meta: Optional[dict] = None, unit: str = "samples",
-                 sample_grid: Optional[Callable[[int, nn.Module], None]] = None, sample_every: int = 0):
+                 sample_grid: Optional[Callable[[int, nn.Module], None]] = None, sample_every: int = 0,
+                 adam_betas: tuple[float, float] = (0.9, 0.999)):
         self.process, self.config, self.out_dir, self.log_stream, self.unit = process, config, out_dir, log_stream, unit
         self.checkpoint_meta = checkpoint_meta or {}
         self.grid_writer, self.sample_every = sample_grid, sample_every
@@ -262,7 +266,7 @@ class Trainer:
         self.field = field
         self.ema = copy.deepcopy(field).requires_grad_(False).eval()
         # fused Adam on CUDA (one kernel for all parameters); the reference loop elsewhere
-        self.opt = torch.optim.Adam(field.parameters(), lr=config.lr, **({"fused": True} if self.device.type == "cuda" else {}))
+        self.opt = torch.optim.Adam(field.parameters(), lr=config.lr, betas=adam_betas, **({"fused": True} if self.device.type == "cuda" else {}))
         self.gen = torch.Generator(device=self.device)
         self.gen.manual_seed(config.seed)
         self.losses: list[float] = []

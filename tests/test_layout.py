@@ -106,7 +106,8 @@ def _mirror(path: Path) -> tuple[Path, str]:
 
 def _own_tests(path: Path) -> list[Path]:
     folder, stem = _mirror(path)
-    return sorted(folder.glob(f"test_{stem}*.py"))
+    longer = {p.stem for p in path.parent.glob(f"{stem}_*.py")}  # sibling modules named with this prefix own their tests
+    return sorted(t for t in folder.glob(f"test_{stem}*.py") if not any(t.stem.startswith(f"test_{o}") for o in longer))
 
 
 def _named_in(module: Path, test_file: Path) -> bool:

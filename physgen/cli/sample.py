@@ -44,6 +44,7 @@ def register(sub) -> None:
     p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"], help="bf16/auto: bf16 autocast on CUDA")
     p.add_argument("--nrow", type=arg(parse_int, 1, MAX_SAMPLES), default=None, help="grid: images per row")
     p.add_argument("--skip-existing", action="store_true", help="DIR: do not redo batches whose PNGs exist")
+    p.add_argument("--ae", default=None, help="latent runs: the autoencoder, where it moved (must match the run's recorded checksum)")
     add_guidance_arguments(p, cond_drop=False)  # --guidance cfg|classifier --w --guidance-interval --classifier-ckpt
     add_overwrite_argument(p)
     p.set_defaults(func=run)
@@ -82,11 +83,12 @@ def run(args) -> int:
     info = dist_info()
     device = resolve_device(args.device, info.local_rank)
     _prepare_out(args, info)
-    model = load(args.ckpt, device=device, ema=not args.raw)
+    model = load(args.ckpt, device=device, ema=not args.raw, ae=args.ae)  # a latent run: with its checked decoder
     out = Path(args.out)
     kw = dict(seed=args.seed, solver=args.solver, steps=sampling_steps(args), schedule=args.schedule, batch=args.batch,
               device=device, sampler_options=options, precision=args.precision, label=args.label,
-              schedule_cache=out.parent if out.suffix.lower() == ".png" else out)  # --schedule optimal caches its grids by the output
+              schedule_cache=out.parent if out.suffix.lower() == ".png" else out,  # --schedule optimal caches its grids by the output
+              decode=model.decode)
 
     transform = guidance_transform(args, model.process, device)  # physgen/guidance: the wrapper counts the network evaluations
     if transform is not None:

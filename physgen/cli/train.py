@@ -50,6 +50,7 @@ FLAGS = {
     "--sigma-data": ("sigma_data", dict(type=POSITIVE, help="data standard deviation for the preconditioning (default 0.5)")),
     "--arch": ("arch", dict(help="U-Net preset: tiny, small, ddpmpp (= ddpmpp-cifar10), ddpmpp-ffhq64")),
     "--unet-opt": ("unet", dict(type=_kv, action="append", metavar="KEY=VALUE", help="U-Net preset override, e.g. dropout=0.1 (JSON value)")),
+    "--latent": ("latent", dict(metavar="AE", help="train in the latent space of this autoencoder (checkpoint or train-autoencoder run); --dataset: images or an encoded npz")),
     "--device": ("device", dict(help="auto, cpu, cuda, cuda:N (torchrun: cuda:LOCAL_RANK)")),
     "--out": ("out", dict(help="run directory (config, checkpoints, sample grids)")),
     "--sample-every": ("sample_every", dict(type=COUNT, help="write a grid of EMA samples every N steps (0: at the end only)")),
@@ -116,6 +117,8 @@ def given_overrides(args) -> dict:
                 out["process"] = args.process
         elif popts.get(key) is not None:
             out[key] = popts[key]
+    if "latent" in out and "sigma_data" not in out:
+        out["sigma_data"] = 1.0  # the latents are scaled to unit variance
     extra = {k: v for k, v in popts.items() if k not in PROCESS_KEYS and v is not None}
     if extra:
         out["process_options"] = extra

@@ -307,7 +307,9 @@ class ImageProblem(Problem):
     split: a random subset of the training images, drawn with ``seed + 1000003``), and
     ``fid`` when ``inception`` names a local Inception-v3 weights file (against the same
     reference images, or against the statistics file ``fid_ref``, e.g. of the 50k CIFAR-10
-    training images, as the papers report FID).
+    training images, as the papers report FID).  A latent run (``train --latent``) integrates
+    in the latent space (the reference-solution error is the latents'), and its samples are
+    decoded before these metrics, against images at the autoencoder's resolution.
     """
 
     kind = "image"
@@ -370,7 +372,7 @@ class ImageProblem(Problem):
         spec = self.dataset_spec or cfg.get("dataset")
         if not spec:
             raise UserError(f"{str(self.path)!r} does not record its dataset; pass --dataset (e.g. cifar10:PATH)")
-        resolution = self.model.shape[-1]
+        resolution = self.image_shape[-1]
         split = {"split": "test"} if str(spec).startswith("cifar10:") else {}
         data = load_image_dataset(spec, resolution, **split)
         g = torch.Generator().manual_seed(self.seed + REFERENCE_SEED_OFFSET)
@@ -381,6 +383,12 @@ class ImageProblem(Problem):
             images = data.images[keep][: self.n_reference]
         return images.reshape(images.shape[0], -1).to(torch.float64)
 
+    @property
+    def image_shape(self) -> tuple:
+        """The shape of one image: the sample shape, or a latent run's decoded images'."""
+        latent = self.model.meta.get("latent")
+        return tuple(latent["image_shape"]) if latent else tuple(self.model.shape)
+
     @cached_property
     def _feature_net(self):
         return load_inception(self.inception, device=self._device)
@@ -389,10 +397,14 @@ class ImageProblem(Problem):
     def _reference_fid_stats(self):
         if self.fid_ref is not None:  # e.g. the 50k CIFAR-10 training images, the papers' protocol
             return load_statistics(self.fid_ref)
-        images = self.reference.reshape(-1, *self.model.shape).float()
+        images = self.reference.reshape(-1, *self.image_shape).float()
         return feature_statistics(extract_features(images, self._feature_net, device=self._device))
 
     def metrics(self, samples: Tensor) -> dict[str, float]:
+        if self.model.decode is not None:  # a latent run: judge the decoded images (non-finite latents stay non-finite)
+            bad = ~torch.isfinite(samples.reshape(samples.shape[0], -1)).all(1)
+            samples = self.model.decode(samples.float().nan_to_num(0.0, 0.0, 0.0))
+            samples[bad.to(samples.device)] = math.nan
         flat = samples.reshape(samples.shape[0], -1).to(torch.float64).cpu()
         ref = self.reference
         finite = torch.isfinite(flat).all(1)

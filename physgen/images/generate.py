@@ -78,6 +78,7 @@ def generate(
     precision: str = "fp32",
     field_transform: Optional[Callable[[Any], Any]] = None,
     schedule_cache=None,
+    decode: Optional[Callable[[Tensor], Tensor]] = None,
 ) -> Iterator[Tuple[List[int], Tensor, Any]]:
     """Yield ``(indices, images [b, *shape] float32 in data space, solver stats)`` per batch.
 
@@ -85,7 +86,8 @@ def generate(
     a class, or one class per entry of ``indices``.  ``steps``/``schedule`` go through
     :func:`physgen.sampling.grid` (the one discretisation of every command).
     ``precision="bf16"`` runs the field under bf16 autocast on CUDA (fp32 elsewhere).
-    ``schedule_cache`` is where ``schedule="optimal"`` caches its grids.
+    ``schedule_cache`` is where ``schedule="optimal"`` caches its grids.  ``decode`` maps the
+    solver's end points to images (a latent run's decoder, :func:`physgen.latent.data.latent_decoder`).
     """
     if batch < 1:
         raise UserError(f"batch must be >= 1, got {batch}")
@@ -105,7 +107,8 @@ def generate(
         lab = None if labels is None else labels[lo : lo + batch]
         with torch.no_grad(), torch.autocast(device_type=device.type, dtype=amp or torch.float32, enabled=amp is not None):
             sol = sample(process, use, x0, sched, solver, noise=noise, label=lab, **(sampler_options or {}))
-        yield idx, sol.x.float(), sol.stats
+        x = sol.x.float()
+        yield idx, decode(x) if decode is not None else x, sol.stats
 
 
 def _grid_for(process, field, shape, kwargs: Dict[str, Any]) -> Tuple[Tensor, Optional[str], str]:

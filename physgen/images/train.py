@@ -50,6 +50,7 @@ from .data import ImageDataset, ImageSampler, load_image_dataset
 from ..nets.unet import UNET_PRESETS, build_unet, unet_weight_floor, UNet
 from ..processes import make_process, process_from_record, process_class
 from .generate import sample_grid
+from ..latent.data import check_latent_record, latent_dataset, latent_decoder
 
 __all__ = [
     "ImageTrainConfig",
@@ -113,7 +114,9 @@ class ImageTrainConfig:
     overrides (e.g. ``{"dropout": 0.1}``).  ``sample_every`` steps (0: only at the end)
     rank 0 writes a grid of ``sample_n`` EMA samples (``sample_solver`` with
     ``sample_steps`` steps, seeds ``0..sample_n-1`` of ``sample_seed``) to
-    ``out/samples/``.
+    ``out/samples/``.  ``latent``: an autoencoder (checkpoint or train-autoencoder run
+    folder); the run then trains on ``dataset``'s scaled latents (:mod:`physgen.latent.data`)
+    and decodes its sample grids.
     """
 
     dataset: str = "digits"
@@ -136,6 +139,7 @@ class ImageTrainConfig:
     sample_steps: int = 18
     sample_solver: str = "heun"
     sample_seed: int = 0
+    latent: Optional[str] = None
     train: TrainConfig = field(default_factory=default_image_train)
 
     def __post_init__(self):
@@ -153,6 +157,8 @@ class ImageTrainConfig:
                 setattr(self, name, parse_float(getattr(self, name), name, 0.0, lo_open=True))
         resolve_arch(self.arch)
         self.sample_every = parse_int(self.sample_every, "sample_every", 0)
+        if self.latent is not None and (not isinstance(self.latent, str) or not self.latent):
+            raise UserError(f"latent must be an autoencoder path, got {self.latent!r}")
         self.sample_n = parse_int(self.sample_n, "sample_n", 1, MAX_SAMPLES, LIMIT_REASONS["samples"])
         self.sample_steps = parse_int(self.sample_steps, "sample_steps", 1, MAX_STEPS, LIMIT_REASONS["steps"])
         self.sample_seed = parse_seed(self.sample_seed, "sample_seed")
@@ -243,7 +249,7 @@ class LabelledStream:
         self.sampler.load_state_dict(state)
 
 
-def _grid_writer(process, out: Path, config: ImageTrainConfig, shape, num_classes: int, device) -> Callable[[int, Any], None]:
+def _grid_writer(process, out: Path, config: ImageTrainConfig, shape, num_classes: int, device, decode=None) -> Callable[[int, Any], None]:
     """``write_grid(step, ema)``: ``out/samples/grid-<step>.png`` of ``sample_n`` EMA samples
     (fixed seed, labels cycling through the classes), for :meth:`physgen.training.Trainer.sample_grid`."""
     def write_grid(step: int, ema) -> None:
@@ -251,10 +257,22 @@ def _grid_writer(process, out: Path, config: ImageTrainConfig, shape, num_classe
         sample_grid(
             process, ema, config.sample_n, out / "samples" / f"grid-{step:08d}.png", shape,
             seed=config.sample_seed, solver=config.sample_solver, steps=config.sample_steps,
-            label=label, batch=min(config.sample_n, 256), device=device,
+            label=label, batch=min(config.sample_n, 256), device=device, decode=decode,
         )
 
     return write_grid
+
+
+def _latent_data(config: ImageTrainConfig, resume, out: Path, device):
+    """A latent run's (latents, record, decoder) (:mod:`physgen.latent.data`); a resumed run must
+    keep the autoencoder its checkpoint records."""
+    if config.resolution is not None:
+        raise UserError("--resolution does not apply with --latent (the images are loaded at the autoencoder's resolution)")
+    dataset, latent = latent_dataset(config.latent, config.dataset, device=device)
+    if resume:
+        recorded = checkpoints.find(resume if resume is not True else out, kind="train", log=None).header.meta.get("image", {})
+        check_latent_record(recorded.get("latent"), config.latent, f"run {str(out)!r}")
+    return dataset, latent, latent_decoder(latent, f"run {str(out)!r}", device=device)
 
 
 def run_training(
@@ -280,6 +298,9 @@ def run_training(
         raise UserError(f"{str(out)!r} already holds checkpoints; continue with --resume {out}, or choose another --out")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    latent, decode = None, None
+    if config.latent is not None:
+        dataset, latent, decode = _latent_data(config, resume, out, device)
     if dataset is None:
         dataset = load_image_dataset(config.dataset, config.resolution)
     if config.cond and dataset.num_classes == 0:
@@ -308,6 +329,7 @@ def run_training(
             "unet": spec,
             "dataset": {"name": dataset.name, "size": len(dataset), "num_classes": dataset.num_classes, "class_names": list(dataset.class_names or ())},
             "shape": list(shape),
+            **({"latent": latent} if latent is not None else {}),
         }
     }
     if info.is_main:
@@ -318,7 +340,7 @@ def run_training(
               f"{info.world_size} process(es) on {device}  {tcfg.total_steps} steps of {tcfg.batch}", file=log, flush=True)
     t0 = time.perf_counter()
     result = train(process, field_, stream, tcfg, out_dir=out, resume=resume, device=device, log_stream=log, on_step=on_step, checkpoint_meta=meta,
-                   unit="img", sample_grid=_grid_writer(process, out, config, shape, spec["num_classes"], device), sample_every=config.sample_every)
+                   unit="img", sample_grid=_grid_writer(process, out, config, shape, spec["num_classes"], device, decode), sample_every=config.sample_every)
     wall = time.perf_counter() - t0
     if info.is_main:
         tail = result.losses[-max(1, len(result.losses) // 10):]
@@ -344,6 +366,7 @@ class TrainedModel:
     step: int
     path: Path
     meta: Dict[str, Any]
+    decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # a latent run's decoder (``shape`` is then the latent's)
 
     @property
     def config(self) -> Optional[ImageTrainConfig]:
@@ -373,10 +396,11 @@ def check_image_header(header: checkpoints.Header) -> None:
     checkpoints.check_weights_fit(header.path, floor, "a U-Net")
 
 
-def load_trained(path, device="cpu", ema: bool = True) -> TrainedModel:
+def load_trained(path, device="cpu", ema: bool = True, ae: Any = None) -> TrainedModel:
     """Rebuild process, U-Net and field from a checkpoint (file or run dir: its newest
     checkpoint whose header is valid, :func:`check_image_header`, and that verifies) and load
-    the EMA weights (``ema=False``: the raw training weights).  Nothing else is read."""
+    the EMA weights (``ema=False``: the raw training weights).  A latent run also gets its
+    decoder: the autoencoder it records (or ``ae``), refused unless its checksum matches."""
     found = checkpoints.find(path, kind="train", check=check_image_header)
     meta = found.header.meta["image"]
     ckpt = checkpoints.read(found.path, kind="train")
@@ -386,4 +410,7 @@ def load_trained(path, device="cpu", ema: bool = True) -> TrainedModel:
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"checkpoint {str(found.path)!r}: its U-Net spec is invalid ({exc})") from None
     process, field_ = rebuild_field(ckpt, net, weights="ema" if ema else "model", device=device)
-    return TrainedModel(process, field_, shape, int(meta["unet"]["num_classes"]), ckpt.step, found.path, meta)
+    decode = latent_decoder(meta["latent"], f"checkpoint {str(found.path)!r}", ae_path=ae, device=device) if "latent" in meta else None
+    if ae is not None and decode is None:
+        raise UserError(f"--ae applies to a latent run; {str(found.path)!r} was trained on images")
+    return TrainedModel(process, field_, shape, int(meta["unet"]["num_classes"]), ckpt.step, found.path, meta, decode)

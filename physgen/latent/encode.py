@@ -39,7 +39,7 @@ from ..images.data import ImageDataset, load_image_dataset
 from ..io import atomic_write
 from ..nets.autoencoder import Autoencoder
 from ..runtime import Progress
-from .train import load_autoencoder
+from .train import autoencoder_file, load_autoencoder
 
 __all__ = ["LatentInfo", "LATENT_MODES", "file_sha256", "encode_images", "decode_latents", "encode_dataset",
            "read_latent_info", "check_autoencoder"]
@@ -121,7 +121,7 @@ def encode_dataset(ae_path: Any, dataset: Union[str, ImageDataset], out: Any, *,
     if mode not in LATENT_MODES:
         raise UserError(f"unknown latent mode {mode!r}; valid: {', '.join(LATENT_MODES)}")
     ae = load_autoencoder(ae_path, device=device)
-    sha = file_sha256(ae_path)
+    sha = file_sha256(autoencoder_file(ae_path))
     data = load_image_dataset(dataset, ae.spec.resolution, split=split) if isinstance(dataset, str) else dataset
     _check_images(ae, data, ae_path)
     if len(data) < 2:
@@ -181,7 +181,7 @@ def check_autoencoder(latents: Union[Any, LatentInfo], ae_path: Any) -> None:
     """UserError (one line naming both files) unless the autoencoder at ``ae_path`` is the
     one, byte for byte (sha256), that encoded the latents file."""
     info = latents if isinstance(latents, LatentInfo) else read_latent_info(latents)
-    sha = file_sha256(ae_path)
+    sha = file_sha256(autoencoder_file(ae_path))
     if sha != info.autoencoder_sha256:
         raise UserError(f"latents file {str(info.path)!r} was encoded by autoencoder {info.autoencoder!r} (sha256 "
                         f"{info.autoencoder_sha256[:12]}...), not by {str(ae_path)!r} (sha256 {sha[:12]}...); use that autoencoder or re-encode")

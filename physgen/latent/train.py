@@ -38,9 +38,10 @@ from ..nets.autoencoder import (RECONSTRUCTION_LOSSES, Autoencoder, AutoencoderS
 from ..runtime import Progress, initial_weights, mix_seed
 
 __all__ = ["AutoencoderTrainConfig", "AutoencoderTrainer", "AutoencoderResult", "train_autoencoder", "save_autoencoder",
-           "load_autoencoder", "CHECKPOINT_KIND"]
+           "load_autoencoder", "autoencoder_file", "CHECKPOINT_KIND", "AUTOENCODER_FILE"]
 
 CHECKPOINT_KIND = "autoencoder"
+AUTOENCODER_FILE = "autoencoder.pt"  # what a physgen train-autoencoder run folder holds at the end
 
 
 @dataclass
@@ -220,10 +221,23 @@ def _spec_of(header: checkpoints.Header) -> AutoencoderSpec:
     return spec
 
 
+def autoencoder_file(path: Any) -> Path:
+    """The autoencoder checkpoint ``path`` names: the file itself, or a ``physgen
+    train-autoencoder`` run folder's ``autoencoder.pt`` (UserError naming the folder when the
+    run has not finished)."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / AUTOENCODER_FILE).is_file():
+            raise UserError(f"{str(p)!r} holds no {AUTOENCODER_FILE} (not a finished physgen train-autoencoder run; resume it with --resume {p})")
+        return p / AUTOENCODER_FILE
+    return p
+
+
 def load_autoencoder(path: Any, device: Any = "cpu") -> Autoencoder:
-    """The autoencoder saved at ``path`` (eval mode).  A file of another kind, a damaged one,
-    or one whose spec or weights do not make an autoencoder is one UserError naming it."""
-    found = checkpoints.find(path, kind=CHECKPOINT_KIND, log=None)
+    """The autoencoder saved at ``path`` (eval mode; a run folder: its ``autoencoder.pt``).  A
+    file of another kind, a damaged one, or one whose spec or weights do not make an
+    autoencoder is one UserError naming it."""
+    found = checkpoints.find(autoencoder_file(path), kind=CHECKPOINT_KIND, log=None)
     spec = _spec_of(found.header)
     ckpt = checkpoints.read(found.path, kind=CHECKPOINT_KIND, log=None)
     ae = Autoencoder(spec)

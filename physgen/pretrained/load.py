@@ -13,7 +13,7 @@ import pickletools
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +52,7 @@ class Pretrained:
     path: Path
     format: str
     info: Dict[str, Any] = field(default_factory=dict)
+    decode: Optional[Callable[[Tensor], Tensor]] = None  # a physgen latent run's checked decoder (physgen.latent.data)
 
     def denoise(self, x: Tensor, sigma: Union[float, Tensor], labels: Optional[Tensor] = None) -> Tensor:
         """The original network's own call, EDM's convention: ``D(x, σ, labels)`` with ``x`` in
@@ -149,19 +150,22 @@ def detect_format(path) -> str:
     return "edm-pickle"
 
 
-def load(path, device=None, *, dtype: torch.dtype = torch.float32, ema: bool = True) -> Pretrained:
+def load(path, device=None, *, dtype: torch.dtype = torch.float32, ema: bool = True, ae=None) -> Pretrained:
     """Load a model from ``path`` (format detected, :data:`FORMATS`) onto ``device`` (default CPU)
     with parameters in ``dtype``; nothing in the file runs.  ``ema=False``: a physgen
     checkpoint's raw training weights (foreign files hold one set of weights).  Errors are one :class:`UserError`
     naming the file and what is wrong (a refused global, a missing or mis-shaped tensor, an
-    unsupported network or schedule)."""
+    unsupported network or schedule).  ``ae``: the autoencoder of a physgen latent run when it has
+    moved (checked against the run's recorded checksum); its decoder is ``.decode``."""
     path = Path(path)
     fmt = detect_format(path)
     where = f"{str(path)!r}"
+    if ae is not None and fmt != "physgen":
+        raise UserError(f"--ae applies to a physgen latent run; {where} is a {fmt} file")
     if fmt == "physgen":
-        model = load_trained(path, ema=ema)
+        model = load_trained(path, device=device if device is not None else "cpu", ema=ema, ae=ae)
         out = Pretrained(model.process, model.field, tuple(model.shape), model.num_classes, Path(model.path), fmt,
-                         {"step": model.step, "meta": model.meta})
+                         {"step": model.step, "meta": model.meta}, model.decode)
     elif fmt == FOLDER_FORMAT:
         process, field_, shape, info = load_folder(path, dtype)
         out = Pretrained(process, field_, shape, int(info["num_classes"]), path, fmt, info)

@@ -1,0 +1,74 @@
+"""``physgen train --latent AE`` then ``physgen sample``: trains on the latents with the network
+sized to them, samples decode to images, and the wrong autoencoder or a file that is not one is
+refused in one line with exit status 2."""
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from physgen import checkpoints
+from physgen.cli.main import main
+from physgen.compare.problems import ImageProblem
+from physgen.latent.train import save_autoencoder
+from physgen.nets.autoencoder import Autoencoder, AutoencoderSpec
+
+SPEC = AutoencoderSpec(in_channels=1, resolution=8, latent_channels=3, width=8, channel_mult=(1, 2))
+TRAIN = ["train", "--dataset", "digits", "--process", "pfgmpp", "--D", "128", "--arch", "tiny", "--steps", "2", "--batch", "16",
+         "--sample-n", "4", "--sample-steps", "3", "--device", "cpu"]
+
+
+def _ae(path, seed):
+    torch.manual_seed(seed)
+    return save_autoencoder(path, Autoencoder(SPEC))
+
+
+def _one_line_error(capsys, argv, *needles):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and all(n in err for n in needles), err
+
+
+def test_latent_run_samples_decoded_images_and_refuses_another_autoencoder(tmp_path, capsys):
+    ae, other = _ae(tmp_path / "ae.pt", 0), _ae(tmp_path / "other.pt", 1)
+    run = tmp_path / "run"
+    assert main(TRAIN + ["--latent", str(ae), "--out", str(run)]) == 0
+    meta = checkpoints.find(run, log=None).header.meta["image"]
+    assert meta["shape"] == [3, 4, 4] and meta["unet"]["channels"] == 3 and meta["unet"]["img_resolution"] == 4
+    assert meta["latent"]["image_shape"] == [1, 8, 8] and meta["config"]["sigma_data"] == 1.0
+    capsys.readouterr()
+    assert main(["sample", "--ckpt", str(run), "--out", str(tmp_path / "s"), "--n", "3", "--steps", "3", "--device", "cpu"]) == 0
+    pngs = sorted((tmp_path / "s").glob("*.png"))
+    assert len(pngs) == 3 and np.asarray(Image.open(pngs[0])).shape[:2] == (8, 8)  # decoded to the autoencoder's images
+    problem = ImageProblem(run, n_samples=6, n_reference=20)  # compare-solvers --ckpt: solved in latents, judged on images
+    assert problem.x0.shape == (6, 3, 4, 4) and problem.reference.shape == (20, 64)
+    latents = problem.x0 * 0.01
+    latents[0] = float("nan")
+    got = problem.metrics(latents)
+    assert got["nonfinite"] == 1 and got["sliced_w2"] > 0 and got["mmd"] >= 0
+    grid = tmp_path / "g.png"
+    capsys.readouterr()
+    _one_line_error(capsys, ["sample", "--ckpt", str(run), "--out", str(grid), "--ae", str(other), "--device", "cpu"], "other.pt", "ae.pt")
+    _one_line_error(capsys, TRAIN + ["--resume", str(run), "--latent", str(other), "--steps", "3"], "--latent")
+    (tmp_path / "ae.pt").write_bytes((tmp_path / "other.pt").read_bytes())  # the recorded file replaced by another autoencoder
+    _one_line_error(capsys, ["sample", "--ckpt", str(run), "--out", str(grid), "--device", "cpu"], "ae.pt", "sha256")
+
+
+@pytest.mark.parametrize("make, needles", [
+    (lambda w: (w / "junk.pt").write_bytes(b"not a checkpoint"), ("junk.pt",)),
+    (lambda w: None, ("missing.pt",)),
+])
+def test_a_file_that_is_not_an_autoencoder_is_refused(tmp_path, capsys, make, needles):
+    make(tmp_path)
+    name = "junk.pt" if "junk.pt" in needles else "missing.pt"
+    _one_line_error(capsys, TRAIN + ["--latent", str(tmp_path / name), "--out", str(tmp_path / "o")], *needles)
+
+
+def test_a_train_checkpoint_as_latent_and_a_dataset_of_the_wrong_channels_are_refused(tmp_path, capsys):
+    ae = _ae(tmp_path / "ae.pt", 0)
+    assert main(TRAIN + ["--latent", str(ae), "--out", str(tmp_path / "run")]) == 0
+    ckpt = checkpoints.find(tmp_path / "run", log=None).path
+    capsys.readouterr()
+    _one_line_error(capsys, TRAIN + ["--latent", str(ckpt), "--out", str(tmp_path / "o")], str(ckpt), "autoencoder")
+    np.savez(tmp_path / "rgb.npz", x=np.zeros((8, 8, 8, 3), np.uint8))
+    _one_line_error(capsys, TRAIN[:1] + ["--dataset", f"npz:{tmp_path / 'rgb.npz'}"] + TRAIN[3:] + ["--latent", str(ae), "--out", str(tmp_path / "o2")],
+                    "rgb.npz", "channel")
