@@ -45,9 +45,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import UserError
 from .io import write_json
-from .optimal_schedule import (N_PILOT, N_PILOT_LARGE, PILOT_SEED, REFERENCE_TOL, SMALL_DIM, _cache_path, _label_value, _read_cache,
+from .optimal_schedule import (N_PILOT, N_PILOT_LARGE, PILOT_SEED, REFERENCE_TOL, SMALL_DIM, _label_value, _read_cache,
                                cached_grid, field_fingerprint, pilot_draws, schedule_keywords)
 from .processes.base import Process, check_steps
 
@@ -130,15 +129,12 @@ def gits_schedule(process: Process, field: Any, steps: Optional[int], *, sample_
     modes = {k: v for k, v in (options or {}).items() if k in {o.name for o in process.sampling_options}}
     label_value = _label_value(label)
     key, log = _key(process, field, K, label_value, shape, n_pilot, fine, modes), sys.stderr if log is None else log
-    path = _cache_path(cache_dir)
-    cache = _read_cache(path, log)
-    cached = cached_grid(cache, key, K, own, path, log, "its gits grid for this field")
+    path, cached = cached_grid(cache_dir, key, K, own, log, "its gits grid for this field")
     if cached is not None:
         return cached
     t0 = time.perf_counter()
-    print(f"--schedule gits: one teacher solve of {n_pilot} pilot draws on a {fine}-step grid, then {fine} field calls "
-          f"(cached in {str(path) if path is not None else 'nothing: no run folder'})", file=log, flush=True)
-    field64, x0, lab = pilot_draws(process, field, n_pilot, shape, label_value)
+    field64, x0, lab = pilot_draws(process, field, n_pilot, shape, label_value, path=path, log=log,
+                                   announce=f"--schedule gits: one teacher solve of {n_pilot} pilot draws on a {fine}-step grid, then {fine} field calls")
     fine_grid = process.grid(fine)
     with torch.no_grad():
         traj, vel = _teacher(process, field64, x0, fine_grid, sample_fn, lab, modes)

@@ -220,21 +220,29 @@ def grid_problem(grid: Any, steps: int, ends: Sequence[float]) -> Optional[str]:
     return None
 
 
-def cached_grid(cache: dict, key: str, K: int, own: Sequence[float], path: Optional[Path], log, what: str) -> Optional[Tensor]:
-    """The cache's grid under ``key`` if it is a valid ``K``-step grid with the ends of the process's
-    own grid ``own``; else ``None`` (with a warning on ``log`` when an entry was there: refitted, not trusted)."""
+def cached_grid(cache_dir, key: str, K: int, own: Sequence[float], log, what: str) -> tuple[Optional[Path], Optional[Tensor]]:
+    """``(the cache file, its grid under key)``: the grid if the cache in ``cache_dir`` holds a valid
+    ``K``-step grid with the ends of the process's own grid ``own``; else ``None`` (with a warning on
+    ``log`` when an entry was there: refitted, not trusted).  Both fits (``optimal``, ``gits``) look
+    up their grids here and re-read the file just before writing theirs."""
+    path = _cache_path(cache_dir)
+    cache = _read_cache(path, log)
     if key not in cache:
-        return None
+        return path, None
     entry = cache[key]
     why = grid_problem(entry.get("grid") if isinstance(entry, dict) else None, K, [own[0], *own[-2:]])
     if why is None:
-        return torch.tensor([float(v) for v in entry["grid"]], dtype=torch.float64)
+        return path, torch.tensor([float(v) for v in entry["grid"]], dtype=torch.float64)
     _warn(log, path, f"{what} is {why}")
-    return None
+    return path, None
 
 
-def pilot_draws(process: Process, field: Any, n_pilot: int, shape: Sequence[int], label_value: Optional[int]) -> tuple[Any, Tensor, Optional[Tensor]]:
-    """``(field in float64, the pilot prior draws (seed PILOT_SEED), their labels)``: what a fit solves on."""
+def pilot_draws(process: Process, field: Any, n_pilot: int, shape: Sequence[int], label_value: Optional[int], *,
+                announce: Optional[str] = None, path: Optional[Path] = None, log=None) -> tuple[Any, Tensor, Optional[Tensor]]:
+    """``(field in float64, the pilot prior draws (seed PILOT_SEED), their labels)``: what a fit solves on.
+    ``announce``: the fit's one line on ``log`` first, with where its grid will be cached (``path``)."""
+    if announce is not None:
+        print(f"{announce} (cached in {str(path) if path is not None else 'nothing: no run folder'})", file=log, flush=True)
     device = _device(field)
     field64 = copy.deepcopy(field).to(torch.float64) if isinstance(field, torch.nn.Module) else field
     x0 = process.sample_prior((n_pilot, *shape), noise=SeededNoise(PILOT_SEED, range(n_pilot)), device=device, dtype=torch.float64)
@@ -285,17 +293,14 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
                   "starts": [process.default_schedule_name, *START_SCHEDULES]}
     key = hashlib.sha256(json.dumps(key_fields, sort_keys=True, default=str).encode()).hexdigest()
     log = sys.stderr if log is None else log
-    path = _cache_path(cache_dir)
-    cache = _read_cache(path, log)
     own = process.grid(K).tolist()  # the process's own K-step grid: its ends are every grid's
-    cached = cached_grid(cache, key, K, own, path, log, "its grid for this fit")
+    path, cached = cached_grid(cache_dir, key, K, own, log, "its grid for this fit")
     if cached is not None:
         return cached
 
     t0 = time.perf_counter()
-    print(f"--schedule optimal: fitting a {K}-step grid for {method} on {n_pilot} pilot draws (at most {max_evals} solves; "
-          f"cached in {str(path) if path is not None else 'nothing: no run folder'})", file=log, flush=True)
-    field64, x0, lab = pilot_draws(process, field, n_pilot, shape, label_value)
+    field64, x0, lab = pilot_draws(process, field, n_pilot, shape, label_value, path=path, log=log,
+                                   announce=f"--schedule optimal: fitting a {K}-step grid for {method} on {n_pilot} pilot draws, at most {max_evals} solves")
     modes = {k: v for k, v in options.items() if k in {o.name for o in process.sampling_options}}
     starts = _start_grids(process, K)
     first = starts[process.default_schedule_name]

@@ -114,10 +114,10 @@ def _edit(args, model, x, mask):
 
 
 def _figure(x, mask, result, path: Path) -> None:
-    import matplotlib
+    import matplotlib  # optional heavy dependency: loaded only to draw the figure
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # (after choosing the Agg backend)
 
     rows = min(x.shape[0], 8)
     fig, axes = plt.subplots(rows, 3, figsize=(6, 2 * rows), squeeze=False)
