@@ -1,5 +1,6 @@
 """``physgen export MODEL --format safetensors --out DIR``: a physgen model folder (written by
-``physgen import``) or an EDM / PFGM++ snapshot as ``DIR/model.safetensors`` (the network's
+``physgen import``), a physgen training run (a run folder: its newest valid checkpoint, or one
+checkpoint file; its **EMA** weights, what ``physgen sample --ckpt`` uses) or an EDM / PFGM++ snapshot as ``DIR/model.safetensors`` (the network's
 state dict, readable by any safetensors tool) + ``DIR/model.json`` (process, network and
 preconditioning: :mod:`physgen.pretrained.convert`).  ``--format diffusers`` is refused: physgen's
 U-Nets are EDM's layouts, with no ``UNet2DModel`` counterpart written yet.
@@ -17,8 +18,8 @@ OUTPUTS = (WEIGHTS, DESCRIPTION)  # what export --format safetensors writes
 
 
 def register(sub) -> None:
-    p = sub.add_parser("export", help="write a model (physgen model folder or EDM/PFGM++ snapshot) as safetensors weights + JSON for other tools")
-    p.add_argument("model", help="a physgen model folder (physgen import) or an EDM/PFGM++ snapshot")
+    p = sub.add_parser("export", help="write a model (physgen model folder, physgen training run (EMA weights) or EDM/PFGM++ snapshot) as safetensors weights + JSON for other tools")
+    p.add_argument("model", help="a physgen model folder (physgen import), a physgen training run or checkpoint (its EMA weights) or an EDM/PFGM++ snapshot")
     p.add_argument("--format", default="safetensors", help=f"{', '.join(EXPORT_FORMATS)} (diffusers: not written yet)")
     p.add_argument("--out", required=True, help="the folder to write")
     add_overwrite_argument(p)

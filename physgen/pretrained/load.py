@@ -161,7 +161,7 @@ def load(path, device=None, *, dtype: torch.dtype = torch.float32, ema: bool = T
     if fmt == "physgen":
         model = load_trained(path, ema=ema)
         out = Pretrained(model.process, model.field, tuple(model.shape), model.num_classes, Path(model.path), fmt,
-                         {"step": model.step, "meta": model.meta})
+                         {"step": model.step, "meta": model.meta, "weights": "ema" if ema else "model"})
     elif fmt == FOLDER_FORMAT:
         process, field_, shape, info = load_folder(path, dtype)
         out = Pretrained(process, field_, shape, int(info["num_classes"]), path, fmt, info)

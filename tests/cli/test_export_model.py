@@ -39,3 +39,45 @@ def test_export_refusals_areone_line(tmp_path, capsys):
     one_line(capsys, ["export", run, "--out", str(tmp_path / "e")], "--overwrite")
     one_line(capsys, ["export", str(tmp_path / "nope"), "--out", str(tmp_path / "f")], "nope")
     assert not (tmp_path / "d").exists() and not (tmp_path / "f").exists()
+
+
+TRAIN = ["train", "--process", "pfgmpp", "--D", "128", "--dataset", "digits", "--resolution", "8", "--arch", "tiny",
+         "--batch", "8", "--warmup-steps", "0", "--sample-n", "4", "--sample-steps", "2", "--precision", "fp32"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny PFGM++ digits U-Net, conditional, trained 3 steps (EMA and raw weights differ)."""
+    out = tmp_path_factory.mktemp("run")
+    assert main(TRAIN + ["--steps", "3", "--cond", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("which", ["folder", "file"])
+def test_a_training_run_exports_its_ema_field_bit_for_bit(trained, tmp_path, which):
+    from physgen import checkpoints
+    source = trained if which == "folder" else checkpoints.find(trained).path
+    assert main(["export", str(source), "--out", str(tmp_path / "out")]) == 0
+    run, out, raw = P.load(source), P.load(tmp_path / "out"), P.load(source, ema=False)
+    desc = json.loads((tmp_path / "out" / "model.json").read_text())
+    assert desc["source"]["weights"] == "ema" and desc["source"]["step"] == 3 and desc["network"]["class"] == "PhysgenUNet"
+    assert out.process.describe() == run.process.describe() and out.shape == run.shape and out.num_classes == run.num_classes == 10
+    ours, theirs = out.field.net.state_dict(), run.field.net.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert any(not torch.equal(ours[k], v) for k, v in raw.field.net.state_dict().items())  # EMA, not the raw weights
+    g = torch.Generator().manual_seed(0)
+    x, sigma = torch.randn(4, *run.shape, generator=g), torch.tensor([0.02, 0.5, 3.0, 40.0])
+    labels = torch.eye(10)[[0, 3, 9, 9]]
+    labels[3] = 0  # the null class
+    assert torch.equal(run.denoise(x, sigma, labels), out.denoise(x, sigma, labels))
+    s = torch.tensor([0.1, 1.0, 5.0, 20.0])
+    assert torch.equal(run.field(x, s, labels.argmax(1)), out.field(x, s, labels.argmax(1)))
+
+
+def test_a_bad_run_is_one_line(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    one_line(capsys, ["export", str(tmp_path / "empty"), "--out", str(tmp_path / "o")], "empty")
+    (tmp_path / "junk.pt").write_bytes(b"PHYSGEN-CKPT but broken")
+    one_line(capsys, ["export", str(tmp_path / "junk.pt"), "--out", str(tmp_path / "o")], "junk.pt")
+    assert not (tmp_path / "o").exists()
