@@ -8,7 +8,7 @@
   ``eval``, ``exec``, ``subprocess``, in a ``.pt`` zip, nested, in a record's state), and a
   model folder whose ``model.json`` names a class that is not a physgen network;
 * ``foreign folder``: a model folder with damaged weights, a replaced checksum, no weights;
-* ``export format``: ``--format`` diffusers (not written yet), unknown, empty;
+* ``export format``: ``--format`` diffusers of a snapshot (no UNet2DModel layout), unknown, empty;
 * ``foreign outputs``: ``--out`` of import / export holding another run's outputs, ``--out``
   onto the model itself;
 * ``export run``: a physgen training run that cannot be exported: a run folder with an empty

@@ -59,9 +59,10 @@ def _physgen_unet(arch: str, img_resolution: int, channels: int, num_classes: in
 
 
 NETWORKS = {"UNet": UNet, "ADMUNet": ADMUNet, "PhysgenUNet": _physgen_unet}
-EXPORT_FORMATS = ("safetensors",)
-"""What ``physgen export --format`` writes (a diffusers ``UNet2DModel`` folder is not written yet:
-physgen's U-Nets are EDM's layouts, which have no ``UNet2DModel`` counterpart)."""
+EXPORT_FORMATS = ("safetensors", "diffusers")
+"""What ``physgen export --format`` writes (diffusers: only a model read from a diffusers folder,
+:func:`physgen.pretrained.diffusers.save_diffusers`; physgen's U-Nets are EDM's layouts, which
+have no ``UNet2DModel`` counterpart)."""
 
 
 def is_model_folder(path: Path) -> bool:
