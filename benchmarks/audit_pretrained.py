@@ -8,10 +8,13 @@
   ``eval``, ``exec``, ``subprocess``, in a ``.pt`` zip, nested, in a record's state), and a
   model folder whose ``model.json`` names a class that is not a physgen network;
 * ``foreign folder``: a model folder with damaged weights, a replaced checksum, no weights;
-* ``export format``: ``--format`` diffusers (not written yet), unknown, empty;
+* ``export format``: ``--format`` diffusers of a snapshot (no UNet2DModel layout), unknown, empty;
 * ``foreign outputs``: ``--out`` of import / export holding another run's outputs, ``--out``
   onto the model itself;
-* ``foreign legit``: sample / import / export on a tiny snapshot (right = the outputs).
+* ``export run``: a physgen training run that cannot be exported: a run folder with an empty
+  ``checkpoints/``, a damaged checkpoint file, a checkpoint whose EMA weights are gone;
+* ``foreign legit``: sample / import / export on a tiny snapshot, export of a tiny training run
+  (right = the outputs).
 
 :func:`cases` returns ``(area, argv, needles, keywords)`` tuples for :class:`audit_cli.Case`
 (``{W}`` is the case's folder, where each setup writes its files).
@@ -37,6 +40,27 @@ def _imported(w: Path) -> None:
 
     _snapshot()(w)
     assert main(["import", str(w / "s.pkl"), "--out", str(w / "m")]) == 0
+
+
+TRAIN = ["train", "--process", "edm", "--dataset", "digits", "--resolution", "8", "--arch", "tiny", "--batch", "4",
+         "--warmup-steps", "0", "--sample-n", "2", "--sample-steps", "2", "--precision", "fp32", "--steps", "1"]
+
+
+def _trained(w: Path) -> None:
+    from physgen.cli.main import main
+
+    assert main(TRAIN + ["--out", str(w / "run")]) == 0
+
+
+def _without_ema(w: Path) -> None:
+    """A run whose one checkpoint was rewritten (valid checksum) without its ``ema`` weights."""
+    from physgen import checkpoints
+
+    _trained(w)
+    found = checkpoints.find(w / "run")
+    ckpt = checkpoints.read(found.path)
+    payload = {k: v for k, v in ckpt.payload.items() if k != "ema"}
+    checkpoints.write(found.path, payload, kind="train", step=ckpt.step, meta=found.header.meta)
 
 
 def _then(*setups) -> Callable[[Path], None]:
@@ -109,4 +133,9 @@ def cases() -> list[tuple]:
             ("foreign legit", ["import", "{W}/s.pkl", "--out", "{W}/m2"], ("s.pkl",), {"setup": _snapshot(), "legit": True,
                                                                                       "check": _written("m2/model.safetensors", "m2/model.json")}),
             ("foreign legit", ["export", "{W}/m", "--out", "{W}/e"], ("m",), {"setup": _imported, "legit": True, "check": _written("e/model.json")})]
+    out += [("export run", ["export", "{W}/run", "--out", "{W}/e"], ("run",), {"setup": lambda w: (w / "run" / "checkpoints").mkdir(parents=True)}),
+            ("export run", ["export", "{W}/ckpt.pt", "--out", "{W}/e"], ("ckpt.pt",), {"setup": _write("ckpt.pt", b"PHYSGEN-CKPT\x00junk")}),
+            ("export run", ["export", "{W}/run", "--out", "{W}/e"], ("ema",), {"setup": _without_ema, "note": "no EMA weights"}),
+            ("foreign legit", ["export", "{W}/run", "--out", "{W}/e"], ("run",), {"setup": _trained, "legit": True,
+                                                                                 "check": _written("e/model.json", "e/model.safetensors")})]
     return out

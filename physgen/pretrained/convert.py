@@ -10,10 +10,17 @@ A **model folder** holds two files:
   "source"}`` (the network and preconditioning as :mod:`physgen.pretrained.edm` describes a
   snapshot, the process as ``process.config()``).
 
+A physgen training run exports to the same folder: its network is ``{"class": "PhysgenUNet",
+...the U-Net spec the run records}`` (:func:`physgen.nets.unet.build_unet`'s arguments) and its
+preconditioning ``{"name": "process"}``: the process's own ``precondition(net)``, as
+:func:`physgen.training.rebuild_field` builds it; the weights are the run's **EMA** weights
+(what ``physgen sample --ckpt RUN`` uses).
+
 ``physgen import SNAPSHOT --out RUN`` reads an EDM / PFGM++ snapshot once (the restricted
 reader, :mod:`physgen.pretrained.reader`) and writes RUN as such a folder, so later runs
 (``--ckpt RUN``) never open the pickle.  ``physgen export MODEL --format safetensors --out
-DIR`` writes the same folder from an imported folder (the tensors are copied bit for bit).
+DIR`` writes the same folder from an imported folder (the tensors are copied bit for bit),
+a snapshot or a physgen training run (file or run folder).
 :func:`load_folder` is the reader; :func:`physgen.pretrained.load` calls it for a folder
 with ``model.json``.  The weights keep the dtype they were read in (EDM's files are
 float32); the sha256 of ``model.safetensors`` is checked before the weights are used.
@@ -34,16 +41,28 @@ from ..config import read_json
 from ..io import atomic_write, write_json
 from ..nets.adm import ADMUNet
 from ..nets.unet import UNet
-from ..processes import make_process
+from ..nets.unet import build_unet
+from ..processes import process_from_record
 from .precond import PRECONDITIONINGS
 
 __all__ = ["WEIGHTS", "DESCRIPTION", "FOLDER_FORMAT", "EXPORT_FORMATS", "is_model_folder", "write_folder", "load_folder", "save_model"]
 
 WEIGHTS, DESCRIPTION, FOLDER_FORMAT = "model.safetensors", "model.json", "physgen-model"
-NETWORKS = {"UNet": UNet, "ADMUNet": ADMUNet}
-EXPORT_FORMATS = ("safetensors",)
-"""What ``physgen export --format`` writes (a diffusers ``UNet2DModel`` folder is not written yet:
-physgen's U-Nets are EDM's layouts, which have no ``UNet2DModel`` counterpart)."""
+PROCESS_PRECONDITIONING = "process"  # the process's own precondition(net): a physgen training run's field
+
+
+def _physgen_unet(arch: str, img_resolution: int, channels: int, num_classes: int = 0, overrides: Any = None) -> nn.Module:
+    """physgen's own U-Net from the spec a training run records (``meta["image"]["unet"]``)."""
+    if not isinstance(overrides, (dict, type(None))):
+        raise TypeError(f"overrides must be a mapping, got {overrides!r}")
+    return build_unet(arch, int(img_resolution), int(channels), num_classes=int(num_classes), **dict(overrides or {}))
+
+
+NETWORKS = {"UNet": UNet, "ADMUNet": ADMUNet, "PhysgenUNet": _physgen_unet}
+EXPORT_FORMATS = ("safetensors", "diffusers")
+"""What ``physgen export --format`` writes (diffusers: only a model read from a diffusers folder,
+:func:`physgen.pretrained.diffusers.save_diffusers`; physgen's U-Nets are EDM's layouts, which
+have no ``UNet2DModel`` counterpart)."""
 
 
 def is_model_folder(path: Path) -> bool:
@@ -64,18 +83,22 @@ def write_folder(out: Path, description: Dict[str, Any], state: Dict[str, torch.
 
 def save_model(model: Any, out: Path) -> Path:
     """Write a loaded model (:class:`physgen.pretrained.Pretrained`) as a model folder at ``out``:
-    an EDM / PFGM++ snapshot (its description from the reader) or a model folder again.
-    A diffusers folder or a physgen training run has no such description: one line."""
+    an EDM / PFGM++ snapshot (its description from the reader), a physgen training run (its
+    recorded U-Net spec; the weights ``model`` was loaded with, EMA by default) or a model
+    folder again.  A diffusers folder has no such description: one line."""
     info = model.info
     if "physgen_network" in info:  # read from a snapshot
         network, preconditioning = info["physgen_network"], info["preconditioning"]
         source = {"file": model.path.name, "format": model.format, "preconditioner": info.get("preconditioner"),
                   "network": info.get("network"), "module_src_sha256": info.get("module_src_sha256")}
+    elif model.format == "physgen":  # a physgen training run
+        network, preconditioning = {"class": "PhysgenUNet", **model.meta["unet"]}, {"name": PROCESS_PRECONDITIONING}
+        source = {"file": model.path.name, "format": "physgen", "step": model.step, "weights": model.info.get("weights", "ema")}
     elif model.format == FOLDER_FORMAT:
         network, preconditioning, source = info["network"], info["preconditioning"], info.get("source")
     else:
         raise UserError(f"{str(model.path)!r} is a {model.format} model; import/export convert EDM / PFGM++ snapshots "
-                        f"(.pkl/.pt) and physgen model folders")
+                        f"(.pkl/.pt), physgen training runs and physgen model folders")
     description = {"process": {"name": model.process.name, **model.process.config()}, "network": network,
                    "preconditioning": preconditioning, "shape": list(model.shape), "num_classes": int(model.num_classes),
                    "source": source}
@@ -117,16 +140,17 @@ def load_folder(path: Path, dtype: torch.dtype = torch.float32) -> Tuple[Any, nn
         state = st_load(blob)
     except Exception as exc:  # safetensors' own errors (a damaged index): one line
         raise UserError(f"{str(path / WEIGHTS)!r} is not a safetensors file ({exc})") from None
-    process_spec, pre = dict(desc["process"]), dict(desc["preconditioning"])
+    process, pre = process_from_record(desc["process"], where), dict(desc["preconditioning"])
     try:
-        process = make_process(process_spec.pop("name"), **process_spec)
-        preconditioning = PRECONDITIONINGS[pre.pop("name")](**pre)
+        preconditioning = None if pre.get("name") == PROCESS_PRECONDITIONING else PRECONDITIONINGS[pre.pop("name")](**pre)
     except (KeyError, TypeError) as exc:
-        raise UserError(f"{where}: its process or preconditioning is invalid ({exc})") from None
+        raise UserError(f"{where}: its preconditioning is invalid ({exc})") from None
     net = _network(desc["network"], where)
     try:
         net.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise UserError(f"{str(path / WEIGHTS)!r} does not fit the network of {DESCRIPTION}: {str(exc).splitlines()[0]}") from None
-    field_ = NeuralField(net.to(dtype), preconditioning).eval().requires_grad_(False)
+    net = net.to(dtype)
+    field_ = process.precondition(net) if preconditioning is None else NeuralField(net, preconditioning)
+    field_.eval().requires_grad_(False)
     return process, field_, tuple(int(v) for v in desc["shape"]), desc

@@ -19,6 +19,13 @@ from the folder).  Sampling-time options of a scheduler (``clip_sample``, thresh
 timestep spacing) are a sampler's, not the model's: physgen does not apply them.
 diffusers itself is imported only here, when a folder is loaded (``pip install
 "physgen[diffusers]"``).
+
+:func:`save_diffusers` is the way back (``physgen export --format diffusers``): a model read
+from a diffusers folder is written as a flat folder, ``config.json`` (the ``UNet2DModel``
+config as read), the weights as safetensors and ``scheduler_config.json`` (the scheduler
+config as read), which ``UNet2DModel.from_pretrained`` and physgen both read.  Only such a
+model: physgen's own networks are EDM's layouts (SongUNet, DhariwalUNet), whose blocks,
+embeddings and resampling have no ``UNet2DModel`` counterpart.
 """
 from __future__ import annotations
 
@@ -32,14 +39,16 @@ from torch import Tensor, nn
 from ..checkpoints import load_state
 from ..config import read_json
 from ..errors import UserError
+from ..io import atomic_write, write_json
 from ..fields.kinds import expand_as_batch
 from ..fields.labels import check_label
 from ..processes import VP
 
-__all__ = ["is_diffusers_folder", "load_diffusers", "diffusers_betas", "DiffusersField", "PREDICTION_TYPES"]
+__all__ = ["is_diffusers_folder", "load_diffusers", "save_diffusers", "check_exportable", "DIFFUSERS_OUTPUTS", "diffusers_betas", "DiffusersField", "PREDICTION_TYPES"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 WEIGHTS = "diffusion_pytorch_model.safetensors"
+DIFFUSERS_OUTPUTS = ("config.json", WEIGHTS, "scheduler_config.json")  # what save_diffusers writes
 
 
 def _unet_dir(folder: Path) -> Optional[Path]:
@@ -167,5 +176,31 @@ def load_diffusers(folder, dtype: torch.dtype = torch.float32) -> Tuple[VP, Diff
     shape = (int(config.get("in_channels", 3)), int(size[0]), int(size[1]))
     info = {"network": "UNet2DModel", "prediction_type": prediction, "num_train_timesteps": T,
             "beta_schedule": sched.get("beta_schedule", "linear") if sched.get("trained_betas") is None else "trained_betas",
-            "scheduler_config": str(sched_path), "ignored_sampler_options": {k: sched[k] for k in ("clip_sample", "thresholding") if sched.get(k)}}
+            "scheduler_config": str(sched_path), "config": config, "scheduler": sched, "ignored_sampler_options": {k: sched[k] for k in ("clip_sample", "thresholding") if sched.get(k)}}
     return process, field, shape, info
+
+
+def check_exportable(model: Any) -> None:
+    """One line unless ``model`` was read from a diffusers folder (its network has no ``UNet2DModel`` layout)."""
+    if model.format != "diffusers":
+        raise UserError(f"{str(model.path)!r} ({model.format}) was not read from a diffusers folder: its network (physgen's U-Net, EDM's SongUNet/"
+                        f"DhariwalUNet layouts) has no diffusers UNet2DModel equivalent; --format diffusers exports only "
+                        f"models read from a diffusers folder (use --format safetensors)")
+
+
+def save_diffusers(model: Any, out: Path) -> Path:
+    """Write a model read from a diffusers folder (:class:`physgen.pretrained.Pretrained` of format
+    ``diffusers``) as ``out/config.json``, ``out/diffusion_pytorch_model.safetensors`` and
+    ``out/scheduler_config.json`` (module docstring), each atomically, the config last.  Any
+    other model: one line saying why (:func:`check_exportable`)."""
+    check_exportable(model)
+    from safetensors.torch import save as st_save  # heavy optional dependency: imported only where it is used
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    blob = st_save({k: v.detach().cpu().contiguous() for k, v in model.field.model.state_dict().items()})
+    with atomic_write(out / WEIGHTS, "wb") as f:
+        f.write(blob)
+    write_json(out / "scheduler_config.json", model.info["scheduler"])
+    write_json(out / "config.json", model.info["config"])
+    return out

@@ -165,7 +165,7 @@ def load(path, device=None, *, dtype: torch.dtype = torch.float32, ema: bool = T
     if fmt == "physgen":
         model = load_trained(path, device=device if device is not None else "cpu", ema=ema, ae=ae)
         out = Pretrained(model.process, model.field, tuple(model.shape), model.num_classes, Path(model.path), fmt,
-                         {"step": model.step, "meta": model.meta}, model.decode)
+                         {"step": model.step, "meta": model.meta, "weights": "ema" if ema else "model"}, model.decode)
     elif fmt == FOLDER_FORMAT:
         process, field_, shape, info = load_folder(path, dtype)
         out = Pretrained(process, field_, shape, int(info["num_classes"]), path, fmt, info)

@@ -52,7 +52,7 @@ def _edit_description(folder, **changes):
     (lambda f: (f / WEIGHTS).unlink(), "no model.safetensors"),
     (lambda f: _edit_description(f, format="other"), "not a physgen model description"),
     (lambda f: _edit_description(f, network={"class": "Evil"}), "network class must be one of"),
-    (lambda f: _edit_description(f, preconditioning={"name": "nope"}), "process or preconditioning is invalid"),
+    (lambda f: _edit_description(f, preconditioning={"name": "nope"}), "preconditioning is invalid"),
     (lambda f: (f / DESCRIPTION).write_text("{not json"), DESCRIPTION),
 ])
 def test_a_tampered_folder_is_one_line(tmp_path, tamper, expect):
