@@ -8,7 +8,7 @@ steps, 10,000 samples) for each seed, with the MLP's embedding fed
 * ``logsig``: EDM's ``ln(σ)/4`` at VP's ``σ = b/a``,
 
 and prints sliced W2 against fresh data, the fraction of samples farther than 0.6 from both moons'
-centre arcs, the counts beyond 1 and 1.5, and the largest distance (tests/test_demo.py's measure).
+centre arcs, the counts beyond 1 and 1.5, and the largest distance (tests/end_to_end/test_demo.py's measure).
 
     python benchmarks/vp_noise_input.py base 0,1,2   (and t4, logsig)
 """
@@ -24,7 +24,7 @@ from physgen.fields import neural
 from physgen.fields.kinds import expand_as_batch
 from physgen.toy import ToyConfig, run_toy
 
-ARCS = (((-1.0, -0.2), 1.0), ((1.0, 0.8), -1.0))  # moons' centre arcs (as tests/test_demo.py)
+ARCS = (((-1.0, -0.2), 1.0), ((1.0, 0.8), -1.0))  # moons' centre arcs (as tests/end_to_end/test_demo.py)
 
 
 def nearest_arc(p: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ ve 0.047, vp 0.123, pfgmpp 0.063 and the gap fractions 1.6%, 4.4%, 6.0%, 1.6%.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -68,12 +69,16 @@ def test_arc_distance_puts_moons_data_on_its_arcs():
 @pytest.mark.slow
 def test_demo_recovers_moons_for_every_process(tmp_path):
     sw2 = {p: [] for p in DEMO_PROCESSES}
+    # one fresh process per seed, as a user runs it (the MLP's initial weights come from --seed alone:
+    # runtime.initial_weights); the seeds run side by side, one thread each, to keep CI's slow tier short
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs = {seed: subprocess.Popen([sys.executable, "-c", "import sys; from physgen.cli.main import main; sys.exit(main(sys.argv[1:]))",
+                                    "demo", "--n-samples", "10000", "--seed", str(seed), "--out", str(tmp_path / f"s{seed}")],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env) for seed in SEEDS}
+    errors = {seed: run.communicate()[1] for seed, run in runs.items()}
+    assert all(run.returncode == 0 for run in runs.values()), {s: e.decode()[-500:] for s, e in errors.items() if runs[s].returncode}
     for seed in SEEDS:
         out = tmp_path / f"s{seed}"
-        # a fresh process, as a user runs it (the MLP's initial weights come from --seed alone: runtime.initial_weights)
-        cmd = ["demo", "--n-samples", "10000", "--seed", str(seed), "--out", str(out)]
-        subprocess.run([sys.executable, "-c", "import sys; from physgen.cli.main import main; sys.exit(main(sys.argv[1:]))", *cmd],
-                       check=True, capture_output=True)
         for row in json.loads((out / "metrics.json").read_text()):
             sw2[row["process"]].append(row["sliced_w2"])
             d = arc_distances(np.load(out / row["process"] / "samples.npy"))
