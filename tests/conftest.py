@@ -7,7 +7,10 @@ from hypothesis import HealthCheck, settings
 # Tests share 2 cores with everything else; keep torch from oversubscribing them.
 torch.set_num_threads(int(os.environ.get("PHYSGEN_TEST_THREADS", "1")))
 settings.register_profile("physgen", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
-settings.load_profile("physgen")
+# CI (.ci/run sets CI=true) draws the same examples every run, so what passed here passes there; a local run
+# draws fresh ones and keeps exploring (a float32 tolerance found that way: tests/nets/test_mlp.py).
+settings.register_profile("ci", parent=settings.get_profile("physgen"), derandomize=True)
+settings.load_profile("ci" if os.environ.get("CI") == "true" else "physgen")
 
 
 @pytest.fixture(scope="module")
