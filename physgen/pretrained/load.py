@@ -1,7 +1,8 @@
 """``physgen.pretrained.load``: one entry point for a model trained elsewhere (or by physgen).
 
 The format is detected from the file: a physgen checkpoint (magic ``PHYSGEN-CKPT``) or run
-folder; a physgen model folder (``model.json``, :mod:`physgen.pretrained.convert`); a diffusers folder (``config.json`` of a ``UNet2DModel``); otherwise an EDM /
+folder; a physgen model folder (``model.header``, :mod:`physgen.pretrained.convert`); a diffusers folder
+(``config.json`` of a ``UNet2DModel``); otherwise an EDM /
 PFGM++ snapshot, a pickle (``.pkl``) or a ``torch.save`` zip (``.pt``) whose pickle calls
 EDM's persistence reconstructor.  A ``torch.save`` zip that names only plain torch globals
 (tensors, storages, ordered dicts) is a physgen checkpoint of the earlier format.
@@ -35,7 +36,7 @@ FORMATS = {
     "edm-torch": "a torch.save zip of EDM / PFGM++ objects (PFGM++'s training-state-*.pt)",
     "diffusers": "a diffusers UNet2DModel folder (config.json, safetensors weights, scheduler_config.json)",
     "physgen": "a physgen checkpoint or training run",
-    FOLDER_FORMAT: "a physgen model folder (model.safetensors + model.json, written by physgen import / export)",
+    FOLDER_FORMAT: "a physgen model folder (model.safetensors + model.header, written by physgen import / export)",
 }
 
 
