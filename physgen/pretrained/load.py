@@ -24,7 +24,7 @@ from ..errors import UserError
 from ..fields.neural import NeuralField
 from ..images.train import load_trained
 from ..processes.base import Process
-from .convert import FOLDER_FORMAT, is_model_folder, load_folder
+from .convert import FOLDER_FORMAT, HEADER, is_model_folder, load_folder
 from .diffusers import is_diffusers_folder, load_diffusers
 from .edm import convert, network_record
 from .reader import ZIP_MAGIC, read_snapshot
@@ -160,6 +160,8 @@ def load(path, device=None, *, dtype: torch.dtype = torch.float32, ema: bool = T
     unsupported network or schedule).  ``ae``: the autoencoder of a physgen latent run when it has
     moved (checked against the run's recorded checksum); its decoder is ``.decode``."""
     path = Path(path)
+    if path.name == HEADER and path.is_file() and is_model_folder(path.parent):
+        path = path.parent  # a model folder's header stands for its folder
     fmt = detect_format(path)
     where = f"{str(path)!r}"
     if ae is not None and fmt != "physgen":
