@@ -6,14 +6,23 @@
   snapshot, a folder that is neither a run nor a model (``.pkl``/``.pt``/folder);
 * ``foreign crafted``: every payload of ``crafted_files.SNAPSHOT_PAYLOADS`` (``os.system``,
   ``eval``, ``exec``, ``subprocess``, in a ``.pt`` zip, nested, in a record's state), and a
-  model folder whose ``model.json`` names a class that is not a physgen network;
-* ``foreign folder``: a model folder with damaged weights, a replaced checksum, no weights;
+  model folder whose header (checksum valid) names a class that is not a physgen network;
+* ``foreign folder``: a model folder with damaged weights, a replaced weights checksum, no
+  weights, a flipped header byte (its checksum), a header breaking the schema, a folder of
+  the earlier format (``model.json`` only);
+* ``diffusers folder`` (needs the diffusers extra: the setups write the folders with it):
+  ``import`` and ``sample --ckpt`` of a tiny
+  ``UNet2DModel`` folder with no ``config.json``, no ``scheduler_config.json``, a
+  ``prediction_type`` or ``beta_schedule`` that is not supported, the weights of another
+  network (wrong shapes), pickled ``.bin`` weights only; an imported diffusers folder whose
+  header (checksum valid) names a bad ``prediction_type``, or whose header has a flipped byte;
 * ``export format``: ``--format`` diffusers of a snapshot (no UNet2DModel layout), unknown, empty;
 * ``foreign outputs``: ``--out`` of import / export holding another run's outputs, ``--out``
   onto the model itself;
 * ``export run``: a physgen training run that cannot be exported: a run folder with an empty
   ``checkpoints/``, a damaged checkpoint file, a checkpoint whose EMA weights are gone;
-* ``foreign legit``: sample / import / export on a tiny snapshot, export of a tiny training run
+* ``foreign legit``: sample / import / export on a tiny snapshot, export of a tiny training run,
+  import of a tiny diffusers folder and ``export --format diffusers`` of the imported folder
   (right = the outputs).
 
 :func:`cases` returns ``(area, argv, needles, keywords)`` tuples for :class:`audit_cli.Case`
@@ -81,14 +90,93 @@ def _edit_model(edit) -> Callable[[Path], None]:
     return setup
 
 
-def _json_edit(**changes):
+def _header_edit(**changes):
+    """Rewrite the folder's header with ``changes`` to its meta through the checkpoints writer
+    (a valid checksum): what the reader's own checks must then catch."""
     def edit(m: Path) -> None:
+        from physgen import checkpoints
+
+        meta = checkpoints.read_header(m / "model.header").meta
+        checkpoints.write(m / "model.header", {}, kind="model", step=0, meta={**meta, **changes})
+    return edit
+
+
+def _flip_header_byte(m: Path) -> None:
+    data = bytearray((m / "model.header").read_bytes())
+    at = data.index(b'"num_classes":') + len(b'"num_classes":')
+    data[at] = ord("7")  # still valid JSON and schema: only the checksum can tell
+    (m / "model.header").write_bytes(bytes(data))
+
+
+def _earlier_format(m: Path) -> None:
+    (m / "model.header").rename(m / "model.json")
+
+
+def _unet2d(damage=None, name: str = "u", width: int = 8) -> Callable[[Path], None]:
+    def setup(w: Path) -> None:
+        from diffusers_folders import tiny_unet2d  # tests/helpers (on audit_cli's path)
+
+        tiny_unet2d(w / name, width=width)
+        if damage is not None:
+            damage(w / name)
+    return setup
+
+
+def _scheduler(**changes):
+    def edit(u: Path) -> None:
         import json
 
-        desc = json.loads((m / "model.json").read_text())
-        desc.update(changes)
-        (m / "model.json").write_text(json.dumps(desc))
+        cfg = json.loads((u / "scheduler_config.json").read_text())
+        (u / "scheduler_config.json").write_text(json.dumps({**cfg, **changes}))
     return edit
+
+
+def _other_weights(u: Path) -> None:
+    import shutil
+
+    _unet2d(name="wide", width=16)(u.parent)
+    shutil.copy(u.parent / "wide" / "diffusion_pytorch_model.safetensors", u / "diffusion_pytorch_model.safetensors")
+
+
+def _bin_only(u: Path) -> None:
+    (u / "diffusion_pytorch_model.safetensors").rename(u / "diffusion_pytorch_model.bin")
+
+
+def _imported_unet2d(edit=None) -> Callable[[Path], None]:
+    def setup(w: Path) -> None:
+        from physgen.cli.main import main
+
+        _unet2d()(w)
+        assert main(["import", str(w / "u"), "--out", str(w / "m")]) == 0
+        if edit is not None:
+            edit(w / "m")
+    return setup
+
+
+DIFFUSERS_DAMAGE = {  # label: (damage to the folder, what the one line must name)
+    "no config": (lambda u: (u / "config.json").unlink(), ("config.json",)),
+    "no scheduler": (lambda u: (u / "scheduler_config.json").unlink(), ("scheduler_config.json",)),
+    "prediction_type": (_scheduler(prediction_type="noise"), ("'noise'",)),
+    "beta_schedule": (_scheduler(beta_schedule="sigmoid"), ("'sigmoid'",)),
+    "wrong shapes": (_other_weights, ("has shape",)),
+    "pickled weights": (_bin_only, ("diffusion_pytorch_model.bin",)),
+}
+
+
+def _diffusers_cases() -> list[tuple]:
+    out: list[tuple] = []
+    for verb in (["import", "{W}/u", "--out", "{W}/m2"], SAMPLE + ["{W}/u"]):
+        for label, (damage, needles) in DIFFUSERS_DAMAGE.items():
+            out.append(("diffusers folder", verb, needles, {"setup": _unet2d(damage), "note": label}))
+    tampered = {"header prediction_type": (_header_edit(preconditioning={"name": "diffusers", "prediction_type": "noise"}), ("'noise'",)),
+                "header byte": (_flip_header_byte, ("checksum",))}
+    for label, (edit, needles) in tampered.items():
+        out.append(("diffusers folder", SAMPLE + ["{W}/m"], needles, {"setup": _imported_unet2d(edit), "note": label}))
+    out += [("foreign legit", ["import", "{W}/u", "--out", "{W}/m2"], ("u",), {"setup": _unet2d(), "legit": True,
+                                                                            "check": _written("m2/model.safetensors", "m2/model.header")}),
+            ("foreign legit", ["export", "{W}/m", "--format", "diffusers", "--out", "{W}/d"], ("m",),
+             {"setup": _imported_unet2d(), "legit": True, "check": _written("d/config.json", "d/scheduler_config.json")})]
+    return out
 
 
 def _crafted(maker) -> Callable[[Path], None]:
@@ -117,9 +205,12 @@ def cases() -> list[tuple]:
             path = "{W}/x.pt" if "zip" in maker.__name__ else "{W}/x.pkl"
             out.append(("foreign crafted", argv(path), (global_name,), {"setup": _crafted(maker), "note": label}))
         damaged = {"weights": (lambda m: (m / "model.safetensors").write_bytes(b"junk"), ("checksum",)),
-                   "checksum": (_json_edit(weights_sha256="0" * 64), ("checksum",)),
+                   "checksum": (_header_edit(weights_sha256="0" * 64), ("checksum",)),
                    "no weights": (lambda m: (m / "model.safetensors").unlink(), ("model.safetensors",)),
-                   "class": (_json_edit(network={"class": "os.system"}), ("network class",))}
+                   "class": (_header_edit(network={"class": "os.system"}), ("network class",)),
+                   "header byte": (_flip_header_byte, ("checksum",)),
+                   "header schema": (_header_edit(num_classes=-1), ("meta.num_classes",)),
+                   "earlier format": (_earlier_format, ("model.json",))}
         for label, (edit, needles) in damaged.items():
             out.append(("foreign folder", argv("{W}/m"), needles, {"setup": _edit_model(edit), "note": label}))
     for fmt, needles in (("diffusers", ("diffusers",)), ("onnx", ("onnx",)), ("", ("--format",))):
@@ -131,11 +222,11 @@ def cases() -> list[tuple]:
     out += [("foreign legit", SAMPLE + ["{W}/s.pkl"], ("s.pkl",), {"setup": _snapshot(), "legit": True, "check": _written("g.png", "sampling.json")}),
             ("foreign legit", SAMPLE + ["{W}/s.pt"], ("s.pt",), {"setup": _snapshot("s.pt", "pfgmpp"), "legit": True, "check": _written("g.png")}),
             ("foreign legit", ["import", "{W}/s.pkl", "--out", "{W}/m2"], ("s.pkl",), {"setup": _snapshot(), "legit": True,
-                                                                                      "check": _written("m2/model.safetensors", "m2/model.json")}),
-            ("foreign legit", ["export", "{W}/m", "--out", "{W}/e"], ("m",), {"setup": _imported, "legit": True, "check": _written("e/model.json")})]
+                                                                                      "check": _written("m2/model.safetensors", "m2/model.header")}),
+            ("foreign legit", ["export", "{W}/m", "--out", "{W}/e"], ("m",), {"setup": _imported, "legit": True, "check": _written("e/model.header")})]
     out += [("export run", ["export", "{W}/run", "--out", "{W}/e"], ("run",), {"setup": lambda w: (w / "run" / "checkpoints").mkdir(parents=True)}),
             ("export run", ["export", "{W}/ckpt.pt", "--out", "{W}/e"], ("ckpt.pt",), {"setup": _write("ckpt.pt", b"PHYSGEN-CKPT\x00junk")}),
             ("export run", ["export", "{W}/run", "--out", "{W}/e"], ("ema",), {"setup": _without_ema, "note": "no EMA weights"}),
             ("foreign legit", ["export", "{W}/run", "--out", "{W}/e"], ("run",), {"setup": _trained, "legit": True,
-                                                                                 "check": _written("e/model.json", "e/model.safetensors")})]
-    return out
+                                                                                 "check": _written("e/model.header", "e/model.safetensors")})]
+    return out + _diffusers_cases()

@@ -75,6 +75,8 @@ KINDS = {
     "toy-mlp": "a trained toy MLP (physgen compare-solvers --field mlp)",
     "classifier": "a noise-conditional classifier (physgen train-classifier)",
     "autoencoder": "an autoencoder (physgen.latent.train_autoencoder: weights, its spec in the header)",
+    "model": "a model folder's header (physgen import / export: process, network, preconditioning; the weights in "
+             "model.safetensors beside it, bound by their sha256 in the header)",
 }
 _MAX_HEADER = 16 << 20  # a header is a few kB; a bigger length field is a damaged file
 _CHUNK = 1 << 22
@@ -195,6 +197,9 @@ HEADER_SCHEMA = {
     ("meta", "toy", "net", "embed_dim"): (int, 2, MAX_WIDTH), ("meta", "toy", "net", "num_classes"): (int, 0, MAX_SAMPLES),
     ("meta", "toy", "net", "out_dim"): (int, 1, MAX_WIDTH), ("meta", "toy", "dataset"): (str,), ("meta", "toy", "n_data"): (int, 1, MAX_SAMPLES),
     ("meta", "toy", "seed"): (int, 0, INT64_MAX), ("meta", "arch"): (dict,), ("meta", "autoencoder"): (dict,),
+    ("meta", "network"): (dict,), ("meta", "network", "class"): (str,), ("meta", "preconditioning"): (dict,),
+    ("meta", "shape"): (list,), ("meta", "shape", "*"): (int, 1, MAX_RESOLUTION), ("meta", "num_classes"): (int, 0, MAX_SAMPLES),
+    ("meta", "weights_sha256"): (str,), ("meta", "source"): (dict,),
 }
 """What each field of a header must be where present: ``(type,)`` or ``(int, lo, hi)`` (the size
 limits of :mod:`physgen.config`); ``"*"`` is every item of a list.  What a reader needs beyond

@@ -18,6 +18,9 @@
 * **diffusers folders** (``UNet2DModel`` + ``scheduler_config.json``,
   :mod:`physgen.pretrained.diffusers`): a VP process with the scheduler's discrete betas
   and the network's prediction type; needs ``pip install "physgen[diffusers]"``.
+* **physgen model folders** (``model.safetensors`` + ``model.header``, the checksummed physgen
+  checkpoint header; :mod:`physgen.pretrained.convert`), written by ``physgen import`` of any of
+  the above (an imported diffusers model still needs the diffusers extra to run).
 * **physgen checkpoints and runs** (:func:`physgen.images.train.load_trained`).
 
 It returns a :class:`Pretrained` with ``.process`` and ``.field`` (for

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, Optional, Tuple
 
 import torch
+from safetensors.torch import load as st_load, save as st_save
 from torch import Tensor, nn
 
 from ..checkpoints import load_state
@@ -44,9 +45,11 @@ from ..fields.kinds import expand_as_batch
 from ..fields.labels import check_label
 from ..processes import VP
 
-__all__ = ["is_diffusers_folder", "load_diffusers", "save_diffusers", "check_exportable", "DIFFUSERS_OUTPUTS", "diffusers_betas", "DiffusersField", "PREDICTION_TYPES"]
+__all__ = ["is_diffusers_folder", "load_diffusers", "save_diffusers", "check_exportable", "DIFFUSERS_OUTPUTS", "diffusers_betas", "DiffusersField",
+           "PREDICTION_TYPES", "DIFFUSERS_NETWORK", "check_prediction_type", "unet2d", "discrete_vp", "diffusers_parts"]
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+DIFFUSERS_NETWORK = "UNet2DModel"  # the network class a model folder's header names for an imported diffusers model
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 DIFFUSERS_OUTPUTS = ("config.json", WEIGHTS, "scheduler_config.json")  # what save_diffusers writes
 
@@ -59,7 +62,11 @@ def _unet_dir(folder: Path) -> Optional[Path]:
 
 
 def is_diffusers_folder(folder: Path) -> bool:
-    """A folder with a UNet2DModel ``config.json`` (itself or under ``unet/``)."""
+    """A folder with a UNet2DModel ``config.json`` (itself or under ``unet/``), or with what only a
+    diffusers folder holds (its weights file, ``scheduler_config.json``, ``unet/``), so that a
+    folder missing its config is refused by :func:`load_diffusers`, which names what is missing."""
+    if any((folder / name).exists() for name in (WEIGHTS, "diffusion_pytorch_model.bin", "scheduler_config.json", "unet")):
+        return True
     d = _unet_dir(folder)
     if d is None:
         return False
@@ -101,8 +108,7 @@ class DiffusersField(nn.Module):
 
     def __init__(self, model: nn.Module, process: VP, prediction_type: str, num_classes: int = 0):
         super().__init__()
-        if prediction_type not in PREDICTION_TYPES:
-            raise UserError(f"prediction_type {prediction_type!r} is not supported; valid: {', '.join(PREDICTION_TYPES)}")
+        check_prediction_type(prediction_type, "DiffusersField")
         self.model, self.process, self.prediction_type = model, process, prediction_type
         self.num_classes = int(num_classes)
         self.kind = "eps" if prediction_type == "epsilon" else "denoiser"
@@ -132,6 +138,36 @@ def _scheduler_config(folder: Path, unet: Path) -> Tuple[Path, Dict[str, Any]]:
                     f"the network was trained on is unknown")
 
 
+def check_prediction_type(value: Any, where: str) -> str:
+    """``value`` if it is one of :data:`PREDICTION_TYPES`, else one line naming ``where`` and the value."""
+    if value not in PREDICTION_TYPES:
+        raise UserError(f"{where}: prediction_type {value!r} is not supported; valid: {', '.join(PREDICTION_TYPES)}")
+    return value
+
+
+def unet2d(config: Dict[str, Any], state: Dict[str, Tensor], where: str, weights: Path, dtype: torch.dtype) -> nn.Module:
+    """``UNet2DModel.from_config(config)`` with ``state`` loaded (strict, one line naming ``weights`` and
+    the first misfit tensor), in ``dtype``, for inference.  The one place diffusers' network is built:
+    for a diffusers folder and for a model folder imported from one (``config`` from its header)."""
+    try:
+        from diffusers import UNet2DModel  # heavy optional dependency: imported only where it is used
+    except ImportError:
+        raise UserError(f"{where} is a diffusers UNet2DModel; running it needs the optional diffusers package: "
+                        f"pip install \"physgen[diffusers]\"") from None
+    try:
+        model = UNet2DModel.from_config(config)
+    except Exception as exc:  # diffusers' own config validation
+        raise UserError(f"{where}: UNet2DModel rejects this config ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
+    load_state(model, state, path=weights, what="UNet2DModel weights")
+    return (model if dtype == torch.float32 else model.to(dtype)).eval().requires_grad_(False)
+
+
+def discrete_vp(betas: Tensor) -> VP:
+    """physgen's VP over the scheduler's ``T`` betas: times ``t = (τ + 1)/T`` for the trained steps ``τ``."""
+    T = betas.numel()
+    return VP("discrete", betas=betas.double().tolist(), t_eps=1.0 / T, t_max=1.0)
+
+
 def load_diffusers(folder, dtype: torch.dtype = torch.float32) -> Tuple[VP, DiffusersField, Tuple[int, ...], Dict[str, Any]]:
     """``(process, field, sample shape, description)`` of a diffusers folder (module docstring)."""
     folder = Path(folder)
@@ -149,58 +185,52 @@ def load_diffusers(folder, dtype: torch.dtype = torch.float32) -> Tuple[VP, Diff
     sched_path, sched = _scheduler_config(folder, unet)
     where = f"scheduler config {str(sched_path)!r}"
     betas = diffusers_betas(sched, where)
-    prediction = sched.get("prediction_type", "epsilon")
+    prediction = check_prediction_type(sched.get("prediction_type", "epsilon"), where)
     try:
-        from diffusers import UNet2DModel  # heavy optional dependency: imported only where it is used
-    except ImportError:
-        raise UserError(f"{str(folder)!r} is a diffusers folder; reading it needs the optional diffusers package: "
-                        f"pip install \"physgen[diffusers]\"") from None
-    from safetensors.torch import load_file  # heavy optional dependency: imported only where it is used
-
-    try:
-        model = UNet2DModel.from_config(config)
-    except Exception as exc:  # diffusers' own config validation
-        raise UserError(f"{str(unet / 'config.json')!r}: UNet2DModel rejects this config ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
-    try:
-        state = load_file(str(weights))
+        state = st_load(weights.read_bytes())
     except Exception as exc:  # safetensors' own header and size checks
         raise UserError(f"{str(weights)!r} is damaged or not a safetensors file ({str(exc).splitlines()[0] if str(exc) else exc!r})") from None
-    load_state(model, state, path=weights, what="UNet2DModel weights")
-    model = (model if dtype == torch.float32 else model.to(dtype)).eval().requires_grad_(False)
-    T = betas.numel()
-    process = VP("discrete", betas=betas.double().tolist(), t_eps=1.0 / T, t_max=1.0)
-    num_classes = int(config.get("num_class_embeds") or 0)
-    field = DiffusersField(model, process, prediction, num_classes)
+    model = unet2d(config, state, f"{str(unet / 'config.json')!r}", weights, dtype)
+    process = discrete_vp(betas)
+    field = DiffusersField(model, process, prediction, int(config.get("num_class_embeds") or 0))
     size = config.get("sample_size", 32)
     size = (size, size) if isinstance(size, int) else tuple(size)
     shape = (int(config.get("in_channels", 3)), int(size[0]), int(size[1]))
-    info = {"network": "UNet2DModel", "prediction_type": prediction, "num_train_timesteps": T,
+    info = {"network": "UNet2DModel", "prediction_type": prediction, "num_train_timesteps": betas.numel(),
             "beta_schedule": sched.get("beta_schedule", "linear") if sched.get("trained_betas") is None else "trained_betas",
             "scheduler_config": str(sched_path), "config": config, "scheduler": sched, "ignored_sampler_options": {k: sched[k] for k in ("clip_sample", "thresholding") if sched.get(k)}}
     return process, field, shape, info
 
 
+def diffusers_parts(model: Any) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """``(UNet2DModel config, scheduler config)`` of a model read from a diffusers folder, or of a
+    model folder imported from one (its header keeps both); any other model: one line saying why."""
+    network = model.info.get("network")
+    if model.format == "diffusers":
+        return model.info["config"], model.info["scheduler"]
+    if isinstance(network, dict) and network.get("class") == DIFFUSERS_NETWORK:
+        return network["config"], model.info["source"]["scheduler"]
+    raise UserError(f"{str(model.path)!r} ({model.format}) was not read from a diffusers folder: its network (physgen's U-Net, EDM's SongUNet/"
+                    f"DhariwalUNet layouts) has no diffusers UNet2DModel equivalent; --format diffusers exports only "
+                    f"models read from a diffusers folder (use --format safetensors)")
+
+
 def check_exportable(model: Any) -> None:
     """One line unless ``model`` was read from a diffusers folder (its network has no ``UNet2DModel`` layout)."""
-    if model.format != "diffusers":
-        raise UserError(f"{str(model.path)!r} ({model.format}) was not read from a diffusers folder: its network (physgen's U-Net, EDM's SongUNet/"
-                        f"DhariwalUNet layouts) has no diffusers UNet2DModel equivalent; --format diffusers exports only "
-                        f"models read from a diffusers folder (use --format safetensors)")
+    diffusers_parts(model)
 
 
 def save_diffusers(model: Any, out: Path) -> Path:
     """Write a model read from a diffusers folder (:class:`physgen.pretrained.Pretrained` of format
-    ``diffusers``) as ``out/config.json``, ``out/diffusion_pytorch_model.safetensors`` and
-    ``out/scheduler_config.json`` (module docstring), each atomically, the config last.  Any
-    other model: one line saying why (:func:`check_exportable`)."""
-    check_exportable(model)
-    from safetensors.torch import save as st_save  # heavy optional dependency: imported only where it is used
-
+    ``diffusers``, or a model folder imported from one) as ``out/config.json``,
+    ``out/diffusion_pytorch_model.safetensors`` and ``out/scheduler_config.json`` (module
+    docstring), each atomically, the config last.  Any other model: one line saying why."""
+    config, scheduler = diffusers_parts(model)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     blob = st_save({k: v.detach().cpu().contiguous() for k, v in model.field.model.state_dict().items()})
     with atomic_write(out / WEIGHTS, "wb") as f:
         f.write(blob)
-    write_json(out / "scheduler_config.json", model.info["scheduler"])
-    write_json(out / "config.json", model.info["config"])
+    write_json(out / "scheduler_config.json", scheduler)
+    write_json(out / "config.json", config)
     return out

@@ -1,7 +1,8 @@
 """``physgen.pretrained.load``: one entry point for a model trained elsewhere (or by physgen).
 
 The format is detected from the file: a physgen checkpoint (magic ``PHYSGEN-CKPT``) or run
-folder; a physgen model folder (``model.json``, :mod:`physgen.pretrained.convert`); a diffusers folder (``config.json`` of a ``UNet2DModel``); otherwise an EDM /
+folder; a physgen model folder (``model.header``, :mod:`physgen.pretrained.convert`); a diffusers folder
+(``config.json`` of a ``UNet2DModel``); otherwise an EDM /
 PFGM++ snapshot, a pickle (``.pkl``) or a ``torch.save`` zip (``.pt``) whose pickle calls
 EDM's persistence reconstructor.  A ``torch.save`` zip that names only plain torch globals
 (tensors, storages, ordered dicts) is a physgen checkpoint of the earlier format.
@@ -23,7 +24,7 @@ from ..errors import UserError
 from ..fields.neural import NeuralField
 from ..images.train import load_trained
 from ..processes.base import Process
-from .convert import FOLDER_FORMAT, is_model_folder, load_folder
+from .convert import FOLDER_FORMAT, HEADER, is_model_folder, load_folder
 from .diffusers import is_diffusers_folder, load_diffusers
 from .edm import convert, network_record
 from .reader import ZIP_MAGIC, read_snapshot
@@ -35,7 +36,7 @@ FORMATS = {
     "edm-torch": "a torch.save zip of EDM / PFGM++ objects (PFGM++'s training-state-*.pt)",
     "diffusers": "a diffusers UNet2DModel folder (config.json, safetensors weights, scheduler_config.json)",
     "physgen": "a physgen checkpoint or training run",
-    FOLDER_FORMAT: "a physgen model folder (model.safetensors + model.json, written by physgen import / export)",
+    FOLDER_FORMAT: "a physgen model folder (model.safetensors + model.header, written by physgen import / export)",
 }
 
 
@@ -159,6 +160,8 @@ def load(path, device=None, *, dtype: torch.dtype = torch.float32, ema: bool = T
     unsupported network or schedule).  ``ae``: the autoencoder of a physgen latent run when it has
     moved (checked against the run's recorded checksum); its decoder is ``.decode``."""
     path = Path(path)
+    if path.name == HEADER and path.is_file() and is_model_folder(path.parent):
+        path = path.parent  # a model folder's header stands for its folder
     fmt = detect_format(path)
     where = f"{str(path)!r}"
     if ae is not None and fmt != "physgen":

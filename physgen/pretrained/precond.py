@@ -20,10 +20,13 @@ Each class here is a physgen preconditioning (:mod:`physgen.fields.neural`): it 
 process's scale ``s`` to the row above and declares the ``kind`` it returns.  VP lives in
 physgen's ``x = a x̄`` at time ``t``: there ``c_in x̄ = a x̄ = x`` and ``D = x̄ - σ F`` means
 ``F`` *is* the noise prediction ``ε(x, t)``, so :class:`VPPreconditioning` is an ``eps``
-field ``F(x, (M-1) t)``.  ``use_fp16`` (EDM's option) runs ``F`` under float16 autocast
-on CUDA, as the original runs it in float16 there (EDM casts every layer's weights to
-float16; autocast keeps group norms and softmax in float32, so the two agree to float16
-rounding, not bit for bit); elsewhere ``F`` runs in the input's dtype.
+field ``F(x, (M-1) t)``.  ``use_fp16`` (EDM's option, recorded in the preconditioning and so
+in an imported folder's header) runs ``F`` under float16 autocast on CUDA, as the original
+runs it in float16 there (:func:`compute_dtype` is the plan); elsewhere (the CPU) ``F`` runs
+in the input's dtype, float32 by default, as EDM does.  EDM casts the input and every
+convolution's weights to float16 but keeps the noise embedding in float32 and the attention
+softmax in float32; autocast also keeps group norms in float32 and runs the embedding's
+linear layers in float16, so the two agree to float16 rounding, not bit for bit.
 """
 from __future__ import annotations
 
@@ -35,12 +38,18 @@ from torch import Tensor, nn
 from ..fields.kinds import expand_as_batch
 from ..fields.neural import DenoiserPreconditioning
 
-__all__ = ["EDMPreconditioning", "VEPreconditioning", "VPPreconditioning", "IDDPMPreconditioning", "PRECONDITIONINGS"]
+__all__ = ["compute_dtype", "EDMPreconditioning", "VEPreconditioning", "VPPreconditioning", "IDDPMPreconditioning", "PRECONDITIONINGS"]
+
+
+def compute_dtype(use_fp16: bool, device) -> Optional[torch.dtype]:
+    """The dtype a foreign network ``F`` runs in: float16 for a ``use_fp16`` network on CUDA (EDM's
+    rule), else ``None``: the input's own dtype (float32 on the CPU, whatever the flag)."""
+    return torch.float16 if use_fp16 and torch.device(device).type == "cuda" else None
 
 
 def _run(net: nn.Module, x_in: Tensor, c_noise: Tensor, label: Optional[Tensor], use_fp16: bool) -> Tensor:
-    """``F(x_in, c_noise, label)``: float16 autocast on CUDA for ``use_fp16`` networks, result in ``x_in``'s dtype."""
-    if use_fp16 and x_in.is_cuda:
+    """``F(x_in, c_noise, label)``: float16 autocast where :func:`compute_dtype` says so, result in ``x_in``'s dtype."""
+    if compute_dtype(use_fp16, x_in.device) == torch.float16:
         with torch.autocast("cuda", dtype=torch.float16):
             return net(x_in, c_noise, label).to(x_in.dtype)
     return net(x_in, c_noise, label)

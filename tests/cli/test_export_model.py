@@ -6,12 +6,11 @@ folder that diffusers itself reads to the same network (slow, needs the extra); 
 is refused --format diffusers in one line (EDM's layouts have no UNet2DModel counterpart)."""
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 
 import edm_snapshots as W
+from diffusers_folders import tiny_unet2d
 import physgen.pretrained as P
 from one_line import one_line
 from physgen import checkpoints
@@ -24,7 +23,7 @@ def test_import_export_round_trip_is_bit_for_bit(tmp_path, flags):
     assert main(["import", str(tmp_path / "snap.pt"), "--out", str(tmp_path / "run")]) == 0
     assert main(["export", str(tmp_path / "run"), *flags, "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == (tmp_path / "out" / "model.safetensors").read_bytes()
-    a, b = (json.loads((tmp_path / d / "model.json").read_text()) for d in ("run", "out"))
+    a, b = (checkpoints.verify(tmp_path / d / "model.header").meta for d in ("run", "out"))
     assert a == b and a["process"]["name"] == "pfgmpp" and a["process"]["D"] == 128
     run, out = P.load(tmp_path / "run"), P.load(tmp_path / "out")
     x, sigma = torch.randn(3, *run.shape), torch.tensor([0.05, 1.0, 20.0])
@@ -63,7 +62,7 @@ def test_a_training_run_exports_its_ema_field_bit_for_bit(trained, tmp_path, whi
     source = trained if which == "folder" else checkpoints.find(trained).path
     assert main(["export", str(source), "--out", str(tmp_path / "out")]) == 0
     run, out, raw = P.load(source), P.load(tmp_path / "out"), P.load(source, ema=False)
-    desc = json.loads((tmp_path / "out" / "model.json").read_text())
+    desc = checkpoints.verify(tmp_path / "out" / "model.header").meta
     assert desc["source"]["weights"] == "ema" and desc["source"]["step"] == 3 and desc["network"]["class"] == "PhysgenUNet"
     assert out.process.describe() == run.process.describe() and out.shape == run.shape and out.num_classes == run.num_classes == 10
     ours, theirs = out.field.net.state_dict(), run.field.net.state_dict()
@@ -87,16 +86,8 @@ def test_a_training_run_is_refused_as_diffusers(trained, tmp_path, capsys):
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
 def test_diffusers_round_trip_reads_back_in_diffusers(tmp_path, prediction_type):
     diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(1)
-    model = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
-                                  down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                                  norm_num_groups=8, num_class_embeds=None)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))  # untrained output layers are zero: make the output depend on every weight
     src = tmp_path / "pipe"
-    model.save_pretrained(src / "unet", safe_serialization=True)  # a pipeline layout: unet/ + scheduler/
-    diffusers.DDPMScheduler(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", prediction_type=prediction_type).save_pretrained(src / "scheduler")
+    model = tiny_unet2d(src, prediction_type, "squaredcos_cap_v2", seed=1, pipeline=True)  # a pipeline layout: unet/ + scheduler/
     assert main(["export", str(src), "--format", "diffusers", "--out", str(tmp_path / "out")]) == 0
     back = diffusers.UNet2DModel.from_pretrained(tmp_path / "out").eval()
     sched = diffusers.DDPMScheduler.from_pretrained(tmp_path / "out")

@@ -294,9 +294,11 @@ TINY_SETTINGS = {  # the preconditioner of each kind of tiny snapshot (the CLI t
 }
 
 
-def tiny(path, kind: str = "edm", *, num_classes: int = 0, resolution: int = 8, channels: int = 3, seed: int = 0) -> UNet:
+def tiny(path, kind: str = "edm", *, num_classes: int = 0, resolution: int = 8, channels: int = 3, seed: int = 0,
+         use_fp16: bool = False) -> UNet:
     """A tiny NCSN++-style snapshot of ``kind`` (:data:`TINY_SETTINGS`) with small random
-    weights in float32 at ``path`` (``.pkl`` or ``.pt``); returns the physgen network it holds."""
+    weights in float32 at ``path`` (``.pkl`` or ``.pt``), EDM's ``use_fp16`` flag as given;
+    returns the physgen network it holds."""
     net = build_unet("tiny", resolution, channels, num_classes=num_classes, embedding="fourier", channel_mult_noise=2,
                      resample_filter=(1, 3, 3, 1), encoder_type="residual")
     gen = torch.Generator().manual_seed(seed)
@@ -306,5 +308,6 @@ def tiny(path, kind: str = "edm", *, num_classes: int = 0, resolution: int = 8, 
     cls, settings = TINY_SETTINGS[kind]
     if kind == "pfgmpp":
         settings = dict(settings, N=channels * resolution * resolution)
-    write(path, precond(song_unet(net, torch.float32), cls, resolution, channels, num_classes, **settings), loss=edm_loss())
+    write(path, precond(song_unet(net, torch.float32), cls, resolution, channels, num_classes, use_fp16=use_fp16, **settings),
+          loss=edm_loss())
     return net.eval()

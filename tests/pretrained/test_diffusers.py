@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import physgen.pretrained as P
+from diffusers_folders import tiny_unet2d
 from physgen.errors import UserError
 from physgen.pretrained.diffusers import diffusers_betas
 from physgen.processes import VP
@@ -26,18 +27,9 @@ T = 1000
 
 
 def _unet_folder(tmp_path, prediction_type="epsilon", beta_schedule="linear", seed=0):
-    diffusers = pytest.importorskip("diffusers")
-    torch.manual_seed(seed)
-    model = diffusers.UNet2DModel(sample_size=8, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(16, 32),
-                                  down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                                  norm_num_groups=8)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))  # the output layers are not trained: make the output depend on everything
+    pytest.importorskip("diffusers")
     folder = tmp_path / f"unet-{prediction_type}-{beta_schedule}"
-    model.save_pretrained(folder, safe_serialization=True)
-    diffusers.DDPMScheduler(num_train_timesteps=T, beta_schedule=beta_schedule, prediction_type=prediction_type).save_pretrained(folder)
-    return folder, model.eval()
+    return folder, tiny_unet2d(folder, prediction_type, beta_schedule, seed=seed, T=T)
 
 
 def _diffusers_run(model, scheduler, x, steps):

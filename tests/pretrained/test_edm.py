@@ -11,9 +11,12 @@ import torch
 
 import edm_snapshots as W
 import physgen.pretrained as P
+from physgen import checkpoints
 from physgen.errors import UserError
 from physgen.nets.adm import ADMUNet
 from physgen.nets.unet import build_unet
+from physgen.pretrained.convert import HEADER, save_model
+from physgen.pretrained.precond import compute_dtype
 from physgen.processes import EDM, VE, VP, PFGMpp
 from physgen.sampling import sample
 
@@ -281,6 +284,64 @@ def test_use_fp16_network_runs_in_half_precision_on_cuda(tmp_path):
     err_gpu = float((gpu.denoise(x.cuda(), s.cuda(), labels.cuda()).double().cpu() - want).abs().max() / want.abs().max())
     err_cpu = float((cpu.denoise(x, s, labels).double() - want).abs().max() / want.abs().max())
     assert err_cpu < 1e-5 < err_gpu < 1e-2
+
+
+def _conv_output_dtypes(model, x, sigma) -> set:
+    """The dtypes the network's convolutions produced in one denoiser call (autocast shows there)."""
+    seen: set = set()
+    hooks = [m.register_forward_hook(lambda mod, args, out: seen.add(out.dtype))
+             for m in model.field.net.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        out = model.denoise(x, sigma)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert out.dtype == x.dtype  # the preconditioning's arithmetic stays in the caller's dtype
+    return seen
+
+
+def _fp16_pair(tmp_path, kind):
+    """A ``use_fp16`` snapshot of ``kind``, its imported model folder and its float32 twin (same weights)."""
+    W.tiny(tmp_path / "half.pkl", kind, seed=3, use_fp16=True)
+    W.tiny(tmp_path / "full.pkl", kind, seed=3)
+    half = P.load(tmp_path / "half.pkl")
+    save_model(half, tmp_path / "m")
+    return half, P.load(tmp_path / "m"), P.load(tmp_path / "full.pkl")
+
+
+@pytest.mark.parametrize("kind", ["edm", "vp", "ve"])
+def test_the_fp16_plan_comes_from_the_header_and_the_device(tmp_path, kind):
+    """EDM's rule: a ``use_fp16`` network runs in float16 on CUDA and in float32 on the CPU.  The
+    flag survives import (in the header) and the plan (:func:`compute_dtype`) follows it and the
+    device; on the CPU the fp16 model is its float32 twin bit for bit."""
+    half, folder, full = _fp16_pair(tmp_path, kind)
+    assert checkpoints.verify(tmp_path / "m" / HEADER).meta["preconditioning"]["use_fp16"] is True
+    x, sigma = torch.randn(3, CH, RES, RES), torch.tensor([0.05, 1.0, 20.0])
+    want = full.denoise(x, sigma)
+    for m in (half, folder):
+        flag = m.field.preconditioning.use_fp16
+        assert flag and compute_dtype(flag, "cuda") == torch.float16 and compute_dtype(flag, "cpu") is None
+        assert _conv_output_dtypes(m, x, sigma) == {torch.float32}
+        assert torch.equal(m.denoise(x, sigma), want)
+    assert compute_dtype(full.field.preconditioning.use_fp16, torch.device("cuda")) is None
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", ["edm", "vp"])
+def test_an_imported_fp16_model_runs_in_half_precision_on_cuda(tmp_path, kind):
+    """On CUDA the snapshot and its imported folder run their convolutions in float16, return the
+    caller's float32, agree with each other bit for bit and with the CPU's float32 run to float16 rounding."""
+    half, folder, full = _fp16_pair(tmp_path, kind)
+    x, sigma = torch.randn(3, CH, RES, RES), torch.tensor([0.05, 1.0, 20.0])
+    want = full.denoise(x, sigma)
+    outs = []
+    for m in (half.to("cuda"), folder.to("cuda")):
+        assert torch.float16 in _conv_output_dtypes(m, x.cuda(), sigma.cuda())
+        outs.append(m.denoise(x.cuda(), sigma.cuda()).cpu())
+    assert torch.equal(outs[0], outs[1])
+    err = float((outs[0] - want).abs().max() / want.abs().max())
+    assert 0 < err < 1e-2
 
 
 @pytest.mark.parametrize("name", ["ncsnpp-pfgmpp128-cond.pkl", "ddpmpp-vp-cond.pt"])
