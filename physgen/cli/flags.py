@@ -197,7 +197,8 @@ def add_observe_arguments(p) -> None:
     the three go together, and not with ``--condition``."""
     p.add_argument("--observe-A", default=None, metavar="ROWS",
                    help="observe y = A x + n, n ~ N(0, σ² I): the matrix A, rows separated by ';' and entries by ',' "
-                        "(e.g. '1,-1' measures x0 - x1; '1,0;0,1' both coordinates) or JSON [[1, -1]]; "
+                        "(e.g. '1,-1' measures x0 - x1; '1,0;0,1' both coordinates; --observe-A=-1,1 when it starts with a minus) "
+                        "or JSON [[1, -1]]; "
                         "the posterior p(x | y) is sampled by twisted SMC (asymptotically exact; processes with a Gaussian transition)")
     p.add_argument("--observe-y", default=None, metavar="VALUES", help="the measured y, one value per row of --observe-A (e.g. 0.5, or '0.5,1')")
     p.add_argument("--observe-noise", default=None, metavar="SIGMA", help="σ, the standard deviation of the observation noise n (> 0)")
