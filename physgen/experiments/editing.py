@@ -227,8 +227,9 @@ def _plot(rows: list, key: str, ylabel: str, path: Path) -> None:
             for method in CONDITION_METHODS:
                 sel = [r for r in rows if (r["dataset"], r["c"]) == case and (r["process"], r["field"]) == panel
                        and r["method"] == method and not r["refused"]]
-                if sel:
-                    ax.plot([r["nfe"] for r in sel], [r[key] for r in sel], "o-", ms=3, label=method)
+                if sel:  # one colour per method in every panel, also where another method was refused
+                    ax.plot([r["nfe"] for r in sel], [r[key] for r in sel], "o-", ms=3, label=method,
+                            color=f"C{CONDITION_METHODS.index(method)}")
             ax.set_xscale("log")
             ax.set_title(f"{panel[0]} ({panel[1]})\n{case[0]} x0={case[1]:g}", fontsize=7)
             ax.tick_params(labelsize=6)
