@@ -10,7 +10,12 @@
   non-finite or huge value, a coordinate the data lack, a coordinate twice, every coordinate,
   the methods' own flags with another method or without ``--condition``, SMC with a solver it
   does not use, guidance on top; ``toy condition legit``: every method (right = the samples
-  with the observed coordinate at its value).
+  with the observed coordinate at its value);
+* ``toy observe``: ``physgen toy --observe-A A --observe-y Y --observe-noise σ`` with a matrix of
+  the wrong shape for the data, malformed or non-finite entries, rows of unequal length, too
+  many rows, a ``y`` of the wrong length, a noise that is negative, zero or not finite, a flag
+  missing, and with ``--condition``, another ``--condition-method``, a solver or guidance;
+  ``toy observe legit``: inline and JSON forms (right = the samples and the recorded observation).
 
 :func:`cases` returns ``(area, argv, needles, keywords)`` tuples for :class:`audit_cli.Case`
 (``{IMG}`` is the audit's trained 8x8 grey image run, ``{W}`` the case's folder).
@@ -86,7 +91,7 @@ def cases() -> list[tuple]:
             ("edit outputs", EDIT + io, ("000000.png", "--overwrite"), {"setup": _both(GOOD, lambda w: ((w / "o").mkdir(), (w / "o" / "000000.png").write_bytes(b"x")))})]
     for method in ("blend", "repaint", "sdedit", "smc"):
         out.append(("edit legit", EDIT + io + ["--method", method, "--particles", "2"], (method,), {"setup": GOOD, "legit": True, "check": _edited}))
-    return out + _toy_condition_cases()
+    return out + _toy_condition_cases() + _toy_observe_cases()
 
 
 TOY = ["toy", "--n-data", "60", "--n-samples", "16", "--steps", "2", "--device", "cpu", "--out", "{W}/o"]
@@ -117,4 +122,40 @@ def _toy_condition_cases() -> list[tuple]:
     for method in ("smc", "blend", "repaint", "sdedit"):
         out.append(("toy condition legit", TOY + c + ["x0=0.5", "--condition-method", method], (method,),
                     {"legit": True, "check": _observed}))
+    return out
+
+
+OBSERVE = {"--observe-A": "1,-1", "--observe-y": "0.5", "--observe-noise": "0.3"}
+
+
+def _observation_recorded(w: Path) -> bool:
+    import json
+
+    import numpy as np
+
+    x = np.load(w / "o" / "samples.npy")
+    record = json.loads((w / "o" / "metrics.json").read_text()).get("observation", {})
+    return x.shape == (16, 2) and bool(np.isfinite(x).all()) and record.get("noise_std") == 0.3
+
+
+def _toy_observe_cases() -> list[tuple]:
+    def flags(**changes) -> list:
+        given = {**OBSERVE, **{f"--observe-{k}": v for k, v in changes.items()}}
+        return [f for k, v in given.items() if v is not None for f in (k, v)]
+
+    rows = [(flags(A="1,-1,0"), ("--observe-A", "3 column")), (flags(A="1"), ("--observe-A", "1 column")),
+            (flags(A="1,nan"), ("nan",)), (flags(A="1,inf"), ("inf",)), (flags(A="[[1, NaN]]"), ("NaN",)),
+            (flags(A="1,1e400"), ("1e400",)), (flags(A="1,2e6"), ("2e6",)), (flags(A="a,b"), ("'a'",)), (flags(A=""), ("--observe-A",)),
+            (flags(A="1,-1;1"), ("one length",)), (flags(A="[[1, -1], [2]]"), ("one length",)), (flags(A="[[[1]]]"), ("[1]",)),
+            (flags(A="[true, 1]"), ("True",)), (flags(A=";".join(["1,0"] * 65), y=",".join(["0"] * 65)), ("65 rows",)),
+            (flags(y="0.5,1"), ("--observe-y has 2",)), (flags(y="nan"), ("--observe-y", "nan")), (flags(y="1e9"), ("1e9",)),
+            (flags(noise="-0.3"), ("--observe-noise", "-0.3")), (flags(noise="0"), ("--observe-noise", "0")),
+            (flags(noise="inf"), ("--observe-noise", "inf")), (flags(noise="abc"), ("--observe-noise", "abc")),
+            (flags(noise=None), ("--observe-noise", "missing")), (flags(A=None, y=None), ("--observe-A", "--observe-y", "missing")),
+            (flags() + ["--condition", "x0=1"], ("--condition", "--observe-A")),
+            (flags() + ["--condition-method", "repaint"], ("--observe-A", "repaint")), (flags() + ["--solver", "euler"], ("--solver",)),
+            (flags() + ["--atol", "1e-3"], ("--atol",)), (flags() + ["--guidance", "cfg", "--label", "0", "--dataset", "8gaussians"], ("--guidance",))]
+    out = [("toy observe", TOY + argv, needles, {}) for argv, needles in rows]
+    for A in ("1,-1", "[[1, -1]]", "[1, -1]"):
+        out.append(("toy observe legit", TOY + flags(A=A), ("observe",), {"legit": True, "check": _observation_recorded}))
     return out

@@ -12,6 +12,11 @@ the fraction of samples the sampler left far from any data
 the other coordinates given the observed ones with an editing method instead; the metrics
 then compare the samples with the closed-form conditional where the data are a Gaussian
 mixture (:func:`condition_reference`) and record the method, particles and NFE.
+``observe`` (a :class:`physgen.editing.observation.LinearObservation`, ``--observe-A``,
+``--observe-y``, ``--observe-noise``) samples the posterior given a noisy linear observation
+``y = A x + n`` by twisted SMC; the metrics compare with draws of the closed-form posterior
+where the data are a Gaussian mixture (:func:`observation_reference`) and record the
+observation, the particles, the NFE and each component's posterior weight against the closed form.
 """
 from __future__ import annotations
 
@@ -32,7 +37,9 @@ from .guidance import (GUIDANCE_KINDS, ClassifierFreeGuidance, ClassifierGuidanc
                        parse_interval, sample_guided)
 from .guidance.wrappers import check_guidance_flags, check_w
 from .editing import conditional_mixture, ks_statistic
+from .editing.conditional import linear_posterior
 from .editing.condition import Condition, sample_conditioned
+from .editing.observation import LinearObservation, sample_observed
 from .io import ensure_dir, save_figure, save_npy, write_json
 from .metrics import sample_metrics
 from .noise import SeededNoise
@@ -42,7 +49,8 @@ from .sampling import check_sampler_options, grid, sample, sampling_record, warn
 from .training import TrainConfig, train, train_classifier
 from .nets.mlp import MLP
 
-__all__ = ["ToyConfig", "run_toy", "check_toy_condition", "condition_reference", "condition_metrics", "build_field", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
+__all__ = ["ToyConfig", "run_toy", "check_toy_condition", "condition_reference", "condition_metrics", "observation_reference",
+           "observation_metrics", "build_field", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
            "class_fraction", "class_reference"]
 
 FIELDS = ("exact", "analytic", "mlp")
@@ -77,6 +85,7 @@ class ToyConfig:
     guidance_interval: Optional[tuple] = None
     classifier_ckpt: Optional[str] = None
     condition: Optional[Condition] = None  # observed coordinates and the editing method (physgen.editing.condition)
+    observe: Optional[LinearObservation] = None  # y = A x + n, sampled by twisted SMC (physgen.editing.observation)
     out: Optional[str] = None
 
     def __post_init__(self):
@@ -161,6 +170,8 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
     data, labels, reference = toy_data(dataset, config, device)
     if config.condition is not None:  # before any training: a coordinate the data lack is refused at once
         config.condition.check_dim(data.shape[1])
+    if config.observe is not None:
+        config.observe.check_dim(data.shape[1])
 
     process = toy_process(config, data)
     field, training = build_field(process, config.field, dataset, data, labels, config, device, log_stream)
@@ -176,7 +187,11 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
     label = None if config.label is None else torch.full((config.n_samples,), config.label, device=device, dtype=torch.long)
     t0 = time.perf_counter()
     with torch.no_grad():
-        if config.condition is None:
+        if config.observe is not None:  # twisted SMC's own ancestral chain
+            sol = sample_observed(process, field, config.observe, config.n_samples, data.shape[1], steps=config.steps,
+                                  schedule=config.schedule, seed=config.seed, label=label, device=device)
+            reference = observation_reference(dataset, config.observe, config.n_samples, config.seed, device)
+        elif config.condition is None:
             sol = sampler(process, field, x0, schedule, config.solver, noise=noise, label=label, return_trajectory=True, **options)
         else:  # the editing method's own grid (smc: its ancestral chain's points)
             sol = sample_conditioned(process, field, config.condition, config.n_samples, data.mean(0), solver=config.solver,
@@ -194,6 +209,8 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
                    accepted=sol.stats.accepted, rejected=sol.stats.rejected, wall_s=wall)
     if config.condition is not None:  # what the editing method ran, over the unconditional sampler's record
         metrics.update(condition_metrics(dataset, config.condition, x, sol))
+    if config.observe is not None:
+        metrics.update(observation_metrics(dataset, config.observe, x, sol))
     if training is not None:
         metrics["final_loss"] = float(sum(training.losses[-50:]) / len(training.losses[-50:]))
     metrics.update({k: v for k, v in sol.stats.extra.items() if isinstance(v, (int, float))})  # stray_fraction among them
@@ -205,6 +222,7 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
         save_npy(out / "samples.npy", x.cpu().numpy())
         write_json(out / "metrics.json", metrics)
         method = config.solver if config.condition is None else f"{config.condition.describe()} by {config.condition.method}"
+        method = "y = A x + n by smc" if config.observe is not None else method
         plot_samples((data if reference is None else reference).cpu(), x.cpu(), out / "samples.png",
                      title=f"{config.process} / {config.field} / {method} ({sol.stats.nfe} NFE)")
         traj = sol.stats.trajectory
@@ -259,19 +277,25 @@ def plot_trajectories(traj: Tensor, path: Path, n_paths: int = 64, process: str 
 # --------------------------------------------------------------------------- observed coordinates (--condition)
 
 def check_toy_condition(config) -> None:
-    """Refuse what a conditioned toy run cannot honour: guidance on top of it, and for SMC
-    (its own ancestral chain) a solver, tolerances or solver options it would ignore."""
-    if config.condition is None:
+    """Refuse what a conditioned toy run cannot honour: ``--condition`` with ``--observe-A``,
+    guidance on top of either, and for SMC (its own ancestral chain) a solver, tolerances or
+    solver options it would ignore."""
+    for name, value, kind in (("condition", config.condition, Condition), ("observe", config.observe, LinearObservation)):
+        if value is not None and not isinstance(value, kind):
+            raise UserError(f"{name} must be a {kind.__module__}.{kind.__name__}, got {type(value).__name__}")
+    if config.condition is not None and config.observe is not None:
+        raise UserError("--condition fixes coordinates exactly and --observe-A observes the point with noise: give one of them")
+    what = "--condition" if config.condition is not None else "--observe-A" if config.observe is not None else None
+    if what is None:
         return
-    if not isinstance(config.condition, Condition):
-        raise UserError(f"condition must be a physgen.editing.condition.Condition, got {type(config.condition).__name__}")
     if config.guidance is not None:
-        raise UserError(f"--condition and --guidance {config.guidance} do not combine: condition on coordinates or guide to a label")
-    if config.condition.method == "smc":
+        raise UserError(f"{what} and --guidance {config.guidance} do not combine: condition on coordinates or guide to a label")
+    if config.observe is not None or config.condition.method == "smc":
         ignored = [f for f, v in (("--solver", config.solver != "heun"), ("--rtol", config.rtol is not None),
                                   ("--atol", config.atol is not None), ("--sampler-opt", bool(config.sampler_options))) if v]
         if ignored:
-            raise UserError(f"--condition-method smc runs its own ancestral chain (twisted SMC): {', '.join(ignored)} does not apply to it")
+            runner = "--condition-method smc" if config.observe is None else "--observe-A (sampled by smc)"
+            raise UserError(f"{runner} runs its own ancestral chain (twisted SMC): {', '.join(ignored)} does not apply to it")
 
 
 def condition_reference(dataset, condition: Condition, n: int, seed: int, device) -> Optional[Tensor]:
@@ -287,15 +311,19 @@ def condition_reference(dataset, condition: Condition, n: int, seed: int, device
     return x.to(device)
 
 
+def _smc_record(sol) -> dict:
+    """What an editing method ran: NFE, its particles (SMC; else None), resamplings, distinct
+    rows, the grid (SMC: its ancestral chain's points, sdedit: the piece after its start)."""
+    extra = sol.stats.extra
+    return {"nfe": int(sol.stats.nfe), "particles": sum(extra["particles"]) if "particles" in extra else None,
+            "resamples": extra.get("resamples"), "distinct": extra.get("distinct"), "grid": extra["grid"], "steps": len(extra["grid"]) - 1}
+
+
 def condition_metrics(dataset, condition: Condition, x: Tensor, sol) -> dict:
-    """The method, its particles (SMC; else None), the grid it ran (SMC: its ancestral chain's
-    points, sdedit: the piece after its start) and, with a mixture and one unobserved
+    """The method and what it ran (:func:`_smc_record`) and, with a mixture and one unobserved
     coordinate, the KS distance of that coordinate to the closed-form conditional."""
     extra = sol.stats.extra
-    out = {"condition": condition.describe(), "condition_method": condition.method, "nfe": int(sol.stats.nfe),
-           "particles": sum(extra["particles"]) if "particles" in extra else None, "resamples": extra.get("resamples"),
-           "distinct": extra.get("distinct"),
-           "grid": extra["grid"], "steps": len(extra["grid"]) - 1}
+    out = {"condition": condition.describe(), "condition_method": condition.method, **_smc_record(sol)}
     out.update({k: extra[k] for k in ("strength", "jump_length", "jump_n_sample") if k in extra})
     if condition.method == "smc":
         out.update(solver="smc", nfe_per_step=1)
@@ -303,6 +331,27 @@ def condition_metrics(dataset, condition: Condition, x: Tensor, sol) -> dict:
     if dataset.mixture is not None and len(unobserved) == 1:
         mix = conditional_mixture(dataset.mixture, list(dict(condition.observed)), list(dict(condition.observed).values()))
         out["ks_conditional"] = ks_statistic(x[:, unobserved[0]].cpu(), mix)
+    return out
+
+
+def observation_reference(dataset, observation: LinearObservation, n: int, seed: int, device) -> Optional[Tensor]:
+    """``n`` fresh draws of the closed-form posterior ``p(x | y)``, or ``None`` when the data are no Gaussian mixture."""
+    if dataset.mixture is None:
+        return None
+    post = linear_posterior(dataset.mixture, observation.matrix(), observation.values(), observation.noise_std)
+    return post.sample(n, torch.Generator().manual_seed(seed + REFERENCE_SEED_OFFSET)).float().to(device)
+
+
+def observation_metrics(dataset, observation: LinearObservation, x: Tensor, sol) -> dict:
+    """The observation, what SMC ran (:func:`_smc_record`) and, with a mixture, each
+    component's posterior weight in the samples (their mean responsibility, unbiased for exact
+    samples) against the closed form's, and the largest difference (``weight_error``)."""
+    out = {"observation": observation.record(), "solver": "smc", "nfe_per_step": 1, **_smc_record(sol)}
+    if dataset.mixture is not None:
+        post = linear_posterior(dataset.mixture, observation.matrix(), observation.values(), observation.noise_std)
+        got = post.component_moments(x)[0]
+        out.update(posterior_weights=post.weights.tolist(), sample_weights=got.tolist(),
+                   weight_error=float((got - post.weights).abs().max()))
     return out
 
 

@@ -18,10 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 
 NOT_YET_MIRRORED = {  # module: the test file that tests it today (a split for later, once nobody edits it)
-    "physgen/editing/conditional.py": "tests/editing/test_editing_targets.py",
     "physgen/editing/replacement.py": "tests/editing/test_editing_targets.py",
     "physgen/editing/sdedit.py": "tests/editing/test_editing_methods.py",
-    "physgen/editing/smc.py": "tests/editing/test_editing_methods.py",
     "physgen/editing/steps.py": "tests/editing/test_editing_methods.py",
     "physgen/guidance/fit.py": "tests/guidance/test_guidance.py",  # through train-classifier
     "physgen/ncsnv2_plan.py": "tests/processes/test_ncsn.py",

@@ -13,6 +13,7 @@ from ..config import (
     TOLERANCE_RANGE, arg, parse_D, parse_float, parse_int, parse_key_values, parse_optional, parse_probability, parse_seed,
 )
 from ..editing.condition import CONDITION_METHODS, Condition
+from ..editing.observation import LinearObservation
 from ..errors import UserError
 from ..guidance import GuidanceTransform, load_classifier
 from ..runtime import available_cpus
@@ -22,7 +23,7 @@ __all__ = ["add_process_arguments", "add_coupling_arguments", "PROCESS_FLAGS", "
            "sampling_steps", "list_solvers", "add_guidance_arguments", "guidance_transform", "guidance_options",
            "POSITIVE", "OPTIONAL_POSITIVE", "NONNEGATIVE", "FINITE", "PROBABILITY", "FRACTION", "STEPS", "TRAIN_STEPS", "SAMPLES",
            "BATCH", "WIDTH", "DEPTH", "LEVELS", "RESOLUTION", "SEED", "LABEL", "THREADS", "D", "COUNT", "LR", "TOLERANCE",
-           "JUMPS", "add_condition_arguments", "condition_option"]
+           "JUMPS", "add_condition_arguments", "condition_option", "add_observe_arguments", "observe_option"]
 
 POSITIVE = arg(parse_float, 0.0, lo_open=True)  # finite, > 0, fits float32 (scales, tolerances, rates)
 OPTIONAL_POSITIVE = arg(parse_optional(parse_float), 0.0, lo_open=True)  # the same, or none/off
@@ -188,3 +189,25 @@ def condition_option(args) -> Optional[Condition]:
         return None
     return Condition.parse(args.condition, method=args.condition_method, strength=args.strength, jump_length=args.jump_length,
                            jump_n_sample=args.jump_n_sample)
+
+
+def add_observe_arguments(p) -> None:
+    """``--observe-A``, ``--observe-y``, ``--observe-noise``: a noisy linear observation
+    ``y = A x + n`` of the point, sampled by twisted SMC (:mod:`physgen.editing.observation`);
+    the three go together, and not with ``--condition``."""
+    p.add_argument("--observe-A", default=None, metavar="ROWS",
+                   help="observe y = A x + n, n ~ N(0, σ² I): the matrix A, rows separated by ';' and entries by ',' "
+                        "(e.g. '1,-1' measures x0 - x1; '1,0;0,1' both coordinates; --observe-A=-1,1 when it starts with a minus) "
+                        "or JSON [[1, -1]]; "
+                        "the posterior p(x | y) is sampled by twisted SMC (asymptotically exact; processes with a Gaussian transition)")
+    p.add_argument("--observe-y", default=None, metavar="VALUES", help="the measured y, one value per row of --observe-A (e.g. 0.5, or '0.5,1')")
+    p.add_argument("--observe-noise", default=None, metavar="SIGMA", help="σ, the standard deviation of the observation noise n (> 0)")
+
+
+def observe_option(args) -> Optional[LinearObservation]:
+    """The :class:`LinearObservation` of the flags, or ``None`` without them; an editing method
+    other than smc is refused with them (only SMC samples this posterior)."""
+    observation = LinearObservation.from_flags(args.observe_A, args.observe_y, args.observe_noise)
+    if observation is not None and args.condition_method != "smc":
+        raise UserError(f"--observe-A is sampled by twisted SMC only; --condition-method {args.condition_method} applies to --condition")
+    return observation

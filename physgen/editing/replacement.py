@@ -38,6 +38,16 @@ exact field of 20000 mixture draws (``benchmarks/editing_bias.py``, 2000 samples
 blend gives KS 0.042 / left weight 0.292 / spread 0.522 at ``D = 4``, 0.050 / 0.307 / 0.540
 at ``D = 128`` and 0.054 / 0.311 / 0.541 at ``D = inf`` (EDM) on the same field.
 :func:`physgen.editing.smc_condition` removes the bias where the kernel is Gaussian.
+
+**PFGM++ at finite D: what is exact, what is measured.**  Exact: the known coordinates'
+draw is the kernel's own marginal on them (checked against the full kernel's draw restricted
+to them, ``tests/editing/test_editing_methods.py``), and SDEdit's start is the kernel itself
+(PFCM's hijack, :mod:`.sdedit`).  Not exact: the draw ignores the coupling of the known and
+unknown offsets through the kernel's one radius, on top of the replacement bias every kernel
+has, and with no Gaussian transition there is nothing to twist (SMC and RePaint's jumps are
+refused), so no sampler here is asymptotically exact at finite ``D``.  The total is measured,
+not derived: the numbers above and the ``pfgmpp-D4`` / ``pfgmpp-D128`` rows of
+``physgen experiment editing`` (``benchmarks/RESULTS.md``).
 """
 from __future__ import annotations
 
