@@ -124,7 +124,7 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
     trajectory of ``field`` (:mod:`physgen.gits_schedule`, cached the same way), or
     ``"file:PATH"``: the user's own grid, a JSON list of ``steps + 1`` scales (:mod:`physgen.schedule_file`).
     """
-    steps = None if steps is None else parse_steps(steps)  # the one check of a step count on this path; nothing below repeats it
+    steps = None if steps is None else parse_steps(steps)  # the library entry's check (a --steps flag passed the same one); nothing below repeats it
     spec = solver_spec(method)
     if spec.grid == "levels":
         if schedule is not None:
