@@ -9,13 +9,13 @@ is one :class:`~physgen.errors.UserError` naming the flag or key and the value:
   float ``inf`` (:func:`decode_inf`).  A *number* that overflows (``1e400``) is an error,
   never a silent ``inf``.
 * **D** (PFGM++ extra dimensions, arXiv 2302.04265): :func:`parse_D`, a positive integer up
-  to ``2^53`` or ``inf``.
+  to ``2^53`` or ``inf``, as the typed :class:`ExtraDims` that travels to the kernel unparsed.
 * **dataclasses**: :func:`config_from_dict` checks every key against the dataclass's fields
   and every value against the field's annotated type (``Optional``, ``bool``, ``int``,
   ``float``, ``str``, tables, lists, nested dataclasses as tables), naming ``table.key``;
   :func:`load_config_file` / :func:`dump_config_file` read and write TOML or JSON.
 * **scalars**: :func:`parse_int`, :func:`parse_float`, :func:`parse_probability`,
-  :func:`parse_seed` check a value from anywhere (flag, JSON, config); :func:`arg` turns one
+  :func:`parse_steps`, :func:`parse_seed` check a value from anywhere (flag, JSON, config); :func:`arg` turns one
   into an ``argparse`` ``type=`` (the message then follows ``argument --flag:``).
   Floats must fit float32 (tensors are float32): ``--sigma-max 1e308`` is refused.
 * **options**: :func:`parse_key_values` (``--process-opt KEY=VALUE``, JSON values) and
@@ -40,8 +40,8 @@ import numpy as np
 from .errors import UserError
 from .io import atomic_write, jsonable, write_json
 
-__all__ = ["INF_STRINGS", "decode_inf", "jsonable", "parse_D", "D_MAX", "config_from_dict", "config_to_dict", "load_config_file",
-           "read_json", "dump_config_file", "toml_text", "parse_int", "parse_float", "parse_probability", "parse_seed",
+__all__ = ["INF_STRINGS", "decode_inf", "jsonable", "ExtraDims", "parse_D", "D_MAX", "config_from_dict", "config_to_dict", "load_config_file",
+           "read_json", "dump_config_file", "toml_text", "parse_int", "parse_float", "parse_probability", "parse_steps", "parse_seed",
            "parse_optional", "arg", "parse_key_values", "check_options", "FLOAT32_MAX", "FLOAT32_TINY", "INT64_MAX", "SEED_MAX",
            "MAX_STEPS", "MAX_TRAIN_STEPS", "MAX_SAMPLES", "MAX_BATCH", "MAX_WIDTH", "MAX_DEPTH", "MAX_RESOLUTION", "MAX_LEVELS", "MAX_LR", "TOLERANCE_RANGE",
            "LIMIT_REASONS"]
@@ -100,9 +100,43 @@ def decode_inf(value: Any) -> Any:
     return value
 
 
-def parse_D(value: Any, name: str = "D") -> Union[int, float]:
-    """PFGM++'s ``D``: a positive integer (``int``, integral float, or text such as ``"128"``,
-    ``"1e3"``) up to ``2^53``, or ``inf`` (text or float) for the Gaussian limit."""
+class ExtraDims(float):
+    """PFGM++'s ``D`` (arXiv 2302.04265, eq. 4): the number of augmented dimensions, a positive
+    integer up to ``2^53`` or ``inf`` (the ``D -> ∞`` limit, EDM's Gaussian kernel).
+
+    Made only by :func:`parse_D`, where the value enters (the ``--D`` flag's type, a config
+    file's or a checkpoint record's ``D``, a Python caller's argument), and handed down as it is
+    (``make_process`` -> ``PFGMpp`` -> ``StudentTKernel``): a value of this type is never parsed
+    again.  A float, so that it enters the kernel's formulas (``r = σ √D``, ``D/2``) and the test
+    ``D == math.inf`` as the number it is; it prints as that number (``128``, ``inf``) and is
+    written to JSON as :attr:`number` (:func:`physgen.io.jsonable`)."""
+
+    __slots__ = ()
+
+    @property
+    def number(self) -> Union[int, float]:
+        """``D`` as a plain number: an ``int``, or ``math.inf``."""
+        return math.inf if self == math.inf else int(self)
+
+    def json_value(self) -> Union[int, float]:
+        return self.number
+
+    def __repr__(self) -> str:
+        return str(self.number)
+
+    __str__ = __repr__
+
+
+def parse_D(value: Any, name: str = "D") -> ExtraDims:
+    """The one parser of PFGM++'s ``D``: a positive integer (``int``, integral float, or text such
+    as ``"128"``, ``"1e3"``) up to ``2^53``, or ``inf`` (text or float) for the Gaussian limit, as
+    an :class:`ExtraDims`.  An :class:`ExtraDims` was parsed where it entered and is returned as it is."""
+    if isinstance(value, ExtraDims):
+        return value
+    return ExtraDims(_read_D(value, name))
+
+
+def _read_D(value: Any, name: str) -> Union[int, float]:
     if decode_inf(value) == math.inf:
         return math.inf
     try:
@@ -209,6 +243,13 @@ def parse_float(value: Any, name: str, lo: Optional[float] = None, hi: Optional[
 def parse_probability(value: Any, name: str, *, hi_open: bool = False) -> float:
     """A probability in ``[0, 1]`` (``[0, 1)`` with ``hi_open``)."""
     return parse_float(value, name, 0.0, 1.0, hi_open=hi_open)
+
+
+def parse_steps(value: Any, name: str = "--steps") -> int:
+    """A number of integration steps (or noise levels) in ``[1, MAX_STEPS]``: the one check of a step
+    count, made where it enters (the ``--steps`` flag's type, a config file, :func:`physgen.sampling.grid`
+    for a Python caller) and nowhere below."""
+    return parse_int(value, name, 1, MAX_STEPS, LIMIT_REASONS["steps"])
 
 
 def parse_seed(value: Any, name: str = "seed") -> int:
@@ -360,6 +401,8 @@ def _coerce(tp: Any, value: Any, key: str, label: str = "{}") -> Any:
         raise UserError(f"{name} must be {' or '.join(_type_name(t) for t in options)}, got {_show(value)}")
     if value is None:
         raise UserError(f"{name} cannot be none")
+    if tp is ExtraDims:
+        return parse_D(value, name)
     if dataclasses.is_dataclass(tp):
         return config_from_dict(tp, value, where=name) if isinstance(value, dict) else _type_error(name, tp, value)
     if tp is bool:

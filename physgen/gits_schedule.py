@@ -48,7 +48,7 @@ from torch import Tensor
 from .io import write_json
 from .optimal_schedule import (N_PILOT, N_PILOT_LARGE, PILOT_SEED, REFERENCE_TOL, SMALL_DIM, _label_value, _read_cache,
                                cached_grid, field_fingerprint, pilot_draws, schedule_keywords)
-from .processes.base import Process, check_steps
+from .processes.base import Process
 
 __all__ = ["GITS", "FINE", "MAX_FINE", "gits_options", "gits_schedule", "gits_path", "euler_costs"]
 
@@ -119,7 +119,7 @@ def gits_schedule(process: Process, field: Any, steps: Optional[int], *, sample_
     """The GITS grid of ``steps`` steps for ``(process, field)`` (float64, decreasing, the
     process's ends); see the module docstring.  ``options``: only the process's sampling modes
     are used (the teacher runs in them)."""
-    K = check_steps(process.default_steps if steps is None else steps)
+    K = process.default_steps if steps is None else steps  # checked by physgen.sampling.grid, the entry
     own = process.grid(K).tolist()
     if process.ends_at_zero and K == 1:
         return torch.tensor(own, dtype=torch.float64)  # one step: s_max -> 0, nothing to choose

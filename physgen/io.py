@@ -71,8 +71,8 @@ def stale_temporaries(folder: PathLike, recursive: bool = True) -> list[Path]:
 
 
 def jsonable(obj: Any) -> Any:
-    """``obj`` with infinities as ``"inf"``/``"-inf"`` (JSON has none), tuples as lists, paths
-    and numpy scalars as plain values, recursively through dicts and lists: the one codec every
+    """``obj`` with infinities as ``"inf"``/``"-inf"`` (JSON has none), tuples as lists, paths,
+    numpy scalars and typed numbers (``json_value()``: PFGM++'s ``D``) as plain values, recursively through dicts and lists: the one codec every
     JSON file a run writes goes through (:func:`write_json`); :func:`physgen.config.read_json`
     and the config parsers read ``"inf"`` back as ``math.inf``."""
     if isinstance(obj, dict):
@@ -81,6 +81,8 @@ def jsonable(obj: Any) -> Any:
         return [jsonable(v) for v in obj]
     if isinstance(obj, (np.generic,)):
         obj = obj.item()
+    if hasattr(obj, "json_value"):  # a typed number that says how it is written (physgen.config.ExtraDims: 128 or inf)
+        obj = obj.json_value()
     if isinstance(obj, float) and math.isinf(obj):
         return "inf" if obj > 0 else "-inf"
     if isinstance(obj, Path):

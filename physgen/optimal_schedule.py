@@ -65,7 +65,7 @@ from .config import read_json
 from .errors import UserError
 from .io import write_json
 from .noise import SeededNoise
-from .processes.base import Process, check_steps
+from .processes.base import Process
 
 __all__ = ["OPTIMAL", "optimal_schedule", "optimal_options", "field_fingerprint", "grid_problem", "CACHE_NAME", "PILOT_SEED", "N_PILOT", "MAX_EVALS",
            "N_PILOT_LARGE", "MAX_EVALS_LARGE", "SMALL_DIM", "START_SCHEDULES", "cached_grid", "pilot_draws", "schedule_keywords"]
@@ -280,7 +280,7 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
     ``n_pilot``/``max_evals`` default by sample size (toy or image); progress goes to ``log``
     (default stderr)."""
     _check_fittable(method)
-    K = check_steps(process.default_steps if steps is None else steps)
+    K = process.default_steps if steps is None else steps  # checked by physgen.sampling.grid, the entry
     options = dict(options or {})
     label_value = _label_value(label)
     shape = tuple(int(v) for v in shape)

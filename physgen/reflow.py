@@ -20,18 +20,18 @@ import torch
 from torch import Tensor
 
 from .processes.base import Process
-from .sampling import sample
+from .sampling import grid, sample
 
 __all__ = ["straightness", "reflow_pairs"]
 
 
 def straightness(process: Process, field, x0: Tensor, steps: int = 100) -> float:
     """``S`` of the PF-ODE paths from the prior draws ``x0`` (module docstring), Euler, ``steps`` uniform steps."""
-    grid = process.grid(steps, "uniform")
-    traj = sample(process, field, x0, grid, "euler", return_trajectory=True).stats.trajectory.double()
-    dt = (grid[1:] - grid[:-1]).to(traj.dtype)  # negative: t decreases
+    points = grid(process, steps, "uniform", method="euler")
+    traj = sample(process, field, x0, points, "euler", return_trajectory=True).stats.trajectory.double()
+    dt = (points[1:] - points[:-1]).to(traj.dtype)  # negative: t decreases
     velocity = (traj[1:] - traj[:-1]) / dt.reshape(-1, *[1] * (traj.dim() - 1))
-    chord = (traj[-1] - traj[0]) / float(grid[-1] - grid[0])
+    chord = (traj[-1] - traj[0]) / float(points[-1] - points[0])
     sq = (velocity - chord[None]).reshape(steps, x0.shape[0], -1).pow(2).sum(-1)  # [K, B]
     weights = (-dt / (-dt).sum()).reshape(-1, 1)
     return float((weights * sq).sum(0).mean())
@@ -41,5 +41,5 @@ def reflow_pairs(process: Process, field, n: int, method: str = "heun", steps: O
                  generator: Optional[torch.Generator] = None, shape: tuple = (2,)) -> tuple[Tensor, Tensor]:
     """``(z, y)``: ``n`` prior draws and the samples the solver takes them to (Alg. 1, step 1)."""
     z = process.sample_prior((n, *shape), generator=generator)
-    y = sample(process, field, z, process.grid(steps), method).x
+    y = sample(process, field, z, grid(process, steps, method=method), method).x
     return z, y

@@ -26,6 +26,7 @@ import solvers
 from solvers.base import NoiseFn, Solution, SolverStats, as_schedule, default_noise
 
 from .errors import UserError
+from .sampling import grid
 
 __all__ = ["noisy_solve", "sample_with_noise", "budget_schedule", "quantize_weights", "quantize_tensor"]
 
@@ -79,7 +80,7 @@ def sample_with_noise(process, field, x0: Tensor, schedule, method: str = "heun"
 
 def budget_schedule(process, steps: int) -> Tensor:
     """Perturbation (b): the process's own grid with ``steps`` steps (fewer steps = less NFE)."""
-    return process.grid(steps)
+    return grid(process, steps)
 
 
 def _check_bits(bits) -> int:

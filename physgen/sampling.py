@@ -34,11 +34,12 @@ from solvers.spec import NEEDS, Option, OptionError, parse_options
 
 from solvers.schedules import SCHEDULES, parse_schedule
 
+from .config import parse_steps
 from .errors import UserError, unknown_name
 from .gits_schedule import GITS, gits_options, gits_schedule
 from .noise import SeededNoise
 from .optimal_schedule import OPTIMAL, optimal_options, optimal_schedule
-from .processes.base import Process, check_steps, prior_centre
+from .processes.base import Process, prior_centre
 from .schedule_file import FILE_PREFIX, file_schedule, is_file_schedule
 
 __all__ = ["grid", "sample", "sampling_record", "solver_spec", "solver_rows", "format_solver_table", "check_result", "DivergenceError",
@@ -123,6 +124,7 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
     trajectory of ``field`` (:mod:`physgen.gits_schedule`, cached the same way), or
     ``"file:PATH"``: the user's own grid, a JSON list of ``steps + 1`` scales (:mod:`physgen.schedule_file`).
     """
+    steps = None if steps is None else parse_steps(steps)  # the library entry's check (a --steps flag passed the same one); nothing below repeats it
     spec = solver_spec(method)
     if spec.grid == "levels":
         if schedule is not None:
@@ -132,7 +134,7 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
             raise _missing(spec, process, caps, {})
         if dim is None:
             raise UserError(f"solver {method!r} needs the data dimension to place its levels")
-        levels = process.langevin_levels(int(dim), None if steps is None else check_steps(steps))
+        levels = process.langevin_levels(int(dim), steps)
         return torch.cat([levels.double(), torch.zeros(1, dtype=torch.float64)])
     if str(schedule).partition(":")[0] == OPTIMAL:
         if field is None or (shape is None and dim is None):

@@ -26,9 +26,9 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from .config import read_json
+from .config import parse_steps, read_json
 from .errors import UserError
-from .processes.base import Process, check_steps
+from .processes.base import Process
 
 __all__ = ["FILE_PREFIX", "ENDS_RTOL", "is_file_schedule", "file_schedule"]
 
@@ -59,7 +59,8 @@ def file_schedule(process: Process, schedule: str, steps: Optional[int] = None) 
     values = read_json(path, "--schedule file:")
     if not isinstance(values, list):
         raise UserError(f"{where}: holds a JSON {type(values).__name__}, not a list of scales")
-    K = check_steps(len(values) - 1 if steps is None else steps) if len(values) > 1 or steps is not None else None
+    # --steps was checked by physgen.sampling.grid; without it the file's length is the step count, checked here
+    K = steps if steps is not None else parse_steps(len(values) - 1, f"{where}: its number of steps") if len(values) > 1 else None
     if K is None or len(values) != K + 1:
         want = f"{K + 1} scales for --steps {K}" if K is not None else "at least 2 scales"
         raise UserError(f"{where}: holds {len(values)} entries; want {want} (a K-step grid has K + 1 points)")

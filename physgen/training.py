@@ -472,7 +472,7 @@ def train(
 
     ``sample_batch`` is either ``sample_batch(n, generator) -> (y, label)``, called for the
     *global* batch each step (each rank keeps its slice), or a stream with ``next()``,
-    ``state_dict()`` and ``load_state_dict()`` (an :class:`physgen.images.ImageSampler`
+    ``state_dict()`` and ``load_state_dict()`` (an :class:`physgen.images.data.ImageSampler`
     built with this rank and world size and ``batch_size = batch / world_size``), whose
     state goes into the checkpoints.  Under an initialised ``torch.distributed`` process
     group the field is wrapped in DDP; only rank 0 prints and writes files.

@@ -12,11 +12,16 @@ import numpy as np
 import pytest
 from hypothesis import given, strategies as st
 
+import physgen.config as config
+from physgen.cli.flags import add_process_arguments, process_options
 from physgen.config import (
-    D_MAX, FLOAT32_MAX, FLOAT32_TINY, INT64_MAX, arg, check_options, config_from_dict, config_to_dict, decode_inf, dump_config_file,
+    D_MAX, ExtraDims, FLOAT32_MAX, FLOAT32_TINY, INT64_MAX, arg, check_options, config_from_dict, config_to_dict, decode_inf, dump_config_file,
     jsonable, load_config_file, parse_D, parse_float, parse_int, parse_key_values, parse_optional, parse_probability, parse_seed,
 )
 from physgen.errors import UserError
+from physgen.images.train import build_process, config_from_dict as image_config
+from physgen.processes import make_process, process_from_record
+from physgen.processes.pfgmpp import PFGMpp
 
 
 # --------------------------------------------------------------------------- inf and D
@@ -44,6 +49,48 @@ def test_parse_D_overflow_and_size_are_named_not_silently_inf():
         parse_D("1e400", "--D")
     with pytest.raises(UserError, match=r"<= 9007199254740992 \(larger D are not exact"):
         parse_D(2**53 + 2, "--D")
+
+
+def _count_D_reads(monkeypatch) -> list:
+    """The values the body of parse_D reads (an ExtraDims passes without a read)."""
+    reads, real = [], config._read_D
+    monkeypatch.setattr(config, "_read_D", lambda value, name: reads.append(value) or real(value, name))
+    return reads
+
+
+@pytest.mark.parametrize("text,want", [("4", 4), ("inf", math.inf)])
+def test_D_is_parsed_once_from_the_flag_to_the_kernel(monkeypatch, text, want):
+    """``--D 4``: the flag's type reads it; make_process, PFGMpp and StudentTKernel take the
+    ExtraDims it made as it is (the same object), so the text is read once on the whole path."""
+    reads = _count_D_reads(monkeypatch)
+    parser = argparse.ArgumentParser()
+    add_process_arguments(parser)
+    args = parser.parse_args(["--process", "pfgmpp", "--D", text])
+    process = make_process(args.process, **process_options(args))
+    assert reads == [text] and isinstance(args.D, ExtraDims) and process.D is args.D and process.D == want
+    assert process.kernel.D is args.D if want != math.inf else process.kernel.gaussian
+    assert process.config()["D"] == want and type(process.config()["D"]) is type(want)  # the plain number, for JSON
+
+
+@pytest.mark.parametrize("source", ["record", "config file", "python"])
+def test_D_is_parsed_once_from_a_file_or_a_caller(monkeypatch, source):
+    """A checkpoint's process record, a train config (``"D": "inf"`` or ``128``) and a Python
+    caller's ``PFGMpp(D=...)`` read D once, where it enters."""
+    reads = _count_D_reads(monkeypatch)
+    if source == "record":
+        process = process_from_record({"name": "pfgmpp", "D": 128}, "ckpt.pt")
+    elif source == "config file":
+        process = build_process(image_config({"process": "pfgmpp", "D": 128}))
+    else:
+        process = PFGMpp(D=128)
+    assert reads == [128] and process.D == 128 and process.kernel.D is process.D
+
+
+@given(st.integers(1, D_MAX) | st.just(math.inf))
+def test_extra_dims_prints_and_writes_as_its_number(n):
+    D = parse_D(n)
+    assert str(D) == f"{D}" == repr(D) == str(n) and D.number == n and type(D.number) is type(n)
+    assert jsonable({"D": D}) == {"D": "inf" if n == math.inf else n} and parse_D(D) is D
 
 
 @given(st.recursive(st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False) | st.text(max_size=5),

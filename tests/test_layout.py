@@ -53,9 +53,7 @@ NOT_YET_MIRRORED = {  # module: the test file that tests it today (a split for l
     "physgen/images/evaluate.py": "tests/end_to_end/test_images_cli.py",
     "physgen/images/generate.py": "tests/end_to_end/test_images_cli.py",
     "physgen/images/quality.py": "tests/end_to_end/test_train_scripts.py",  # through benchmarks/gpu_digits.py
-    "physgen/kernels/gaussian.py": "tests/processes/test_pfgmpp.py",  # PFGM++'s D -> inf limit
     "physgen/kernels/special.py": "tests/kernels/test_nig.py",  # the Bessel functions of the NIG kernel
-    "physgen/kernels/student_t.py": "tests/processes/test_pfgmpp.py",
     "physgen/nets/adm.py": "tests/nets/test_unet_ncsnpp.py",
     "physgen/nets/classifier.py": "tests/guidance/test_guidance.py",
     "physgen/nets/inception.py": "tests/images/test_metrics.py",

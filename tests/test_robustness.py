@@ -101,7 +101,7 @@ def test_noisy_solve_validation():
     with pytest.raises(UserError, match="stochastic"):
         noisy_solve(p.flow(field), x0, p.grid(4), "euler-maruyama", alpha=0.1)
     assert torch.equal(budget_schedule(p, 7), p.grid(7))
-    with pytest.raises(UserError, match="--steps must be in 1.."):
+    with pytest.raises(UserError, match="--steps must be >= 1, got 0"):
         budget_schedule(p, 0)
 
 

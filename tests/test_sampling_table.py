@@ -11,6 +11,8 @@ import torch
 
 import solvers
 from physgen.cli.main import main
+import physgen.config as config
+from physgen.config import parse_int
 from physgen.errors import UserError
 from physgen.noise import SeededNoise
 from physgen.processes import PROCESSES, make_process
@@ -141,8 +143,22 @@ def test_steps_k_is_k_steps_for_every_process(process, steps):
     g = grid(p, steps)
     assert g.dtype == torch.float64 and len(g) == steps + 1 and bool((g[1:] < g[:-1]).all())
     assert (g[-1] == 0.0) == p.ends_at_zero
-    with pytest.raises(UserError, match="--steps must be in 1..100000"):
+    with pytest.raises(UserError, match=r"^--steps must be <= 100000 \(each step is at least one field evaluation"):
         grid(p, 10**12)
+
+
+@pytest.mark.parametrize("schedule,method", [(None, "heun"), ("uniform", "euler"), (None, "ald")])
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "ten", True, 100_001])
+def test_a_bad_step_count_is_one_line_at_the_python_entry(monkeypatch, schedule, method, bad):
+    """physgen.sampling.grid checks the step count once (config.parse_steps) for every kind of
+    grid: one line naming --steps; a good count is checked once on the whole path."""
+    p = make_process("edm", sigma_max=10.0)
+    with pytest.raises(UserError) as exc:
+        grid(p, bad, schedule, method=method, dim=2)
+    assert str(exc.value).startswith("--steps ") and "\n" not in str(exc.value)
+    checks = []
+    monkeypatch.setattr(config, "parse_int", lambda *a, **k: checks.append(a[1]) or parse_int(*a, **k))
+    assert len(grid(p, 7, schedule, method=method, dim=2)) == 8 and checks == ["--steps"]
 
 
 def test_the_readme_names_every_solver_schedule_and_process_users_can_type():

@@ -17,7 +17,7 @@ from __future__ import annotations
 import sys
 import argparse
 
-from ..config import LIMIT_REASONS, MAX_STEPS, parse_int
+from ..config import parse_steps
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
 from .flags import (BATCH, DEPTH, LABEL, LR, SAMPLES, SEED, TOLERANCE, TRAIN_STEPS, WIDTH, add_process_arguments, list_solvers,
@@ -33,11 +33,11 @@ OUTPUTS = ("results.csv", "results.json", "error_vs_nfe.png", "quality_vs_nfe.pn
 
 
 def _int_list(text: str, flag: str) -> list[int]:
-    """Comma-separated step budgets, each in ``[1, MAX_STEPS]``."""
+    """Comma-separated step budgets, each checked by :func:`physgen.config.parse_steps` (``[1, MAX_STEPS]``)."""
     items = [item.strip() for item in str(text).split(",") if item.strip()]
     if not items:
         raise UserError(f"{flag} expects comma-separated positive integers, got {text!r}")
-    return [parse_int(item, flag, 1, MAX_STEPS, LIMIT_REASONS["steps"]) for item in items]
+    return [parse_steps(item, flag) for item in items]
 
 
 def _name_list(text):

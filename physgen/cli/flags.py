@@ -9,8 +9,8 @@ from typing import Optional
 import solvers
 
 from ..config import (
-    LIMIT_REASONS, MAX_BATCH, MAX_DEPTH, MAX_LEVELS, MAX_LR, MAX_RESOLUTION, MAX_SAMPLES, MAX_STEPS, MAX_TRAIN_STEPS, MAX_WIDTH,
-    TOLERANCE_RANGE, arg, parse_D, parse_float, parse_int, parse_key_values, parse_optional, parse_probability, parse_seed,
+    LIMIT_REASONS, MAX_BATCH, MAX_DEPTH, MAX_LEVELS, MAX_LR, MAX_RESOLUTION, MAX_SAMPLES, MAX_TRAIN_STEPS, MAX_WIDTH,
+    TOLERANCE_RANGE, arg, parse_D, parse_float, parse_int, parse_key_values, parse_optional, parse_probability, parse_seed, parse_steps,
 )
 from ..editing.condition import CONDITION_METHODS, Condition
 from ..editing.observation import LinearObservation
@@ -33,7 +33,7 @@ TOLERANCE = arg(parse_float, *TOLERANCE_RANGE, why=LIMIT_REASONS["tolerance"])  
 FINITE = arg(parse_float)
 PROBABILITY = arg(parse_probability)
 FRACTION = arg(parse_probability, hi_open=True)  # [0, 1)
-STEPS = arg(parse_int, 1, MAX_STEPS, LIMIT_REASONS["steps"])
+STEPS = arg(parse_steps)
 TRAIN_STEPS = arg(parse_int, 1, MAX_TRAIN_STEPS, LIMIT_REASONS["train_steps"])
 SAMPLES = arg(parse_int, 1, MAX_SAMPLES, LIMIT_REASONS["samples"])
 BATCH = arg(parse_int, 1, MAX_BATCH, LIMIT_REASONS["batch"])

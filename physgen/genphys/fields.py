@@ -63,21 +63,9 @@ class HeatFields(_Fields):
         return (x.double() - d) / s2
 
 
-class PoissonFields(_Fields):
-    def _logk(self, sq, z):
-        n = self.n_dim
-        return math.lgamma(0.5 * (n + 1)) - 0.5 * (n + 1) * math.log(math.pi) + torch.log(z) - 0.5 * (n + 1) * torch.log(sq + z * z)
-
-    def density(self, x, t):
-        z = torch.tensor(float(t), dtype=torch.float64)
-        return torch.logsumexp(self._logk(_sqdist(x, self.points), z), 1).exp() / self.points.shape[0]
-
-    def velocity(self, x, t):
-        d = posterior_mean(x.double(), self.points, self._t(x, t), lambda sq, s: -0.5 * (self.n_dim + 1) * torch.log(sq + s * s))
-        return (x.double() - d) / float(t)
-
-
 class LaplaceFields(_Fields):
+    """Laplace in ``N+D`` dimensions (``t = r``), the radial field of PFGM++; ``D = 1`` is Poisson."""
+
     def __init__(self, points: Tensor, D: int):
         super().__init__(points)
         self.D = int(D)
@@ -94,6 +82,14 @@ class LaplaceFields(_Fields):
     def velocity(self, x, t):
         d = posterior_mean(x.double(), self.points, self._t(x, t), lambda sq, s: -0.5 * (self.n_dim + self.D) * torch.log(sq + s * s))
         return (x.double() - d) / float(t)
+
+
+class PoissonFields(LaplaceFields):
+    """Poisson in ``N+1`` dimensions (``t = z``, PFGM): the Laplace fields at ``D = 1``
+    (``Γ(1/2) = √π`` turns the constant into ``Γ((N+1)/2)/π^{(N+1)/2}``)."""
+
+    def __init__(self, points: Tensor):
+        super().__init__(points, 1)
 
 
 class YukawaFields(_Fields):

@@ -32,14 +32,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional
 
 import torch
 
 from .. import checkpoints
 from ..config import (
-    LIMIT_REASONS, MAX_RESOLUTION, MAX_SAMPLES, MAX_STEPS, check_options, config_from_dict as _from_dict, config_to_dict, dump_config_file, jsonable,
-    load_config_file, parse_D, parse_float, parse_int, parse_optional, parse_probability, parse_seed,
+    LIMIT_REASONS, MAX_RESOLUTION, MAX_SAMPLES, ExtraDims, check_options, config_from_dict as _from_dict, config_to_dict, dump_config_file, jsonable,
+    load_config_file, parse_D, parse_float, parse_int, parse_optional, parse_probability, parse_seed, parse_steps,
 )
 from ..errors import UserError, unknown_name
 from ..fields.labels import drop_labels
@@ -125,7 +125,7 @@ class ImageTrainConfig:
     cond: bool = False
     label_dropout: float = 0.1
     process: str = "pfgmpp"
-    D: Optional[Union[int, float]] = field(default=None, metadata={"parse": parse_optional(parse_D)})
+    D: Optional[ExtraDims] = field(default=None, metadata={"parse": parse_optional(parse_D)})
     sigma_min: Optional[float] = None
     sigma_max: Optional[float] = None
     sigma_data: Optional[float] = None
@@ -151,7 +151,7 @@ class ImageTrainConfig:
             self.resolution = parse_int(self.resolution, "resolution", 1, MAX_RESOLUTION, LIMIT_REASONS["resolution"])
         self.label_dropout = parse_probability(self.label_dropout, "label_dropout", hi_open=True)
         process_class(self.process)  # unknown names list the valid ones
-        self.D = None if self.D is None else parse_D(self.D)
+        self.D = None if self.D is None else parse_D(self.D)  # a file's D was parsed by config_from_dict and passes as it is
         for name in ("sigma_min", "sigma_max", "sigma_data"):
             if getattr(self, name) is not None:
                 setattr(self, name, parse_float(getattr(self, name), name, 0.0, lo_open=True))
@@ -160,7 +160,7 @@ class ImageTrainConfig:
         if self.latent is not None and (not isinstance(self.latent, str) or not self.latent):
             raise UserError(f"latent must be an autoencoder path, got {self.latent!r}")
         self.sample_n = parse_int(self.sample_n, "sample_n", 1, MAX_SAMPLES, LIMIT_REASONS["samples"])
-        self.sample_steps = parse_int(self.sample_steps, "sample_steps", 1, MAX_STEPS, LIMIT_REASONS["steps"])
+        self.sample_steps = parse_steps(self.sample_steps, "sample_steps")
         self.sample_seed = parse_seed(self.sample_seed, "sample_seed")
         if not isinstance(self.process_options, dict) or not isinstance(self.unet, dict):
             raise UserError("process_options and unet must be tables (dicts)")
@@ -169,8 +169,7 @@ class ImageTrainConfig:
     def _check_options(self) -> None:
         """Process options and U-Net overrides by name and type now, not when a run starts."""
         given = {**self.process_options, **{k: getattr(self, k) for k in ("D", "sigma_min", "sigma_max", "sigma_data")}}
-        check_options(process_class(self.process).__init__, {k: v for k, v in given.items() if v is not None}, f"process_options (process {self.process!r})",
-                      custom={"D": parse_D})
+        check_options(process_class(self.process).__init__, {k: v for k, v in given.items() if v is not None}, f"process_options (process {self.process!r})")
         check_options(UNet.__init__, self.unet, "unet", skip=("self", "img_resolution", "in_channels", "out_channels", "num_classes"))
 
     def to_dict(self) -> Dict[str, Any]:

@@ -7,7 +7,7 @@ the Gaussian) gives the posterior weights of the exact fields.
 
 * :class:`GaussianKernel`: diffusion (VE, EDM, PFGM++ at D = inf).
 * :class:`StudentTKernel`: PFGM++ with ``D`` extra dimensions; ``D = 1`` is PFGM's Poisson
-  (Cauchy) kernel; :func:`check_D` validates ``D``.
+  (Cauchy) kernel; ``D`` is a :class:`physgen.config.ExtraDims` (:func:`physgen.config.parse_D`).
 * :class:`NIGKernel` and :mod:`physgen.kernels.nig`: Yukawa's Normal-Inverse-Gaussian law,
   its death rate and radial transport; :mod:`physgen.kernels.special`: log Bessel K.
 * :class:`KacKernel` and :mod:`physgen.kernels.kac`: the Kac (telegraph-process) law of the
@@ -16,7 +16,7 @@ the Gaussian) gives the posterior weights of the exact fields.
 from .gaussian import GaussianKernel, per_row
 from .kac import KacKernel, kac_log_density, kac_offsets, kac_velocity
 from .nig import NIGKernel
-from .student_t import StudentTKernel, check_D
+from .student_t import StudentTKernel
 
-__all__ = ["GaussianKernel", "StudentTKernel", "NIGKernel", "KacKernel", "check_D", "per_row", "kac_offsets", "kac_log_density",
+__all__ = ["GaussianKernel", "StudentTKernel", "NIGKernel", "KacKernel", "per_row", "kac_offsets", "kac_log_density",
            "kac_velocity"]

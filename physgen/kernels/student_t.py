@@ -12,18 +12,12 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ..config import parse_D
+from ..config import ExtraDims, parse_D
 from ..errors import UserError
 from ..random import beta_prime, uniform_sphere
 from .gaussian import per_row
 
-__all__ = ["StudentTKernel", "check_D"]
-
-
-def check_D(D) -> Union[int, float]:
-    """``D`` as an ``int`` (a positive integer) or ``math.inf``: :func:`physgen.config.parse_D`
-    (the one parser of D: ints, integral floats, ``inf`` and the strings ``"128"``, ``"inf"``)."""
-    return parse_D(D)
+__all__ = ["StudentTKernel"]
 
 
 class StudentTKernel:
@@ -56,13 +50,13 @@ class StudentTKernel:
 
     gaussian = False
 
-    def __init__(self, D: int, N: Optional[int] = None):
-        D = check_D(D)
+    def __init__(self, D: Union[ExtraDims, int], N: Optional[int] = None):
+        D = parse_D(D)  # an ExtraDims (from PFGMpp, the CLI, a file) passes as it is; a caller's int is parsed here
         if D == math.inf:
             raise UserError("StudentTKernel needs a finite D; D = inf is the GaussianKernel")
         if N is not None and (isinstance(N, bool) or int(N) != N or N <= 0):
             raise ValueError(f"N must be a positive integer, got {N!r}")
-        self.D = int(D)
+        self.D = D
         self.N = None if N is None else int(N)
 
     def bind(self, N: int) -> "StudentTKernel":
@@ -109,7 +103,7 @@ class StudentTKernel:
         return const - 0.5 * n * torch.log(r2) - 0.5 * (n + D) * torch.log1p(sq / r2)
 
     def config(self) -> dict:
-        return {"D": self.D}
+        return {"D": self.D.number}
 
     def __repr__(self) -> str:
         return f"StudentTKernel(D={self.D}{'' if self.N is None else f', N={self.N}'})"

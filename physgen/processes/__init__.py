@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..config import check_options, decode_inf, parse_D
+from ..config import check_options, decode_inf
 from ..errors import UserError, unknown_name
 from .base import DEFAULT_STEPS, MAX_STEPS, DenoiserFlow, NoScoreError, Process, ProcessFlow
 from .flow_matching import FMVP, FMCosine, RectifiedFlow
@@ -50,8 +50,10 @@ def make_process(name: str, **options: Any) -> Process:
     """
     cls = process_class(name)
     given = {key: value for key, value in options.items() if value is not None}
-    # names and value types against the constructor (physgen.config.check_options)
-    return cls(**check_options(cls.__init__, given, f"process {name!r}", custom={"D": parse_D}))
+    # names and value types against the constructor's annotations (physgen.config.check_options):
+    # PFGM++'s D is annotated ExtraDims, so a plain value is parsed by parse_D here, once, and a
+    # parsed one (the --D flag's) passes as it is
+    return cls(**check_options(cls.__init__, given, f"process {name!r}"))
 
 
 def process_from_record(record: Any, where: str) -> Process:

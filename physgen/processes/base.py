@@ -17,11 +17,11 @@ from torch import Tensor
 
 from solvers.schedules import SCHEDULES, make_schedule
 
-from ..config import MAX_STEPS  # the one bound (--steps parses against it too)
+from ..config import MAX_STEPS  # the one bound, checked by config.parse_steps
 from ..errors import UserError, unknown_name
 from ..fields.kinds import FieldEstimator, expand_as_batch
 
-__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "KernelPrior", "NoScoreError", "check_scale_range", "draw", "check_steps",
+__all__ = ["Process", "ProcessFlow", "DenoiserFlow", "KernelPrior", "NoScoreError", "check_scale_range", "draw",
            "MAX_STEPS", "DEFAULT_STEPS", "prior_centre", "check_prior_mean"]
 
 DEFAULT_STEPS = 18
@@ -45,17 +45,6 @@ def check_scale_range(name_min: str, s_min: float, name_max: str, s_max: float) 
         flag = "--" + name_max.replace("_", "-")
         raise UserError(f"{name_max} ({flag}) = {s_max:g} is too large: scales above 1e15 lose float32 precision in x "
                         f"(and s² overflows float32)")
-
-
-def check_steps(steps) -> int:
-    """``steps`` as an int in ``1..MAX_STEPS``; :class:`UserError` naming the value otherwise."""
-    if isinstance(steps, float) and steps.is_integer():
-        steps = int(steps)
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise UserError(f"--steps must be an integer, got {steps!r}")
-    if not 1 <= steps <= MAX_STEPS:
-        raise UserError(f"--steps must be in 1..{MAX_STEPS} (above that use an adaptive solver such as dopri5), got {steps}")
-    return steps
 
 
 def draw(shape: Sequence[int], sampler, *, generator=None, noise=None, device=None) -> Tensor:
@@ -184,7 +173,7 @@ class Process(ABC):
         ``heun --steps 18`` is 35 NFE); the others lay ``steps + 1`` points and stop at ``s_min``.
         ``options`` (e.g. ``rho``) override the schedule's keywords from :meth:`schedule_options`.
         """
-        steps = check_steps(self.default_steps if steps is None else steps)
+        steps = self.default_steps if steps is None else steps  # checked where it entered (parse_steps: the flag, sampling.grid)
         name = self.default_schedule_name if schedule is None else schedule
         if name not in SCHEDULES:
             raise unknown_name("schedule", name, SCHEDULES)

@@ -24,7 +24,8 @@ from typing import Optional
 from torch import Tensor
 
 from ..fields.exact import ExactField
-from ..kernels import GaussianKernel, StudentTKernel, check_D
+from ..config import ExtraDims, parse_D
+from ..kernels import GaussianKernel, StudentTKernel
 from .gaussian import EDMParts
 
 __all__ = ["PFGMpp"]
@@ -51,8 +52,8 @@ class PFGMpp(EDMParts):
     name = "pfgmpp"
     network_kind = "denoiser"
 
-    def __init__(self, D=128, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2, prior_mean=None):
-        self.D = check_D(D)
+    def __init__(self, D: ExtraDims = 128, sigma_min=0.002, sigma_max=80.0, sigma_data=0.5, rho=7.0, p_mean=-1.2, p_std=1.2, prior_mean=None):
+        self.D = parse_D(D)  # parsed where it entered (flag, file, make_process) and passed as it is; a caller's 4 or "inf" is parsed here
         kernel = GaussianKernel() if self.D == math.inf else StudentTKernel(self.D)
         super().__init__(kernel, sigma_min, sigma_max, sigma_data, rho, p_mean, p_std, prior_mean)
 
@@ -69,4 +70,4 @@ class PFGMpp(EDMParts):
         return ExactField(points, kernel.log_profile, point_labels=labels)
 
     def config(self) -> dict:
-        return {"D": self.D, **super().config()}
+        return {"D": self.D.number, **super().config()}

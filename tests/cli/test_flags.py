@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from physgen.cli import flags
-from physgen.config import MAX_BATCH, MAX_STEPS
+from physgen.cli.main import main
+from physgen.config import MAX_BATCH, MAX_STEPS, ExtraDims
 
 
 @settings(max_examples=60, deadline=None)
@@ -18,6 +19,16 @@ def test_steps_accepts_exactly_its_range(n):
     else:
         with pytest.raises(argparse.ArgumentTypeError, match=str(n)):
             flags.STEPS(str(n))
+
+
+@pytest.mark.parametrize("command", [["toy"], ["nll"], ["sample", "--ckpt", "no-such-run"], ["compare-solvers"]])
+@pytest.mark.parametrize("bad", ["0", "-2", "2.5", "ten", str(MAX_STEPS + 1)])
+def test_a_bad_step_count_is_one_line_and_exit_2_on_every_sampling_command(command, bad, capsys):
+    """The --steps type (config.parse_steps, the one check) refuses before anything runs: one
+    line naming --steps and the value, exit status 2, no traceback."""
+    code = main([*command, "--steps", bad])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--steps" in err[-1] and bad in err[-1] and not any("Traceback" in line for line in err)
 
 
 @settings(max_examples=40, deadline=None)
@@ -32,7 +43,7 @@ def test_D_is_typed_once_and_reaches_process_options(text, D):
     parser = argparse.ArgumentParser()
     flags.add_process_arguments(parser)
     options = flags.process_options(parser.parse_args(["--D", text]))
-    assert options["D"] == D and type(options["D"]) is type(D)
+    assert isinstance(options["D"], ExtraDims) and options["D"] == D and type(options["D"].number) is type(D)
 
 
 @pytest.mark.parametrize("bad", ["0", "-1", "2.5", "nan", "four"])

@@ -6,11 +6,12 @@ import torch
 from hypothesis import given, settings, strategies as st
 from scipy import integrate, special, stats
 
+from physgen.config import ExtraDims
 from physgen.data import two_mode_mixture
 from physgen.errors import UserError
 from physgen.metrics import mode_weights
 from physgen.noise import SeededNoise
-from physgen.kernels import GaussianKernel, StudentTKernel, check_D
+from physgen.kernels import GaussianKernel, StudentTKernel
 from physgen.processes import EDM, make_process
 from physgen.processes.pfgm import PFGM
 from physgen.processes.pfgmpp import PFGMpp
@@ -208,7 +209,10 @@ def test_D_validation(bad):
 
 
 def test_D_accepted_forms():
-    assert check_D(4) == 4 and check_D(4.0) == 4 and check_D("inf") == math.inf and check_D("128") == 128
+    for given, want in ((4, 4), (4.0, 4), ("inf", math.inf), ("128", 128)):
+        process = PFGMpp(D=given)
+        assert isinstance(process.D, ExtraDims) and process.D == want and process.config()["D"] == want
+        assert process.kernel.D is process.D if want != math.inf else isinstance(process.kernel, GaussianKernel)
     assert PFGMpp(D=math.inf).config()["D"] == math.inf
     assert make_process("pfgmpp", D=64).config()["D"] == 64
     with pytest.raises(UserError):

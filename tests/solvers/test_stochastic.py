@@ -24,14 +24,18 @@ def two_mode():
     return ds.mixture, ds.sample(2000, torch.Generator().manual_seed(0))
 
 
+def _exact_start(process, mix, seed: int, n: int):
+    """The mixture's exact field, per-sample seeded noise and ``n`` prior draws made with it."""
+    noise = SeededNoise(seed, range(n))
+    return process.analytic_field(mix), noise, process.sample_prior((n, 2), noise=noise)
+
+
 # ----------------------------------------------------------------------------- EDM Alg. 2
 @pytest.mark.parametrize("process_name", ["edm", "ve", "ncsn"])
 def test_edm_sde_without_churn_is_exactly_heun(two_mode, process_name):
     mix, _ = two_mode
     p = make_process(process_name, sigma_min=0.002, sigma_max=20.0)
-    f = p.analytic_field(mix)
-    noise = SeededNoise(0, range(300))
-    x0 = p.sample_prior((300, 2), noise=noise)
+    f, noise, x0 = _exact_start(p, mix, 0, 300)
     schedule = solvers.edm_schedule(12, 0.002, 20.0)
     heun = solvers.heun(p.flow(f), x0, schedule)
     for kwargs in ({"s_churn": 0.0}, {"s_churn": 40.0, "s_min": 30.0, "s_max": 50.0}):  # no σ in [S_min, S_max]
@@ -44,9 +48,7 @@ def test_edm_sde_without_churn_is_exactly_heun(two_mode, process_name):
 def test_edm_sde_with_churn_samples_the_mixture(two_mode):
     mix, ref = two_mode
     p = make_process("edm", sigma_min=0.002, sigma_max=80.0)
-    f = p.analytic_field(mix)
-    noise = SeededNoise(1, range(2000))
-    x0 = p.sample_prior((2000, 2), noise=noise)
+    f, noise, x0 = _exact_start(p, mix, 1, 2000)
     sol = sample(p, f, x0, p.grid(64), "edm-sde", noise=noise)  # EDM's S_churn=40, S_min=0.05, S_max=50
     w = mode_weights(sol.x, mix.means)
     assert abs(float(w[1]) - 0.8) < 0.03
@@ -62,9 +64,7 @@ def test_edm_sde_with_churn_samples_the_mixture(two_mode):
 def test_pc_matches_pf_ode_in_distribution(two_mode):
     mix, ref = two_mode
     p = make_process("ve", sigma_min=0.002, sigma_max=80.0)
-    f = p.analytic_field(mix)
-    noise = SeededNoise(3, range(2000))
-    x0 = p.sample_prior((2000, 2), noise=noise)
+    f, noise, x0 = _exact_start(p, mix, 3, 2000)
     ode = sample(p, f, x0, p.grid(50), "heun")
     pc = sample(p, f, x0, p.grid(200), "pc", noise=noise)
     assert pc.stats.nfe == 2 * 200  # one corrector + one predictor per step
@@ -143,9 +143,7 @@ def test_ddpm_betas_come_from_the_continuous_vp_schedule():
 def test_ddpm_ancestral_recovers_the_mixture(two_mode):
     mix, ref = two_mode
     p = make_process("vp")
-    f = p.analytic_field(mix)
-    noise = SeededNoise(2, range(2000))
-    x0 = p.sample_prior((2000, 2), noise=noise)
+    f, noise, x0 = _exact_start(p, mix, 2, 2000)
     schedule = p.grid(200)
     for variance in ("beta", "beta_tilde"):
         sol = sample(p, f, x0, schedule, "ddpm", noise=noise, variance=variance)
@@ -207,9 +205,8 @@ def test_ancestral_and_churn_samplers_run_on_every_gaussian_process(two_mode):
     edm-sde runs on VP through its σ form x̄ = x/a, σ = b/a: both recover the mixture."""
     mix, _ = two_mode
     for p, method, steps in ((make_process("ve", sigma_max=20.0), "ddpm", 200), (make_process("vp"), "edm-sde", 64)):
-        noise = SeededNoise(5, range(2000))
-        x0 = p.sample_prior((2000, 2), noise=noise)
-        sol = sample(p, p.analytic_field(mix), x0, p.grid(steps), method, noise=noise)
+        f, noise, x0 = _exact_start(p, mix, 5, 2000)
+        sol = sample(p, f, x0, p.grid(steps), method, noise=noise)
         assert abs(float(mode_weights(sol.x, mix.means)[1]) - 0.8) < 0.03, (p.name, method)
 
 
@@ -228,9 +225,7 @@ def test_ald_on_score_processes_other_than_ncsn(two_mode):
     mix, ref = two_mode
     for name in ("ve", "vp"):
         p = make_process(name, **({"sigma_max": 20.0} if name == "ve" else {}))
-        f = p.analytic_field(mix)
-        noise = SeededNoise(4, range(1000))
-        x0 = p.sample_prior((1000, 2), noise=noise)
+        f, noise, x0 = _exact_start(p, mix, 4, 1000)
         levels = grid(p, method="ald", dim=2)
         assert float(levels[0]) == p.s_max and float(levels[-2]) == pytest.approx(p.s_min) and float(levels[-1]) == 0.0
         sol = sample(p, f, x0, levels, "ald", noise=noise, steps_per_level=40)
