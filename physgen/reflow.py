@@ -51,7 +51,7 @@ from .toy import REFERENCE_SEED_OFFSET
 from .training import TrainConfig, train
 from .nets.mlp import MLP
 
-__all__ = ["straightness", "reflow_pairs", "path_noise", "PairRegression", "ReflowConfig", "run_reflow", "INITS", "EULER_NFE", "OUTPUTS"]
+__all__ = ["straightness", "straightness_and_paths", "reflow_pairs", "path_noise", "PairRegression", "ReflowConfig", "run_reflow", "INITS", "EULER_NFE", "OUTPUTS"]
 
 INITS = ("run", "fresh")
 EULER_NFE = (1, 2, 4)  # the few-step Euler budgets the metrics record before and after
@@ -60,10 +60,11 @@ OUTPUTS = ("config.json", "pairs.npy", "metrics.json", "trajectories.png", "chec
 
 def straightness(process: Process, field, x0: Tensor, steps: int = 100) -> float:
     """``S`` of the PF-ODE paths from the prior draws ``x0`` (module docstring), Euler, ``steps`` uniform steps."""
-    return float(_straightness_and_paths(process, field, x0, steps)[0])
+    return float(straightness_and_paths(process, field, x0, steps)[0])
 
 
-def _straightness_and_paths(process: Process, field, x0: Tensor, steps: int) -> tuple[float, Tensor]:
+def straightness_and_paths(process: Process, field, x0: Tensor, steps: int) -> tuple[float, Tensor]:
+    """:func:`straightness` and the Euler paths it was measured on (``[steps + 1, B, ...]``)."""
     grid_ = process.grid(steps, "uniform")
     traj = sample(process, field, x0, grid_, "euler", return_trajectory=True).stats.trajectory.double()
     dt = (grid_[1:] - grid_[:-1]).to(traj.dtype)  # negative: t decreases
@@ -183,7 +184,7 @@ def _pairs(config: ReflowConfig, process, field, dim: int, out: Path, log) -> Te
 def _evaluate(process, field, x0: Tensor, reference: Optional[Tensor], steps: int) -> tuple[dict, Tensor]:
     """Straightness and the sliced W2 of Euler at :data:`EULER_NFE` (against ``reference``), and the paths."""
     with torch.no_grad():
-        s, traj = _straightness_and_paths(process, field, x0, steps)
+        s, traj = straightness_and_paths(process, field, x0, steps)
         w2 = {}
         if reference is not None:
             for nfe in EULER_NFE:
