@@ -24,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from physgen.reflow import ReflowConfig, run_reflow
+from physgen.compare.problems import load_toy_checkpoint
+from physgen.reflow import ReflowConfig, eval_draws, evaluate_flow, reference_points, run_reflow
 from physgen.toy import ToyConfig, run_toy
 
 
@@ -38,13 +39,13 @@ def one_seed(seed: int, work: Path, n_pairs: int, init: str, long: bool) -> dict
            "straightness_1rf": m["straightness_before"], "straightness_2rf": m["straightness_after"],
            "ratio_1nfe": m["sliced_w2_euler_before"]["1"] / m["sliced_w2_euler_after"]["1"],
            "train_s_1rf": t1 - t0, "reflow_s": m["wall_s"]}
-    if long:  # the 1-rectified flow with the 2-RF's total budget (two stages' steps)
+    if long:  # the 1-rectified flow with the 2-RF's total budget (two stages' steps), on the same draws and reference
         longrun = work / f"rf1long-{seed}"
         run_toy(ToyConfig(process="rectified-flow", dataset="moons", field="mlp", seed=seed, train_steps=4000, n_samples=16, steps=1,
                           out=str(longrun)), log_stream=io.StringIO())
-        ml = run_reflow(ReflowConfig(ckpt=str(longrun), out=str(work / f"rf2long-{seed}"), n_pairs=2, train_steps=1, seed=seed),
-                        log_stream=io.StringIO())
-        row["w2_1rf_4000_steps"] = ml["sliced_w2_euler_before"]
+        loaded = load_toy_checkpoint(longrun)
+        x0 = eval_draws(loaded["process"], 2000, 2, seed)
+        row["w2_1rf_4000_steps"] = evaluate_flow(loaded["process"], loaded["field"], x0, reference_points(loaded["meta"], 2000, seed), 2)[0]["sliced_w2_euler"]
     print(json.dumps(row), file=sys.stderr, flush=True)
     return row
 

@@ -51,7 +51,7 @@ from .toy import REFERENCE_SEED_OFFSET
 from .training import TrainConfig, train
 from .nets.mlp import MLP
 
-__all__ = ["straightness", "straightness_and_paths", "reflow_pairs", "path_noise", "PairRegression", "ReflowConfig", "run_reflow", "INITS", "EULER_NFE", "OUTPUTS"]
+__all__ = ["straightness", "straightness_and_paths", "reflow_pairs", "path_noise", "PairRegression", "ReflowConfig", "run_reflow", "evaluate_flow", "eval_draws", "reference_points", "INITS", "EULER_NFE", "OUTPUTS"]
 
 INITS = ("run", "fresh")
 EULER_NFE = (1, 2, 4)  # the few-step Euler budgets the metrics record before and after
@@ -181,7 +181,7 @@ def _pairs(config: ReflowConfig, process, field, dim: int, out: Path, log) -> Te
     return pairs
 
 
-def _evaluate(process, field, x0: Tensor, reference: Optional[Tensor], steps: int) -> tuple[dict, Tensor]:
+def evaluate_flow(process, field, x0: Tensor, reference: Optional[Tensor], steps: int) -> tuple[dict, Tensor]:
     """Straightness and the sliced W2 of Euler at :data:`EULER_NFE` (against ``reference``), and the paths."""
     with torch.no_grad():
         s, traj = straightness_and_paths(process, field, x0, steps)
@@ -193,7 +193,12 @@ def _evaluate(process, field, x0: Tensor, reference: Optional[Tensor], steps: in
     return {"straightness": s, "sliced_w2_euler": w2}, traj
 
 
-def _reference(meta: dict, n: int, seed: int) -> Optional[Tensor]:
+def eval_draws(process, n: int, dim: int, seed: int) -> Tensor:
+    """The prior draws on which reflow measures a flow (``seed + 1``: not the pairs' draws)."""
+    return process.sample_prior((n, dim), generator=torch.Generator().manual_seed(seed + 1))
+
+
+def reference_points(meta: dict, n: int, seed: int) -> Optional[Tensor]:
     """Fresh points of RUN's dataset (``None`` where it cannot be read back, e.g. a file since moved)."""
     name = (meta.get("toy") or {}).get("dataset")
     try:
@@ -240,10 +245,10 @@ def run_reflow(config: ReflowConfig, log_stream=None) -> dict:
     result = train(PairRegression(process), student, batch, tcfg, out_dir=out, resume=config.resume, device=device, log_stream=log,
                    checkpoint_meta={**toy_meta, "reflow": record})
 
-    x0 = process.sample_prior((config.n_eval, dim), generator=torch.Generator().manual_seed(config.seed + 1)).to(device)
-    reference = _reference(meta, config.n_eval, config.seed)
-    before, traj_before = _evaluate(process, teacher, x0, reference, config.straightness_steps)
-    after, traj_after = _evaluate(process, result.ema, x0, reference, config.straightness_steps)
+    x0 = eval_draws(process, config.n_eval, dim, config.seed).to(device)
+    reference = reference_points(meta, config.n_eval, config.seed)
+    before, traj_before = evaluate_flow(process, teacher, x0, reference, config.straightness_steps)
+    after, traj_after = evaluate_flow(process, result.ema, x0, reference, config.straightness_steps)
     tail = result.losses[-max(1, len(result.losses) // 10):]
     metrics = {**record, "process": process.name, "straightness_before": before["straightness"], "straightness_after": after["straightness"],
                "straightness_steps": config.straightness_steps, "n_eval": config.n_eval,

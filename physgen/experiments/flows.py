@@ -64,6 +64,7 @@ SOLVERS = ("euler", "heun", "dpmpp-2m", "ipndm")
 DEFAULT = {"train_steps": 600, "batch": 256, "n_data": 2000, "n_samples": 1000, "n_pairs": 2000}
 FULL = {"train_steps": 2000, "batch": 512, "n_data": 10_000, "n_samples": 2000, "n_pairs": 10_000}
 STRAIGHTNESS_STEPS = 100
+PATHS, PATH_EVERY = 32, 5  # the paths a row keeps for the figure: 32 of them, every 5th Euler step (and the end)
 
 
 def add_arguments(parser) -> None:
@@ -141,7 +142,8 @@ def _row(problem: dict, method: str, field_kind: str, process, field) -> dict:
     pick = {str(n): cells[f"{best}@{n}"] if "sliced_w2" in cells[f"{best}@{n}"] else cells[f"euler@{n}"] for n in nfes}
     return {"dataset": problem["name"], "method": method, "field": field_kind, "solver": best, "straightness": s,
             "sliced_w2": {n: c.get("sliced_w2") for n, c in pick.items()}, "mode_error": {n: c.get("mode_error") for n, c in pick.items()},
-            "solver_at": {n: c["solver"] for n, c in pick.items()}, "cells": cells, "_paths": paths[:, :64].float()}
+            "solver_at": {n: c["solver"] for n, c in pick.items()}, "cells": cells,
+            "paths": torch.cat([paths[::PATH_EVERY], paths[-1:]])[:, :PATHS].float().tolist()}
 
 
 def _geomean(values) -> float:
@@ -194,7 +196,6 @@ def run_flows(out, datasets, methods, nfes, budget: dict, seed: int = 0, log=Non
     rows, t0, done, total = [], time.perf_counter(), 0, len(datasets) * len(order)
     for name in datasets:
         problem = _problem(name, budget, nfes, seed)
-        problem["x0"] = None
         for method in order:
             for kind, process, field in _fields(problem, method, budget, out):
                 n = budget["n_samples"]
@@ -203,17 +204,22 @@ def run_flows(out, datasets, methods, nfes, budget: dict, seed: int = 0, log=Non
             done += 1
             elapsed = time.perf_counter() - t0
             print(f"[{done}/{total}] {name} {method}: {elapsed:.0f} s, ETA {elapsed / done * (total - done):.0f} s", file=log, flush=True)
-    paths = {(r["dataset"], r["method"], r["field"]): r.pop("_paths") for r in rows}
     table = {"datasets": list(datasets), "methods": order, "nfe": list(nfes), "solvers": list(SOLVERS), "budget": budget, "seed": seed,
              "solver_rule": "per row: lowest geometric-mean sliced W2 over NFE >= 2; at a budget it cannot meet, euler",
              "straightness_steps": STRAIGHTNESS_STEPS, "rows": rows, "wall_s": time.perf_counter() - t0}
+    write_outputs(table, out)
+    return table
+
+
+def write_outputs(table: dict, out: Path) -> None:
+    """``flows.json``, ``flows.md`` and the figures from ``table`` alone (so tables of runs over
+    separate ``--datasets`` can be joined and drawn together)."""
     write_json(out / "flows.json", table)
     with atomic_write(out / "flows.md", "w") as f:
         f.write(markdown(table))
     plot_against_nfe(table, "sliced_w2", out / "w2_vs_nfe.png", "sliced W2", log_y=True)
     plot_against_nfe(table, "mode_error", out / "modes_vs_nfe.png", "largest mode-weight error")
-    plot_paths(table, paths, out / "trajectories.png")
-    return table
+    plot_paths(table, out / "trajectories.png")
 
 
 def markdown(table: dict) -> str:
@@ -253,7 +259,7 @@ def plot_against_nfe(table: dict, key: str, path: Path, label: str, log_y: bool 
     save_figure(fig, path, dpi=110)
 
 
-def plot_paths(table: dict, paths: dict, path: Path) -> None:
+def plot_paths(table: dict, path: Path) -> None:
     """One panel per (dataset, method): the MLP's PF-ODE paths (the closed form's where no MLP row was run)."""
     import matplotlib  # heavy optional dependency: imported only where it is used
 
@@ -261,6 +267,7 @@ def plot_paths(table: dict, paths: dict, path: Path) -> None:
     import matplotlib.pyplot as plt  # heavy optional dependency: imported only where it is used
 
     datasets, methods = table["datasets"], table["methods"]
+    paths = {(r["dataset"], r["method"], r["field"]): torch.tensor(r["paths"]) for r in table["rows"]}
     fig, axes = plt.subplots(len(datasets), len(methods), figsize=(2.6 * len(methods), 2.6 * len(datasets)), squeeze=False)
     for i, name in enumerate(datasets):
         for j, method in enumerate(methods):
