@@ -10,7 +10,9 @@
 * ``reflow names/values/files/legit`` (``physgen reflow``): a solver that is unknown or
   stochastic, an ``--init`` not in its set, counts and rates out of range, a RUN that is
   missing, not a checkpoint or of a process that is no flow, ``--resume`` without a checkpoint
-  or against ``--overwrite``, a damaged ``pairs.npy`` on resume; a legit tiny reflow.
+  or against ``--overwrite``, a damaged ``pairs.npy`` on resume; a legit tiny reflow;
+* ``flows experiment``: ``experiment flows`` with an unknown dataset or method, 2-rectified
+  without rectified-flow, budgets out of range; a legit tiny run.
 
 :func:`cases` returns ``(area, argv, needles, keywords)`` tuples for :class:`audit_cli.Case`.
 """
@@ -51,7 +53,7 @@ def cases() -> list[tuple]:
              for k, v in (("gamma", '"nope"'), ("path", '"nope"'), ("epsilon", "-1"), ("gamma_scale", "1e9"))]
     rows += [("flow solvers", interpolant + ["--process-opt", "epsilon=0.5", "--solver", "ddpm"] + o, ("ddpm",), {}),
              ("flow legit", interpolant + ["--process-opt", "epsilon=0.5", "--solver", "euler-maruyama"] + o, (), {"legit": True, "owner": "i22-flow"})]
-    return rows + reflow_cases()
+    return rows + reflow_cases() + experiment_cases()
 
 
 def _quiet(argv: list) -> None:
@@ -95,4 +97,17 @@ def reflow_cases() -> list[tuple]:
              ("reflow files", REFLOW + ["--ckpt", "{W}/rf", "--out", "{W}/rf2", "--train-steps", "3", "--resume"], ("pairs.npy",),
               {"setup": _rf_reflowed_with_bad_pairs}),
              ("reflow legit", run, (), {"legit": True, "owner": "i22-flow", "setup": _rf_run})]
+    return rows
+
+
+def experiment_cases() -> list[tuple]:
+    """``physgen experiment flows``'s cases (module docstring)."""
+    run = ["experiment", "flows", "--out", "{W}/o", "--datasets", "two_mode", "--methods", "edm", "--nfe", "1", "--train-steps", "2",
+           "--n-samples", "16", "--n-data", "40"]
+    rows = [("flows experiment", run + ["--datasets", "nope"], ("nope",), {}),
+            ("flows experiment", run + ["--methods", "nope"], ("nope",), {}),
+            ("flows experiment", run + ["--methods", "2-rectified"], ("rectified-flow",), {})]
+    rows += [("flows experiment", run + [flag, value], (value,), {}) for flag, value in
+             (("--nfe", "0"), ("--nfe", "x"), ("--train-steps", "0"), ("--n-samples", "1"), ("--n-data", "1e12"), ("--seed", "-1"))]
+    rows += [("flows experiment", run, (), {"legit": True, "owner": "i22-flow"})]
     return rows
