@@ -246,7 +246,7 @@ def plot_against_nfe(table: dict, key: str, path: Path, label: str, log_y: bool 
     colours = dict(zip(table["methods"], plt.rcParams["axes.prop_cycle"].by_key()["color"]))
     for ax, name in zip(axes[0], datasets):
         for r in (r for r in table["rows"] if r["dataset"] == name):
-            pts = [(int(n), v) for n, v in r[key].items() if v is not None]
+            pts = sorted((int(n), v) for n, v in r[key].items() if v is not None)  # JSON sorts the keys as strings
             ax.plot(*zip(*pts), marker="o", ms=3, color=colours[r["method"]], ls="-" if r["field"] == "mlp" else "--",
                     label=f"{r['method']} ({r['field']}, {r['solver']})")
         ax.set_xscale("log", base=2)
