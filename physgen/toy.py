@@ -3,7 +3,8 @@
 ``ToyConfig`` is the one dataclass the CLI maps onto (flag ``--n-data`` = field ``n_data``);
 it validates on construction.  ``run_toy(config)`` returns the metrics and, with ``out``,
 writes ``config.json``, ``samples.npy``, ``metrics.json``, ``samples.png`` and
-``trajectories.png`` (all atomically).  The metrics compare the samples with fresh data
+``trajectories.png`` (all atomically), and with ``--field mlp`` the training checkpoint
+``checkpoints/ckpt-<step>.pt`` (what ``physgen reflow --ckpt`` retrains).  The metrics compare the samples with fresh data
 drawn with a different seed from the data the field was built on; ``stray_fraction`` is
 the fraction of samples the sampler left far from any data
 (:data:`physgen.sampling.STRAY_RATIO`), with one warning line when it is not 0.
@@ -50,7 +51,7 @@ from .training import TrainConfig, train, train_classifier
 from .nets.mlp import MLP
 
 __all__ = ["ToyConfig", "run_toy", "check_toy_condition", "condition_reference", "condition_metrics", "observation_reference",
-           "observation_metrics", "build_field", "toy_process", "toy_data", "FIELDS", "check_toy_guidance", "guide_toy",
+           "observation_metrics", "build_field", "toy_process", "toy_data", "toy_checkpoint_meta", "FIELDS", "check_toy_guidance", "guide_toy",
            "class_fraction", "class_reference"]
 
 FIELDS = ("exact", "analytic", "mlp")
@@ -114,8 +115,17 @@ def toy_process(config: ToyConfig, data: Tensor):
     return make_process(config.process, **data_defaults(config.process, data, config.process_options))
 
 
-def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tensor], config: ToyConfig, device, log_stream=None):
-    """The field estimator asked for: exact (finite set), analytic (mixture) or a trained MLP."""
+def toy_checkpoint_meta(net: MLP, config) -> dict:
+    """What a toy MLP checkpoint records beside the process: the network's sizes and the data it
+    was trained on (read back by :func:`physgen.compare.problems.load_toy_checkpoint`)."""
+    return {"toy": {"net": net.spec(), "dataset": str(config.dataset), "n_data": int(config.n_data), "seed": int(config.seed)}}
+
+
+def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tensor], config: ToyConfig, device, log_stream=None,
+                out_dir=None):
+    """The field estimator asked for: exact (finite set), analytic (mixture) or a trained MLP
+    (with ``out_dir``: its training checkpoints in ``out_dir/checkpoints``, which ``physgen
+    reflow``, ``compare-solvers --ckpt`` and ``nll --ckpt`` read)."""
     if kind == "exact":
         return process.exact_field(data, labels), None
     if kind == "analytic":
@@ -140,7 +150,8 @@ def build_field(process, kind: str, dataset, data: Tensor, labels: Optional[Tens
             return data[idx], None
         return data[idx], drop_labels(labels[idx], config.cond_drop, num_classes, torch.rand(n, generator=g, device=g.device))
 
-    result = train(process, field.to(device), batch, tcfg, device=device, log_stream=log_stream)
+    result = train(process, field.to(device), batch, tcfg, device=device, log_stream=log_stream, out_dir=out_dir,
+                   checkpoint_meta=toy_checkpoint_meta(net, config))
     return result.ema, result
 
 
@@ -174,7 +185,7 @@ def run_toy(config: ToyConfig, log_stream=None) -> dict[str, Any]:
         config.observe.check_dim(data.shape[1])
 
     process = toy_process(config, data)
-    field, training = build_field(process, config.field, dataset, data, labels, config, device, log_stream)
+    field, training = build_field(process, config.field, dataset, data, labels, config, device, log_stream, out_dir=config.out)
     sampler = sample
     if config.guidance is not None:  # a guided field; sample_guided reports NFE as field evaluations
         field, sampler = guide_toy(config, process, field, data, labels, device, log_stream), sample_guided

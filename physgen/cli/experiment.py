@@ -3,7 +3,7 @@ Each experiment module defines ``add_arguments(parser)`` and ``run(args) -> int`
 one-line docstring; the table below maps CLI names to modules (static imports)."""
 from __future__ import annotations
 
-from ..experiments import d_sweep, editing, guidance, langevin_mixture, telegrapher, yukawa
+from ..experiments import d_sweep, editing, flows, guidance, langevin_mixture, telegrapher, yukawa
 
 from ..runfolder import add_overwrite_argument, prepare
 
@@ -14,6 +14,7 @@ EXPERIMENTS = {
     "guidance": guidance,
     "telegrapher": telegrapher,
     "editing": editing,
+    "flows": flows,
 }
 
 

@@ -17,11 +17,11 @@ from solvers.base import DenoiserFormError, SolverError
 
 from ..processes.base import NoScoreError
 from ..runfolder import release_all
-from . import (compare_solvers, demo, edit, encode, eval as eval_cmd, experiment, export_model, genphys, import_model, nll, sample, toy, train,
-               train_autoencoder, train_classifier)
+from . import (compare_solvers, demo, edit, encode, eval as eval_cmd, experiment, export_model, genphys, import_model, nll, reflow, sample, toy,
+               train, train_autoencoder, train_classifier)
 
 COMMANDS = (toy, demo, experiment, compare_solvers, nll, genphys, train, sample, eval_cmd, train_classifier, edit, encode,
-            train_autoencoder, import_model, export_model)
+            train_autoencoder, import_model, export_model, reflow)
 """The subcommand modules, in help order."""
 
 

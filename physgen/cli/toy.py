@@ -11,7 +11,7 @@ from .flags import (BATCH, DEPTH, LABEL, LR, SAMPLES, SEED, THREADS, TRAIN_STEPS
                     add_observe_arguments, add_process_arguments, add_sampler_arguments, condition_option, guidance_options, list_solvers,
                     observe_option, process_options, sampler_options, sampling_steps)
 
-OUTPUTS = ("config.json", "samples.npy", "metrics.json", "samples.png", "trajectories.png")  # what physgen toy writes
+OUTPUTS = ("config.json", "samples.npy", "metrics.json", "samples.png", "trajectories.png", "checkpoints/ckpt-*.pt")  # what physgen toy writes (--field mlp: checkpoints)
 
 
 def register(sub) -> None:

@@ -52,7 +52,7 @@ __all__ = [
     "REFERENCE_SEED_OFFSET",
 ]
 
-from ..toy import REFERENCE_SEED_OFFSET, build_field, toy_data, toy_process
+from ..toy import REFERENCE_SEED_OFFSET, build_field, toy_checkpoint_meta, toy_data, toy_process
 from ..nets.mlp import mlp_weight_floor, MLP
 from ..processes import process_from_record
 from ..images.train import check_image_header
@@ -183,7 +183,7 @@ class ToyProblem(Problem):
                 tail = training.losses[-50:]
                 info["final_loss"] = float(sum(tail) / max(1, len(tail)))
                 if out is not None:
-                    info["checkpoint"] = str(save_toy_checkpoint(out, process, training, data.shape[1], config))
+                    info["checkpoint"] = str(save_toy_checkpoint(out, process, training, config))
         noise = SeededNoise(config.seed, range(config.n_samples))
         x0 = process.sample_prior((config.n_samples, data.shape[1]), noise=noise, device=device)
         label = None if config.label is None else torch.full((config.n_samples,), int(config.label), device=device, dtype=torch.long)
@@ -275,14 +275,10 @@ def load_toy_checkpoint(path, device=None, ema: bool = True) -> dict:
     return {"process": process, "field": field, "dim": int(spec["dim"]), "step": ckpt.step, "path": found.path, "meta": ckpt.meta}
 
 
-def save_toy_checkpoint(out, process, training, dim: int, config) -> Path:
+def save_toy_checkpoint(out, process, training, config) -> Path:
     """Write the trained toy MLP as ``out/checkpoints/ckpt-<step>.pt`` (kind ``toy-mlp``: the
     weights a reload needs, the loss history, and its sizes in the header)."""
-    net = training.ema.net
-    spec = {"kind": "mlp", "dim": int(dim), "hidden": int(config.hidden), "depth": int(config.depth),
-            "embed_dim": int(net.embed[0].freqs.numel() * 2), "num_classes": int(net.num_classes), "out_dim": int(net.out_dim),
-            "c_noise_unit": float(net.c_noise_unit)}  # absent in older checkpoints: 1
-    meta = {"toy": {"net": spec, "dataset": str(config.dataset), "n_data": int(config.n_data), "seed": int(config.seed)}}
+    meta = toy_checkpoint_meta(training.ema.net, config)
     process_spec = {"name": process.name, **jsonable(process.config())}
     state = {
         "step": int(training.step),

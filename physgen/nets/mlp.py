@@ -82,3 +82,9 @@ class MLP(nn.Module):
             h = h + block(h + proj(emb))
         out = self.out(h)
         return out.reshape(shape) if self.out_dim == self.dim else out
+
+    def spec(self) -> dict:
+        """The sizes that rebuild this network (a toy checkpoint's ``meta.toy.net``)."""
+        return {"kind": "mlp", "dim": int(self.dim), "hidden": int(self.inp.out_features), "depth": len(self.blocks),
+                "embed_dim": int(self.embed[0].freqs.numel() * 2), "num_classes": int(self.num_classes), "out_dim": int(self.out_dim),
+                "c_noise_unit": float(self.c_noise_unit)}
