@@ -100,6 +100,7 @@ def run_all(configs: list[ToyConfig], workers: int, threads: int) -> list[dict]:
 
 def run(args) -> int:
     set_threads(args.threads)
+    load_toy(args.dataset)  # an unknown dataset is refused here, before any worker starts
     out = prepare(args.out, "demo", OUTPUTS, overwrite=args.overwrite).path
     t_start = time.perf_counter()
     configs = demo_configs(args, out)
