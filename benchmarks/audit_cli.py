@@ -171,6 +171,7 @@ def cases() -> list[Case]:
         "train": (["train", "--dump-config", "{W}/c.toml"], {"--steps": ints, "--batch": ints, "--lr": pos, "--label-dropout": ["-0.1", "1", "nan"],
                    "--ema-halflife": pos, "--grad-clip": ["0", "-1", "nan", "abc"], "--seed": ["-1", "1e23"], "--sample-every": ["-1", "abc"],
                    "--sigma-data": pos, "--D": ["0", "1e400", "abc"], "--micro-batch": ["0", "3"], "--resolution": ["0", "abc"]}),
+        "demo": (["demo", "--train-steps", "1", "--n-samples", "8"], {"--workers": ["0", "-1", "abc", "2.5", "nan"]}),
     }
     for name, (base, flags) in numeric.items():
         for flag, values in flags.items():
@@ -286,7 +287,8 @@ def cases() -> list[Case]:
             Case("sizes", TRAIN[:-2] + ["--duration-mimg", "1e30", "--dump-config", "{W}/c.toml"], ("duration_mimg", "--duration-mimg")),
             Case("sizes", ["eval", "fid", "--samples", "digits", "--ref", "digits", "--kid-subsets", "1000000000000", "--inception", "w"], ("--kid-subsets",)),
             Case("sizes", TRAIN + ["--resolution", "1000000"] + o, ("--resolution",)),
-            Case("sizes", ["demo", "--threads", "1000000", "--out", "{W}/o"], ("--threads",))]
+            Case("sizes", ["demo", "--threads", "1000000", "--out", "{W}/o"], ("--threads",)),
+            Case("sizes", ["demo", "--workers", "1000000", "--out", "{W}/o"], ("--workers",))]
 
     # outputs ------------------------------------------------------------------------------
     sub = ["--out", "{W}/FILE/sub"]

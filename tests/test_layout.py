@@ -27,7 +27,6 @@ NOT_YET_MIRRORED = {  # module: the test file that tests it today (a split for l
     # commands: tested through their command line, where the feature they drive is tested
     "physgen/cli/main.py": "tests/cli/test_fuzz.py",  # the dispatcher: every CLI test runs it
     "physgen/cli/compare_solvers.py": "tests/compare/test_run.py",
-    "physgen/cli/demo.py": "tests/cli/test_surfaces.py",
     "physgen/cli/eval.py": "tests/end_to_end/test_images_cli.py",
     "physgen/cli/experiment.py": "tests/experiments/test_guidance.py",
     "physgen/cli/genphys.py": "tests/genphys/test_framework.py",

@@ -22,7 +22,7 @@ from ..sampling import SAMPLER_FLAGS, check_sampler_options, format_solver_table
 __all__ = ["add_process_arguments", "add_coupling_arguments", "PROCESS_FLAGS", "process_options", "add_sampler_arguments", "sampler_options",
            "sampling_steps", "list_solvers", "add_guidance_arguments", "guidance_transform", "guidance_options",
            "POSITIVE", "OPTIONAL_POSITIVE", "NONNEGATIVE", "FINITE", "PROBABILITY", "FRACTION", "STEPS", "TRAIN_STEPS", "SAMPLES",
-           "BATCH", "WIDTH", "DEPTH", "LEVELS", "RESOLUTION", "SEED", "LABEL", "THREADS", "D", "COUNT", "LR", "TOLERANCE",
+           "BATCH", "WIDTH", "DEPTH", "LEVELS", "RESOLUTION", "SEED", "LABEL", "THREADS", "WORKERS", "D", "COUNT", "LR", "TOLERANCE",
            "JUMPS", "add_condition_arguments", "condition_option", "add_observe_arguments", "observe_option"]
 
 POSITIVE = arg(parse_float, 0.0, lo_open=True)  # finite, > 0, fits float32 (scales, tolerances, rates)
@@ -45,6 +45,7 @@ COUNT = arg(parse_int, 0, MAX_TRAIN_STEPS)  # a number of steps that may be 0 (p
 SEED = arg(parse_seed)
 LABEL = arg(parse_int, 0, MAX_SAMPLES)
 THREADS = arg(parse_int, 0, available_cpus(), "the CPUs available here: more threads only slow torch down, and huge counts abort OpenMP")
+WORKERS = arg(parse_int, 1, available_cpus(), "the CPUs available here: more worker processes would only share cores")
 D = arg(parse_D)
 JUMPS = arg(parse_int, 1, 1000, "RePaint jumps back at most the whole grid; 1000 is far past any grid it uses")
 

@@ -139,7 +139,7 @@ def test_toy_and_demo_train_with_one_recipe(tmp_path, monkeypatch):
     monkeypatch.setattr(toy, "run_toy", record)
     monkeypatch.setattr(demo, "run_toy", record, raising=False)  # should demo import it at module level
     with pytest.raises(_Stop):
-        main(["demo", "--out", str(tmp_path / "demo")])
+        main(["demo", "--workers", "1", "--out", str(tmp_path / "demo")])  # in this process, where run_toy is patched
     assert [c.process for c in seen] == [DEMO_PROCESSES[0]] and all(getattr(seen[0], k) == v for k, v in recipe.items())
 
 
