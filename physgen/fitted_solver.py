@@ -107,11 +107,13 @@ def fitted_coefficients(process: Process, field: Any, schedule, method: str, *, 
         _MEMO[key] = [[float(c), float(t)] for c, t in entry["coefficients"]]
         return _MEMO[key]
     t0, cpu0 = time.perf_counter(), time.process_time()
-    field64, x0, lab = pilot_draws(process, field, n_pilot, shape, label_value, path=path, log=log,
-                                   announce=f"{method}: fitting {2 * (len(s) - 1)} coefficients on a {len(s) - 1}-step grid, "
-                                            f"{n_pilot} pilot draws, at most {max_evals} solves")
+    field64, x0, lab = pilot_draws(process, field, n_pilot, shape, label_value)
     modes = {k: v for k, v in options.items() if k in {o.name for o in process.sampling_options}}
-    with torch.no_grad():
+    with torch.no_grad():  # a bad option is the user's error: one line, raised here before any fitting is announced
+        sample_fn(process, field64, x0[:2], torch.tensor(s, dtype=torch.float64), method, label=None if lab is None else lab[:2],
+                  coefficients=neutral(len(s) - 1), **options)
+        print(f"{method}: fitting {2 * (len(s) - 1)} coefficients on a {len(s) - 1}-step grid, {n_pilot} pilot draws, at most "
+              f"{max_evals} solves (cached in {str(path) if path is not None else 'nothing: no run folder'})", file=log, flush=True)
         ref = reference_solve(process, field64, x0, s, sample_fn, lab, modes)
     pairs, errors, evals = _fit(lambda c: sample_fn(process, field64, x0, torch.tensor(s, dtype=torch.float64), method, label=lab,
                                                     coefficients=c, **options).x, ref, s, max_evals, method, log)
