@@ -9,7 +9,10 @@
 * ``restart``: its options (``k``, ``restart_intervals``, ``t_min``, ``t_max``, ``s_noise``) of the
   wrong type or out of range, ``t_max`` below the restart point, PFGM++ at finite D (no Gaussian
   kernel), and the defaults (legit);
-* ``afs``: ``--sampler-opt afs=`` not a bool, on a solver with two calls per step, on PFGM++ at finite D.
+* ``afs``: ``--sampler-opt afs=`` not a bool, on a solver with two calls per step, on PFGM++ at finite D;
+* ``fitted``: ``--solver fitted:BASE`` with an unknown or empty BASE, a BASE with more than one call per
+  step or stochastic or adaptive, a torchdiffeq row, coefficients given by hand, a bad option of
+  BASE, BASE's needs unmet (a flow-only process), and a legit run (toy, compare-solvers).
 
 :func:`cases` returns ``(area, argv, needles, keywords)`` tuples for :class:`audit_cli.Case`
 (``{W}`` is the case's folder).
@@ -75,4 +78,17 @@ def cases() -> list[tuple]:
                          (ip + ["--solver", "heun", "--sampler-opt", "afs=true"], "heun"),
                          (ip + ["--process", "pfgmpp", "--D", "128", "--field", "exact", "--sampler-opt", "afs=true"], "Gaussian")):
         out.append(("afs", argv, (needle,), {}))
+    fit = TOY[:-1] + ["16", "--steps", "3", "--out", "{W}/o"]
+    for solver, needle in (("fitted:nope", "fitted:nope"), ("fitted:", "fitted:"), ("fitted:heun", "heun"), ("fitted:restart", "restart"),
+                           ("fitted:dopri5", "dopri5"), ("fitted:torchdiffeq:euler", "torchdiffeq:euler"), ("fitted:fitted:euler", "fitted:fitted"),
+                           ("FITTED:euler", "FITTED:euler")):
+        out.append(("fitted", fit + ["--solver", solver], (needle,), {}))
+    out.append(("fitted", fit + ["--solver", "fitted:euler", "--sampler-opt", "coefficients=1"], ("coefficients",), {}))
+    out.append(("fitted", fit + ["--solver", "fitted:ipndm", "--sampler-opt", "order=9"], ("order",), {}))
+    out.append(("fitted", ["toy", "--process", "pfgm", "--dataset", "8gaussians", "--field", "exact", "--n-samples", "16", "--steps", "3",
+                           "--solver", "fitted:dpmpp-2m", "--out", "{W}/o"], ("fitted:dpmpp-2m", "denoiser"), {}))
+    out.append(("fitted", fit + ["--solver", "fitted:euler"], ("fitted:euler",),
+                dict(legit=True, check=lambda w: (w / "o" / "samples.npy").exists())))
+    out.append(("fitted", CMP[:-1] + ["euler,fitted:dpmpp-2m", "--steps", "3", "--out", "{W}/o"], ("fitted:dpmpp-2m",),
+                dict(legit=True, check=lambda w: (w / "o" / "results.json").exists())))
     return out

@@ -87,8 +87,13 @@ READING = (
 
 
 def curve_solvers() -> list[str]:
-    """Every deterministic solver of the table but torchdiffeq's (new rows join automatically)."""
-    return [n for n in solvers.SOLVERS if not is_stochastic(n) and not n.startswith(solvers.TORCHDIFFEQ_PREFIX)]
+    """Every deterministic solver of the table but torchdiffeq's and the fitted ones (new rows join automatically)."""
+    return [n for n in solvers.SOLVERS if not is_stochastic(n) and not n.startswith(solvers.TORCHDIFFEQ_PREFIX) and not solvers.is_fitted(n)]
+
+
+def fitted_solvers() -> list[str]:
+    """The ``fitted:BASE`` rows of the table (one fit per grid, so they are measured at a few budgets, not on the curves)."""
+    return [n for n in solvers.SOLVERS if solvers.is_fitted(n)]
 
 
 def points(rows) -> list[tuple[float, float]]:

@@ -68,7 +68,7 @@ from .noise import SeededNoise
 from .processes.base import Process
 
 __all__ = ["OPTIMAL", "optimal_schedule", "optimal_options", "field_fingerprint", "grid_problem", "CACHE_NAME", "PILOT_SEED", "N_PILOT", "MAX_EVALS",
-           "N_PILOT_LARGE", "MAX_EVALS_LARGE", "SMALL_DIM", "START_SCHEDULES", "cached_grid", "pilot_draws", "schedule_keywords"]
+           "N_PILOT_LARGE", "MAX_EVALS_LARGE", "SMALL_DIM", "START_SCHEDULES", "cached_grid", "cached_entry", "reference_solve", "pilot_draws", "schedule_keywords"]
 
 OPTIMAL = "optimal"
 CACHE_NAME = "optimal_schedules.json"
@@ -220,21 +220,28 @@ def grid_problem(grid: Any, steps: int, ends: Sequence[float]) -> Optional[str]:
     return None
 
 
-def cached_grid(cache_dir, key: str, K: int, own: Sequence[float], log, what: str) -> tuple[Optional[Path], Optional[Tensor]]:
-    """``(the cache file, its grid under key)``: the grid if the cache in ``cache_dir`` holds a valid
-    ``K``-step grid with the ends of the process's own grid ``own``; else ``None`` (with a warning on
-    ``log`` when an entry was there: refitted, not trusted).  Both fits (``optimal``, ``gits``) look
-    up their grids here and re-read the file just before writing theirs."""
+def cached_entry(cache_dir, key: str, problem: Callable[[Any], Optional[str]], log, what: str) -> tuple[Optional[Path], Optional[dict]]:
+    """``(the cache file, its entry under key)``: the entry if the cache in ``cache_dir`` holds one under
+    ``key`` that ``problem`` finds nothing wrong with (``problem(entry)``: why not, or None); else ``None``
+    (with a warning on ``log`` when an entry was there: refitted, not trusted).  Every fit (``optimal``,
+    ``gits``, ``fitted:BASE``) looks up its result here and re-reads the file just before writing its own."""
     path = _cache_path(cache_dir)
     cache = _read_cache(path, log)
     if key not in cache:
         return path, None
     entry = cache[key]
-    why = grid_problem(entry.get("grid") if isinstance(entry, dict) else None, K, [own[0], *own[-2:]])
+    why = problem(entry) if isinstance(entry, dict) else "not an object"
     if why is None:
-        return path, torch.tensor([float(v) for v in entry["grid"]], dtype=torch.float64)
+        return path, entry
     _warn(log, path, f"{what} is {why}")
     return path, None
+
+
+def cached_grid(cache_dir, key: str, K: int, own: Sequence[float], log, what: str) -> tuple[Optional[Path], Optional[Tensor]]:
+    """``(the cache file, its grid under key)``: the grid if the cache in ``cache_dir`` holds a valid
+    ``K``-step grid with the ends of the process's own grid ``own``; else ``None`` (:func:`cached_entry`)."""
+    path, entry = cached_entry(cache_dir, key, lambda e: grid_problem(e.get("grid"), K, [own[0], *own[-2:]]), log, what)
+    return path, None if entry is None else torch.tensor([float(v) for v in entry["grid"]], dtype=torch.float64)
 
 
 def pilot_draws(process: Process, field: Any, n_pilot: int, shape: Sequence[int], label_value: Optional[int], *,
@@ -248,6 +255,15 @@ def pilot_draws(process: Process, field: Any, n_pilot: int, shape: Sequence[int]
     x0 = process.sample_prior((n_pilot, *shape), noise=SeededNoise(PILOT_SEED, range(n_pilot)), device=device, dtype=torch.float64)
     lab = None if label_value is None else torch.full((n_pilot,), label_value, dtype=torch.long, device=device)
     return field64, x0, lab
+
+
+def reference_solve(process: Process, field64: Any, x0: Tensor, grid: Sequence[float], sample_fn: Callable, lab, modes: dict) -> Tensor:
+    """The teacher every fit is measured against: dopri5 in float64 (``rtol = atol =`` :data:`REFERENCE_TOL`)
+    from ``x0`` over the span of ``grid`` (its first scale, its last positive one, then the denoising step
+    to 0 where the grid has one), in the process's sampling ``modes``."""
+    span = [grid[0], grid[-2], 0.0] if grid[-1] == 0.0 and len(grid) > 2 else [grid[0], grid[-1]]
+    return sample_fn(process, field64, x0, torch.tensor(span, dtype=torch.float64), "dopri5", label=lab, rtol=REFERENCE_TOL,
+                     atol=REFERENCE_TOL, **modes).x
 
 
 def _check_fittable(method: str) -> None:
@@ -304,9 +320,8 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
     modes = {k: v for k, v in options.items() if k in {o.name for o in process.sampling_options}}
     starts = _start_grids(process, K)
     first = starts[process.default_schedule_name]
-    span = torch.tensor([first[0], first[-2], 0.0] if first[-1] == 0.0 and len(first) > 2 else [first[0], first[-1]], dtype=torch.float64)
     with torch.no_grad():
-        ref = sample_fn(process, field64, x0, span, "dopri5", label=lab, rtol=REFERENCE_TOL, atol=REFERENCE_TOL, **modes).x
+        ref = reference_solve(process, field64, x0, first, sample_fn, lab, modes)
         sample_fn(process, field64, x0[:2], torch.tensor(first, dtype=torch.float64), method,
                   label=None if lab is None else lab[:2], **options)  # a bad option is the user's error, raised here once
 

@@ -28,6 +28,7 @@ from torch import Tensor
 
 import solvers
 from solvers.afs import FirstCallMean
+from solvers.fitted import base_name, is_fitted
 from solvers.base import Solution
 from solvers.offers import NEED_TABLE, CoordinateChange, Delegating
 from solvers.spec import NEEDS, Option, OptionError, parse_options
@@ -36,6 +37,7 @@ from solvers.schedules import SCHEDULES, parse_schedule
 
 from .config import parse_steps
 from .errors import UserError, unknown_name
+from .fitted_solver import fitted_coefficients
 from .gits_schedule import GITS, gits_options, gits_schedule
 from .noise import SeededNoise
 from .optimal_schedule import OPTIMAL, optimal_options, optimal_schedule
@@ -71,6 +73,7 @@ COMMAND_ARGUMENTS = {
     "schedule": "--steps and --schedule", "label": "--label", "noise": "the seeded noise of --seed",
     "generator": "the seeded noise of --seed", "return_trajectory": "the command (it records trajectories where it draws them)",
     "from_prior": "the command (an editing method's late start is no prior draw)",
+    "coefficients": "the fit of --solver fitted:BASE (physgen.fitted_solver)",
 }
 """What a sampling command hands the dispatcher (and the dispatcher a solver) itself, with the
 flag that sets it: a sampler option of one of these names would collide with it."""
@@ -104,6 +107,10 @@ def solver_spec(method: str) -> solvers.Spec:
     try:
         return solvers.get_solver(method)
     except ValueError:
+        if is_fitted(method) and base_name(method) in solvers.SOLVERS:  # fitted:heun, fitted:restart, ...: say why not
+            rows = ", ".join(n for n in solvers.SOLVERS if is_fitted(n))
+            raise UserError(f"solver {method!r}: coefficients are fitted for the deterministic fixed-step solvers with one field call per "
+                            f"step; {base_name(method)!r} is not one (the fitted rows: {rows})") from None
         why = solvers.withheld(method)  # a torchdiffeq method left out of the table: say why
         raise (UserError(why) if why else unknown_name("solver", method, solvers.solver_names())) from None
 
@@ -126,6 +133,13 @@ def grid(process: Process, steps: Optional[int] = None, schedule: Optional[str] 
     """
     steps = None if steps is None else parse_steps(steps)  # the library entry's check (a --steps flag passed the same one); nothing below repeats it
     spec = solver_spec(method)
+    if is_fitted(method):  # BASE's grid (optimal: fitted for BASE), then the coefficients fitted on it (cached beside it)
+        g = grid(process, steps, schedule, method=base_name(method), dim=dim, field=field, cache_dir=cache_dir, shape=shape,
+                 options=options, label=label)
+        if field is not None and (shape is not None or dim is not None):
+            fitted_coefficients(process, field, g, method, sample_fn=sample, shape=shape or (int(dim),), options=options, label=label,
+                                cache_dir=cache_dir)
+        return g
     if spec.grid == "levels":
         if schedule is not None:
             raise UserError(f"solver {method!r} runs on the process's geometric noise levels; --schedule does not apply (use --steps L for L levels)")
@@ -237,9 +251,11 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
     input, :mod:`physgen.editing`), so the divergence check and the stray fraction, which
     measure against the prior draws' spread, do not apply; non-finite results are still refused."""
     spec = solver_spec(method)
+    given = dict(options)  # as the command handed them to grid() too: the key of a fitted solver's coefficients
     modes, options = _split_modes(process, options)
     offers, caps = process.offers(field, label, **modes), process.capabilities(**modes)
     spec, options = _route(spec, process, offers, caps, modes, options)
+    coefficients = options.pop("coefficients", None) if is_fitted(spec.name) else None
     afs = _afs(spec, process, caps, options)
     try:
         options = spec.check_options(options)
@@ -248,6 +264,9 @@ def sample(process: Process, field, x0: Tensor, schedule: Tensor, method: str = 
         raise UserError(f"{exc}{flag}") from None
     if spec.stochastic and noise is not None:
         options["noise"] = noise
+    if is_fitted(spec.name):  # the fit of a command's grid call (memory or cache), else fitted here on pilot draws
+        options["coefficients"] = coefficients if coefficients is not None else fitted_coefficients(
+            process, field, schedule, spec.name, sample_fn=sample, shape=x0.shape[1:], options=given, label=label)
     target = offers[spec.target]
     run = FirstCallMean(target, _data_mean(process, x0)) if afs else target
     if isinstance(target, CoordinateChange):  # an offer in coordinates of its own (VP's σ form)
@@ -283,7 +302,7 @@ def _prior_radii(x: Tensor, x0: Optional[Tensor]) -> Optional[tuple[Tensor, Tens
     or without prior draws (``x0`` None)."""
     if x0 is None or x.shape[0] < 8 or x.shape != x0.shape:
         return None
-    flat = x.reshape(x.shape[0], -1)
+    flat = x.detach().reshape(x.shape[0], -1)  # a measure, not a loss (a fitted solver's fit differentiates x)
     f0 = x0.reshape(x0.shape[0], -1).to(flat.dtype)
     centre = f0.median(0).values
     return (flat - centre).norm(dim=1), (f0 - centre).norm(dim=1).median()

@@ -53,6 +53,7 @@ from .offers import NEED_TABLE, BirthsOffer, CoordinateChange, Delegating, Need,
 from .spec import NEEDS, Option, OptionError, Spec
 from .stochastic import ddpm_ancestral, edm_sde, pc
 from .restart import restart
+from .fitted import FITTED_PREFIX, fittable, fitted_spec, is_fitted
 from .unipc import unipc_bh1, unipc_bh2
 from .torchdiffeq_adapter import (TORCHDIFFEQ_FIXED_GRID, TORCHDIFFEQ_PREFIX, TORCHDIFFEQ_WITHHELD, make_torchdiffeq, torchdiffeq_methods,
                                   torchdiffeq_solver)
@@ -73,7 +74,7 @@ __all__ = [
     "edm_schedule", "uniform_schedule", "log_uniform_schedule", "polyexponential_schedule", "vp_time_schedule",
     "ve_time_schedule", "make_schedule", "parse_schedule", "SCHEDULES",
     # the table
-    "SOLVERS", "TORCHDIFFEQ_PREFIX", "TORCHDIFFEQ_WITHHELD", "solve", "get_solver", "solver_names", "register_solver", "withheld",
+    "SOLVERS", "FITTED_PREFIX", "is_fitted", "TORCHDIFFEQ_PREFIX", "TORCHDIFFEQ_WITHHELD", "solve", "get_solver", "solver_names", "register_solver", "withheld",
 ]
 
 _LAST = "1 for a last step to 0"
@@ -138,6 +139,9 @@ SOLVERS: dict[str, Spec] = {spec.name: spec for spec in (
          order_note="of x, method=heun; euler: 1", nfe_note="method=heun; euler: 1"),
 )}
 """The solver table (``torchdiffeq:METHOD`` rows follow, one per installed method)."""
+
+for _spec in [s for s in SOLVERS.values() if fittable(s)]:  # fitted:BASE rows (solvers.fitted; their fit: physgen.fitted_solver)
+    SOLVERS[FITTED_PREFIX + _spec.name] = fitted_spec(_spec)
 
 _TORCHDIFFEQ_CLAIMS = {  # method: (order, order note, NFE per step, NFE note), measured as every row's (tests/measured_orders.py)
     "dopri8": (8, "embedded 7", 13, None), "dopri5": (5, "embedded 4", 6, None), "bosh3": (3, "embedded 2", 3, None),

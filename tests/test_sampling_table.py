@@ -17,6 +17,7 @@ from physgen.errors import UserError
 from physgen.noise import SeededNoise
 from physgen.processes import PROCESSES, make_process
 from physgen.sampling import DivergenceError, grid, sample
+from solvers.fitted import neutral
 from toy_fields import UnitGaussianVE
 
 POINTS = torch.randn(60, 2, generator=torch.Generator().manual_seed(0)) * 0.5 + torch.tensor([1.0, 0.0])
@@ -42,6 +43,8 @@ def test_every_solver_on_every_process_samples_or_names_what_is_missing(name, op
             x0 = process.sample_prior((n, 2), noise=noise, dtype=torch.float64)
             runs = all(k in caps for k in spec.needs) or ("births" in caps and method in ("heun", "euler"))
             options = {**CHEAP.get(method, {}), **({"rtol": 1e-3, "atol": 1e-3} if spec.adaptive else {})}
+            if solvers.is_fitted(method):  # routed as its base; the fit itself: tests/test_fitted_solver.py
+                options["coefficients"] = neutral(16)
             try:
                 schedule = grid(process, 16, method=method, dim=2) if runs else process.grid(16)
                 sol = sample(process, field, x0, schedule, method, noise=noise, **options, **modes)
