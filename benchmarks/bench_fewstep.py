@@ -348,6 +348,19 @@ def best_of(stats_or_ratios: dict, across: bool) -> tuple[tuple, float]:
     return key, (stats_or_ratios[key][0][0] if across else stats_or_ratios[key][0])
 
 
+READING = (
+    "How to read this (measured on the run recorded here).  On (b) the fitted grid gives the ratio that holds across trainings: "
+    "ipndm on `optimal` is 0.069-0.074 x Euler at 10 NFE on the three fields, while the best fixed-schedule row (deis on the "
+    "default schedule) moves from 0.068 to 0.127 x and its worst 1% of samples carry about 40% of its squared error; without "
+    "them deis reads 0.058-0.080 x.  That spread is the field-to-field movement the issue saw, and it is in the fixed schedules.  "
+    "At 5 NFE no solver comes near the targets: the fitted grids on (b) use a quarter of `optimal`'s default budget (256 pilot "
+    "draws, 120 solves, to fit the shared machine), and for unipc-bh2 and dpmpp-2m such a fit loses to `gits`.  `gits` helps the "
+    "multistep solvers at 5 NFE on (b) (medians 0.30-0.41 x against 0.49-7.5 x on the default schedule) and none at 10 NFE, where "
+    "its one long last positive step dominates the error (the convention it keeps: every grid ends with the process's s_min -> 0 step)."
+)
+"""The paragraph after the method note (the numbers are in the tables below it)."""
+
+
 def draws(results: dict, args) -> list[str]:
     """What each problem run drew, with its seeds."""
     out = []
@@ -373,7 +386,8 @@ def report(results: dict, args) -> tuple[str, bool]:
              f"{args.d_tol:g}) from the same draws; 'w/o worst 1%': the RMS after dropping the ⌊n/100⌋ largest distances "
              "(physgen/compare/summary.py); ratios are to Euler at the same NFE on the default schedule.  Schedules: `default` "
              "(the process's: EDM's ρ = 7), `gits`, and a fitted grid (on its own pilot draws, never the evaluated ones): on (a) "
-             f"`{args.optimal_a}` for every one-NFE-per-step solver, on (b) `{args.optimal}` for {', '.join(args.optimal_list)}; none on (d).  A 2-NFE-per-step solver runs at the most steps that fit the budget (its NFE column).", ""]
+             f"`{args.optimal_a}` for every one-NFE-per-step solver, on (b) `{args.optimal}` for {', '.join(args.optimal_list)}; none on (d).  A 2-NFE-per-step solver runs at the most steps that fit the budget (its NFE column).", "",
+             READING if {"a", "b"} <= set(results) else "", ""]
     targets = []
     if "a" in results:
         cells = results["a"]["cells"][0]
