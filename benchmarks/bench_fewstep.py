@@ -381,7 +381,8 @@ def report(results: dict, args) -> tuple[str, bool]:
     cmd = " ".join(a for a in sys.argv[1:] if a != "--write")
     lines = [HEADING, "", f"`OMP_NUM_THREADS=1 python benchmarks/bench_fewstep.py {cmd} --write`", "",
              f"Machine: {machine()}.  The machine was shared with other sessions: wall times are inflated; every number below is an "
-             "error or a metric, not a time.", "",
+             "error or a metric, not a time.  Every cell is cached per field under `--out` (`cells-n<N>.json`), so this run re-read "
+             "what earlier runs of the same settings measured (here one process per seed, `--problems b --seeds S`, and per problem, side by side).", "",
              "Draws: " + "; ".join(draws(results, args)) + ".  Error: per-sample L2 distance to a float64 dopri5 teacher (rtol = atol = 1e-9; (d) "
              f"{args.d_tol:g}) from the same draws; 'w/o worst 1%': the RMS after dropping the ⌊n/100⌋ largest distances "
              "(physgen/compare/summary.py); ratios are to Euler at the same NFE on the default schedule.  Schedules: `default` "
