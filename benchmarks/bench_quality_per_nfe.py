@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import solvers  # noqa: E402
 from physgen.compare import ToyProblem, compare, rms_error, write_outputs  # noqa: E402
 from physgen.compare.run import is_adaptive, is_stochastic, stderr_log  # noqa: E402
-from benchlib import write_section as write_results_section  # noqa: E402
+from benchlib import write_section as write_results_section, write_subsection  # noqa: E402
 from physgen.io import ensure_dir, save_figure  # noqa: E402
 from physgen.sampling import sample  # noqa: E402
 from physgen.toy import ToyConfig  # noqa: E402
@@ -67,7 +67,14 @@ PROBLEMS = {
     "b": dict(title="(b) PFGM++ D = 128, moons, trained MLP field", process="pfgmpp", dataset="moons", field="mlp", options={"D": 128}),
     "c": dict(title="(c) PFGM++ D = 128, moons, exact field of 2000 points (memorisation regime)", process="pfgmpp", dataset="moons",
               field="exact", options={"D": 128}),
+    # flow-matching paths (issue 22, item 4): problem (a)'s data and field kind, so each row reads against EDM's
+    "rf": dict(title="(rf) rectified flow, 8gaussians, analytic field", process="rectified-flow", dataset="8gaussians", field="analytic",
+               options={}),
+    "fmc": dict(title="(fmc) fm-cosine, 8gaussians, analytic field", process="fm-cosine", dataset="8gaussians", field="analytic", options={}),
+    "fmv": dict(title="(fmv) fm-vp, 8gaussians, analytic field", process="fm-vp", dataset="8gaussians", field="analytic", options={}),
 }
+MAIN_PROBLEMS = ("a", "b", "c")
+"""A run of all three replaces the whole section; any other run replaces only its problems' sub-sections."""
 
 
 READING = (
@@ -316,9 +323,18 @@ def write_section(text: str, path: Path = ROOT / "benchmarks" / "RESULTS.md") ->
     write_results_section(path, HEADING, text.split("\n", 1)[1] if text.startswith(HEADING) else text)
 
 
+def write_problem_subsection(text: str, key: str, args, path: Path = ROOT / "benchmarks" / "RESULTS.md") -> None:
+    """Replace (or add) one problem's ``### title`` sub-section of this benchmark's section, with the command that made it."""
+    sub = f"### {PROBLEMS[key]['title']}"
+    body = text.split(sub + "\n", 1)[1].split("\n### ", 1)[0].split("\nMachine: ", 1)[0]
+    command = (f"`OMP_NUM_THREADS=1 python benchmarks/bench_quality_per_nfe.py --problems {key} --n-samples {args.n_samples} --seed "
+               f"{args.seed} --write` on {machine()}.")
+    write_subsection(path, HEADING, sub, f"{command}\n\n{body.strip()}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", default="a,b,c", help="which of a, b, c (comma-separated)")
+    ap.add_argument("--problems", default="a,b,c", help=f"which of {', '.join(PROBLEMS)} (comma-separated)")
     ap.add_argument("--n-samples", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--target-error", type=float, default=0.01)
@@ -335,7 +351,11 @@ def main() -> int:
     text, ok = report(runs, args)
     print(text)
     if args.write:
-        write_section(text)
+        if set(MAIN_PROBLEMS) <= set(keys):
+            write_section(text)
+        else:
+            for run in runs:
+                write_problem_subsection(text, run["key"], args)
         figs = ensure_dir(ROOT / "docs" / "figures")
         for run in runs:
             for src, kind in zip(run["figures"], ("error_vs_nfe", "samples_10nfe")):
