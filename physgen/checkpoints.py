@@ -74,7 +74,7 @@ KINDS = {
     "train": "a training checkpoint (physgen.training.train: model, EMA, optimiser, RNG states)",
     "toy-mlp": "a trained toy MLP (physgen compare-solvers --field mlp)",
     "classifier": "a noise-conditional classifier (physgen train-classifier)",
-    "autoencoder": "an autoencoder (physgen.latent.train_autoencoder: weights, its spec in the header)",
+    "autoencoder": "an autoencoder (physgen train-autoencoder: weights, its spec in the header)",
 }
 _MAX_HEADER = 16 << 20  # a header is a few kB; a bigger length field is a damaged file
 _CHUNK = 1 << 22
