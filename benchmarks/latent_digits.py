@@ -3,7 +3,7 @@
 Splits sklearn's digits (resized to ``--resolution``) into the classifier's fixed train /
 held-out parts (``physgen.images.quality.split_dataset``, 20 % held out), trains the
 ``--preset`` KL autoencoder (f = 4) on the training part only with
-``physgen.latent.train.train_autoencoder``, encodes the held-out digits to a latents file
+``physgen train-autoencoder``'s run (``physgen.latent.run``), encodes the held-out digits to a latents file
 (``physgen.latent.encode.encode_dataset``, the posterior mean, unit-variance scaled), reads
 that file back and decodes it.  The judge (the small CNN of ``benchmarks/gpu_digits.py``,
 trained on the same training part) then classifies originals and reconstructions: the
@@ -12,7 +12,7 @@ original was given, the mean confidence, and the per-pixel error.
 
     python benchmarks/latent_digits.py --resolution 16 --out /tmp/latent_digits --write
 
-Writes ``OUT/ae.pt``, ``OUT/held-latents.npz``, ``OUT/reconstructions.png`` (originals and
+Writes ``OUT/ae/`` (the run folder), ``OUT/held-latents.npz``, ``OUT/reconstructions.png`` (originals and
 reconstructions in alternating rows), ``OUT/results.json``; ``--write`` puts the table into
 the ``## Latent space (issue 25)`` section of ``benchmarks/RESULTS.md``.
 """
@@ -35,7 +35,8 @@ from physgen.images.data import load_image_dataset, save_image_grid  # noqa: E40
 from physgen.images.quality import classifier_outputs, split_dataset, train_classifier  # noqa: E402
 from physgen.io import ensure_dir, write_json  # noqa: E402
 from physgen.latent.encode import decode_latents, encode_dataset  # noqa: E402
-from physgen.latent.train import AutoencoderTrainConfig, load_autoencoder, train_autoencoder  # noqa: E402
+from physgen.latent.run import AutoencoderRunConfig, default_autoencoder_train, run_autoencoder_training  # noqa: E402
+from physgen.latent.train import load_autoencoder  # noqa: E402
 from physgen.nets.autoencoder import AE_PRESETS  # noqa: E402
 
 HEADING = "## Latent space (issue 25)"
@@ -58,22 +59,26 @@ def run(args) -> dict:
     print(f"classifier: held-out accuracy {clf_acc:.3f} ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
     train_part, held = split_dataset(data, 0.2, args.seed)
     spec = replace(AE_PRESETS[args.preset], resolution=args.resolution)
-    config = AutoencoderTrainConfig(steps=args.steps, batch=args.batch, lr=args.lr, beta=args.beta, recon=args.recon,
-                                    seed=args.seed, log_every=args.log_every, max_minutes=args.minutes)
-    trained = train_autoencoder(train_part, spec, config, out=out / "ae.pt", log=sys.stderr)
+    tcfg = default_autoencoder_train()
+    tcfg.steps, tcfg.batch, tcfg.lr, tcfg.seed, tcfg.log_every, tcfg.max_minutes = args.steps, args.batch, args.lr, args.seed, args.log_every, args.minutes
+    config = AutoencoderRunConfig(dataset="digits", preset=args.preset, beta=args.beta, recon=args.recon, out=str(out / "ae"), device="cpu", train=tcfg)
+    t0 = time.perf_counter()
+    trained = run_autoencoder_training(config, dataset=train_part, spec=spec, log_stream=sys.stderr)
+    train_wall = time.perf_counter() - t0
     t1 = time.perf_counter()
-    info = encode_dataset(out / "ae.pt", held, out / "held-latents.npz")
+    info = encode_dataset(out / "ae", held, out / "held-latents.npz")
     latents = load_image_dataset(f"npz:{out / 'held-latents.npz'}")
-    recon = decode_latents(load_autoencoder(out / "ae.pt"), latents.images, info.scale_factor)
+    ae = load_autoencoder(out / "ae")
+    recon = decode_latents(ae, latents.images, info.scale_factor)
     codec_s = time.perf_counter() - t1
     labels = held.labels.numpy()
     pred_o, acc_o, conf_o = judge(clf, held.images, labels)
     pred_r, acc_r, conf_r = judge(clf, recon, labels)
     grid = torch.stack([held.images[:50].reshape(5, 10, *held.images.shape[1:]), recon[:50].reshape(5, 10, *recon.shape[1:])], 1)
     save_image_grid(grid.reshape(-1, *held.images.shape[1:]), out / "reconstructions.png", nrow=10)
-    n_params = sum(p.numel() for p in trained.autoencoder.parameters())
+    n_params = sum(p.numel() for p in ae.parameters())
     return {"preset": args.preset, "spec": spec.to_dict(), "params": n_params, "steps": trained.step, "batch": args.batch,
-            "train_wall_s": trained.wall_s, "final_rec_l1": float(np.mean([r["rec"] for r in trained.losses[-50:]])),
+            "train_wall_s": train_wall, "final_loss": float(np.mean(trained.losses[-50:])),
             "classifier_accuracy": clf_acc, "n_held": len(held), "accuracy_originals": acc_o, "accuracy_reconstructions": acc_r,
             "same_class": float((pred_o == pred_r).mean()), "confidence_originals": conf_o, "confidence_reconstructions": conf_r,
             "mse": float((recon - held.images).square().mean()), "scale_factor": info.scale_factor,

@@ -14,7 +14,7 @@ run's decoded), judged by the classifier; wall time per image covers sampling (a
 
 The CLI equivalent of the two runs (the script calls the same library functions)::
 
-    physgen train-autoencoder --dataset digits --out AE --steps 600 --max-minutes 3
+    physgen train-autoencoder --dataset digits --out AE
     physgen train --latent AE --dataset digits --process pfgmpp --D 128 --arch tiny --batch 64 --lr 2e-3 --max-minutes 3 --out LAT
     physgen sample --ckpt LAT --out samples/ --n 200 --steps 18
 
@@ -55,8 +55,10 @@ def build_parser():
     p = gpu_digits.build_parser()
     p.set_defaults(minutes=3.0, resolution=16, arch="tiny", batch=64, lr=2e-3, warmup_steps=100, ema_halflife=20_000.0,
                    n_samples=200, classifier_steps=600, checkpoint_every=10**6, out="runs/latent_pfgmpp_digits", Ds="128")
-    p.add_argument("--ae-steps", type=int, default=600)
-    p.add_argument("--ae-minutes", type=float, default=3.0)
+    p.add_argument("--ae-steps", type=int, default=1000, help="autoencoder steps (default: train-autoencoder's 1000)")
+    p.add_argument("--ae-minutes", type=float, default=None,
+                   help="stop the autoencoder early (default: never; a 3-minute cap under load stopped it at 100 steps, "
+                        "and its reconstructions collapsed onto a few classes)")
     p.add_argument("--figure", type=Path, default=None, help="copy the figure here (docs/figures/latent_digits.png)")
     return p
 

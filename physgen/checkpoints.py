@@ -74,7 +74,7 @@ KINDS = {
     "train": "a training checkpoint (physgen.training.train: model, EMA, optimiser, RNG states)",
     "toy-mlp": "a trained toy MLP (physgen compare-solvers --field mlp)",
     "classifier": "a noise-conditional classifier (physgen train-classifier)",
-    "autoencoder": "an autoencoder (physgen.latent.train_autoencoder: weights, its spec in the header)",
+    "autoencoder": "an autoencoder (physgen train-autoencoder: weights, its spec in the header)",
     "model": "a model folder's header (physgen import / export: process, network, preconditioning; the weights in "
              "model.safetensors beside it, bound by their sha256 in the header)",
 }

@@ -235,12 +235,15 @@ class Trainer:
     ``process`` is anything with ``name``, ``config()`` and ``loss(field, y, generator=, label=)``
     (a process, :class:`ClassifierObjective`, :class:`physgen.latent.run.AutoencoderObjective`);
     ``adam_betas``: Adam's ``(beta1, beta2)`` (LDM's autoencoders use ``(0.5, 0.9)``).
+    ``extra_state``: an object with ``state_dict()`` / ``load_state_dict(d, path)`` whose state rides
+    in each checkpoint (the autoencoder's discriminator and its optimiser), so resuming restores it.
     """
 
     def __init__(self, process, field: nn.Module, sample_batch: Union[BatchFn, Any], config: TrainConfig, *, out_dir=None,
                  device=None, log_stream=None, checkpoint_meta: Optional[dict] = None, unit: str = "samples",
                  sample_grid: Optional[Callable[[int, nn.Module], None]] = None, sample_every: int = 0,
-                 adam_betas: tuple[float, float] = (0.9, 0.999)):
+                 adam_betas: tuple[float, float] = (0.9, 0.999), extra_state: Optional[Any] = None):
+        self.extra_state = extra_state
         self.process, self.config, self.out_dir, self.log_stream, self.unit = process, config, out_dir, log_stream, unit
         self.checkpoint_meta = checkpoint_meta or {}
         self.grid_writer, self.sample_every = sample_grid, sample_every
@@ -292,6 +295,8 @@ class Trainer:
             raise UserError(f"checkpoint {str(path)!r}: its optimiser or data-generator state does not fit this run ({str(exc).splitlines()[0]})") from None
         if self.stream is not None and state.get("sampler") is not None:
             self.stream.load_state_dict(state["sampler"])
+        if self.extra_state is not None:
+            self.extra_state.load_state_dict(state.get("extra"), path)
         self.losses = [float(v) for v in state["losses"]]
         self.completed = int(state["step"])
         self.resumed_from = self.last_checkpoint = path
@@ -397,6 +402,8 @@ class Trainer:
             "world_size": self.world,
             "meta": self.checkpoint_meta,
         }
+        if self.extra_state is not None:
+            state["extra"] = self.extra_state.state_dict()
         meta = {"process": process, "world_size": self.world, **self.checkpoint_meta}
         self.last_checkpoint = checkpoints.save(self.out_dir, state, kind="train", step=self.completed, meta=meta,
                                                 keep_last=self.config.keep_checkpoints)

@@ -6,7 +6,9 @@ where it is generated (not needed by ``sdedit``).  ``--method``: ``blend`` / ``r
 (:func:`physgen.editing.inpaint`, RePaint's jumps ``--jump-length``/``--jump-n-sample``),
 ``sdedit`` (:func:`physgen.editing.sdedit` at ``--strength``), ``smc``
 (:func:`physgen.editing.smc_condition`, ``--particles`` per input, the first particle of
-each population written).  Writes ``DIR/{index:06d}.png`` (one per input), ``figure.png``
+each population written).  A latent run (``train --latent``) edits in its latent space
+(``blend`` / ``repaint`` only, :func:`physgen.latent.edit.latent_inpaint`); ``--input`` and
+``--mask`` are then images at the autoencoder's resolution.  Writes ``DIR/{index:06d}.png`` (one per input), ``figure.png``
 (input, mask, result) and ``edit.json`` (method, options, NFE).
 """
 from __future__ import annotations
@@ -22,6 +24,8 @@ from ..editing.masks import check_known, check_mask
 from ..errors import UserError
 from ..images.data import save_pngs, to_uint8
 from ..images.train import load_trained
+from ..latent.edit import latent_inpaint
+from ..latent.train import load_autoencoder
 from ..io import save_figure, write_json
 from ..runfolder import add_overwrite_argument, prepare
 from ..runtime import resolve_device
@@ -29,6 +33,7 @@ from .flags import JUMPS, PROBABILITY, SEED, STEPS
 
 OUTPUTS = ("edit.json", "figure.png", "[0-9][0-9][0-9][0-9][0-9][0-9].png")
 METHODS = ("repaint", "blend", "sdedit", "smc")
+LATENT_METHODS = ("repaint", "blend")  # what a latent run offers (physgen.latent.edit)
 MAX_INPUTS = 4096
 PARTICLES = arg(parse_int, 1, 4096, "each particle is a field evaluation per step; 4096 per image is beyond any GPU batch")
 
@@ -135,15 +140,31 @@ def _figure(x, mask, result, path: Path) -> None:
     plt.close(fig)
 
 
+def _latent_edit(args, model, x, mask, device):
+    """A latent run (``train --latent``): blend or repaint in its latent space (Blended Latent
+    Diffusion, :func:`physgen.latent.edit.latent_inpaint`: the pixel mask min-pooled to the latent
+    grid, the kept pixels copied back), with the autoencoder the run records (checksum checked)."""
+    if args.method not in LATENT_METHODS:
+        raise UserError(f"--method {args.method} does not apply to a latent run ({str(model.path)!r}); use {' or '.join(LATENT_METHODS)}")
+    record = model.meta["latent"]
+    ae = load_autoencoder(record["autoencoder"], device=device)
+    jumps = dict(jump_length=args.jump_length, jump_n_sample=args.jump_n_sample) if args.method == "repaint" else {}
+    return latent_inpaint(model.process, model.field, ae, float(record["scale_factor"]), x, mask, method=args.solver,
+                          steps=args.steps, seed=args.seed, **jumps)
+
+
 def run(args) -> int:
     device = resolve_device(args.device)
     model = load_trained(args.ckpt, device=device)
-    shape = tuple(model.shape)
+    latent = model.decode is not None
+    shape = tuple(model.meta["latent"]["image_shape"]) if latent else tuple(model.shape)
     x, files = read_inputs(args.input, shape)
     mask = None if args.method == "sdedit" else read_mask(args.mask, shape)
+    if latent and args.method not in LATENT_METHODS:
+        raise UserError(f"--method {args.method} does not apply to a latent run ({str(model.path)!r}); use {' or '.join(LATENT_METHODS)}")
     prepare(args.out, "edit", OUTPUTS, overwrite=args.overwrite)
     with torch.no_grad():  # smc takes its twist's gradient under its own enable_grad
-        sol = _edit(args, model, x.to(device), mask)
+        sol = _latent_edit(args, model, x.to(device), mask, device) if latent else _edit(args, model, x.to(device), mask)
     out = Path(args.out)
     save_pngs(sol.x.cpu(), out)
     _figure(x, mask, sol.x.cpu(), out / "figure.png")

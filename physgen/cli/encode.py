@@ -21,7 +21,7 @@ OUTPUTS = ("the --out latents file",)  # what encode writes
 
 def register(sub) -> None:
     p = sub.add_parser("encode", help="encode an image dataset to a latents file with a trained autoencoder")
-    p.add_argument("--ae", required=True, help="an autoencoder checkpoint (physgen.latent.train_autoencoder)")
+    p.add_argument("--ae", required=True, help="an autoencoder checkpoint or a physgen train-autoencoder run folder")
     p.add_argument("--dataset", default="digits", help="digits, cifar10:PATH, folder:PATH, npz:PATH (loaded at the autoencoder's resolution)")
     p.add_argument("--split", default="train", choices=["train", "test"], help="cifar10: the train or test batches")
     p.add_argument("--mode", default="mean", choices=list(LATENT_MODES), help="the posterior mean, or one draw per image")

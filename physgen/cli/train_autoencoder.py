@@ -34,6 +34,8 @@ FLAGS = {
     "--preset": ("preset", dict(choices=list(AE_PRESETS), help="autoencoder preset (default digits)")),
     "--beta": ("beta", dict(type=NONNEGATIVE, help="weight of the KL term (default 1e-6)")),
     "--recon": ("recon", dict(choices=list(RECONSTRUCTION_LOSSES), help="reconstruction loss (default l1)")),
+    "--disc-weight": ("disc_weight", dict(type=NONNEGATIVE, help="weight of the PatchGAN hinge term (default 0: no discriminator)")),
+    "--disc-start": ("disc_start", dict(type=COUNT, help="optimiser step at which the discriminator starts (default 0)")),
     "--out": ("out", dict(help="run directory (config, checkpoints, reconstruction grids, autoencoder.pt)")),
     "--device": ("device", dict(help="auto, cpu, cuda, cuda:N (torchrun: cuda:LOCAL_RANK)")),
     "--steps": ("train.steps", dict(type=TRAIN_STEPS, help="total optimiser steps (default 1000)")),

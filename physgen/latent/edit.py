@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from solvers.base import Solution
+
 from ..editing import check_mask, inpaint
 from ..nets.autoencoder import Autoencoder
 from .encode import decode_latents
@@ -32,13 +34,15 @@ def latent_mask(mask: Tensor, factor: int) -> Tensor:
     return (-F.max_pool2d(-m[None], factor))[0] > 0.5
 
 
-def latent_inpaint(process, field, ae: Autoencoder, scale_factor: float, images: Tensor, mask, **options: Any) -> Tensor:
+def latent_inpaint(process, field, ae: Autoencoder, scale_factor: float, images: Tensor, mask, **options: Any) -> Solution:
     """Inpaint ``images [B, C, H, W]`` where ``mask`` is 0 in the latent space of ``ae`` (module
     docstring) with the latent run's ``process`` and ``field``; ``options`` go to
-    :func:`physgen.editing.inpaint` (method, steps, seed, jumps, ...)."""
+    :func:`physgen.editing.inpaint` (method, steps, seed, jumps, ...).  Returns the latent solve's
+    :class:`~solvers.base.Solution` with ``x`` the blended images (its NFE are the latent field's)."""
     pixel = check_mask(mask, images.shape[1:])
     with torch.no_grad():
         known = ae.encode(images.float()).mode() * scale_factor
     cells = latent_mask(pixel, ae.spec.factor).expand(known.shape[1:])
-    z = inpaint(process, field, known, cells, **options).x
-    return torch.where(pixel.to(images.device), images, decode_latents(ae, z, scale_factor).to(images.device))
+    sol = inpaint(process, field, known, cells, **options)
+    x = torch.where(pixel.to(images.device), images, decode_latents(ae, sol.x, scale_factor).to(images.device))
+    return Solution(x, sol.stats)

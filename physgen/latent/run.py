@@ -9,9 +9,21 @@ The Trainer minimises ``mean_b objective.loss(net, x_b)`` for any objective with
 
 with ``eps`` drawn from the Trainer's per-chunk noise generator (seeded by position), so a
 step depends only on ``(seed, step, chunk)`` and the image stream's state.  Adam runs with
-LDM's autoencoder betas ``(0.5, 0.9)``.  Not here: the optional PatchGAN discriminator
-(a second optimiser the Trainer does not have); :func:`physgen.latent.train.train_autoencoder`
-still offers it as a library call.
+LDM's autoencoder betas ``(0.5, 0.9)``.
+
+The optional adversarial term (off by default: ``disc_weight = 0``; LDM's ``disc_start`` /
+``disc_weight``) adds, from optimiser step ``disc_start`` on, ``disc_weight * L_adv`` with a
+PatchGAN discriminator ``d`` (pix2pix, arXiv 1611.07004) trained beside the autoencoder with
+the hinge loss (LDM's choice, arXiv 2112.10752 App. G)::
+
+    L_adv(x_hat) = -mean_patches d(x_hat),   L_d = mean relu(1 - d(x)) + mean relu(1 + d(x_hat))
+
+one Adam step of ``d`` on each chunk's ``(x, x_hat)`` before the autoencoder's term is taken.
+The discriminator and its optimiser ride in every checkpoint (the Trainer's ``extra_state``),
+so a resumed run equals an uninterrupted one.  LDM also weights ``L_adv`` adaptively by the
+ratio of gradient norms at the decoder's last layer; this keeps a fixed ``disc_weight``
+(simpler, and measured stable on digits).  One process only: the discriminator is not
+synchronised over DDP ranks, so several processes with ``disc_weight > 0`` are refused.
 
 A run folder ``OUT`` holds ``config.json``, ``checkpoints/ckpt-*.pt`` (kind ``"train"``,
 for ``--resume``), ``samples/recon-<step>.png`` (held-out originals over their EMA
@@ -23,7 +35,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional
 
@@ -31,12 +43,13 @@ import torch
 from torch import Tensor
 
 from .. import checkpoints
-from ..config import config_from_dict, config_to_dict, jsonable, parse_float
+from ..config import MAX_TRAIN_STEPS, config_from_dict, config_to_dict, jsonable, parse_float, parse_int
 from ..errors import UserError, unknown_name
 from ..images.data import ImageDataset, ImageSampler, load_image_dataset, save_image_grid
 from ..io import write_json
-from ..nets.autoencoder import AE_PRESETS, RECONSTRUCTION_LOSSES, Autoencoder, AutoencoderSpec, reconstruction_loss, spec_from_dict
-from ..runtime import init_distributed
+from ..nets.autoencoder import (AE_PRESETS, RECONSTRUCTION_LOSSES, Autoencoder, AutoencoderSpec, PatchDiscriminator, adversarial_loss,
+                                discriminator_loss, reconstruction_loss, spec_from_dict)
+from ..runtime import init_distributed, initial_weights
 from ..training import TrainConfig, TrainResult, Trainer
 from .train import AUTOENCODER_FILE, save_autoencoder
 
@@ -49,27 +62,67 @@ GRID_N = 16  # held-out images shown in each reconstruction grid
 
 class AutoencoderObjective:
     """Stands in for a process in :class:`physgen.training.Trainer`: the per-image autoencoder
-    loss ``rho(x - D(z)) + beta KL(q(z|x) || N(0, I))`` (module docstring)."""
+    loss ``rho(x - D(z)) + beta KL(q(z|x) || N(0, I))`` (+ ``disc_weight L_adv`` from step
+    ``disc_start`` on, training its PatchGAN discriminator as it goes; module docstring).
+
+    ``steps_done``: the optimiser steps taken, which the run sets after each step (the
+    Trainer's ``on_step``) and on resuming.  ``state_dict`` / ``load_state_dict``: the
+    discriminator's weights and optimiser (the Trainer's ``extra_state``)."""
 
     name = "autoencoder"
 
-    def __init__(self, beta: float = 1e-6, recon: str = "l1"):
+    def __init__(self, beta: float = 1e-6, recon: str = "l1", *, disc_weight: float = 0.0, disc_start: int = 0,
+                 in_channels: int = 1, lr: float = 2e-3, seed: int = 0, device: Any = "cpu"):
         if recon not in RECONSTRUCTION_LOSSES:
             raise unknown_name("reconstruction loss", recon, RECONSTRUCTION_LOSSES)
         self.beta, self.recon = parse_float(beta, "beta", 0.0, 1e6), recon
+        self.disc_weight = parse_float(disc_weight, "disc_weight", 0.0, 1e6)
+        self.disc_start = parse_int(disc_start, "disc_start", 0, MAX_TRAIN_STEPS)
+        self.steps_done = 0
+        self.discriminator, self.disc_opt = None, None
+        if self.disc_weight > 0:
+            with initial_weights(seed + 1):  # apart from the autoencoder's (seed)
+                self.discriminator = PatchDiscriminator(in_channels).to(device)
+            self.disc_opt = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=LDM_BETAS)
 
     def config(self) -> Dict[str, Any]:
-        return {"beta": self.beta, "recon": self.recon}
+        return {"beta": self.beta, "recon": self.recon, "disc_weight": self.disc_weight, "disc_start": self.disc_start}
 
     def loss(self, ae, x: Tensor, *, generator=None, label=None) -> Tensor:
         x_hat, q = ae(x, generator=generator)
-        return reconstruction_loss(x, x_hat, self.recon) + self.beta * q.kl()
+        per_image = reconstruction_loss(x, x_hat, self.recon) + self.beta * q.kl()
+        if self.discriminator is None or self.steps_done < self.disc_start:
+            return per_image
+        d_loss = discriminator_loss(self.discriminator, x, x_hat)
+        self.disc_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.disc_opt.step()
+        return per_image + self.disc_weight * adversarial_loss(self.discriminator, x_hat)
+
+    def state_dict(self) -> Dict[str, Any]:
+        if self.discriminator is None:
+            return {}
+        return {"discriminator": self.discriminator.state_dict(), "optimizer": self.disc_opt.state_dict()}
+
+    def load_state_dict(self, state: Any, path: Any = "checkpoint") -> None:
+        if self.discriminator is None:
+            return
+        if not isinstance(state, dict) or "discriminator" not in state or "optimizer" not in state:
+            raise UserError(f"checkpoint {str(path)!r} holds no discriminator state, but the run trains one (disc_weight {self.disc_weight})")
+        checkpoints.load_state(self.discriminator, state["discriminator"], path=path, what="discriminator weights")
+        try:
+            self.disc_opt.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:
+            raise UserError(f"checkpoint {str(path)!r}: its discriminator optimiser does not fit ({str(exc).splitlines()[0]})") from None
 
 
 def default_autoencoder_train() -> TrainConfig:
-    """The autoencoder's optimisation defaults (those of :class:`physgen.latent.train.AutoencoderTrainConfig`):
-    1000 steps of 64, lr 2e-3 after 100 warm-up steps, EMA half-life 5000 images (no ramp-up), no clipping."""
-    return TrainConfig(steps=1000, batch=64, lr=2e-3, warmup_steps=100, ema_halflife=5000.0, ema_rampup=None,
+    """The autoencoder's optimisation defaults: 1000 steps of 64, lr 2e-3 after 100 warm-up
+    steps, no clipping, EMA half-life 5000 images with EDM's ramp-up (half-life at most 0.05 x
+    the images seen).  The ramp-up matters for a short or ``--max-minutes``-stopped run: without
+    it, 100 steps of 64 leave 0.5^(6400/5000) = 41 % of the initial weights in the EMA, whose
+    reconstructions the digit classifier then read mostly as one class (issue 25's collapse)."""
+    return TrainConfig(steps=1000, batch=64, lr=2e-3, warmup_steps=100, ema_halflife=5000.0, ema_rampup=0.05,
                        grad_clip=None, log_every=100)
 
 
@@ -81,6 +134,8 @@ class AutoencoderRunConfig:
     preset: str = "digits"
     beta: float = 1e-6
     recon: str = "l1"
+    disc_weight: float = 0.0
+    disc_start: int = 0
     out: str = "runs/autoencoder"
     device: str = "auto"
     holdout: int = GRID_N
@@ -89,7 +144,8 @@ class AutoencoderRunConfig:
     def __post_init__(self) -> None:
         if self.preset not in AE_PRESETS:
             raise unknown_name("autoencoder preset", self.preset, AE_PRESETS)
-        AutoencoderObjective(self.beta, self.recon)  # validates beta and recon
+        AutoencoderObjective(self.beta, self.recon, disc_start=self.disc_start)  # validates the loss settings
+        self.disc_weight = parse_float(self.disc_weight, "disc_weight", 0.0, 1e6)
         if isinstance(self.train, dict):
             self.train = config_from_dict(TrainConfig, {**config_to_dict(default_autoencoder_train(), encode=False), **self.train},
                                           "autoencoder run", prefix="train.")
@@ -131,12 +187,14 @@ def _grid_writer(out: Path, held: Tensor, device) -> Callable[[int, Any], None]:
 
 
 def run_autoencoder_training(config: AutoencoderRunConfig, *, resume=False, log_stream=None,
-                             dataset: Optional[ImageDataset] = None) -> TrainResult:
+                             dataset: Optional[ImageDataset] = None, spec: Optional[AutoencoderSpec] = None) -> TrainResult:
     """Train the autoencoder ``config`` describes with :class:`physgen.training.Trainer`
-    (module docstring); ``resume``: ``True`` or a checkpoint path continues the run in ``config.out``."""
+    (module docstring); ``resume``: ``True`` or a checkpoint path continues the run in ``config.out``.
+    ``dataset`` replaces ``config.dataset`` and ``spec`` the preset's network (library callers;
+    the checkpoints record the spec, and a resume must pass the same one again)."""
     log = log_stream or sys.stderr
     info, device = init_distributed(config.device)
-    out, spec, tcfg = Path(config.out), config.spec, config.train
+    out, spec, tcfg = Path(config.out), spec or config.spec, config.train
     if not resume and checkpoints.list_checkpoints(out):
         raise UserError(f"{str(out)!r} already holds checkpoints; continue with --resume {out}, or choose another --out")
     data = dataset if dataset is not None else load_image_dataset(config.dataset, spec.resolution)
@@ -147,8 +205,8 @@ def run_autoencoder_training(config: AutoencoderRunConfig, *, resume=False, log_
     train_part, held = _split(data, config.holdout)
     if tcfg.batch % info.world_size:
         raise UserError(f"--batch {tcfg.batch} must be divisible by the number of processes ({info.world_size})")
-    torch.manual_seed(tcfg.seed)  # the network's initialisation
-    ae = Autoencoder(spec)
+    with initial_weights(tcfg.seed):  # the network's initialisation; the caller's generator untouched
+        ae = Autoencoder(spec)
     sampler = ImageSampler(train_part, tcfg.batch // info.world_size, seed=tcfg.seed + 1, device=device,
                            rank=info.rank, world_size=info.world_size)
     meta = {"autoencoder": spec.to_dict(), "autoencoder_run": config.to_dict()}
@@ -160,13 +218,17 @@ def run_autoencoder_training(config: AutoencoderRunConfig, *, resume=False, log_
         print(f"physgen train-autoencoder: {config.preset} ({n_params / 1e6:.2f}M params, latent {c}x{h}x{w})  {data.name} "
               f"{list(got)} x {len(train_part)} (+{len(held)} held out)  {info.world_size} process(es) on {device}  "
               f"{tcfg.total_steps} steps of {tcfg.batch}", file=log, flush=True)
-    trainer = Trainer(AutoencoderObjective(config.beta, config.recon), ae, sampler, tcfg, out_dir=out, device=device,
-                      log_stream=log, checkpoint_meta=meta, unit="img", sample_grid=_grid_writer(out, held, device),
-                      adam_betas=LDM_BETAS)
+    if config.disc_weight > 0 and info.world_size > 1:
+        raise UserError(f"--disc-weight {config.disc_weight} trains a discriminator on one process only; run without torchrun or with --disc-weight 0")
+    objective = AutoencoderObjective(config.beta, config.recon, disc_weight=config.disc_weight, disc_start=config.disc_start,
+                                     in_channels=spec.in_channels, lr=tcfg.lr, seed=tcfg.seed, device=device)
+    trainer = Trainer(objective, ae, sampler, tcfg, out_dir=out, device=device, log_stream=log, checkpoint_meta=meta, unit="img",
+                      sample_grid=_grid_writer(out, held, device), adam_betas=LDM_BETAS, extra_state=objective)
     if resume:
         trainer.restore(resume)
+    objective.steps_done = trainer.completed
     t0 = time.perf_counter()
-    result = trainer.run()
+    result = trainer.run(on_step=lambda step, ema: setattr(objective, "steps_done", step))
     if info.is_main:
         extra = {"dataset": data.name, "autoencoder_run": config.to_dict()}
         written = save_autoencoder(out / AUTOENCODER_FILE, result.ema, step=result.step, extra=jsonable(extra))

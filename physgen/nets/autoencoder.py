@@ -47,7 +47,7 @@ __all__ = [
     "build_autoencoder",
     "spec_from_dict",
     "reconstruction_loss",
-    "autoencoder_loss",
+    "adversarial_loss",
     "discriminator_loss",
     "RECONSTRUCTION_LOSSES",
 ]
@@ -333,20 +333,9 @@ def reconstruction_loss(x: Tensor, x_hat: Tensor, kind: str = "l1") -> Tensor:
     return (r.abs() if kind == "l1" else r.square()).flatten(1).sum(1)
 
 
-def autoencoder_loss(ae: Autoencoder, x: Tensor, *, beta: float = 1e-6, recon: str = "l1",
-                     generator: Optional[torch.Generator] = None, discriminator: Optional[nn.Module] = None,
-                     disc_weight: float = 0.0) -> Tuple[Tensor, Dict[str, float]]:
-    """``mean_batch[rec(x, D(z)) + beta KL(q(z|x) || N(0, I))] + disc_weight * mean(-logits(D(z)))``
-    (module docstring; the generator's hinge term).  Returns the loss and its parts as floats."""
-    x_hat, q = ae(x, generator=generator)
-    rec, kl = reconstruction_loss(x, x_hat, recon).mean(), q.kl().mean()
-    loss = rec + beta * kl
-    parts = {"rec": float(rec.detach()), "kl": float(kl.detach())}
-    if discriminator is not None and disc_weight > 0:
-        adv = -discriminator(x_hat).mean()
-        loss = loss + disc_weight * adv
-        parts["adv"] = float(adv.detach())
-    return loss, parts
+def adversarial_loss(discriminator: nn.Module, x_hat: Tensor) -> Tensor:
+    """The generator's hinge term per image, ``-mean_patches d(x_hat)``, shape ``[B]``."""
+    return -discriminator(x_hat).flatten(1).mean(1)
 
 
 def discriminator_loss(discriminator: nn.Module, real: Tensor, fake: Tensor) -> Tensor:

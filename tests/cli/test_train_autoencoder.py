@@ -35,8 +35,21 @@ def test_run_folder_holds_the_autoencoder_that_encode_reads(tmp_path, capsys):
     assert "img/s" in err and "ETA" in err  # progress with rate and ETA
     _one_line_error(capsys, ["train-autoencoder", "--out", str(out), "--steps", "3", *SMALL], str(out), "--resume")
     _one_line_error(capsys, ["train-autoencoder", "--resume", str(out), "--beta", "0.5"], "--beta", "cannot change")
+    _one_line_error(capsys, ["train-autoencoder", "--resume", str(out), "--disc-weight", "0.1"], "--disc-weight", "cannot change")
     assert main(["train-autoencoder", "--resume", str(out), "--steps", "4", "--log-every", "1"]) == 0
     assert checkpoints.find(out, log=None).header.step == 4
+
+
+def test_disc_weight_trains_a_patch_discriminator_that_the_checkpoint_keeps(tmp_path):
+    """Off by default (no discriminator state); --disc-weight 0.1 --disc-start 1 trains one from
+    step 1 on, recorded in config.json and carried by the checkpoint for --resume."""
+    plain, gan = tmp_path / "plain", tmp_path / "gan"
+    assert main(["train-autoencoder", "--out", str(plain), "--steps", "2", *SMALL]) == 0
+    assert main(["train-autoencoder", "--out", str(gan), "--steps", "2", "--disc-weight", "0.1", "--disc-start", "1", *SMALL]) == 0
+    p, g = (checkpoints.read(checkpoints.find(d, log=None).path).payload for d in (plain, gan))
+    assert p["extra"] == {} and set(g["extra"]) == {"discriminator", "optimizer"}
+    assert g["process"]["disc_weight"] == 0.1 and g["process"]["disc_start"] == 1
+    assert p["losses"][0] == g["losses"][0] and p["losses"][1] != g["losses"][1]  # the term enters at step 1
 
 
 @pytest.mark.parametrize("argv, needles", [
@@ -45,6 +58,9 @@ def test_run_folder_holds_the_autoencoder_that_encode_reads(tmp_path, capsys):
     (["--preset", "huge"], ("--preset", "huge")),
     (["--beta", "-1"], ("--beta",)),
     (["--recon", "l3"], ("--recon", "l3")),
+    (["--disc-weight", "-1"], ("--disc-weight",)),
+    (["--disc-weight", "inf"], ("--disc-weight",)),
+    (["--disc-start", "-1"], ("--disc-start",)),
     (["--steps", "0"], ("--steps",)),
     (["--batch", "0"], ("--batch",)),
     (["--micro-batch", "3"], ("micro_batch", "3")),

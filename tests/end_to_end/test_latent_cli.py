@@ -1,6 +1,8 @@
 """``physgen train --latent AE`` then ``physgen sample``: trains on the latents with the network
 sized to them, samples decode to images, and the wrong autoencoder or a file that is not one is
 refused in one line with exit status 2."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -45,6 +47,19 @@ def test_latent_run_samples_decoded_images_and_refuses_another_autoencoder(tmp_p
     latents[0] = float("nan")
     got = problem.metrics(latents)
     assert got["nonfinite"] == 1 and got["sliced_w2"] > 0 and got["mmd"] >= 0
+    # physgen edit on the latent run (blended latent diffusion): kept pixels exact, the rest regenerated
+    img = np.asarray(Image.open(pngs[0]))
+    Image.fromarray(img).save(tmp_path / "in.png")
+    keep = np.full((8, 8), 255, np.uint8)
+    keep[:, 4:] = 0
+    Image.fromarray(keep).save(tmp_path / "m.png")
+    edit = ["edit", "--ckpt", str(run), "--input", str(tmp_path / "in.png"), "--mask", str(tmp_path / "m.png"), "--steps", "3", "--device", "cpu"]
+    assert main(edit + ["--method", "blend", "--out", str(tmp_path / "e")]) == 0
+    out = np.asarray(Image.open(tmp_path / "e" / "000000.png"))
+    assert out.shape[:2] == (8, 8) and np.array_equal(out[:, :4], img[:, :4])
+    assert json.loads((tmp_path / "e" / "edit.json").read_text())["nfe"] > 0
+    capsys.readouterr()
+    _one_line_error(capsys, edit + ["--method", "sdedit", "--out", str(tmp_path / "e2")], "sdedit", "latent")
     grid = tmp_path / "g.png"
     capsys.readouterr()
     _one_line_error(capsys, ["sample", "--ckpt", str(run), "--out", str(grid), "--ae", str(other), "--device", "cpu"], "other.pt", "ae.pt")

@@ -28,7 +28,8 @@ def test_inpainting_keeps_the_known_pixels_and_regenerates_the_rest():
     mask = torch.ones(1, 8, 8)
     mask[:, :, 4:] = 0  # regenerate the right half
     with torch.no_grad():
-        out = latent_inpaint(process, field, ae, 1.7, images, mask, steps=3, seed=1)
-    assert out.shape == images.shape
+        sol = latent_inpaint(process, field, ae, 1.7, images, mask, steps=3, seed=1)
+    out = sol.x
+    assert sol.stats.nfe > 0 and out.shape == images.shape
     assert torch.equal(out[..., :4], images[..., :4])
     assert not torch.allclose(out[..., 4:], images[..., 4:]) and out[..., 4:].abs().max() <= 1.0
