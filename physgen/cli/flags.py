@@ -20,6 +20,7 @@ from ..runtime import available_cpus
 from ..sampling import SAMPLER_FLAGS, check_sampler_options, format_solver_table
 
 __all__ = ["add_process_arguments", "add_coupling_arguments", "PROCESS_FLAGS", "process_options", "add_sampler_arguments", "sampler_options",
+           "add_grid_arguments", "add_tolerance_arguments",
            "sampling_steps", "list_solvers", "add_guidance_arguments", "guidance_transform", "guidance_options",
            "POSITIVE", "OPTIONAL_POSITIVE", "NONNEGATIVE", "FINITE", "PROBABILITY", "FRACTION", "STEPS", "TRAIN_STEPS", "SAMPLES",
            "BATCH", "WIDTH", "DEPTH", "LEVELS", "RESOLUTION", "SEED", "LABEL", "THREADS", "WORKERS", "D", "COUNT", "LR", "TOLERANCE",
@@ -90,14 +91,31 @@ def process_options(args) -> dict:
     return _merge_once(opts, parse_key_values(args.process_opt, "--process-opt"), PROCESS_FLAGS, "--process-opt")
 
 
+def add_grid_arguments(p, solver: str, helps: tuple[str, str, str]) -> None:
+    """``--solver``, ``--steps``, ``--schedule``: the solver and the sampling grid it integrates on (``physgen toy``'s
+    grid, :func:`physgen.sampling.grid`), declared once for every command that solves on one; ``solver`` is the
+    command's default solver and ``helps`` the three flags' help, which say what the command solves."""
+    solver_help, steps_help, schedule_help = helps
+    p.add_argument("--solver", default=solver, help=solver_help)
+    p.add_argument("--steps", type=STEPS, default=None, help=steps_help)
+    p.add_argument("--schedule", default=None, help=schedule_help)
+
+
+def add_tolerance_arguments(p, which: str, which_atol: str) -> None:
+    """``--rtol``, ``--atol``: the adaptive solvers' tolerances (default 1e-5 each); ``which``/``which_atol`` name
+    the solvers they apply to in each flag's help."""
+    p.add_argument("--rtol", type=TOLERANCE, default=None, help=f"{which}: relative tolerance (default 1e-5)")
+    p.add_argument("--atol", type=TOLERANCE, default=None, help=f"{which_atol}: absolute tolerance (default 1e-5)")
+
+
 def add_sampler_arguments(p) -> None:
     """The sampling flags every sampling command shares (one rule: :func:`sampling_steps`, :func:`sampler_options`)."""
-    p.add_argument("--solver", default="heun", help="euler, heun, dpmpp-2m, dopri5, ald, ... (--list-solvers prints the table)")
+    add_grid_arguments(p, "heun", (
+        "euler, heun, dpmpp-2m, dopri5, ald, ... (--list-solvers prints the table)",
+        "K integration steps on every path (default 18; ald: K noise levels, default NCSNv2's rule)",
+        "edm, uniform, log-uniform, polyexponential (NAME:rho=R sets a schedule's rho), vp-time, ve-time, optimal[:n_pilot=N,max_evals=M] (fitted to the solver's error on this field, cached in --out), gits[:n_pilot=N,fine=M] (steps by dynamic programming over one teacher trajectory, cached likewise), or file:SIGMAS.json (your own K+1 scales); default: the process's"))
     p.add_argument("--list-solvers", action="store_true", help="print the solver table for the process (needs, order, NFE per step) and exit")
-    p.add_argument("--steps", type=STEPS, default=None, help="K integration steps on every path (default 18; ald: K noise levels, default NCSNv2's rule)")
-    p.add_argument("--schedule", default=None, help="edm, uniform, log-uniform, polyexponential (NAME:rho=R sets a schedule's rho), vp-time, ve-time, optimal[:n_pilot=N,max_evals=M] (fitted to the solver's error on this field, cached in --out), gits[:n_pilot=N,fine=M] (steps by dynamic programming over one teacher trajectory, cached likewise), or file:SIGMAS.json (your own K+1 scales); default: the process's")
-    p.add_argument("--rtol", type=TOLERANCE, default=None, help="adaptive solvers (dopri5, torchdiffeq:*): relative tolerance (default 1e-5)")
-    p.add_argument("--atol", type=TOLERANCE, default=None, help="adaptive solvers: absolute tolerance (default 1e-5)")
+    add_tolerance_arguments(p, "adaptive solvers (dopri5, torchdiffeq:*)", "adaptive solvers")
     p.add_argument("--levels", type=LEVELS, default=None, help="annealed Langevin: number of noise levels (= --steps for ald)")
     p.add_argument("--steps-per-level", type=LEVELS, default=None, help="annealed Langevin: T")
     p.add_argument("--eps", type=POSITIVE, default=None, help="annealed Langevin: step size ε")

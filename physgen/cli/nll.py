@@ -14,7 +14,8 @@ import sys
 
 from ..likelihood import NLLConfig, load_field_checkpoint, run_nll
 from ..runfolder import add_overwrite_argument, prepare
-from .flags import BATCH, DEPTH, LR, POSITIVE, SAMPLES, SEED, STEPS, TOLERANCE, TRAIN_STEPS, WIDTH, add_process_arguments, process_options
+from .flags import (BATCH, DEPTH, LR, POSITIVE, SAMPLES, SEED, TRAIN_STEPS, WIDTH, add_grid_arguments, add_process_arguments,
+                    add_tolerance_arguments, process_options)
 
 __all__ = ["register", "run", "load_field_checkpoint"]
 
@@ -34,11 +35,11 @@ def register(sub) -> None:
     div.add_argument("--exact-divergence", dest="divergence", action="store_const", const="exact", help="exact divergence (N backward passes)")
     div.add_argument("--hutchinson", dest="divergence", action="store_const", const="hutchinson", help="Hutchinson's estimator (one Rademacher probe per sample)")
     p.set_defaults(divergence="auto")
-    p.add_argument("--solver", default="dopri5", help="dopri5 (adaptive, default) or a fixed-step flow solver on the sampling grid of --steps/--schedule")
-    p.add_argument("--steps", type=STEPS, default=None, help="fixed-step solvers: the grid of `physgen toy --steps K` (its positive points, backwards)")
-    p.add_argument("--schedule", default=None, help="fixed-step solvers: the schedule of that grid (default: the process's)")
-    p.add_argument("--rtol", type=TOLERANCE, default=None, help="dopri5: relative tolerance (default 1e-5)")
-    p.add_argument("--atol", type=TOLERANCE, default=None, help="dopri5: absolute tolerance (default 1e-5)")
+    add_grid_arguments(p, "dopri5", (
+        "dopri5 (adaptive, default) or a fixed-step flow solver on the sampling grid of --steps/--schedule",
+        "fixed-step solvers: the grid of `physgen toy --steps K` (its positive points, backwards)",
+        "fixed-step solvers: the schedule of that grid (default: the process's)"))
+    add_tolerance_arguments(p, "dopri5", "dopri5")
     p.add_argument("--s-min", type=POSITIVE, default=None, help="dopri5: start of the integration (default: the process's sigma_min / t_eps)")
     p.add_argument("--dequantize", type=POSITIVE, default=None, metavar="WIDTH",
                    help="uniform dequantisation with this bin width (8-bit images in [-1,1]: 2/255, the default for image data)")

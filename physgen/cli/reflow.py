@@ -6,7 +6,7 @@ import sys
 from ..reflow import INITS, OUTPUTS, ReflowConfig, run_reflow
 from ..runfolder import add_overwrite_argument, prepare
 from ..runtime import set_threads
-from .flags import BATCH, COUNT, LR, SAMPLES, SEED, STEPS, THREADS, TRAIN_STEPS
+from .flags import BATCH, COUNT, LR, SAMPLES, SEED, STEPS, THREADS, TRAIN_STEPS, add_grid_arguments
 
 
 def register(sub) -> None:
@@ -14,9 +14,8 @@ def register(sub) -> None:
     p.add_argument("--ckpt", required=True, help="RUN: a `physgen toy --field mlp` run (or reflow output) of a flow-matching process, or its checkpoint")
     p.add_argument("--n-pairs", type=SAMPLES, default=10_000, help="prior draws taken to samples by RUN's flow (the training pairs)")
     p.add_argument("--out", required=True, help="RUN2: the new run folder (reflow --ckpt RUN2 takes it again)")
-    p.add_argument("--solver", default="heun", help="the ODE solver that draws the pairs (euler, heun, dpmpp-2m, ipndm, dopri5, ...)")
-    p.add_argument("--steps", type=STEPS, default=None, help="its integration steps (default 18)")
-    p.add_argument("--schedule", default=None, help="its grid (edm, uniform, ...; default: the process's)")
+    add_grid_arguments(p, "heun", ("the ODE solver that draws the pairs (euler, heun, dpmpp-2m, ipndm, dopri5, ...)",
+                                   "its integration steps (default 18)", "its grid (edm, uniform, ...; default: the process's)"))
     p.add_argument("--train-steps", type=TRAIN_STEPS, default=None, help="training steps (default: RUN's, the same budget per stage)")
     p.add_argument("--batch", type=BATCH, default=None, help="training batch (default: RUN's)")
     p.add_argument("--lr", type=LR, default=None, help="learning rate (default: RUN's)")
