@@ -63,6 +63,7 @@ from physgen.io import atomic_write, ensure_dir, save_npy, write_json  # noqa: E
 from physgen.sampling import DivergenceError, sample  # noqa: E402
 from physgen.toy import ToyConfig  # noqa: E402
 from physgen.training import TrainConfig  # noqa: E402
+from solvers.fitted import base_name, is_fitted  # noqa: E402
 
 HEADING = "## Few-step solvers across trained fields (issue 24, item 5)"
 TARGETS = {("a", 5): 0.06, ("b", 5): 0.15, ("b", 10): 0.08}
@@ -193,7 +194,8 @@ def teacher(problem, grid: torch.Tensor, tol: float) -> torch.Tensor:
 
 def run_cell(problem, name: str, options: dict, schedule: str, nfe: int, tol: float, judge=None) -> dict:
     """One (solver, schedule, NFE) cell: its errors against the teacher (or NaN for a stochastic sampler) and its sample metrics."""
-    fit = steps_for(problem, name, nfe, options)
+    # fitted:BASE counts BASE's NFE on BASE's grid: find K with BASE, so that only the chosen K gets its coefficients fitted
+    fit = steps_for(problem, base_name(name) if is_fitted(name) else name, nfe, options)
     if isinstance(fit, str):
         return {"status": fit}
     k, used = fit
@@ -254,12 +256,13 @@ def plan(problem, args, stochastic: bool) -> list[tuple[str, dict, str, int]]:
     if problem.tag.startswith("r-"):
         return [(n, o, "default", nfe) for nfe in args.restart_nfe_list for n, o in RESTART_ROWS]
     names = args.solver_list
-    out = [(n, {}, "default", nfe) for nfe in args.nfe_list for n in names]
+    out = [(n, {}, "default", nfe) for nfe in args.nfe_list for n in names] if "default" in args.schedule_list else []
     if problem.tag != "d-digits":
-        out += [(n, {}, "gits", nfe) for nfe in args.nfe_list for n in names if one_nfe_per_step(n)]
-        if problem.tag.startswith("a-"):  # an analytic field: a full fit takes seconds, so every one-NFE solver gets the default fit
+        if "gits" in args.schedule_list:
+            out += [(n, {}, "gits", nfe) for nfe in args.nfe_list for n in names if one_nfe_per_step(n)]
+        if "optimal" in args.schedule_list and problem.tag.startswith("a-"):  # an analytic field: a full fit takes seconds, so every one-NFE solver gets the default fit
             out += [(n, {}, args.optimal_a, nfe) for nfe in args.nfe_list for n in names if one_nfe_per_step(n)]
-        else:
+        elif "optimal" in args.schedule_list:
             out += [(n, {}, args.optimal, nfe) for nfe in args.nfe_list for n in args.optimal_list if n in names]
     if stochastic:  # recorded (PFGM++ at finite D: the refusal)
         out += [(n, o, "default", nfe) for nfe in args.restart_nfe_list for n, o in RESTART_ROWS if n != "heun"]
@@ -460,6 +463,8 @@ def main(argv=None) -> int:
     ap.add_argument("--optimal", default="optimal:n_pilot=256,max_evals=120", help="the fitted schedule run for --optimal-solvers")
     ap.add_argument("--optimal-solvers", default="ipndm,dpmpp-2m,unipc-bh2", help="the solvers fitted with --optimal on (b)")
     ap.add_argument("--optimal-a", default="optimal", help="the fitted schedule on (a), for every one-NFE-per-step solver")
+    ap.add_argument("--schedules", default="default,gits,optimal",
+                    help="which schedules' cells to measure (a subset of default, gits, optimal: a shorter run first, the rest cached later)")
     ap.add_argument("--d-steps", type=int, default=600, help="training steps of (d)'s U-Net")
     ap.add_argument("--d-samples", type=int, default=128)
     ap.add_argument("--d-tol", type=float, default=1e-6, help="the teacher's tolerance on (d)")
@@ -474,6 +479,9 @@ def main(argv=None) -> int:
         args.seeds = [int(v) for v in args.seeds.split(",")]
     except ValueError as exc:
         ap.error(str(exc))
+    args.schedule_list = [v.strip() for v in args.schedules.split(",") if v.strip()]
+    if not args.schedule_list or any(v not in ("default", "gits", "optimal") for v in args.schedule_list):
+        ap.error("--schedules takes a comma-separated subset of default, gits, optimal")
     if not keys or any(k not in ("a", "b", "r", "d") for k in keys):
         ap.error("--problems takes a comma-separated subset of a, b, r, d")
     args.solver_list = table_solvers() if args.solvers == "table" else [n.strip() for n in args.solvers.split(",") if n.strip()]
