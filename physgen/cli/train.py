@@ -1,5 +1,6 @@
-"""``physgen train``: train an image field (PFGM++, EDM, ...) on a DDPM++ U-Net (or, in an
-autoencoder's latent space with ``--latent``, on an MLP with a recipe of its own: :data:`physgen.images.train.LATENT_DEFAULTS`).
+"""``physgen train``: train an image field (PFGM++, EDM, ...) on a DDPM++ U-Net (in an
+autoencoder's latent space, ``--latent``: the ``tiny`` U-Net and a recipe of its own,
+:data:`physgen.images.train.LATENT_DEFAULTS`).
 
 Every flag maps onto one field of :class:`physgen.images.train.ImageTrainConfig` (or of its
 ``train`` :class:`physgen.training.TrainConfig`); precedence: defaults < ``--config FILE``
@@ -50,7 +51,7 @@ FLAGS = {
     "--cond-drop": ("label_dropout", dict(type=FRACTION, help="alias of --label-dropout (classifier-free guidance)")),
     "--sigma-data": ("sigma_data", dict(type=POSITIVE, help="data standard deviation for the preconditioning (default 0.5)")),
     "--arch": ("arch", dict(help="network: U-Net preset tiny, small, ddpmpp (= ddpmpp-cifar10), ddpmpp-ffhq64, or mlp "
-                                 "(default: ddpmpp on pixels, mlp with --latent)")),
+                                 "(default: ddpmpp on pixels, tiny with --latent)")),
     "--unet-opt": ("unet", dict(type=_kv, action="append", metavar="KEY=VALUE", help="network preset override, e.g. dropout=0.1, or hidden=1024 for mlp (JSON value)")),
     "--latent": ("latent", dict(metavar="AE", help="train in the latent space of this autoencoder (checkpoint or train-autoencoder run); --dataset: images or an encoded npz")),
     "--device": ("device", dict(help="auto, cpu, cuda, cuda:N (torchrun: cuda:LOCAL_RANK)")),

@@ -72,16 +72,16 @@ __all__ = [
 
 ARCH_ALIASES = {"ddpmpp": "ddpmpp-cifar10"}
 STEPS_200_MIMG_AT_512 = 390_625
-PIXEL_ARCH, LATENT_ARCH = "ddpmpp", "mlp"  # the network when --arch is not given: on pixels, in a latent space
+PIXEL_ARCH, LATENT_ARCH = "ddpmpp", "tiny"  # the network when --arch is not given: on pixels, in a latent space
 LATENT_DEFAULTS: Dict[str, Any] = {
     "sigma_data": 1.0, "train.steps": 4000, "train.batch": 256, "train.lr": 2e-3, "train.warmup_steps": 100, "train.warmup_mimg": None,
 }
 """What ``physgen train --latent`` uses for the keys neither a flag nor a config file sets (dotted:
 ``train.*`` in the training table).  The latents are scaled to unit variance (``σ_d = 1``).  The
-training recipe is sized to the ``mlp`` network and a few CPU minutes on the digits latent (4000 steps
-of 256, Adam 2e-3): the pixel recipe's 10 Mimg warm-up would keep a run of a few thousand steps at
-under 10 % of its learning rate (the cause of the flat latent losses recorded before; benchmarks/RESULTS.md,
-"The latent network (i25-latentnet)")."""
+training recipe is sized to a few CPU minutes on the digits latent (4000 steps of 256, Adam 2e-3,
+with the ``tiny`` U-Net of :data:`LATENT_ARCH`): the pixel recipe's 10 Mimg warm-up would keep a run of
+a few thousand steps at under 10 % of its learning rate (the cause of the flat latent losses recorded
+before; benchmarks/RESULTS.md, "The latent network (i25-latentnet)")."""
 
 
 def resolve_arch(arch: str) -> str:
@@ -125,7 +125,7 @@ class ImageTrainConfig:
     preset (``tiny``, ``small``, ``ddpmpp-cifar10``; ``ddpmpp`` is an alias) or the MLP
     ``mlp`` (:mod:`physgen.nets.networks`), with ``unet`` overrides of the preset (e.g.
     ``{"dropout": 0.1}``, or ``{"hidden": 1024}`` for the MLP); ``None``: ``ddpmpp`` on
-    pixels, ``mlp`` in a latent space (:attr:`network_arch`).  ``sample_every`` steps (0: only at the end)
+    pixels, ``tiny`` in a latent space (:attr:`network_arch`).  ``sample_every`` steps (0: only at the end)
     rank 0 writes a grid of ``sample_n`` EMA samples (``sample_solver`` with
     ``sample_steps`` steps, seeds ``0..sample_n-1`` of ``sample_seed``) to
     ``out/samples/``.  ``latent``: an autoencoder (checkpoint or train-autoencoder run
@@ -190,7 +190,7 @@ class ImageTrainConfig:
 
     @property
     def network_arch(self) -> str:
-        """``arch``, or the default of the data space: ``mlp`` in a latent space, ``ddpmpp`` on pixels."""
+        """``arch``, or the default of the data space: ``tiny`` (0.18M weights) in a latent space, ``ddpmpp`` on pixels."""
         return self.arch if self.arch is not None else LATENT_ARCH if self.latent is not None else PIXEL_ARCH
 
     def to_dict(self) -> Dict[str, Any]:

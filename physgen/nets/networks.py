@@ -6,13 +6,11 @@ training checkpoint's ``meta.image.unet``, named so before the MLP joined):
 * the DDPM++ / NCSN++ U-Nets of :mod:`physgen.nets.unet` (``tiny``, ``small``, ``ddpmpp-cifar10``,
   ...): convolutional, for pixel grids;
 * :data:`MLP_PRESETS` (``mlp``): the residual MLP of :mod:`physgen.nets.mlp` on the flattened
-  ``channels x img_resolution²`` tensor, ``F_θ(c_in x, c_noise)`` reshaped back.  It is the network
-  of a latent run (``train --latent``): EDM's preconditioning ``D_θ(x, σ) = c_skip(σ) x +
-  c_out(σ) F_θ(c_in(σ) x, c_noise(σ))`` (arXiv 2206.00364, Table 1) is unchanged, only ``F_θ``
-  differs.  Why not a U-Net there: the digits latent is ``4 x 4 x 4`` (64 numbers); a U-Net's
-  locality prior buys nothing on a 4x4 grid whose cells are not pixels, and the EDM-weighted loss
-  of the ``tiny`` U-Net stayed near 1 (the trivial ``c_skip x`` denoiser's) while a Gaussian fit
-  to the latents already gets 0.55 (benchmarks/RESULTS.md, "The latent network (i25-latentnet)").
+  ``channels x img_resolution²`` tensor, ``F_θ(c_in x, c_noise)`` reshaped back, under the same EDM
+  preconditioning ``D_θ(x, σ) = c_skip(σ) x + c_out(σ) F_θ(c_in(σ) x, c_noise(σ))`` (arXiv
+  2206.00364, Table 1): a network with no locality prior, for small latents (or any tensor whose
+  cells are not a spatial grid).  On the digits latent (4 x 4 x 4) it samples as well as the
+  ``tiny`` U-Net, the latent default (benchmarks/RESULTS.md, "The latent network (i25-latentnet)").
 
 :func:`build_image_network` builds either from a spec; :func:`image_network_weight_floor` bounds its
 weights from below without building it (a checkpoint header that claims a huge network is refused
@@ -32,7 +30,7 @@ from .unet import UNET_PRESETS, UNet, build_unet, unet_weight_floor
 __all__ = ["MLP_PRESETS", "ARCHS", "build_image_network", "image_network_weight_floor", "is_mlp_arch", "check_overrides"]
 
 MLP_PRESETS: Dict[str, Dict[str, Any]] = {
-    # the latent default: measured on the digits latent (4x4x4), 2.5M weights
+    # measured on the digits latent (4x4x4): 2.46M weights
     "mlp": dict(hidden=512, depth=4, embed_dim=64),
 }
 ARCHS = tuple(UNET_PRESETS) + tuple(MLP_PRESETS)

@@ -178,9 +178,9 @@ def test_trainer_writes_the_sample_grid_every_period_and_once_at_the_end(steps, 
 
 
 def test_the_network_defaults_to_the_data_space_and_bad_ones_are_named():
-    assert ImageTrainConfig().network_arch == "ddpmpp" and ImageTrainConfig(latent="ae.pt").network_arch == "mlp"
-    assert ImageTrainConfig(latent="ae.pt", arch="tiny").network_arch == "tiny"
+    assert ImageTrainConfig().network_arch == "ddpmpp" and ImageTrainConfig(latent="ae.pt").network_arch == "tiny"
+    assert ImageTrainConfig(latent="ae.pt", arch="mlp").network_arch == "mlp"
     for kwargs, needle in (({"arch": "nope"}, "'nope'"), ({"arch": "mlp", "unet": {"hidden": 0}}, "hidden"),
-                           ({"latent": "ae.pt", "unet": {"dropout": 0.1}}, "'dropout'"), ({"arch": 3}, "arch")):
+                           ({"arch": "mlp", "latent": "ae.pt", "unet": {"dropout": 0.1}}, "'dropout'"), ({"arch": 3}, "arch")):
         with pytest.raises(UserError, match=needle):
             ImageTrainConfig(**kwargs)
