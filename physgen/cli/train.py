@@ -49,7 +49,7 @@ FLAGS = {
     "--cond": ("cond", dict(action=argparse.BooleanOptionalAction, help="class-conditional network (labels from the data)")),
     "--label-dropout": ("label_dropout", dict(type=FRACTION, help="with --cond: fraction of labels replaced by the null class (default 0.1)")),
     "--cond-drop": ("label_dropout", dict(type=FRACTION, help="alias of --label-dropout (classifier-free guidance)")),
-    "--sigma-data": ("sigma_data", dict(type=POSITIVE, help="data standard deviation for the preconditioning (default 0.5)")),
+    "--sigma-data": ("sigma_data", dict(type=POSITIVE, help="data standard deviation for the preconditioning (default 0.5; 1 with --latent)")),
     "--arch": ("arch", dict(help="network: U-Net preset tiny, small, ddpmpp (= ddpmpp-cifar10), ddpmpp-ffhq64, or mlp "
                                  "(default: ddpmpp on pixels, tiny with --latent)")),
     "--unet-opt": ("unet", dict(type=_kv, action="append", metavar="KEY=VALUE", help="network preset override, e.g. dropout=0.1, or hidden=1024 for mlp (JSON value)")),
