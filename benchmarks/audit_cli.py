@@ -375,6 +375,9 @@ def cases() -> list[Case]:
     import audit_pretrained  # foreign models: sample --ckpt, import, export (issue 21)
 
     out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_pretrained.cases()]
+    import audit_latent  # the latent network and latent editing (issue 25)
+
+    out += [Case(area, argv, needles, **kw) for area, argv, needles, kw in audit_latent.cases()]
     for i, case in enumerate(out):
         case.id = f"{case.area}-{i:03d}"
     return out

@@ -1,4 +1,6 @@
-"""``physgen train``: train an image field (PFGM++, EDM, ...) on a DDPM++ U-Net.
+"""``physgen train``: train an image field (PFGM++, EDM, ...) on a DDPM++ U-Net (in an
+autoencoder's latent space, ``--latent``: the ``tiny`` U-Net and a recipe of its own,
+:data:`physgen.images.train.LATENT_DEFAULTS`).
 
 Every flag maps onto one field of :class:`physgen.images.train.ImageTrainConfig` (or of its
 ``train`` :class:`physgen.training.TrainConfig`); precedence: defaults < ``--config FILE``
@@ -22,7 +24,7 @@ from ..runfolder import add_overwrite_argument, prepare
 from .flags import (BATCH, COUNT, FRACTION, LR, OPTIONAL_POSITIVE, POSITIVE, RESOLUTION, SAMPLES, SEED, STEPS, TRAIN_STEPS,
                     add_process_arguments, process_options)
 from .. import checkpoints
-from ..images.train import ImageTrainConfig, check_image_header, config_from_dict, load_config, dump_config, run_training
+from ..images.train import LATENT_DEFAULTS, ImageTrainConfig, check_image_header, config_from_dict, load_config, dump_config, run_training
 from ..runtime import dist_info
 
 OUTPUTS = ("config.json", "summary.json", "checkpoints/ckpt-*.pt", "samples/grid-*.png")  # what physgen train writes
@@ -47,9 +49,10 @@ FLAGS = {
     "--cond": ("cond", dict(action=argparse.BooleanOptionalAction, help="class-conditional network (labels from the data)")),
     "--label-dropout": ("label_dropout", dict(type=FRACTION, help="with --cond: fraction of labels replaced by the null class (default 0.1)")),
     "--cond-drop": ("label_dropout", dict(type=FRACTION, help="alias of --label-dropout (classifier-free guidance)")),
-    "--sigma-data": ("sigma_data", dict(type=POSITIVE, help="data standard deviation for the preconditioning (default 0.5)")),
-    "--arch": ("arch", dict(help="U-Net preset: tiny, small, ddpmpp (= ddpmpp-cifar10), ddpmpp-ffhq64")),
-    "--unet-opt": ("unet", dict(type=_kv, action="append", metavar="KEY=VALUE", help="U-Net preset override, e.g. dropout=0.1 (JSON value)")),
+    "--sigma-data": ("sigma_data", dict(type=POSITIVE, help="data standard deviation for the preconditioning (default 0.5; 1 with --latent)")),
+    "--arch": ("arch", dict(help="network: U-Net preset tiny, small, ddpmpp (= ddpmpp-cifar10), ddpmpp-ffhq64, or mlp "
+                                 "(default: ddpmpp on pixels, tiny with --latent)")),
+    "--unet-opt": ("unet", dict(type=_kv, action="append", metavar="KEY=VALUE", help="network preset override, e.g. dropout=0.1, or hidden=1024 for mlp (JSON value)")),
     "--latent": ("latent", dict(metavar="AE", help="train in the latent space of this autoencoder (checkpoint or train-autoencoder run); --dataset: images or an encoded npz")),
     "--device": ("device", dict(help="auto, cpu, cuda, cuda:N (torchrun: cuda:LOCAL_RANK)")),
     "--out": ("out", dict(help="run directory (config, checkpoints, sample grids)")),
@@ -117,8 +120,6 @@ def given_overrides(args) -> dict:
                 out["process"] = args.process
         elif popts.get(key) is not None:
             out[key] = popts[key]
-    if "latent" in out and "sigma_data" not in out:
-        out["sigma_data"] = 1.0  # the latents are scaled to unit variance
     extra = {k: v for k, v in popts.items() if k not in PROCESS_KEYS and v is not None}
     if extra:
         out["process_options"] = extra
@@ -165,11 +166,24 @@ def resolve_config(args):
         config = config_from_dict(apply_overrides(base, given), where=f"checkpoint {ckpt_path}")
         return config, ckpt_path
     base = load_config(args.config).to_dict() if args.config else ImageTrainConfig().to_dict()
+    if "latent" in given or base.get("latent"):
+        given = {**latent_defaults(base), **given}
     return config_from_dict(apply_overrides(base, given), where=args.config or "command line"), False
 
 
+def latent_defaults(base: dict) -> dict:
+    """:data:`LATENT_DEFAULTS` for the keys ``base`` (the defaults, or a config file) leaves at the
+    pixel defaults: a latent run's recipe, below a config file's values and the flags."""
+    pixel = ImageTrainConfig().to_dict()
+    return {key: value for key, value in LATENT_DEFAULTS.items() if _current(base, key) == _current(pixel, key)}
+
+
+def _current(d: dict, key: str):
+    return d.get("train", {}).get(key[6:]) if key.startswith("train.") else d.get(key)
+
+
 def _differs(base: dict, key: str, value) -> bool:
-    cur = base.get("train", {}).get(key[6:]) if key.startswith("train.") else base.get(key)
+    cur = _current(base, key)
     if isinstance(cur, dict) and isinstance(value, dict):
         return any(cur.get(k) != v for k, v in value.items())
     if key == "D":

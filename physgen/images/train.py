@@ -46,8 +46,9 @@ from ..fields.labels import drop_labels
 from ..io import write_json
 from ..runtime import init_distributed, initial_weights
 from ..training import TrainConfig, TrainResult, rebuild_field, train
+from ..fields.neural import c_noise_unit
 from .data import ImageDataset, ImageSampler, load_image_dataset
-from ..nets.unet import UNET_PRESETS, build_unet, unet_weight_floor, UNet
+from ..nets.networks import ARCHS, build_image_network, check_overrides, image_network_weight_floor, is_mlp_arch
 from ..processes import make_process, process_from_record, process_class
 from .generate import sample_grid
 from ..latent.data import check_latent_record, latent_dataset, latent_decoder
@@ -56,6 +57,7 @@ __all__ = [
     "ImageTrainConfig",
     "ARCH_ALIASES",
     "resolve_arch",
+    "LATENT_DEFAULTS",
     "default_image_train",
     "load_config",
     "dump_config",
@@ -70,13 +72,23 @@ __all__ = [
 
 ARCH_ALIASES = {"ddpmpp": "ddpmpp-cifar10"}
 STEPS_200_MIMG_AT_512 = 390_625
+PIXEL_ARCH, LATENT_ARCH = "ddpmpp", "tiny"  # the network when --arch is not given: on pixels, in a latent space
+LATENT_DEFAULTS: Dict[str, Any] = {
+    "sigma_data": 1.0, "train.steps": 4000, "train.batch": 256, "train.lr": 2e-3, "train.warmup_steps": 100, "train.warmup_mimg": None,
+}
+"""What ``physgen train --latent`` uses for the keys neither a flag nor a config file sets (dotted:
+``train.*`` in the training table).  The latents are scaled to unit variance (``σ_d = 1``).  The
+training recipe is sized to a few CPU minutes on the digits latent (4000 steps of 256, Adam 2e-3,
+with the ``tiny`` U-Net of :data:`LATENT_ARCH`): the pixel recipe's 10 Mimg warm-up would keep a run of
+a few thousand steps at under 10 % of its learning rate (the cause of the flat latent losses recorded
+before; benchmarks/RESULTS.md, "The latent network (i25-latentnet)")."""
 
 
 def resolve_arch(arch: str) -> str:
-    """``ddpmpp`` -> ``ddpmpp-cifar10``; preset names (``tiny``, ``small``, ...) as they are."""
+    """``ddpmpp`` -> ``ddpmpp-cifar10``; preset names (``tiny``, ``small``, ``mlp``, ...) as they are."""
     name = ARCH_ALIASES.get(arch, arch)
-    if name not in UNET_PRESETS:
-        raise unknown_name("--arch", arch, list(UNET_PRESETS) + list(ARCH_ALIASES))
+    if name not in ARCHS:
+        raise unknown_name("--arch", arch, list(ARCHS) + list(ARCH_ALIASES))
     return name
 
 
@@ -110,8 +122,10 @@ class ImageTrainConfig:
     the null class so the same network also samples unconditionally (the hook for
     classifier-free guidance).  ``process`` with ``D``, ``sigma_*`` and any other
     ``process_options`` builds the process (``None``: its default).  ``arch``: a U-Net
-    preset (``tiny``, ``small``, ``ddpmpp-cifar10``; ``ddpmpp`` is an alias) with ``unet``
-    overrides (e.g. ``{"dropout": 0.1}``).  ``sample_every`` steps (0: only at the end)
+    preset (``tiny``, ``small``, ``ddpmpp-cifar10``; ``ddpmpp`` is an alias) or the MLP
+    ``mlp`` (:mod:`physgen.nets.networks`), with ``unet`` overrides of the preset (e.g.
+    ``{"dropout": 0.1}``, or ``{"hidden": 1024}`` for the MLP); ``None``: ``ddpmpp`` on
+    pixels, ``tiny`` in a latent space (:attr:`network_arch`).  ``sample_every`` steps (0: only at the end)
     rank 0 writes a grid of ``sample_n`` EMA samples (``sample_solver`` with
     ``sample_steps`` steps, seeds ``0..sample_n-1`` of ``sample_seed``) to
     ``out/samples/``.  ``latent``: an autoencoder (checkpoint or train-autoencoder run
@@ -130,7 +144,7 @@ class ImageTrainConfig:
     sigma_max: Optional[float] = None
     sigma_data: Optional[float] = None
     process_options: Dict[str, Any] = field(default_factory=dict)
-    arch: str = "ddpmpp"
+    arch: Optional[str] = None
     unet: Dict[str, Any] = field(default_factory=dict)
     device: str = "auto"
     out: str = "runs/images"
@@ -155,7 +169,9 @@ class ImageTrainConfig:
         for name in ("sigma_min", "sigma_max", "sigma_data"):
             if getattr(self, name) is not None:
                 setattr(self, name, parse_float(getattr(self, name), name, 0.0, lo_open=True))
-        resolve_arch(self.arch)
+        if self.arch is not None and not isinstance(self.arch, str):
+            raise UserError(f"arch must be a network name, got {self.arch!r}")
+        resolve_arch(self.network_arch)
         self.sample_every = parse_int(self.sample_every, "sample_every", 0)
         if self.latent is not None and (not isinstance(self.latent, str) or not self.latent):
             raise UserError(f"latent must be an autoencoder path, got {self.latent!r}")
@@ -170,7 +186,12 @@ class ImageTrainConfig:
         """Process options and U-Net overrides by name and type now, not when a run starts."""
         given = {**self.process_options, **{k: getattr(self, k) for k in ("D", "sigma_min", "sigma_max", "sigma_data")}}
         check_options(process_class(self.process).__init__, {k: v for k, v in given.items() if v is not None}, f"process_options (process {self.process!r})")
-        check_options(UNet.__init__, self.unet, "unet", skip=("self", "img_resolution", "in_channels", "out_channels", "num_classes"))
+        check_overrides(resolve_arch(self.network_arch), self.unet, "unet")
+
+    @property
+    def network_arch(self) -> str:
+        """``arch``, or the default of the data space: ``tiny`` (0.18M weights) in a latent space, ``ddpmpp`` on pixels."""
+        return self.arch if self.arch is not None else LATENT_ARCH if self.latent is not None else PIXEL_ARCH
 
     def to_dict(self) -> Dict[str, Any]:
         """Plain JSON-able dict (``D = inf`` written as ``"inf"``)."""
@@ -214,8 +235,10 @@ def build_process(config: ImageTrainConfig):
 
 
 def build_network(spec: Dict[str, Any]):
-    """A U-Net from a spec ``{arch, img_resolution, channels, num_classes, overrides}``."""
-    return build_unet(spec["arch"], int(spec["img_resolution"]), int(spec["channels"]), num_classes=int(spec["num_classes"]), **dict(spec.get("overrides", {})))
+    """A U-Net or MLP from a spec ``{arch, img_resolution, channels, num_classes, overrides}``
+    (:func:`physgen.nets.networks.build_image_network`)."""
+    return build_image_network(spec["arch"], int(spec["img_resolution"]), int(spec["channels"]), num_classes=int(spec["num_classes"]),
+                               **dict(spec.get("overrides", {})))
 
 
 class LabelledStream:
@@ -306,7 +329,7 @@ def run_training(
         raise UserError(f"--cond needs a labelled dataset; {config.dataset!r} has no labels")
     process = build_process(config)
     spec = {
-        "arch": resolve_arch(config.arch),
+        "arch": resolve_arch(config.network_arch),
         "img_resolution": dataset.resolution,
         "channels": dataset.channels,
         "num_classes": dataset.num_classes if config.cond else 0,
@@ -316,6 +339,8 @@ def run_training(
     with initial_weights(config.train.seed):
         net = build_network(spec)
     field_ = process.precondition(net)
+    if is_mlp_arch(spec["arch"]):  # its embedding wants O(1) input: VP feeds 999 t (physgen.fields.neural)
+        net.c_noise_unit = spec["overrides"]["c_noise_unit"] = c_noise_unit(field_)
     tcfg = config.train
     if tcfg.batch % info.world_size:
         raise UserError(f"--batch {tcfg.batch} must be divisible by the number of processes ({info.world_size})")
@@ -386,7 +411,7 @@ def check_image_header(header: checkpoints.Header) -> None:
         process_from_record(header.meta["process"], where)
     try:
         spec = meta["unet"]
-        floor = unet_weight_floor(spec["arch"], spec["channels"], spec["num_classes"], **dict(spec.get("overrides", {})))
+        floor = image_network_weight_floor(spec["arch"], spec["img_resolution"], spec["channels"], spec["num_classes"], **dict(spec.get("overrides", {})))
         side = spec["img_resolution"]
         if list(meta["shape"]) != [spec["channels"], side, side]:
             raise ValueError(f"shape {meta['shape']} is not [channels, img_resolution, img_resolution] = {[spec['channels'], side, side]}")

@@ -15,7 +15,7 @@ A **model folder** holds two files:
   before they are used.
 
 A physgen training run exports to the same folder: its network is ``{"class": "PhysgenUNet",
-...the U-Net spec the run records}`` (:func:`physgen.nets.unet.build_unet`'s arguments) and its
+...the U-Net spec the run records}`` (:func:`physgen.nets.networks.build_image_network`'s arguments) and its
 preconditioning ``{"name": "process"}``: the process's own ``precondition(net)``, as
 :func:`physgen.training.rebuild_field` builds it; the weights are the run's **EMA** weights
 (what ``physgen sample --ckpt RUN`` uses).
@@ -55,7 +55,7 @@ from ..fields.neural import NeuralField
 from ..io import atomic_write
 from ..nets.adm import ADMUNet
 from ..nets.unet import UNet
-from ..nets.unet import build_unet
+from ..nets.networks import build_image_network
 from ..processes import process_from_record
 from .diffusers import DIFFUSERS_NETWORK, DiffusersField, check_prediction_type, unet2d
 from .precond import PRECONDITIONINGS
@@ -69,10 +69,11 @@ PROCESS_PRECONDITIONING = "process"  # the process's own precondition(net): a ph
 
 
 def _physgen_unet(arch: str, img_resolution: int, channels: int, num_classes: int = 0, overrides: Any = None) -> nn.Module:
-    """physgen's own U-Net from the spec a training run records (``meta["image"]["unet"]``)."""
+    """physgen's own network (a U-Net, or a latent run's MLP) from the spec a training run records
+    (``meta["image"]["unet"]``)."""
     if not isinstance(overrides, (dict, type(None))):
         raise TypeError(f"overrides must be a mapping, got {overrides!r}")
-    return build_unet(arch, int(img_resolution), int(channels), num_classes=int(num_classes), **dict(overrides or {}))
+    return build_image_network(arch, int(img_resolution), int(channels), num_classes=int(num_classes), **dict(overrides or {}))
 
 
 NETWORKS = {"UNet": UNet, "ADMUNet": ADMUNet, "PhysgenUNet": _physgen_unet}

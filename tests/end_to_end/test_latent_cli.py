@@ -1,6 +1,7 @@
 """``physgen train --latent AE`` then ``physgen sample``: trains on the latents with the network
-sized to them, samples decode to images, and the wrong autoencoder or a file that is not one is
-refused in one line with exit status 2."""
+sized to them (no --arch: the ``tiny`` U-Net, and the latent recipe unless a flag or a config
+file says otherwise), samples decode to images, the run exports and edits, and the wrong
+autoencoder or a file that is not one is refused in one line with exit status 2."""
 import json
 
 import numpy as np
@@ -10,12 +11,14 @@ from PIL import Image
 
 from physgen import checkpoints
 from physgen.cli.main import main
+from physgen.images.train import LATENT_DEFAULTS, load_config
+import physgen.pretrained as P
 from physgen.compare.problems import ImageProblem
 from physgen.latent.train import save_autoencoder
 from physgen.nets.autoencoder import Autoencoder, AutoencoderSpec
 
 SPEC = AutoencoderSpec(in_channels=1, resolution=8, latent_channels=3, width=8, channel_mult=(1, 2))
-TRAIN = ["train", "--dataset", "digits", "--process", "pfgmpp", "--D", "128", "--arch", "tiny", "--steps", "2", "--batch", "16",
+TRAIN = ["train", "--dataset", "digits", "--process", "pfgmpp", "--D", "128", "--steps", "2", "--batch", "16",
          "--sample-n", "4", "--sample-steps", "3", "--device", "cpu"]
 
 
@@ -36,6 +39,7 @@ def test_latent_run_samples_decoded_images_and_refuses_another_autoencoder(tmp_p
     assert main(TRAIN + ["--latent", str(ae), "--out", str(run)]) == 0
     meta = checkpoints.find(run, log=None).header.meta["image"]
     assert meta["shape"] == [3, 4, 4] and meta["unet"]["channels"] == 3 and meta["unet"]["img_resolution"] == 4
+    assert meta["unet"]["arch"] == "tiny" and meta["config"]["arch"] is None  # no --arch: the latent default network
     assert meta["latent"]["image_shape"] == [1, 8, 8] and meta["config"]["sigma_data"] == 1.0
     capsys.readouterr()
     assert main(["sample", "--ckpt", str(run), "--out", str(tmp_path / "s"), "--n", "3", "--steps", "3", "--device", "cpu"]) == 0
@@ -87,3 +91,41 @@ def test_a_train_checkpoint_as_latent_and_a_dataset_of_the_wrong_channels_are_re
     np.savez(tmp_path / "rgb.npz", x=np.zeros((8, 8, 8, 3), np.uint8))
     _one_line_error(capsys, TRAIN[:1] + ["--dataset", f"npz:{tmp_path / 'rgb.npz'}"] + TRAIN[3:] + ["--latent", str(ae), "--out", str(tmp_path / "o2")],
                     "rgb.npz", "channel")
+
+
+def test_the_latent_recipe_sits_below_flags_and_config_files(tmp_path):
+    def dumped(*argv):
+        assert main(["train", *argv, "--out", str(tmp_path / "o"), "--dump-config", str(tmp_path / "c.json")]) == 0
+        return load_config(tmp_path / "c.json")
+
+    def value(config, key):
+        return getattr(config.train, key[6:]) if key.startswith("train.") else getattr(config, key)
+
+    latent = dumped("--latent", "ae.pt")
+    assert latent.network_arch == "tiny" and all(value(latent, k) == v for k, v in LATENT_DEFAULTS.items())
+    flagged = dumped("--latent", "ae.pt", "--batch", "32", "--arch", "mlp", "--sigma-data", "0.7")
+    assert (flagged.train.batch, flagged.network_arch, flagged.sigma_data, flagged.train.lr) == (32, "mlp", 0.7, LATENT_DEFAULTS["train.lr"])
+    (tmp_path / "f.toml").write_text('latent = "ae.pt"\n[train]\nbatch = 64\n')
+    from_file = dumped("--config", str(tmp_path / "f.toml"))
+    assert from_file.train.batch == 64 and from_file.train.steps == LATENT_DEFAULTS["train.steps"] and from_file.network_arch == "tiny"
+    pixels = dumped("--dataset", "digits")
+    assert pixels.network_arch == "ddpmpp" and pixels.train.batch == 512 and pixels.sigma_data is None
+
+
+def test_a_latent_mlp_run_samples_edits_and_exports_the_same_field(tmp_path):
+    ae, run = _ae(tmp_path / "ae.pt", 0), tmp_path / "run"
+    assert main(TRAIN + ["--latent", str(ae), "--arch", "mlp", "--out", str(run)]) == 0
+    assert checkpoints.find(run, log=None).header.meta["image"]["unet"]["arch"] == "mlp"
+    assert main(["sample", "--ckpt", str(run), "--out", str(tmp_path / "s"), "--n", "2", "--steps", "3", "--device", "cpu"]) == 0
+    assert np.asarray(Image.open(tmp_path / "s" / "000000.png")).shape[:2] == (8, 8)
+    Image.fromarray(np.full((8, 8), 128, np.uint8)).save(tmp_path / "in.png")
+    keep = np.full((8, 8), 255, np.uint8)
+    keep[:, 4:] = 0
+    Image.fromarray(keep).save(tmp_path / "m.png")
+    assert main(["edit", "--ckpt", str(run), "--input", str(tmp_path / "in.png"), "--mask", str(tmp_path / "m.png"), "--method", "blend",
+                 "--steps", "3", "--device", "cpu", "--out", str(tmp_path / "e")]) == 0
+    assert ImageProblem(run, n_samples=4, n_reference=8).x0.shape == (4, 3, 4, 4)  # compare-solvers --ckpt
+    assert main(["export", str(run), "--out", str(tmp_path / "x")]) == 0  # the MLP rebuilt from the exported spec
+    ours, theirs = P.load(run), P.load(tmp_path / "x")
+    x, sigma = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0.1, 5.0])
+    assert torch.equal(ours.denoise(x, sigma), theirs.denoise(x, sigma))

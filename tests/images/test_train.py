@@ -175,3 +175,12 @@ def test_trainer_writes_the_sample_grid_every_period_and_once_at_the_end(steps, 
                    sample_grid=lambda step, ema: calls.append((step, ema)), sample_every=3)
     assert [s for s, _ in calls] == due
     assert all(ema is result.ema for _, ema in calls)
+
+
+def test_the_network_defaults_to_the_data_space_and_bad_ones_are_named():
+    assert ImageTrainConfig().network_arch == "ddpmpp" and ImageTrainConfig(latent="ae.pt").network_arch == "tiny"
+    assert ImageTrainConfig(latent="ae.pt", arch="mlp").network_arch == "mlp"
+    for kwargs, needle in (({"arch": "nope"}, "'nope'"), ({"arch": "mlp", "unet": {"hidden": 0}}, "hidden"),
+                           ({"arch": "mlp", "latent": "ae.pt", "unet": {"dropout": 0.1}}, "'dropout'"), ({"arch": 3}, "arch")):
+        with pytest.raises(UserError, match=needle):
+            ImageTrainConfig(**kwargs)
