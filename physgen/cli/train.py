@@ -18,13 +18,13 @@ from pathlib import Path
 
 import torch.distributed as dist
 
-from ..config import arg, parse_float, parse_key_values, parse_optional
+from ..config import arg, load_config_file, parse_float, parse_key_values, parse_optional
 from ..errors import UserError
 from ..runfolder import add_overwrite_argument, prepare
 from .flags import (BATCH, COUNT, FRACTION, LR, OPTIONAL_POSITIVE, POSITIVE, RESOLUTION, SAMPLES, SEED, STEPS, TRAIN_STEPS,
                     add_process_arguments, process_options)
 from .. import checkpoints
-from ..images.train import LATENT_DEFAULTS, ImageTrainConfig, check_image_header, config_from_dict, load_config, dump_config, run_training
+from ..images.train import LATENT_DEFAULTS, ImageTrainConfig, with_default_warmup, check_image_header, config_from_dict, dump_config, run_training
 from ..runtime import dist_info
 
 OUTPUTS = ("config.json", "summary.json", "checkpoints/ckpt-*.pt", "samples/grid-*.png")  # what physgen train writes
@@ -165,10 +165,15 @@ def resolve_config(args):
         base["out"] = str(run_dir)
         config = config_from_dict(apply_overrides(base, given), where=f"checkpoint {ckpt_path}")
         return config, ckpt_path
-    base = load_config(args.config).to_dict() if args.config else ImageTrainConfig().to_dict()
+    raw = load_config_file(args.config) if args.config else {}
+    base = config_from_dict(raw, where=args.config).to_dict() if args.config else ImageTrainConfig().to_dict()
     if "latent" in given or base.get("latent"):
         given = {**latent_defaults(base), **given}
-    return config_from_dict(apply_overrides(base, given), where=args.config or "command line"), False
+    d = apply_overrides(base, given)
+    if not ("latent" in given or base.get("latent")):  # the latent recipe sets its own warm-up
+        user_keys = set(raw.get("train") or {}) | {k[6:] for k in given if k.startswith("train.")}
+        d["train"] = with_default_warmup(d["train"], user_keys)
+    return config_from_dict(d, where=args.config or "command line"), False
 
 
 def latent_defaults(base: dict) -> dict:

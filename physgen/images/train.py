@@ -58,6 +58,9 @@ __all__ = [
     "ARCH_ALIASES",
     "resolve_arch",
     "LATENT_DEFAULTS",
+    "scaled_warmup_mimg",
+    "with_default_warmup",
+    "warmup_warning",
     "default_image_train",
     "load_config",
     "dump_config",
@@ -92,6 +95,43 @@ def resolve_arch(arch: str) -> str:
     return name
 
 
+EDM_WARMUP_MIMG = 10.0
+EDM_WARMUP_SHARE = 0.05  # EDM's ratio: 10 Mimg of lr warm-up in a 200 Mimg run (arXiv 2206.00364, App. F.3)
+
+
+def scaled_warmup_mimg(total_mimg: float) -> float:
+    """The warm-up of a run ``total_mimg`` million images long when none is given: EDM's
+    ``min(10, 0.05 · total)`` Mimg.  At EDM's 200 Mimg this is EDM's 10 Mimg; a short run (``train
+    --steps 2000`` of 512: 1.02 Mimg -> 0.05 Mimg, 100 steps) keeps EDM's share rather than its
+    length, which would hold the whole run under 10 % of its learning rate."""
+    return min(EDM_WARMUP_MIMG, EDM_WARMUP_SHARE * float(total_mimg))
+
+
+def with_default_warmup(table: Dict[str, Any], given: set) -> Dict[str, Any]:
+    """A full training table whose user set only the keys ``given``: ``warmup_steps`` without
+    ``warmup_mimg`` clears the latter (it would override the steps); a length (``steps`` or
+    ``duration_mimg``) without either warm-up key gets :func:`scaled_warmup_mimg` of that length.
+    One rule for flags, config files and Python callers."""
+    table = dict(table)
+    if "warmup_steps" in given and "warmup_mimg" not in given:
+        table["warmup_mimg"] = None
+    if {"steps", "duration_mimg"} & given and not {"warmup_steps", "warmup_mimg"} & given:
+        if "steps" in given and "duration_mimg" not in given:
+            table["duration_mimg"] = None
+        total_mimg = table["duration_mimg"] if table.get("duration_mimg") is not None else int(table["steps"]) * int(table["batch"]) / 1e6
+        table["warmup_steps"], table["warmup_mimg"] = 0, scaled_warmup_mimg(float(total_mimg))
+    return table
+
+
+def warmup_warning(tcfg: TrainConfig) -> Optional[str]:
+    """A line for a run whose warm-up outlasts half of it (its lr never reaches the value set), else None."""
+    if 2 * tcfg.warmup <= tcfg.total_steps:
+        return None
+    reached = min(1.0, tcfg.total_steps / max(tcfg.warmup, 1))
+    return (f"physgen train: warning: the lr warm-up ({tcfg.warmup} steps) is longer than half of the run ({tcfg.total_steps} steps); "
+            f"the last step runs at {100 * reached:.0f} % of lr {tcfg.lr:g} (--warmup-steps / --warmup-mimg set it)")
+
+
 def default_image_train() -> TrainConfig:
     """EDM / PFGM++ CIFAR-10 optimisation defaults (module docstring)."""
     return TrainConfig(
@@ -99,7 +139,7 @@ def default_image_train() -> TrainConfig:
         batch=512,
         lr=1e-3,
         warmup_steps=0,
-        warmup_mimg=10.0,
+        warmup_mimg=EDM_WARMUP_MIMG,
         ema_halflife=500_000.0,
         ema_rampup=0.05,
         grad_clip=None,
@@ -158,7 +198,8 @@ class ImageTrainConfig:
 
     def __post_init__(self):
         if isinstance(self.train, dict):
-            self.train = _from_dict(TrainConfig, {**config_to_dict(default_image_train(), encode=False), **self.train}, "config", prefix="train.")
+            table = with_default_warmup({**config_to_dict(default_image_train(), encode=False), **self.train}, set(self.train))
+            self.train = _from_dict(TrainConfig, table, "config", prefix="train.")
         if not isinstance(self.dataset, str) or not self.dataset:
             raise UserError(f"dataset must be a dataset spec string, got {self.dataset!r}")
         if self.resolution is not None:
@@ -362,6 +403,8 @@ def run_training(
         n_params = sum(p.numel() for p in net.parameters())
         print(f"physgen train: {process.name} {jsonable(process.config())}  {spec['arch']} ({n_params / 1e6:.2f}M params)  {dataset.name} {list(shape)} x {len(dataset)}  "
               f"{info.world_size} process(es) on {device}  {tcfg.total_steps} steps of {tcfg.batch}", file=log, flush=True)
+        if warmup_warning(tcfg) and not resume:
+            print(warmup_warning(tcfg), file=log, flush=True)
     t0 = time.perf_counter()
     result = train(process, field_, stream, tcfg, out_dir=out, resume=resume, device=device, log_stream=log, on_step=on_step, checkpoint_meta=meta,
                    unit="img", sample_grid=_grid_writer(process, out, config, shape, spec["num_classes"], device, decode), sample_every=config.sample_every)

@@ -186,3 +186,36 @@ def test_eval_fid_with_inception_weights_gives_kid_and_is(tmp_path, monkeypatch)
     assert res["feature_net"].startswith("inception-fid") and res["is_mean"] is not None and res["kid_mean"] is not None
     # 6 samples in 2048 dimensions: rank-deficient covariances, so only finiteness is meaningful here
     assert math.isfinite(res["fid"]) and not any("not the standard FID" in n for n in res["notes"])
+
+
+@pytest.mark.parametrize("length, batch, warmup_mimg", [(["--steps", "2000"], "512", 0.0512), (["--steps", "100"], "8", 0.05 * 800 / 1e6),
+                                                       (["--duration-mimg", "1"], "100", 0.05), (["--duration-mimg", "400"], "512", 10.0)])
+def test_a_shortened_run_warms_up_for_edms_share_of_it(tmp_path, length, batch, warmup_mimg):
+    """`train --steps N` with no warm-up flag: EDM's 5 % of the run (at most 10 Mimg), so the lr is reached."""
+    dumped = tmp_path / "c.json"
+    assert main(["train", "--dataset", "digits", "--batch", batch, *length, "--dump-config", str(dumped)]) == 0
+    t = json.loads(dumped.read_text())["train"]
+    assert t["warmup_steps"] == 0 and t["warmup_mimg"] == pytest.approx(warmup_mimg)
+    total = t["steps"] if t["duration_mimg"] is None else math.ceil(t["duration_mimg"] * 1e6 / int(batch))
+    assert math.ceil(t["warmup_mimg"] * 1e6 / int(batch)) <= math.ceil(0.05 * total) + 1  # the lr is at its value for 95 % of the run
+
+
+def test_a_given_warmup_is_kept_and_a_long_one_is_named(tmp_path, capsys):
+    dumped = tmp_path / "c.json"
+    assert main(["train", "--dataset", "digits", "--steps", "50", "--warmup-mimg", "10", "--dump-config", str(dumped)]) == 0
+    assert json.loads(dumped.read_text())["train"]["warmup_mimg"] == 10.0  # what the user wrote
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('dataset = "digits"\n[train]\nwarmup_steps = 40\n')  # a file's warm-up in steps is the warm-up (10 Mimg no longer overrides it)
+    assert main(["train", "--config", str(cfg), "--steps", "60", "--dump-config", str(dumped)]) == 0
+    t = json.loads(dumped.read_text())["train"]
+    assert (t["warmup_steps"], t["warmup_mimg"], t["steps"]) == (40, None, 60)
+    cfg.write_text('dataset = "digits"\n[train]\nsteps = 1000\nbatch = 100\n')  # a file's length alone: EDM's share, as the flags get
+    assert main(["train", "--config", str(cfg), "--dump-config", str(dumped)]) == 0
+    assert json.loads(dumped.read_text())["train"]["warmup_mimg"] == pytest.approx(0.005)
+    assert main(["train", "--config", str(cfg), "--steps", "4000", "--dump-config", str(dumped)]) == 0  # a flag's new length rescales it
+    assert json.loads(dumped.read_text())["train"]["warmup_mimg"] == pytest.approx(0.02)
+    capsys.readouterr()
+    no_warmup = TRAIN[:TRAIN.index("--warmup-steps")] + TRAIN[TRAIN.index("--warmup-steps") + 2:]
+    assert main(no_warmup + ["--warmup-steps", "5", "--steps", "2", "--out", str(tmp_path / "run")]) == 0
+    err = capsys.readouterr().err
+    assert "warm-up (5 steps) is longer than half of the run (2 steps)" in err and "40 % of lr" in err
