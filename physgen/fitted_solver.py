@@ -131,18 +131,24 @@ def fitted_coefficients(process: Process, field: Any, schedule, method: str, *, 
     return pairs
 
 
+class _BudgetSpent(Exception):
+    """Raised by the objective once the fit's solves are spent."""
+
+
 def _fit(solve: Callable[[Tensor], Tensor], ref: Tensor, s: Sequence[float], max_evals: int, method: str, log) -> tuple[list, tuple, int]:
     """``(pairs, (neutral RMS, fitted RMS), solves)``: L-BFGS-B on ``J`` from the neutral point, the best point kept."""
     K, bounds = len(s) - 1, coefficient_bounds(s)
     best, done, t_start, last_log = [math.inf, None], [0], time.perf_counter(), [time.perf_counter()]
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        if done[0] >= max_evals:  # L-BFGS-B checks maxfun only between iterations: the budget is enforced here
+            raise _BudgetSpent
         done[0] += 1
         if time.perf_counter() - last_log[0] >= LOG_EVERY_S:
             last_log[0] = time.perf_counter()
             rate = done[0] / (last_log[0] - t_start)
             print(f"{method}: {done[0]}/{max_evals} solves, {rate:.2f} solves/s, best pilot RMS {math.exp(best[0] / 2):.3g}, "
-                  f"ETA <= {time.strftime('%H:%M:%S', time.gmtime((max_evals - done[0]) / rate))}", file=log, flush=True)
+                  f"ETA <= {time.strftime('%H:%M:%S', time.gmtime(max(0, max_evals - done[0]) / rate))}", file=log, flush=True)
         p = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
         with torch.enable_grad():
             try:
@@ -159,7 +165,10 @@ def _fit(solve: Callable[[Tensor], Tensor], ref: Tensor, s: Sequence[float], max
 
     start = np.array([v for pair in neutral(K) for v in pair], dtype=float)
     neutral_value, _ = objective(start)
-    minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxfun": max_evals - 1, "maxiter": max_evals})
+    try:
+        minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxfun": max_evals - 1, "maxiter": max_evals})
+    except _BudgetSpent:
+        pass  # the best point met is kept
     theta = best[1] if best[1] is not None else start
     pairs = [[float(theta[2 * i]), float(theta[2 * i + 1])] for i in range(K)]
     return pairs, (math.exp(neutral_value / 2), math.exp(best[0] / 2)), done[0]

@@ -356,7 +356,7 @@ def optimal_schedule(process: Process, field: Any, steps: Optional[int], *, meth
                 last_log[0] = now
                 rate = done[0] / (now - t_search)
                 print(f"--schedule optimal: {done[0]}/{max_evals} solves, {rate:.2f} solves/s, "
-                      f"ETA <= {time.strftime('%H:%M:%S', time.gmtime((max_evals - done[0]) / rate))}", file=log, flush=True)
+                      f"ETA <= {time.strftime('%H:%M:%S', time.gmtime(max(0, max_evals - done[0]) / rate))}", file=log, flush=True)
             try:
                 return sample_fn(process, field64, x0, torch.tensor(grid, dtype=torch.float64), method, label=lab, **options).x
             except (FloatingPointError, SolverError):  # diverged on this grid (DivergenceError is a FloatingPointError)
