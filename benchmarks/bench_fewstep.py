@@ -20,7 +20,8 @@ schedule.  Every deterministic fixed-step solver of the table (``fitted:*`` rows
 table lists them; ``--solvers`` to choose) runs at exactly ``--nfe`` NFE where its step count allows
 (else the largest budget below: the NFE column says what it used) on the default schedule; the
 one-NFE-per-step solvers also on ``gits`` and on a fitted ``optimal`` grid (on its own pilot draws):
-every one of them with ``--optimal-a`` on (a), ``--optimal-solvers`` with ``--optimal`` on (b).  On (b), median and range over the three fields of each ratio.  Restart
+every one of them with ``--optimal-a`` on (a), ``--optimal-solvers`` with ``--optimal`` on (b) and with
+``--optimal-d`` on (d) (``--schedules`` picks which of the three schedules a run measures).  On (b), median and range over the three fields of each ratio.  Restart
 (stochastic: no teacher error) against heun and edm-sde at equal NFE on (b) by the sample metrics
 (sliced W2 and MMD to held-out data).
 

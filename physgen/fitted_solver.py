@@ -26,7 +26,8 @@ life (:data:`_MEMO`), so the sampling call after the grid's does not fit twice; 
 :func:`physgen.sampling.sample` with a ``fitted:`` solver and no coefficients fits them (no
 cache) if no command did.
 
-Cost: one teacher solve, then at most ``MAX_STEPS // K`` (toy: 160 at K = 5, 80 at K = 10) or
+Cost: one teacher solve (kept in memory by :func:`~physgen.optimal_schedule.reference_solve`: a
+command's fits on grids with the same ends share it), then at most ``MAX_STEPS // K`` (toy: 160 at K = 5, 80 at K = 10) or
 :data:`MAX_EVALS_LARGE` (images) evaluations, each one K-step solve of the pilot draws and its
 backward pass: a fixed budget of field calls per fit whatever K, so the fit is deterministic
 (its cache entry is reproducible) and bounded: on problem (b) of the solver benchmark (a
