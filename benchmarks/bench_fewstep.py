@@ -61,6 +61,7 @@ from physgen.images.data import load_image_dataset  # noqa: E402
 from physgen.images.quality import SmallCNN, classifier_report, split_dataset, train_classifier  # noqa: E402
 from physgen.images.train import ImageTrainConfig, run_training  # noqa: E402
 from physgen.io import atomic_write, ensure_dir, save_npy, write_json  # noqa: E402
+from physgen.optimal_schedule import optimal_options  # noqa: E402
 from physgen.sampling import DivergenceError, sample  # noqa: E402
 from physgen.toy import ToyConfig  # noqa: E402
 from physgen.training import TrainConfig  # noqa: E402
@@ -500,6 +501,11 @@ def main(argv=None) -> int:
         except (KeyError, ValueError, UserError) as exc:
             ap.error(f"--solvers/--optimal-solvers: {exc}")
     args.optimal_list = [n.strip() for n in args.optimal_solvers.split(",") if n.strip()]
+    for flag, spec in (("--optimal", args.optimal), ("--optimal-a", args.optimal_a), ("--optimal-d", args.optimal_d)):
+        try:
+            optimal_options(spec)  # checked here, not minutes into the run
+        except UserError as exc:
+            ap.error(f"{flag}: {exc}")
 
     problems = {}
     if "a" in keys:
