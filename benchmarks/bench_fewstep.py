@@ -20,7 +20,8 @@ schedule.  Every deterministic fixed-step solver of the table (``fitted:*`` rows
 table lists them; ``--solvers`` to choose) runs at exactly ``--nfe`` NFE where its step count allows
 (else the largest budget below: the NFE column says what it used) on the default schedule; the
 one-NFE-per-step solvers also on ``gits`` and on a fitted ``optimal`` grid (on its own pilot draws):
-every one of them with ``--optimal-a`` on (a), ``--optimal-solvers`` with ``--optimal`` on (b).  On (b), median and range over the three fields of each ratio.  Restart
+every one of them with ``--optimal-a`` on (a), ``--optimal-solvers`` with ``--optimal`` on (b) and with
+``--optimal-d`` on (d) (``--schedules`` picks which of the three schedules a run measures).  On (b), median and range over the three fields of each ratio.  Restart
 (stochastic: no teacher error) against heun and edm-sde at equal NFE on (b) by the sample metrics
 (sliced W2 and MMD to held-out data).
 
@@ -60,6 +61,7 @@ from physgen.images.data import load_image_dataset  # noqa: E402
 from physgen.images.quality import SmallCNN, classifier_report, split_dataset, train_classifier  # noqa: E402
 from physgen.images.train import ImageTrainConfig, run_training  # noqa: E402
 from physgen.io import atomic_write, ensure_dir, save_npy, write_json  # noqa: E402
+from physgen.optimal_schedule import optimal_options  # noqa: E402
 from physgen.sampling import DivergenceError, sample  # noqa: E402
 from physgen.toy import ToyConfig  # noqa: E402
 from physgen.training import TrainConfig  # noqa: E402
@@ -256,14 +258,15 @@ def plan(problem, args, stochastic: bool) -> list[tuple[str, dict, str, int]]:
     if problem.tag.startswith("r-"):
         return [(n, o, "default", nfe) for nfe in args.restart_nfe_list for n, o in RESTART_ROWS]
     names = args.solver_list
-    out = [(n, {}, "default", nfe) for nfe in args.nfe_list for n in names] if "default" in args.schedule_list else []
-    if problem.tag != "d-digits":
-        if "gits" in args.schedule_list:
-            out += [(n, {}, "gits", nfe) for nfe in args.nfe_list for n in names if one_nfe_per_step(n)]
-        if "optimal" in args.schedule_list and problem.tag.startswith("a-"):  # an analytic field: a full fit takes seconds, so every one-NFE solver gets the default fit
-            out += [(n, {}, args.optimal_a, nfe) for nfe in args.nfe_list for n in names if one_nfe_per_step(n)]
-        elif "optimal" in args.schedule_list:
-            out += [(n, {}, args.optimal, nfe) for nfe in args.nfe_list for n in args.optimal_list if n in names]
+    # Euler on the default schedule is every ratio's reference: measured (or re-read) whichever schedules a run picks
+    out = [(n, {}, "default", nfe) for nfe in args.nfe_list for n in names if "default" in args.schedule_list or n == "euler"]
+    if "gits" in args.schedule_list:
+        out += [(n, {}, "gits", nfe) for nfe in args.nfe_list for n in names if one_nfe_per_step(n)]
+    if "optimal" in args.schedule_list and problem.tag.startswith("a-"):  # an analytic field: a full fit takes seconds, so every one-NFE solver gets the default fit
+        out += [(n, {}, args.optimal_a, nfe) for nfe in args.nfe_list for n in names if one_nfe_per_step(n)]
+    elif "optimal" in args.schedule_list:  # (b) and (d): each fit costs minutes, so only --optimal-solvers (on (d) --optimal-d's budget)
+        spec = args.optimal_d if problem.tag == "d-digits" else args.optimal
+        out += [(n, {}, spec, nfe) for nfe in args.nfe_list for n in args.optimal_list if n in names]
     if stochastic:  # recorded (PFGM++ at finite D: the refusal)
         out += [(n, o, "default", nfe) for nfe in args.restart_nfe_list for n, o in RESTART_ROWS if n != "heun"]
     return out
@@ -368,9 +371,15 @@ D_READING = (
     "Reading (d), on the run recorded here: on the image field no solver on the default schedule comes near the toy ratios "
     "(best at 10 NFE: ipndm 0.27 x Euler, deis 0.30 x; at 5 NFE midpoint 0.53 x, ipndm 0.59 x), and the classifier's Fréchet "
     "distance follows the error: ipndm and deis at 10 NFE (1.34, 1.29) are at the teacher's own 1.29, Euler at 10 NFE 2.74.  "
-    "The worst 1% of samples (1 of 128) carry 1-11% of the squared error here: the spread seen on (b) is a toy-MLP effect.  "
-    "No fitted schedule was run on (d) (each image-sized fit costs minutes of the shared CPU)."
+    "The worst 1% of samples (1 of 128) carry 1-11% of the squared error here: the spread seen on (b) is a toy-MLP effect."
 )
+
+
+def d_grids(args) -> str:
+    """Which fitted grids a run measured on (d) (each image-sized fit costs minutes of the CPU)."""
+    grids = (["`gits` for every one-NFE-per-step solver"] if "gits" in args.schedule_list else []) + (
+        [f"`{args.optimal_d}` for {', '.join(args.optimal_list)}"] if "optimal" in args.schedule_list else [])
+    return " and ".join(grids) if grids else "none"
 
 
 def draws(results: dict, args) -> list[str]:
@@ -399,7 +408,7 @@ def report(results: dict, args) -> tuple[str, bool]:
              f"{args.d_tol:g}) from the same draws; 'w/o worst 1%': the RMS after dropping the ⌊n/100⌋ largest distances "
              "(physgen/compare/summary.py); ratios are to Euler at the same NFE on the default schedule.  Schedules: `default` "
              "(the process's: EDM's ρ = 7), `gits`, and a fitted grid (on its own pilot draws, never the evaluated ones): on (a) "
-             f"`{args.optimal_a}` for every one-NFE-per-step solver, on (b) `{args.optimal}` for {', '.join(args.optimal_list)}; none on (d).  A 2-NFE-per-step solver runs at the most steps that fit the budget (its NFE column).", "",
+             f"`{args.optimal_a}` for every one-NFE-per-step solver, on (b) `{args.optimal}` for {', '.join(args.optimal_list)}; on (d) {d_grids(args)}.  A 2-NFE-per-step solver runs at the most steps that fit the budget (its NFE column).", "",
              READING if {"a", "b"} <= set(results) else "", ""]
     targets = []
     if "a" in results:
@@ -463,6 +472,7 @@ def main(argv=None) -> int:
     ap.add_argument("--optimal", default="optimal:n_pilot=256,max_evals=120", help="the fitted schedule run for --optimal-solvers")
     ap.add_argument("--optimal-solvers", default="ipndm,dpmpp-2m,unipc-bh2", help="the solvers fitted with --optimal on (b)")
     ap.add_argument("--optimal-a", default="optimal", help="the fitted schedule on (a), for every one-NFE-per-step solver")
+    ap.add_argument("--optimal-d", default="optimal", help="the fitted schedule on (d) for --optimal-solvers (an image: 64 pilot draws, 100 solves)")
     ap.add_argument("--schedules", default="default,gits,optimal",
                     help="which schedules' cells to measure (a subset of default, gits, optimal: a shorter run first, the rest cached later)")
     ap.add_argument("--d-steps", type=int, default=600, help="training steps of (d)'s U-Net")
@@ -491,6 +501,11 @@ def main(argv=None) -> int:
         except (KeyError, ValueError, UserError) as exc:
             ap.error(f"--solvers/--optimal-solvers: {exc}")
     args.optimal_list = [n.strip() for n in args.optimal_solvers.split(",") if n.strip()]
+    for flag, spec in (("--optimal", args.optimal), ("--optimal-a", args.optimal_a), ("--optimal-d", args.optimal_d)):
+        try:
+            optimal_options(spec)  # checked here, not minutes into the run
+        except UserError as exc:
+            ap.error(f"{flag}: {exc}")
 
     problems = {}
     if "a" in keys:

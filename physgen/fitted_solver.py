@@ -26,7 +26,8 @@ life (:data:`_MEMO`), so the sampling call after the grid's does not fit twice; 
 :func:`physgen.sampling.sample` with a ``fitted:`` solver and no coefficients fits them (no
 cache) if no command did.
 
-Cost: one teacher solve, then at most ``MAX_STEPS // K`` (toy: 160 at K = 5, 80 at K = 10) or
+Cost: one teacher solve (kept in memory by :func:`~physgen.optimal_schedule.reference_solve`: a
+command's fits on grids with the same ends share it), then at most ``MAX_STEPS // K`` (toy: 160 at K = 5, 80 at K = 10) or
 :data:`MAX_EVALS_LARGE` (images) evaluations, each one K-step solve of the pilot draws and its
 backward pass: a fixed budget of field calls per fit whatever K, so the fit is deterministic
 (its cache entry is reproducible) and bounded: on problem (b) of the solver benchmark (a
@@ -131,18 +132,24 @@ def fitted_coefficients(process: Process, field: Any, schedule, method: str, *, 
     return pairs
 
 
+class _BudgetSpent(Exception):
+    """Raised by the objective once the fit's solves are spent."""
+
+
 def _fit(solve: Callable[[Tensor], Tensor], ref: Tensor, s: Sequence[float], max_evals: int, method: str, log) -> tuple[list, tuple, int]:
     """``(pairs, (neutral RMS, fitted RMS), solves)``: L-BFGS-B on ``J`` from the neutral point, the best point kept."""
     K, bounds = len(s) - 1, coefficient_bounds(s)
     best, done, t_start, last_log = [math.inf, None], [0], time.perf_counter(), [time.perf_counter()]
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        if done[0] >= max_evals:  # L-BFGS-B checks maxfun only between iterations: the budget is enforced here
+            raise _BudgetSpent
         done[0] += 1
         if time.perf_counter() - last_log[0] >= LOG_EVERY_S:
             last_log[0] = time.perf_counter()
             rate = done[0] / (last_log[0] - t_start)
             print(f"{method}: {done[0]}/{max_evals} solves, {rate:.2f} solves/s, best pilot RMS {math.exp(best[0] / 2):.3g}, "
-                  f"ETA <= {time.strftime('%H:%M:%S', time.gmtime((max_evals - done[0]) / rate))}", file=log, flush=True)
+                  f"ETA <= {time.strftime('%H:%M:%S', time.gmtime(max(0, max_evals - done[0]) / rate))}", file=log, flush=True)
         p = torch.tensor(theta, dtype=torch.float64, requires_grad=True)
         with torch.enable_grad():
             try:
@@ -159,7 +166,10 @@ def _fit(solve: Callable[[Tensor], Tensor], ref: Tensor, s: Sequence[float], max
 
     start = np.array([v for pair in neutral(K) for v in pair], dtype=float)
     neutral_value, _ = objective(start)
-    minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxfun": max_evals - 1, "maxiter": max_evals})
+    try:
+        minimize(objective, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxfun": max_evals - 1, "maxiter": max_evals})
+    except _BudgetSpent:
+        pass  # the best point met is kept
     theta = best[1] if best[1] is not None else start
     pairs = [[float(theta[2 * i]), float(theta[2 * i + 1])] for i in range(K)]
     return pairs, (math.exp(neutral_value / 2), math.exp(best[0] / 2)), done[0]

@@ -138,3 +138,19 @@ def test_sample_runs_it_on_an_image_network(monkeypatch, tmp_path, capsys):
     assert record["solver"] == "fitted:euler" and record["nfe"] == 3
     (entry,) = _entries(tmp_path / "s" / CACHE_NAME).values()
     assert len(entry["coefficients"]) == 3 and entry["n_pilot"] == 4
+
+
+@pytest.mark.parametrize("max_evals", [2, 3, 5, 8, 13])
+def test_the_fit_spends_at_most_its_budget_of_solves(max_evals):
+    """``at most max_evals solves`` (the fit's log line and cache entry): L-BFGS-B alone overshoots its maxfun
+    within a line search; a hard objective (a cubic and a fast sine of the coefficients) that no few
+    steps solve shows it."""
+    calls = []
+
+    def solve(c):
+        calls.append(1)
+        return torch.cat([c[:, 0] ** 3 - 2.0, torch.sin(5.0 * c[:, 1]) - 0.9])[None, :]
+
+    s = [80.0, 10.0, 1.0, 0.1, 0.0]
+    pairs, (neutral_rms, best_rms), evals = fs._fit(solve, torch.zeros(1, 8, dtype=torch.float64), s, max_evals, "fitted:euler", None)
+    assert evals == len(calls) <= max_evals and best_rms <= neutral_rms and len(pairs) == 4

@@ -3,6 +3,7 @@ grid (a valid grid of K steps with the process's ends, cached per key and reused
 error than the default schedule on held-out draws, refused where it has no meaning)."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -16,6 +17,7 @@ import solvers
 from physgen import optimal_schedule as opt_mod
 from physgen.data import load_toy
 from physgen.errors import UserError
+from physgen.nets.mlp import MLP
 from physgen.noise import SeededNoise
 from physgen.processes import make_process
 from physgen.sampling import grid, sample
@@ -224,3 +226,42 @@ def test_image_sized_samples_default_to_the_small_pilot_and_the_fit_logs_its_pro
     opt_mod.optimal_schedule(p, _UnitGaussianDenoiser(), 4, method="dpmpp-2m", sample_fn=sample, shape=(2,), cache_dir=tmp_path, log=log,
                              max_evals=3)
     assert f"on {opt_mod.N_PILOT} pilot draws" in log.getvalue().splitlines()[-2]  # toy samples: the large pilot
+
+
+def test_the_pilot_teacher_is_solved_once_per_field_draws_and_ends(monkeypatch):
+    """One command's fits (several solvers, 5 and 10 steps, an optimal grid and the coefficients on it) share
+    the process's ends: one float64 teacher serves them, and another field, other weights, other draws or
+    another span get their own (on an image field each teacher costs minutes)."""
+    monkeypatch.setattr(opt_mod, "_REFERENCES", {})
+    p, field = _problem()
+    spans = []
+
+    def counting(process, f, x0, span, method, **kw):
+        spans.append(span.tolist())
+        return sample(process, f, x0, span, method, **kw)
+
+    def draws(seed):
+        return p.sample_prior((16, 2), noise=SeededNoise(seed, range(16)), dtype=torch.float64)
+
+    def ref(f, x0, g):
+        return opt_mod.reference_solve(p, f, x0, g.tolist(), counting, None, {})
+
+    first = ref(field, draws(0), p.grid(5))
+    assert torch.equal(ref(field, draws(0), p.grid(10)), first) and len(spans) == 1  # same ends: one solve
+    exact = sample(p, field, draws(0), torch.tensor(spans[0], dtype=torch.float64), "dopri5", rtol=opt_mod.REFERENCE_TOL,
+                   atol=opt_mod.REFERENCE_TOL).x
+    assert torch.equal(first, exact)  # the kept teacher is the solve itself
+    ref(field, draws(1), p.grid(5))  # other draws
+    ref(p.analytic_field(load_toy("25gaussians").mixture), draws(0), p.grid(5))  # another field
+    ref(p.analytic_field(load_toy("8gaussians").mixture), draws(0), p.grid(5))  # equal values, another object: not trusted
+    ref(field, draws(0), torch.cat([p.grid(5)[:-2], torch.tensor([0.01, 0.0], dtype=torch.float64)]))  # another last positive scale
+    assert len(spans) == 5
+    net = MLP(2, hidden=16, depth=2)
+    nf = p.precondition(net).to(torch.float64)
+    ref(nf, draws(0), p.grid(5))
+    ref(copy.deepcopy(nf), draws(0), p.grid(10))  # a network: the same weights in another copy (the fit's float64 copy) reuse it
+    assert len(spans) == 6
+    with torch.no_grad():
+        net.inp.weight[0, 0] += 1e-3
+    ref(nf, draws(0), p.grid(5))  # other weights
+    assert len(spans) == 7
