@@ -7,7 +7,11 @@
 * ``latent edit``: ``physgen edit`` on a latent run with a method a latent run does not offer
   (``sdedit``, ``smc``), an input or a mask at the latent grid's size instead of the
   autoencoder's, an input of the wrong channels; ``latent edit legit``: ``blend`` and ``repaint``
-  on a clean input and mask (right = the outputs).
+  on a clean input and mask (right = the outputs);
+* ``latent export``: ``physgen sample`` on the model folder ``physgen export`` wrote of a latent
+  run, with another autoencoder or a missing one as ``--ae``, or with a crafted (re-checksummed)
+  header whose latent scale factor is not a positive number; ``latent export legit``: sampling the
+  folder with no flags (right = PNGs at the autoencoder's 8x8, not the 4x4 latents).
 
 :func:`cases` returns ``(area, argv, needles, keywords)`` tuples for :class:`audit_cli.Case`
 (run from the case's folder, where the setup writes ``ae.pt``, the run ``lat`` and the PNGs).
@@ -46,6 +50,30 @@ def _latent_run(w: Path) -> None:
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(w / "rgb8.png")
 
 
+def _exported(w: Path) -> None:
+    """``w/x``: the model folder exported from ``w/lat``; ``w/other.pt``: another autoencoder;
+    ``w/bad``: ``w/x`` with its header's latent scale factor replaced by a string (re-checksummed)."""
+    import shutil
+    from physgen import checkpoints
+    from physgen.cli.main import main
+    from physgen.latent.train import save_autoencoder
+    from physgen.nets.autoencoder import build_autoencoder
+
+    _latent_run(w)
+    if main(["export", str(w / "lat"), "--out", str(w / "x")]) != 0:
+        raise RuntimeError("the export of the setup failed")
+    save_autoencoder(w / "other.pt", build_autoencoder("digits", resolution=8, width=8, channel_mult=[1, 2]))
+    shutil.copytree(w / "x", w / "bad")
+    meta = checkpoints.read(w / "bad" / "model.header", kind="model", log=None).meta
+    checkpoints.write(w / "bad" / "model.header", {}, kind="model", step=0, meta={**meta, "latent": {**meta["latent"], "scale_factor": "big"}})
+
+
+def _decoded_pngs(w: Path) -> bool:
+    from PIL import Image
+
+    return Image.open(w / "s" / "000000.png").size == (8, 8)
+
+
 def _network_is(arch: str):
     def check(w: Path) -> bool:
         from physgen import checkpoints
@@ -78,4 +106,9 @@ def cases() -> list:
     for method in ("blend", "repaint"):
         out.append(("latent edit legit", edit + ["--input", "in8.png", "--mask", "m8.png", "--method", method], ("edit",),
                     dict(setup=_latent_run, legit=True, timeout=120.0, check=lambda w: (w / "e" / "000000.png").is_file())))
+    sample = ["sample", "--n", "2", "--steps", "2", "--device", "cpu", "--out", "s"]
+    for extra, needles in ((["--ckpt", "x", "--ae", "other.pt"], ("other.pt",)), (["--ckpt", "x", "--ae", "nope.pt"], ("nope.pt",)),
+                           (["--ckpt", "bad"], ("scale_factor", "big"))):
+        out.append(("latent export", sample + extra, needles, dict(setup=_exported, timeout=120.0)))
+    out.append(("latent export legit", sample + ["--ckpt", "x"], ("sample",), dict(setup=_exported, legit=True, timeout=120.0, check=_decoded_pngs)))
     return out

@@ -199,7 +199,7 @@ HEADER_SCHEMA = {
     ("meta", "toy", "seed"): (int, 0, INT64_MAX), ("meta", "arch"): (dict,), ("meta", "autoencoder"): (dict,),
     ("meta", "network"): (dict,), ("meta", "network", "class"): (str,), ("meta", "preconditioning"): (dict,),
     ("meta", "shape"): (list,), ("meta", "shape", "*"): (int, 1, MAX_RESOLUTION), ("meta", "num_classes"): (int, 0, MAX_SAMPLES),
-    ("meta", "weights_sha256"): (str,), ("meta", "source"): (dict,),
+    ("meta", "weights_sha256"): (str,), ("meta", "source"): (dict,), ("meta", "latent"): (dict,),
 }
 """What each field of a header must be where present: ``(type,)`` or ``(int, lo, hi)`` (the size
 limits of :mod:`physgen.config`); ``"*"`` is every item of a list.  What a reader needs beyond

@@ -146,7 +146,7 @@ def _latent_edit(args, model, x, mask, device):
     grid, the kept pixels copied back), with the autoencoder the run records (checksum checked)."""
     if args.method not in LATENT_METHODS:
         raise UserError(f"--method {args.method} does not apply to a latent run ({str(model.path)!r}); use {' or '.join(LATENT_METHODS)}")
-    record = model.meta["latent"]
+    record = model.latent
     ae = load_autoencoder(record["autoencoder"], device=device)
     jumps = dict(jump_length=args.jump_length, jump_n_sample=args.jump_n_sample) if args.method == "repaint" else {}
     return latent_inpaint(model.process, model.field, ae, float(record["scale_factor"]), x, mask, method=args.solver,
@@ -157,7 +157,7 @@ def run(args) -> int:
     device = resolve_device(args.device)
     model = load_trained(args.ckpt, device=device)
     latent = model.decode is not None
-    shape = tuple(model.meta["latent"]["image_shape"]) if latent else tuple(model.shape)
+    shape = tuple(model.latent["image_shape"]) if latent else tuple(model.shape)
     x, files = read_inputs(args.input, shape)
     mask = None if args.method == "sdedit" else read_mask(args.mask, shape)
     if latent and args.method not in LATENT_METHODS:

@@ -382,7 +382,7 @@ class ImageProblem(Problem):
     @property
     def image_shape(self) -> tuple:
         """The shape of one image: the sample shape, or a latent run's decoded images'."""
-        latent = self.model.meta.get("latent")
+        latent = self.model.latent
         return tuple(latent["image_shape"]) if latent else tuple(self.model.shape)
 
     @cached_property

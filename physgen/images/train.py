@@ -436,6 +436,12 @@ class TrainedModel:
     decode: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # a latent run's decoder (``shape`` is then the latent's)
 
     @property
+    def latent(self) -> Optional[Dict[str, Any]]:
+        """The run's latent record (autoencoder path and sha256, scale factor, image shape); ``None`` in pixel space."""
+        record = self.meta.get("latent")
+        return record if isinstance(record, dict) else None
+
+    @property
     def config(self) -> Optional[ImageTrainConfig]:
         cfg = self.meta.get("config")
         return config_from_dict(cfg, where=str(self.path)) if cfg else None

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import parse_float
 from ..errors import UserError
 from ..images.data import ImageDataset, load_image_dataset
 from .encode import check_autoencoder, decode_latents, encode_images, file_sha256, read_latent_info
@@ -94,5 +95,5 @@ def latent_decoder(record: Dict[str, Any], where: str, *, ae_path: Any = None, d
         raise UserError(f"{where}: its latent record names no autoencoder")
     check_latent_record(record, path, where)
     ae = load_autoencoder(path, device=device)
-    scale = float(record["scale_factor"])
+    scale = parse_float(record.get("scale_factor"), f"{where}: its latent record's scale_factor", 0.0, lo_open=True)
     return lambda z: decode_latents(ae, z, scale).to(z.device)

@@ -129,6 +129,9 @@ def save_model(model: Any, out: Path) -> Path:
     description = {"process": {"name": model.process.name, **model.process.config()}, "network": network,
                    "preconditioning": preconditioning, "shape": list(model.shape), "num_classes": int(model.num_classes),
                    "source": source}
+    latent = model.latent
+    if latent is not None:  # the network works on latents: the folder names the autoencoder that decodes them
+        description["latent"] = latent
     return write_folder(Path(out), description, net.state_dict())
 
 

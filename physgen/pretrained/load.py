@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..fields.neural import NeuralField
 from ..images.train import load_trained
 from ..processes.base import Process
+from ..latent.data import latent_decoder
 from .convert import FOLDER_FORMAT, HEADER, is_model_folder, load_folder
 from .diffusers import is_diffusers_folder, load_diffusers
 from .edm import convert, network_record
@@ -101,6 +102,14 @@ class Pretrained:
         """A physgen checkpoint's image metadata (its ``config`` names the dataset); ``{}`` for a foreign file."""
         return self.info.get("meta") or {}
 
+    @property
+    def latent(self) -> Optional[Dict[str, Any]]:
+        """The latent record (autoencoder path and sha256, scale factor, image shape;
+        :mod:`physgen.latent.data`) of a model that works on an autoencoder's latents: a physgen
+        latent run, or a model folder exported from one.  ``None`` in pixel space."""
+        record = self.meta.get("latent") if self.format == "physgen" else self.info.get("latent") if self.format == FOLDER_FORMAT else None
+        return record if isinstance(record, dict) else None
+
     def to(self, device) -> "Pretrained":
         if isinstance(self.field, nn.Module):  # a plain callable field (from_denoiser, a test's stand-in) has no weights to move
             self.field.to(device)
@@ -164,7 +173,7 @@ def load(path, device=None, *, dtype: torch.dtype = torch.float32, ema: bool = T
         path = path.parent  # a model folder's header stands for its folder
     fmt = detect_format(path)
     where = f"{str(path)!r}"
-    if ae is not None and fmt != "physgen":
+    if ae is not None and fmt not in ("physgen", FOLDER_FORMAT):
         raise UserError(f"--ae applies to a physgen latent run; {where} is a {fmt} file")
     if fmt == "physgen":
         model = load_trained(path, device=device if device is not None else "cpu", ema=ema, ae=ae)
@@ -172,7 +181,10 @@ def load(path, device=None, *, dtype: torch.dtype = torch.float32, ema: bool = T
                          {"step": model.step, "meta": model.meta, "weights": "ema" if ema else "model"}, model.decode)
     elif fmt == FOLDER_FORMAT:
         process, field_, shape, info = load_folder(path, dtype)
-        out = Pretrained(process, field_, shape, int(info["num_classes"]), path, fmt, info)
+        if ae is not None and "latent" not in info:
+            raise UserError(f"--ae applies to a physgen latent run; {where} is a model folder in pixel space")
+        decode = latent_decoder(info["latent"], where, ae_path=ae, device=device if device is not None else "cpu") if "latent" in info else None
+        out = Pretrained(process, field_, shape, int(info["num_classes"]), path, fmt, info, decode)
     elif fmt == "diffusers":
         process, field_, shape, info = load_diffusers(path, dtype)
         out = Pretrained(process, field_, shape, field_.num_classes, path, fmt, info)

@@ -129,3 +129,40 @@ def test_a_latent_mlp_run_samples_edits_and_exports_the_same_field(tmp_path):
     ours, theirs = P.load(run), P.load(tmp_path / "x")
     x, sigma = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0)), torch.tensor([0.1, 5.0])
     assert torch.equal(ours.denoise(x, sigma), theirs.denoise(x, sigma))
+
+
+def test_an_exported_latent_run_still_decodes_its_samples_and_checks_its_autoencoder(tmp_path, capsys):
+    """export keeps the latent record: sampling the model folder writes the run's decoded images, not its latents."""
+    ae, other, run = _ae(tmp_path / "ae.pt", 0), _ae(tmp_path / "other.pt", 1), tmp_path / "run"
+    assert main(TRAIN + ["--latent", str(ae), "--out", str(run)]) == 0
+    assert main(["export", str(run), "--out", str(tmp_path / "x")]) == 0
+    assert checkpoints.read(tmp_path / "x" / "model.header", kind="model", log=None).meta["latent"]["sha256"] == \
+        checkpoints.find(run, log=None).header.meta["image"]["latent"]["sha256"]
+    sample = ["sample", "--n", "3", "--steps", "3", "--device", "cpu"]
+    assert main(sample + ["--ckpt", str(run), "--out", str(tmp_path / "a")]) == 0
+    assert main(sample + ["--ckpt", str(tmp_path / "x"), "--out", str(tmp_path / "b")]) == 0
+    for name in ("000000.png", "000002.png"):  # the same decoded 8x8 digits, pixel for pixel
+        a, b = (np.asarray(Image.open(tmp_path / d / name)) for d in ("a", "b"))
+        assert a.shape == (8, 8) and np.array_equal(a, b)
+    (tmp_path / "moved.pt").write_bytes(ae.read_bytes())
+    ae.unlink()
+    assert main(sample + ["--ckpt", str(tmp_path / "x"), "--ae", str(tmp_path / "moved.pt"), "--out", str(tmp_path / "c")]) == 0
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "c" / "000001.png")), np.asarray(Image.open(tmp_path / "a" / "000001.png")))
+    capsys.readouterr()
+    _one_line_error(capsys, sample + ["--ckpt", str(tmp_path / "x"), "--ae", str(other), "--out", str(tmp_path / "d")], "other.pt", "give that autoencoder")
+    pixel = tmp_path / "pixel"
+    assert main(TRAIN + ["--out", str(pixel), "--resolution", "8", "--arch", "tiny"]) == 0 and main(["export", str(pixel), "--out", str(tmp_path / "px")]) == 0
+    capsys.readouterr()
+    _one_line_error(capsys, sample + ["--ckpt", str(tmp_path / "px"), "--ae", str(other), "--out", str(tmp_path / "e")], "--ae", "pixel space")
+
+
+@pytest.mark.parametrize("record, words", [({"scale_factor": "x"}, ("scale_factor",)), ({"scale_factor": -1.0}, ("scale_factor",)),
+                                           ({"sha256": 5}, ("latent record",)), ({"autoencoder": None}, ("names no autoencoder",))])
+def test_a_model_folder_with_a_damaged_latent_record_is_one_line(tmp_path, capsys, record, words):
+    ae, run = _ae(tmp_path / "ae.pt", 0), tmp_path / "run"
+    assert main(TRAIN + ["--latent", str(ae), "--out", str(run)]) == 0 and main(["export", str(run), "--out", str(tmp_path / "x")]) == 0
+    header = checkpoints.read(tmp_path / "x" / "model.header", kind="model", log=None)
+    meta = {**header.meta, "latent": {**header.meta["latent"], **record}}
+    checkpoints.write(tmp_path / "x" / "model.header", {}, kind="model", step=0, meta=meta)  # re-checksummed: a crafted, well-formed header
+    capsys.readouterr()
+    _one_line_error(capsys, ["sample", "--ckpt", str(tmp_path / "x"), "--n", "1", "--steps", "2", "--device", "cpu", "--out", str(tmp_path / "s")], *words)
