@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from physgen.sampling import warn_stray_runs, sample
-from physgen.config import parse_D
+from physgen.config import arg, parse_seed, parse_D
 from physgen.errors import UserError, unknown_name
 from physgen.data import load_toy
 from physgen.nets.mlp import MLP
@@ -85,7 +85,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--few-steps", default="5,8,12", help="reduced step counts")
     parser.add_argument("--bits", default="5,6,7,8,9", help="weight-quantisation bit widths")
     parser.add_argument("--n-samples", type=int, default=600, help="samples per setting (digits: at most its held-out size)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=arg(parse_seed), default=0)
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads for torch (default 1: these small MLPs are bound by per-op overhead, and on a "

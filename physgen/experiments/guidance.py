@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from physgen.config import arg, parse_seed
 from physgen.sampling import grid, warn_stray_runs
 from physgen.data import load_toy
 from physgen.guidance import BayesClassifier, ClassifierGuidance, make_classifier, ClassifierFreeGuidance, sample_guided, bayes_classifier
@@ -78,7 +79,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--n-exact", type=int, default=1000, help="points of the exact fields")
     parser.add_argument("--no-shift-error", action="store_true", help="skip the shift-exactness table")
     parser.add_argument("--quick", action="store_true", help="a ~1 minute smoke run (fewer steps, samples and scales)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=arg(parse_seed), default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
 
 

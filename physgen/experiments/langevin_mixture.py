@@ -27,6 +27,7 @@ import time
 
 import torch
 import solvers
+from physgen.config import arg, parse_seed
 from physgen.data import ncsn_mixture
 from physgen.errors import UserError
 from physgen.metrics import mode_weights
@@ -45,7 +46,7 @@ MEANS = ((5.0, 5.0), (-5.0, -5.0))
 def add_arguments(parser) -> None:
     parser.add_argument("--out", default="runs/langevin_mixture", help="output folder")
     parser.add_argument("--n", type=int, default=3000, help="chains per sampler")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=arg(parse_seed), default=0)
     parser.add_argument("--plain-step", type=float, default=0.1, help="plain Langevin step α")
     parser.add_argument("--plain-steps", type=int, default=1000, help="plain Langevin steps")
     parser.add_argument("--sigma-max", type=float, default=20.0, help="annealed: σ_1")

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from physgen.config import arg, parse_seed
 from physgen.sampling import grid, sample, warn_stray_runs
 from physgen.errors import UserError
 from physgen.noise import SeededNoise
@@ -61,7 +62,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=18, help="DPM-Solver++(2M) steps of the ladder")
     parser.add_argument("--fine-steps", type=int, default=60, help="the ladder's fine run (0: skip)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, numbers are noisy)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=arg(parse_seed), default=0)
 
 
 def _numbers(text: str, flag: str, integer: bool = False) -> list:

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import torch
 
+from physgen.config import arg, parse_seed
 from physgen.sampling import grid, sample, warn_stray_runs
 from physgen.errors import UserError
 from physgen.metrics import mmd, mode_weights, sliced_w2
@@ -78,7 +79,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--neural-masses", default="0.1,1", help="comma-separated masses of the neural runs")
     parser.add_argument("--no-genphys-rows", action="store_true", help="skip the reproduction of GENPHYS.md's 2-D table")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (a smoke test, numbers are noisy)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=arg(parse_seed), default=0)
 
 
 def _masses(text: str) -> list[float]:

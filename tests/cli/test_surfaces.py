@@ -130,3 +130,13 @@ def test_nll_refuses_a_process_without_prior_density_before_any_field(capsys, tm
     monkeypatch.setattr(physgen.toy, "build_field", no_field)
     for field in ("exact", "analytic", "mlp"):
         _refused(capsys, [*NLL, "--process", "telegrapher", "--field", field, "--out", str(tmp_path / field)], "telegrapher", "prior density")
+
+
+@pytest.mark.parametrize("experiment", ["d-sweep", "guidance", "langevin-mixture", "telegrapher", "yukawa", "flows", "editing"])
+@pytest.mark.parametrize("seed", ["-1", "2.5", "1e30", "x"])
+def test_every_experiment_refuses_a_bad_seed_before_it_starts(experiment, seed, capsys, tmp_path):
+    """One seed flag type for every experiment: the refusal comes from argparse, before any plan line or output."""
+    assert main(["experiment", experiment, "--seed", seed, "--out", str(tmp_path / "o")]) == 2
+    captured = capsys.readouterr()
+    assert not captured.out and len(captured.err.strip().splitlines()) == 1 and "--seed" in captured.err
+    assert not (tmp_path / "o").exists()
