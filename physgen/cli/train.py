@@ -138,8 +138,6 @@ def apply_overrides(base: dict, given: dict) -> dict:
             d[key] = float("inf") if key == "D" and value == float("inf") else value
     if "train.steps" in given and "train.duration_mimg" not in given:
         d["train"]["duration_mimg"] = None
-    if "train.warmup_steps" in given and "train.warmup_mimg" not in given:
-        d["train"]["warmup_mimg"] = None
     return d
 
 
@@ -170,9 +168,8 @@ def resolve_config(args):
     if "latent" in given or base.get("latent"):
         given = {**latent_defaults(base), **given}
     d = apply_overrides(base, given)
-    if not ("latent" in given or base.get("latent")):  # the latent recipe sets its own warm-up
-        user_keys = set(raw.get("train") or {}) | {k[6:] for k in given if k.startswith("train.")}
-        d["train"] = with_default_warmup(d["train"], user_keys)
+    user_keys = set(raw.get("train") or {}) | {k[6:] for k in given if k.startswith("train.")}  # the latent recipe's count as given
+    d["train"] = with_default_warmup(d["train"], user_keys)
     return config_from_dict(d, where=args.config or "command line"), False
 
 

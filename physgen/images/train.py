@@ -116,8 +116,6 @@ def with_default_warmup(table: Dict[str, Any], given: set) -> Dict[str, Any]:
     if "warmup_steps" in given and "warmup_mimg" not in given:
         table["warmup_mimg"] = None
     if {"steps", "duration_mimg"} & given and not {"warmup_steps", "warmup_mimg"} & given:
-        if "steps" in given and "duration_mimg" not in given:
-            table["duration_mimg"] = None
         total_mimg = table["duration_mimg"] if table.get("duration_mimg") is not None else int(table["steps"]) * int(table["batch"]) / 1e6
         table["warmup_steps"], table["warmup_mimg"] = 0, scaled_warmup_mimg(float(total_mimg))
     return table
@@ -403,8 +401,9 @@ def run_training(
         n_params = sum(p.numel() for p in net.parameters())
         print(f"physgen train: {process.name} {jsonable(process.config())}  {spec['arch']} ({n_params / 1e6:.2f}M params)  {dataset.name} {list(shape)} x {len(dataset)}  "
               f"{info.world_size} process(es) on {device}  {tcfg.total_steps} steps of {tcfg.batch}", file=log, flush=True)
-        if warmup_warning(tcfg) and not resume:
-            print(warmup_warning(tcfg), file=log, flush=True)
+        warning = None if resume else warmup_warning(tcfg)
+        if warning:
+            print(warning, file=log, flush=True)
     t0 = time.perf_counter()
     result = train(process, field_, stream, tcfg, out_dir=out, resume=resume, device=device, log_stream=log, on_step=on_step, checkpoint_meta=meta,
                    unit="img", sample_grid=_grid_writer(process, out, config, shape, spec["num_classes"], device, decode), sample_every=config.sample_every)
